@@ -1,0 +1,58 @@
+"""The harness's error family.
+
+Every error a user can cause (a missing file, a malformed PEM, a wrong PFX password, a bad option) is a
+:class:`UsageError`: the CLI prints its one-line message and exits with code 2, with no traceback. Errors the
+environment causes (a component that does not start, a tool that is not installed) say what was awaited, what was
+seen last and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HarnessError",
+    "InputError",
+    "StartError",
+    "ToolMissingError",
+    "UsageError",
+    "WaitTimeout",
+]
+
+
+class HarnessError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+    #: process exit code the CLI uses for this error
+    exit_code = 1
+
+
+class UsageError(HarnessError):
+    """The user gave something unusable: a bad option, a missing file, a wrong password."""
+
+    exit_code = 2
+
+
+class InputError(UsageError):
+    """An input file is missing or unusable. The message names the file, what is wrong, and the fix."""
+
+    def __init__(self, path: object, problem: str, fix: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.path}: {problem} — {fix}")
+
+
+class ToolMissingError(UsageError):
+    """A binary the harness needs (nginx, envoy, docker, kind, kubectl) is not installed."""
+
+    def __init__(self, tool: str, install_hint: str) -> None:
+        self.tool = tool
+        self.install_hint = install_hint
+        super().__init__(f"{tool} not found — {install_hint}")
+
+
+class StartError(HarnessError):
+    """A component did not start. The message carries the tail of its log."""
+
+
+class WaitTimeout(HarnessError, TimeoutError):
+    """Something awaited did not become ready in time: names what, the last error seen, and the log tail."""

@@ -1,0 +1,62 @@
+"""Free loopback ports, handed out under a lock so parallel workers (pytest-xdist) never get the same one.
+
+nginx cannot bind port 0 and report back, and the chain's hops must know each other's ports before they start (so
+they can start at once, in parallel). So ports are picked by the kernel (bind to port 0), then recorded in a small
+registry under an exclusive file lock; a port handed out in the last :data:`HOLD_SECONDS` is never handed out again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["free_port", "free_ports"]
+
+#: how long a handed-out port stays reserved for the process that asked for it
+HOLD_SECONDS = 120.0
+
+_REGISTRY = Path(tempfile.gettempdir()) / f"mtls-harness-ports-{os.getuid()}.json"
+
+
+def _kernel_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return ``count`` distinct free TCP ports on ``host``, reserved against other harness processes."""
+    lock_path = _REGISTRY.with_suffix(".lock")
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = time.time()
+        held: dict[str, float] = {}
+        with contextlib.suppress(OSError, ValueError):
+            held = {k: v for k, v in json.loads(_REGISTRY.read_text()).items() if now - v < HOLD_SECONDS}
+        ports: list[int] = []
+        for _ in range(count * 50):  # bounded: the kernel rarely repeats itself
+            port = _kernel_port(host)
+            if str(port) not in held and port not in ports:
+                ports.append(port)
+                if len(ports) == count:
+                    break
+        else:  # pragma: no cover - would need an exhausted ephemeral range
+            raise OSError(f"could not find {count} free ports on {host}")
+        for port in ports:
+            held[str(port)] = now
+        tmp = _REGISTRY.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(held))
+        os.replace(tmp, _REGISTRY)
+        return ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One free port; see :func:`free_ports`."""
+    return free_ports(1, host)[0]
