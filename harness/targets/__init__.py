@@ -1,0 +1,24 @@
+"""Targets: where the chain runs. ``open_target(name)`` returns a context manager yielding a RunningChain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import UsageError
+from harness.targets.base import TARGET_NAMES, HopEndpoint, RunningChain, Target
+from harness.topology import KeyType, Topology, default_topology
+
+__all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target", "open_target"]
+
+
+def open_target(name: str, *, topology: Topology | None = None, key_type: KeyType = "ecdsa",
+                **options: Any) -> Target:
+    """The target called ``name``, ready to be entered with ``with``."""
+    topology = topology or default_topology(key_type)
+    if name == "local":
+        from harness.targets.local import LocalTarget
+
+        return LocalTarget(topology, **options)
+    if name in TARGET_NAMES:
+        raise UsageError(f"target {name!r} is not available in this version yet — use --target local")
+    raise UsageError(f"unknown target {name!r} — choose one of: {', '.join(TARGET_NAMES)}")

@@ -1,0 +1,133 @@
+"""The ``mtls-harness`` command.
+
+Every user mistake (bad option, missing file, wrong password) ends in one ``error: …`` line and exit code 2; a
+check that found problems exits 1; success exits 0. No traceback reaches the user for a HarnessError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from harness import __version__
+from harness.errors import HarnessError, UsageError
+from harness.targets.base import TARGET_NAMES, RunningChain
+from harness.topology import HOPS
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2 (argparse's own code for it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _terminate_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so `with` blocks unwind and every child is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# up
+# ------------------------------------------------------------------------------------------------------------------
+def _print_chain(chain: RunningChain, started_in: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    table = Table(title=f"mtls-harness: chain up on the {chain.target} target in {started_in * 1000:.0f} ms")
+    for col in ("hop", "endpoint", "server name (SNI)", "trust (CA bundle)", "client identity"):
+        table.add_column(col)
+    for hop in HOPS:
+        ep = chain.endpoints.get(hop)
+        if ep is None:
+            continue
+        table.add_row(hop, f"{ep.host}:{ep.port}", ep.server_name, str(ep.trust or "-"),
+                      str(ep.client_cert or "-"))
+    console.print(table)
+    gw = chain.entry
+    console.print(
+        f"try: curl --cacert {gw.trust} --resolve {gw.server_name}:{gw.port}:{gw.host} "
+        f"https://{gw.server_name}:{gw.port}/", soft_wrap=True)
+    console.print("Ctrl-C stops the chain.")
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from harness.targets import open_target
+
+    _terminate_on_sigterm()
+    t0 = time.perf_counter()
+    try:
+        with open_target(args.target, key_type=args.key_type) as chain:
+            started_in = time.perf_counter() - t0
+            if args.json:
+                doc = chain.as_dict() | {"started_in_ms": round(started_in * 1000, 1)}
+                print(json.dumps(doc), flush=True)
+            else:
+                _print_chain(chain, started_in)
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        print("stopping the chain", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mtls-harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"mtls-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    up = sub.add_parser("up", help="stand the chain up and print its endpoints; Ctrl-C stops it",
+                        description="Stand the chain up, print each hop's endpoint, CA bundle and client "
+                                    "identity, and keep it running until Ctrl-C (or SIGTERM).")
+    up.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
+    up.add_argument("--json", action="store_true", help="print the endpoints as one JSON document (for scripts)")
+    up.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
+                    help="key type of the generated cert set (default: ecdsa, P-256)")
+    up.add_argument("--duration", type=float, metavar="SECONDS", default=None,
+                    help="stop by itself after SECONDS (default: run until Ctrl-C)")
+    up.set_defaults(func=_cmd_up)
+
+    try:
+        from harness import cli_certs
+    except ImportError:  # pragma: no cover - during development only
+        pass
+    else:
+        cli_certs.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"mtls-harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HarnessError as exc:
+        print(f"mtls-harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,181 @@
+"""pytest plugin: options, markers and fixtures (thin wrappers over the library; everything works outside pytest too).
+
+Fixtures, in layers (override the settings ones in a conftest.py):
+
+- ``mtls_target_name`` / ``mtls_key_type`` (session): settings from ``--target`` / ``--key-type``;
+- ``mtls_topology`` (session): the topology the session's chain runs (default: :func:`default_topology`);
+- ``cert_set`` (session): the generated cert set for that topology, cached on disk across runs;
+- ``chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end;
+- ``chain_for`` (session): ``chain_for(variant_topology)`` → a running variant chain, started on demand and kept
+  while it is among the few most recently used, so a variant costs one start however many cases use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from harness.errors import HarnessError, ToolMissingError
+from harness.runtime import stop_all
+from harness.targets import TARGET_NAMES, RunningChain, open_target
+from harness.topology import Topology, default_topology
+
+__all__ = ["MARKERS", "VariantChains"]
+
+MARKERS = {
+    "e2e": "a handshake case run against a live chain on the selected --target",
+    "needs_root": "needs root (network namespaces, captures); skipped otherwise",
+    "needs_docker": "needs a reachable Docker engine; skipped otherwise",
+    "needs_azure": "runs only with --target azure",
+    "needs_kind": "runs only with --target kind",
+}
+
+#: how many variant chains stay up at once (each is four processes)
+VARIANT_CACHE = 3
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mtls-harness", "mTLS chain harness")
+    group.addoption("--target", choices=TARGET_NAMES, default=os.environ.get("MTLS_HARNESS_TARGET", "local"),
+                    help="where the chain runs: local (default), containers, kind, azure, attach")
+    group.addoption("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
+                    help="key type of the generated cert set (default: ecdsa)")
+    group.addoption("--require-tools", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_REQUIRE_TOOLS")),
+                    help="fail instead of skipping when root, Docker, nginx or Envoy is missing (CI sets this)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def _docker_reachable() -> bool:
+    if shutil.which("docker") is None and not os.path.exists("/var/run/docker.sock"):
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _missing(config: pytest.Config, reason: str) -> None:
+    """Skip with ``reason`` — or fail when --require-tools says the environment must have everything."""
+    if config.getoption("--require-tools"):
+        pytest.fail(f"{reason} (--require-tools is set, so this is an error, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    config = item.config
+    target = config.getoption("--target")
+    if item.get_closest_marker("needs_root") and os.geteuid() != 0:
+        _missing(config, "needs root (network namespaces / packet capture): run as root or with sudo")
+    if item.get_closest_marker("needs_docker") and not _docker_reachable():
+        _missing(config, "needs a running Docker engine (apt-get install docker.io; dockerd)")
+    if item.get_closest_marker("needs_azure") and target != "azure":
+        pytest.skip("runs only with --target azure")
+    if item.get_closest_marker("needs_kind") and target != "kind":
+        pytest.skip("runs only with --target kind")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Safety net: whatever a failing fixture left running is stopped here."""
+    stop_all()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# fixtures
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mtls_target_name(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--target"))
+
+
+@pytest.fixture(scope="session")
+def mtls_key_type(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--key-type"))
+
+
+@pytest.fixture(scope="session")
+def mtls_topology(mtls_key_type: str) -> Topology:
+    return default_topology(mtls_key_type)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def cert_set(mtls_topology: Topology) -> Any:
+    from harness.pki import cert_set_for
+
+    return cert_set_for(mtls_topology.pki)
+
+
+def _enter(config: pytest.Config, target: Any) -> RunningChain:
+    try:
+        return target.__enter__()  # type: ignore[no-any-return]
+    except ToolMissingError as exc:
+        _missing(config, str(exc))
+        raise  # pragma: no cover - _missing raises
+    except HarnessError as exc:
+        pytest.fail(f"the chain did not start: {exc}", pytrace=False)
+        raise  # pragma: no cover
+
+
+@pytest.fixture(scope="session")
+def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: Topology) -> Iterator[RunningChain]:
+    """The running chain on the selected target, shared by the whole session (per xdist worker)."""
+    target = open_target(mtls_target_name, topology=mtls_topology)
+    running = _enter(request.config, target)
+    try:
+        yield running
+    finally:
+        target.__exit__(None, None, None)
+
+
+class VariantChains:
+    """Variant chains started on demand, least recently used one stopped when more than ``size`` are up."""
+
+    def __init__(self, config: pytest.Config, target_name: str, size: int = VARIANT_CACHE) -> None:
+        self._config = config
+        self._target_name = target_name
+        self._size = size
+        self._up: OrderedDict[str, tuple[Any, RunningChain]] = OrderedDict()
+
+    def __call__(self, topology: Topology) -> RunningChain:
+        key = repr(topology)
+        if key in self._up:
+            self._up.move_to_end(key)
+            return self._up[key][1]
+        while len(self._up) >= self._size:
+            _, (old, _) = self._up.popitem(last=False)
+            old.__exit__(None, None, None)
+        target = open_target(self._target_name, topology=topology)
+        running = _enter(self._config, target)
+        self._up[key] = (target, running)
+        return running
+
+    def close(self) -> None:
+        while self._up:
+            _, (target, _) = self._up.popitem()
+            with contextlib.suppress(Exception):
+                target.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def chain_for(request: pytest.FixtureRequest, mtls_target_name: str) -> Iterator[Callable[[Topology], RunningChain]]:
+    """``chain_for(topology)`` → a running chain for a variant topology (started once, reused while recent)."""
+    variants = VariantChains(request.config, mtls_target_name)
+    try:
+        yield variants
+    finally:
+        variants.close()

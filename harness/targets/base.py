@@ -1,0 +1,112 @@
+"""What every target gives the suite: a running chain, described the same way wherever it runs.
+
+A target is a context manager. ``with target as chain:`` stands the chain up (cleaning up a half-start before the
+error propagates) and yields a :class:`RunningChain`; leaving the block stops everything the target started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from harness.topology import HOPS, HopName, Topology
+
+if TYPE_CHECKING:
+    from harness.pki import CertSet
+    from harness.probe import ProbeResult
+
+__all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target"]
+
+#: every target the harness knows, in the order the CLI lists them
+TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
+
+
+@dataclass(frozen=True)
+class HopEndpoint:
+    """Where a hop listens and how its caller talks to it: the trust for its server cert and the caller's identity."""
+
+    hop: HopName
+    host: str
+    port: int
+    server_name: str
+    trust: Path | None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hop": self.hop,
+            "host": self.host,
+            "port": self.port,
+            "server_name": self.server_name,
+            "url": f"https://{self.server_name}:{self.port}/",
+            "ca_bundle": str(self.trust) if self.trust else None,
+            "client_cert": str(self.client_cert) if self.client_cert else None,
+            "client_key": str(self.client_key) if self.client_key else None,
+        }
+
+
+@dataclass
+class RunningChain:
+    """A chain that is up: its topology, its cert set, and an endpoint per hop (reachable ones only)."""
+
+    target: str
+    topology: Topology
+    certs: CertSet
+    endpoints: Mapping[HopName, HopEndpoint]
+    logs: Mapping[str, Path] = field(default_factory=dict)
+    #: True when a case may change the chain (swap a cert, change an annotation); False on attach/azure
+    mutable: bool = True
+
+    @property
+    def entry(self) -> HopEndpoint:
+        return self.endpoints["gateway"]
+
+    def endpoint(self, hop: HopName) -> HopEndpoint:
+        try:
+            return self.endpoints[hop]
+        except KeyError:
+            raise KeyError(f"hop {hop!r} is not reachable on the {self.target} target "
+                           f"(reachable: {', '.join(self.endpoints)})") from None
+
+    def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
+        """Probe ``hop`` as its caller would (its trust, name and identity); keyword arguments override any of them."""
+        from harness.probe import probe
+
+        ep = self.endpoint(hop)
+        kwargs: dict[str, Any] = {
+            "server_name": ep.server_name,
+            "trust": ep.trust,
+            "client_cert": ep.client_cert,
+            "client_key": ep.client_key,
+        }
+        kwargs.update(overrides)
+        return probe(ep.host, ep.port, **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "topology": self.topology.name,
+            "cert_dir": str(self.certs.directory),
+            "hops": {h: self.endpoints[h].as_dict() for h in HOPS if h in self.endpoints},
+            "logs": {k: str(v) for k, v in self.logs.items()},
+        }
+
+
+class Target(Protocol):
+    """A place the chain runs. ``__enter__`` returns the running chain; ``__exit__`` stops what it started."""
+
+    name: str
+
+    def __enter__(self) -> RunningChain: ...
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def reconfigure(self, topology: Topology) -> RunningChain:
+        """Make the running chain match ``topology`` as cheaply as the target allows (hot reload, else restart)."""
+        ...

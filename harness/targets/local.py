@@ -1,0 +1,263 @@
+"""The local target: the whole chain as child processes on 127.0.0.1.
+
+    pod (python -m harness.pod.echo) ◀── nginx (ingress) ◀── Envoy (apim) ◀── Envoy (gateway) ◀── client
+
+All four start at once (their ports are reserved first, so every hop knows the next one's port), then one wait
+covers them all. A failed start stops whatever did start and raises :class:`~harness.errors.StartError` with the
+failing process's log tail. :meth:`LocalTarget.reconfigure` turns the running chain into a variant: nginx by
+re-render + SIGHUP (hot reload), Envoy and the pod by a restart of that hop only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from harness.errors import StartError, WaitTimeout
+from harness.runtime import ManagedProcess, free_ports, wait_until
+from harness.runtime.binaries import find_envoy, find_nginx
+from harness.targets.base import HopEndpoint, RunningChain
+from harness.topology import HOPS, HopName, Topology, default_topology
+
+if TYPE_CHECKING:
+    from harness.pki import CertSet
+    from harness.render.envoy import EnvoyConfig
+    from harness.render.nginx import NginxConfig
+
+__all__ = ["LocalTarget", "endpoints_for"]
+
+HOST = "127.0.0.1"
+#: how long one start of the chain may take before it is called failed (it takes well under a second here)
+START_TIMEOUT = 20.0
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+@dataclass
+class _Hop:
+    """One running process of the chain and how to tell that it is ready."""
+
+    name: str
+    process: ManagedProcess
+    ready: Callable[[], bool]
+
+
+def endpoints_for(topology: Topology, certs: CertSet, ports: dict[HopName, int],
+                  host: str = HOST) -> dict[HopName, HopEndpoint]:
+    """Each hop's endpoint as its caller sees it: the caller's trust anchor, expected name and client identity."""
+    out: dict[HopName, HopEndpoint] = {}
+    for hop in HOPS:
+        caller = topology.caller_of(hop)
+        # a direct probe trusts the root that really issued the hop's cert, whatever its caller is configured with:
+        # the suite asks "does the hop serve a valid chain", the caller's own trust is tested through the chain
+        trust = certs.trust_bundle(topology.server_ca_of(hop))
+        leaf = certs.leaf(caller.client_cert) if caller.client_cert else None
+        out[hop] = HopEndpoint(
+            hop=hop,
+            host=host,
+            port=ports[hop],
+            server_name=topology.listener_of(hop).hostname,
+            trust=trust,
+            client_cert=leaf.chain if leaf else None,
+            client_key=leaf.key if leaf else None,
+        )
+    return out
+
+
+class LocalTarget:
+    """``with LocalTarget(topology) as chain:`` — the chain from real Envoy, real nginx and the echo pod."""
+
+    name = "local"
+
+    def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
+                 workdir: Path | None = None, keep_workdir: bool = False) -> None:
+        self.topology = topology or default_topology()
+        self._certs = certs
+        self._given_workdir = workdir
+        self.keep_workdir = keep_workdir
+        self.workdir: Path | None = None
+        self.ports: dict[str, int] = {}
+        self._procs: dict[str, ManagedProcess] = {}
+        self._nginx: NginxConfig | None = None
+        self._envoy: dict[str, EnvoyConfig] = {}
+        self.chain: RunningChain | None = None
+        #: seconds each hop took from spawn to ready in the last start
+        self.start_times: dict[str, float] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> RunningChain:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every process in reverse start order (gateway first), then remove the work directory."""
+        for name in ("gateway", "apim", "ingress", "pod"):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        if self.workdir is not None and not self.keep_workdir and self._given_workdir is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        self.chain = None
+
+    @property
+    def certs(self) -> CertSet:
+        if self._certs is None:
+            from harness.pki import cert_set_for
+
+            self._certs = cert_set_for(self.topology.pki)
+        return self._certs
+
+    def _start(self) -> RunningChain:
+        envoy, nginx = find_envoy(), find_nginx()  # fail with an install hint before anything starts
+        if self._given_workdir is not None:
+            self.workdir = self._given_workdir
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-local-"))
+        names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin")
+        self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
+        hops = [self._pod(), self._ingress(nginx), self._envoy_hop("apim", envoy), self._envoy_hop("gateway", envoy)]
+        self._launch(hops)
+        return self._publish()
+
+    def _publish(self) -> RunningChain:
+        assert self.workdir is not None
+        ports: dict[HopName, int] = {h: self.ports[h] for h in HOPS}
+        self.chain = RunningChain(
+            target=self.name,
+            topology=self.topology,
+            certs=self.certs,
+            endpoints=endpoints_for(self.topology, self.certs, ports),
+            logs={name: p.log_path for name, p in self._procs.items()}
+            | ({"ingress-error": self._nginx.error_log} if self._nginx else {}),
+        )
+        return self.chain
+
+    def _launch(self, hops: list[_Hop]) -> None:
+        """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""
+        t0 = time.perf_counter()
+        for hop in hops:
+            self._procs[hop.name] = hop.process
+            hop.process.start()
+        pending = {h.name: h for h in hops}
+
+        def all_ready() -> bool:
+            for name in list(pending):
+                with contextlib.suppress(OSError):
+                    if pending[name].ready():
+                        self.start_times[name] = time.perf_counter() - t0
+                        del pending[name]
+            return not pending
+
+        def dead() -> str | None:
+            for h in pending.values():
+                reason = h.process.exit_reason()
+                if reason is not None:
+                    return reason
+            return None
+
+        def tails() -> str:
+            return "\n".join(f"[{n}] {pending[n].process.log_tail(15)}" for n in pending)
+
+        try:
+            wait_until(all_ready, "local chain start", timeout=START_TIMEOUT, log_tail=tails, alive=dead)
+        except WaitTimeout as exc:
+            waiting = ", ".join(pending) or "nothing"
+            raise StartError(f"the local chain did not start (waiting for: {waiting})\n{exc}") from None
+
+    # -- the four hops -------------------------------------------------------------------------------------------
+    def _log(self, name: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "logs" / f"{name}.log"
+
+    def _pod(self) -> _Hop:
+        listener = self.topology.pod.listener
+        leaf = self.certs.leaf(listener.server_cert)
+        argv = [sys.executable, "-m", "harness.pod.echo", "--listen", f"{HOST}:{self.ports['pod']}",
+                "--cert", str(leaf.chain), "--key", str(leaf.key), "--client-auth", listener.client_auth,
+                "--min-version", listener.min_version, "--max-version", listener.max_version]
+        if listener.client_ca:
+            argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca))]
+        proc = ManagedProcess("pod", argv, log_path=self._log("pod"))
+        port = self.ports["pod"]
+        return _Hop("pod", proc, lambda: _tcp_open(HOST, port))
+
+    def _ingress(self, nginx: Path) -> _Hop:
+        from harness.render.nginx import render_nginx
+
+        assert self.workdir is not None
+        self._nginx = render_nginx(self.topology, self.certs, listen=(HOST, self.ports["ingress"]),
+                                   pod=(HOST, self.ports["pod"]), workdir=self.workdir / "ingress")
+        proc = ManagedProcess("ingress", self._nginx.argv(nginx), log_path=self._log("ingress"))
+        port = self.ports["ingress"]
+        return _Hop("ingress", proc, lambda: _tcp_open(HOST, port))
+
+    def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> _Hop:
+        from harness.render.envoy import envoy_ready, render_envoy
+
+        assert self.workdir is not None
+        upstream = self.ports["apim" if hop == "gateway" else "ingress"]
+        config = render_envoy(self.topology, hop, self.certs,
+                              listen=(HOST, self.ports[hop]), upstream=(HOST, upstream),
+                              admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop)
+        self._envoy[hop] = config
+        proc = ManagedProcess(hop, config.argv(envoy), log_path=self._log(hop))
+        return _Hop(hop, proc, lambda: envoy_ready(config))
+
+    # -- variants ------------------------------------------------------------------------------------------------
+    def reconfigure(self, topology: Topology) -> RunningChain:
+        """Turn the running chain into ``topology``, touching only the hops whose part of the model changed."""
+        if self.chain is None:
+            raise RuntimeError("the local chain is not running")
+        old, self.topology = self.topology, topology
+        if old.pki != topology.pki:
+            self._certs = None
+        changed = {
+            "pod": old.pod != topology.pod or old.pki != topology.pki,
+            "ingress": old.ingress != topology.ingress or old.pod.listener.hostname != topology.pod.listener.hostname
+            or old.pki != topology.pki,
+            "apim": old.apim != topology.apim or old.pki != topology.pki,
+            "gateway": old.gateway != topology.gateway or old.pki != topology.pki,
+        }
+        restart: list[_Hop] = []
+        if changed["pod"]:
+            self._procs.pop("pod").stop()
+            restart.append(self._pod())
+        if changed["apim"]:
+            self._procs.pop("apim").stop()
+            restart.append(self._envoy_hop("apim", find_envoy()))
+        if changed["gateway"]:
+            self._procs.pop("gateway").stop()
+            restart.append(self._envoy_hop("gateway", find_envoy()))
+        if restart:
+            self._launch(restart)
+        if changed["ingress"]:
+            self._reload_ingress()
+        return self._publish()
+
+    def _reload_ingress(self) -> None:
+        from harness.render.nginx import reload_nginx, render_nginx
+
+        assert self.workdir is not None
+        self._nginx = render_nginx(self.topology, self.certs, listen=(HOST, self.ports["ingress"]),
+                                   pod=(HOST, self.ports["pod"]), workdir=self.workdir / "ingress")
+        reload_nginx(self._nginx, self._procs["ingress"].pid)
