@@ -90,6 +90,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("runs only with --target kind")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``."""
+    if "mtls_target" in metafunc.fixturenames:
+        target = metafunc.config.getoption("--target")
+        metafunc.parametrize("mtls_target", [target], ids=[target], scope="session")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture left running is stopped here."""
     stop_all()
