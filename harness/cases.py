@@ -32,7 +32,7 @@ NO_CERT = "No required SSL certificate was sent"
 CERT_ERROR = "The SSL certificate error"
 
 
-class Skip(Exception):  # noqa: N818 - it is a verdict, not a failure
+class Skip(Exception):
     """The case cannot run on this target (the reason says why); the suite turns it into a skip."""
 
 

@@ -129,10 +129,12 @@ def test_ingress_answers_curl_400_without_cert_400_for_unknown_ca_and_200_for_ap
     with LocalTarget(default_topology()) as chain:
         ep = chain.endpoint("ingress").as_dict()
         none = _ingress_curl(ep)
-        assert "400" in none.stdout and "No required SSL certificate was sent" in none.stdout, none
+        assert "400" in none.stdout, none
+        assert "No required SSL certificate was sent" in none.stdout, none
         rogue = chain.certs.fault("unknown-ca", like="apim-client")
         bad = _ingress_curl(ep, "--cert", str(rogue.chain), "--key", str(rogue.key))
-        assert "400" in bad.stdout and "The SSL certificate error" in bad.stdout, bad
+        assert "400" in bad.stdout, bad
+        assert "The SSL certificate error" in bad.stdout, bad
         good = _ingress_curl(ep, "--cert", ep["client_cert"], "--key", ep["client_key"])
         assert json.loads(good.stdout)["hop"] == "pod", good
 
@@ -175,7 +177,7 @@ def test_a_failed_start_stops_what_did_start_and_shows_the_log(tmp_path: Path,
 def test_reconfigure_swaps_only_the_changed_hop() -> None:
     topo = default_topology()
     target = LocalTarget(topo)
-    with target as chain:
+    with target:
         pids = {name: p.pid for name, p in target._procs.items()}
         variant = topo.with_ingress_annotations(auth_tls_verify_client="optional")
         chain = target.reconfigure(variant)
