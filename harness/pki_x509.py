@@ -111,6 +111,7 @@ def _builder(
     not_after: dt.datetime,
     serial: int | None,
     issuer_cert: x509.Certificate | None,
+    self_aki: bool = False,
 ) -> x509.CertificateBuilder:
     b = (
         x509.CertificateBuilder()
@@ -125,6 +126,8 @@ def _builder(
     if issuer_cert is not None:
         ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    elif self_aki:  # a self-signed leaf names its own key, as `openssl req -x509` does
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
     return b
 
 
@@ -253,6 +256,7 @@ def issue_leaf(
         not_after=end,
         serial=serial,
         issuer_cert=issuer.cert if issuer else None,
+        self_aki=issuer is None,
     )
     rsa_key = isinstance(key, rsa.RSAPrivateKey)
     b = b.add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True).add_extension(
