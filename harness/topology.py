@@ -411,7 +411,7 @@ def default_topology(key_type: KeyType = "ecdsa") -> Topology:
         K8sSecret("ingress-tls", tls="ingress-server"),
         K8sSecret("apim-client-ca", ca=("apim-client-ca",)),
         K8sSecret("pod-tls-client", tls="ingress-client", ca=("pod-ca",)),
-        K8sSecret("echo-tls", tls="pod-server", ca=("apim-client-ca",)),
+        K8sSecret("echo-tls", tls="pod-server", ca=("pod-ca",)),  # the pod verifies the ingress's client cert
     )
     return Topology(
         name="default",
