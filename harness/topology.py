@@ -229,6 +229,9 @@ class IngressHop:
     secrets: tuple[K8sSecret, ...]
     #: the ingress server cert the controller serves for the host (from the Ingress' tls secret)
     server_cert: str = "ingress-server"
+    #: the controller's ConfigMap key allow-cross-namespace-resources (default false: an auth-tls-secret or
+    #: proxy-ssl-secret in another namespace is refused)
+    allow_cross_namespace_resources: bool = False
 
     @property
     def primary(self) -> Ingress:
