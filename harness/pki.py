@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: bump when the layout or the certificate profile changes: cached sets with another format are regenerated
-FORMAT = 1
+FORMAT = 2
 #: a cached set is regenerated when a leaf or CRL would expire within this many days (so `certs check` stays clean)
 REFRESH_DAYS = 60
 #: where :func:`cert_set_for` caches sets; override with the MTLS_HARNESS_CERT_CACHE environment variable
@@ -412,6 +412,10 @@ def _cn(name: x509.Name, fallback: str) -> str:
 
 
 def _infer_plan(directory: Path) -> PKIPlan:
+    for p in sorted([*(directory / "cas").glob("*"), *(directory / "leaves").glob("*")]):
+        if (p / "key.pem").is_file() and not (p / "cert.pem").is_file():
+            raise InputError(p / "key.pem", "has no certificate beside it (cert.pem is missing)",
+                             f"add {p / 'cert.pem'}, the certificate that goes with this key")
     ca_dirs = sorted(p for p in (directory / "cas").glob("*") if (p / "cert.pem").is_file())
     leaf_dirs = sorted(p for p in (directory / "leaves").glob("*") if (p / "cert.pem").is_file())
     if not ca_dirs and not leaf_dirs:

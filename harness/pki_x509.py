@@ -7,8 +7,9 @@ server cert is one of the faults) and control over validity, path length and sig
 Profile (RFC 5280, what a private enterprise CA issues):
 
 - roots: self-signed, basicConstraints CA:TRUE (critical, no path length limit), keyUsage keyCertSign+cRLSign
-  (critical), SKI, 10 years;
-- intermediates: CA:TRUE with ``path_length`` (0 for an issuing CA), SKI + AKI, 5 years;
+  (critical), SKI, 10 years starting :data:`CA_BACKDATE` ago;
+- intermediates: CA:TRUE with ``path_length`` (0 for an issuing CA), SKI + AKI, 5 years starting :data:`CA_BACKDATE`
+  ago;
 - leaves: CA:FALSE (critical), keyUsage digitalSignature (+keyEncipherment for RSA), one EKU for the role, SANs,
   SKI + AKI, :data:`LEAF_DAYS` days;
 - every validity starts :data:`BACKDATE` in the past so a peer with a slightly slow clock accepts a fresh cert.
@@ -33,6 +34,7 @@ from harness.topology import KeyType
 
 __all__ = [
     "BACKDATE",
+    "CA_BACKDATE",
     "CA_DAYS",
     "INTERMEDIATE_DAYS",
     "LEAF_DAYS",
@@ -58,8 +60,11 @@ LEAF_DAYS = 397
 CA_DAYS = 3650
 #: intermediate lifetime (shorter than its root's)
 INTERMEDIATE_DAYS = 1825
-#: how far in the past every validity period starts (clock skew between peers)
+#: how far in the past a leaf's validity starts (clock skew between peers)
 BACKDATE = dt.timedelta(hours=1)
+#: how far in the past a CA's validity starts: a CA is older than what it issues (so an "expired" leaf, valid from
+#: 400 days ago until yesterday, was issued inside its CA's lifetime, as a real one would have been)
+CA_BACKDATE = dt.timedelta(days=730)
 
 _EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
 
@@ -192,7 +197,7 @@ def issue_ca(
 ) -> Signed:
     """A root (``parent=None``, self-signed) or an intermediate under ``parent``."""
     key = new_key(key_type)
-    start = now() - BACKDATE
+    start = now() - CA_BACKDATE
     days = days if days is not None else (CA_DAYS if parent is None else INTERMEDIATE_DAYS)
     subject = _name(common_name, organization)
     end = start + dt.timedelta(days=days)
