@@ -55,6 +55,7 @@ __all__ = [
     "POD_TLS_SECRET",
     "dump_manifests",
     "ingress_nginx_manifest_url",
+    "render_controller_config",
     "render_manifests",
     "validate_manifests",
     "verify_ingress_nginx_manifest",
@@ -350,6 +351,22 @@ def _ingress(ing: Ingress) -> dict[str, Any]:
                 }
             ],
         },
+    }
+
+
+def render_controller_config(topology: Topology) -> dict[str, Any]:
+    """The ingress-nginx controller's ConfigMap with the settings the model holds, to apply after its deploy.yaml.
+
+    The kind provider's deploy.yaml runs the controller with ``--configmap=$(POD_NAMESPACE)/ingress-nginx-controller``
+    in namespace ``ingress-nginx`` and ships that ConfigMap empty; every key is written here explicitly (the
+    controller's default for ``allow-cross-namespace-resources`` is "false"), so a reused cluster holds no leftovers.
+    """
+    flag = "true" if topology.ingress.allow_cross_namespace_resources else "false"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta("ingress-nginx-controller", "ingress-nginx"),
+        "data": {"allow-cross-namespace-resources": flag},
     }
 
 

@@ -28,6 +28,7 @@ from harness.render.k8s import (
     K8S_VERSION,
     dump_manifests,
     ingress_nginx_manifest_url,
+    render_controller_config,
     render_manifests,
     validate_manifests,
     verify_ingress_nginx_manifest,
@@ -459,6 +460,24 @@ def test_bad_render_options_are_a_usage_error(
 ) -> None:
     with pytest.raises(UsageError, match=says):
         render_manifests(topology, cert_set, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the controller's ConfigMap
+# ------------------------------------------------------------------------------------------------------------------
+# ingress-nginx v1.15.1 kind deploy.yaml: the controller reads --configmap=$(POD_NAMESPACE)/ingress-nginx-controller in
+# namespace ingress-nginx; docs/user-guide/nginx-configuration/configmap.md: allow-cross-namespace-resources, bool,
+# default "false" (ConfigMap values are strings)
+@pytest.mark.parametrize(("allow", "value"), [(False, "false"), (True, "true")])
+def test_controller_configmap_carries_allow_cross_namespace_resources(
+    topology: Topology, allow: bool, value: str
+) -> None:
+    t = topology.replace(ingress=dataclasses.replace(topology.ingress, allow_cross_namespace_resources=allow))
+    cm = render_controller_config(t)
+    assert (cm["kind"], cm["metadata"]["namespace"], cm["metadata"]["name"]) == (
+        "ConfigMap", "ingress-nginx", "ingress-nginx-controller")
+    assert cm["data"] == {"allow-cross-namespace-resources": value}
+    assert validate_manifests([cm]) == []
 
 
 # ------------------------------------------------------------------------------------------------------------------
