@@ -42,6 +42,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
@@ -52,7 +53,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harness.pki import CertSet
 from harness.pki_lint import lint_cert, lint_signer_signee
-from harness.pki_load import read_crl, read_pem_certs, read_private_key
+from harness.pki_load import Identity, read_crl, read_pem_certs, read_private_key
 from harness.pki_path import (
     WEAK_HASHES,
     Consumer,
@@ -74,7 +75,9 @@ __all__ = [
     "Role",
     "Severity",
     "check_ca",
+    "check_ca_bundle",
     "check_cert_set",
+    "check_identity",
     "check_leaf",
     "topology_consumers",
 ]
@@ -136,10 +139,12 @@ class CheckReport:
     rows: tuple[CertRow, ...]
     min_days: int
     notes: tuple[str, ...] = field(default=())
+    #: findings about the input as a whole rather than one cert (e.g. a Kubernetes secret's unreadable ca.crt)
+    findings: tuple[Finding, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        return all(r.ok for r in self.rows) and not any(f.severity != "info" for f in self.findings)
 
     def row(self, name: str) -> CertRow:
         for r in self.rows:
@@ -149,7 +154,7 @@ class CheckReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "min_days": self.min_days, "notes": list(self.notes),
-                "certs": [r.to_json() for r in self.rows]}
+                "findings": [f.to_json() for f in self.findings], "certs": [r.to_json() for r in self.rows]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,3 +452,59 @@ def check_cert_set(
             row = dataclasses.replace(row, findings=(bad, *row.findings))
         rows.append(row)
     return CheckReport(tuple(rows), min_days, tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one certificate, or one CA bundle
+# ---------------------------------------------------------------------------------------------------------------
+def _guess_role(cert: x509.Certificate, hostnames: Sequence[str]) -> Literal["server", "client"]:
+    if hostnames:
+        return "server"
+    try:
+        ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "server"
+    return "client" if ExtendedKeyUsageOID.CLIENT_AUTH in ekus and ExtendedKeyUsageOID.SERVER_AUTH not in ekus \
+        else "server"
+
+
+def check_identity(
+    ident: Identity,
+    *,
+    trust: Sequence[x509.Certificate],
+    trust_label: str = "the given CA bundle",
+    role: Literal["server", "client"] | None = None,
+    hostnames: Sequence[str] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    min_days: int = 30,
+    at: dt.datetime | None = None,
+    lint: bool = True,
+) -> CheckReport:
+    """One leaf (from a PEM file, a PFX or a Kubernetes secret) against ``trust``. ``role`` defaults to what the
+    hostnames or the EKU suggest."""
+    role = role or _guess_role(ident.cert, hostnames)
+    consumer = Consumer(label=f"a {role} verifier trusting {trust_label}", trust=tuple(trust), role=role,
+                        hostnames=tuple(hostnames))
+    all_crls = [*crls, *([ident.crl] if ident.crl is not None else [])]
+    row = check_leaf(ident.cert, name=ident.source.name, consumers=[consumer], chain=ident.chain, key=ident.key,
+                     crls=all_crls, known_cas=ident.ca_certs, min_days=min_days, at=at, lint=lint,
+                     source=str(ident.source))
+    notes = () if ident.key is not None else ("no private key given: key-match not checked (pass --key)",)
+    return CheckReport((row,), min_days, notes)
+
+
+def check_ca_bundle(certs: Sequence[x509.Certificate], *, source: str, min_days: int = 30,
+                    at: dt.datetime | None = None, lint: bool = True) -> CheckReport:
+    """The CA certs of a bundle (a secret's ``ca.crt``): each is a root, or an intermediate whose parent is in it."""
+    rows = []
+    for i, cert in enumerate(certs):
+        parent = None if is_self_signed(cert) else issued_by(cert, certs)
+        row = check_ca(cert, name=f"{Path(source).name}[{i}]", parent=parent, min_days=min_days, at=at, lint=lint,
+                       source=source)
+        if parent is None and not is_self_signed(cert):
+            note = Finding("missing-intermediate", "warning", f"its issuer {cert.issuer.rfc4514_string()} is not in "
+                           "the bundle: verifiers need it to reach a root")
+            kept = [f for f in row.findings if f.code != "unknown-issuer"]
+            row = dataclasses.replace(row, role="intermediate", findings=(*kept, note))
+        rows.append(row)
+    return CheckReport(tuple(rows), min_days)

@@ -60,6 +60,8 @@ class K8sSecretFiles:
     tls_key: PrivateKeyTypes | None
     ca_crt: tuple[x509.Certificate, ...]
     ca_crl: x509.CertificateRevocationList | None
+    #: why ca.crt could not be read (ingress-nginx then fails closed: ``return 403`` for the host); None when it could
+    ca_crt_error: str | None = None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -160,9 +162,15 @@ def load_k8s_secret(directory: Path) -> K8sSecretFiles:
                          "add tls.crt, the certificate that goes with this key")
     tls_crt = tuple(read_pem_certs(d / "tls.crt", "tls.crt certificate")) if "tls.crt" in names else ()
     tls_key = read_private_key(d / "tls.key") if "tls.key" in names else None
-    ca_crt = tuple(read_pem_certs(d / "ca.crt", "ca.crt CA bundle")) if "ca.crt" in names else ()
+    ca_crt: tuple[x509.Certificate, ...] = ()
+    ca_error = None
+    if "ca.crt" in names:  # a malformed ca.crt is a finding about the secret, not unusable input
+        try:
+            ca_crt = tuple(read_pem_certs(d / "ca.crt", "ca.crt CA bundle"))
+        except InputError as exc:
+            ca_error = exc.problem
     ca_crl = read_crl(d / "ca.crl") if "ca.crl" in names else None
-    return K8sSecretFiles(d, tls_crt, tls_key, ca_crt, ca_crl)
+    return K8sSecretFiles(d, tls_crt, tls_key, ca_crt, ca_crl, ca_error)
 
 
 def load_identity(path: Path, *, key_path: Path | None = None, password: str | None = None) -> Identity:
