@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.outcomes import Outcome, http_reject, ok, server_untrusted, tls_alert, upstream_failure
-from harness.topology import HopName, Topology
+from harness.topology import Apim, Gateway, HopName, Pod, Topology
 
 if TYPE_CHECKING:
     from harness.probe import ProbeResult
@@ -120,9 +120,10 @@ def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
             secrets = tuple(dataclasses.replace(s, tls=name) if s.name == t.ingress.primary.tls_secret else s
                             for s in t.ingress.secrets)
             return t.replace(ingress=dataclasses.replace(t.ingress, server_cert=name, secrets=secrets))
-        part = {"gateway": t.gateway, "apim": t.apim, "pod": t.pod}[hop]
+        parts: dict[str, Gateway | Apim | Pod] = {"gateway": t.gateway, "apim": t.apim, "pod": t.pod}
+        part = parts[hop]
         listener = dataclasses.replace(part.listener, server_cert=f"{part.listener.server_cert}~{fault}")
-        return t.replace(**{hop: dataclasses.replace(part, listener=listener)})  # type: ignore[type-var]
+        return t.replace(**{hop: dataclasses.replace(part, listener=listener)})
 
     variant.__name__ = f"{hop}_serves_{fault.replace('-', '_')}"
     return variant

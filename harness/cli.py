@@ -106,12 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop by itself after SECONDS (default: run until Ctrl-C)")
     up.set_defaults(func=_cmd_up)
 
-    try:
-        from harness import cli_certs
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    else:
-        cli_certs.register(sub)
+    from harness import cli_certs
+
+    cli_certs.register(sub)
     return parser
 
 
