@@ -1,0 +1,530 @@
+"""The App Gateway and API Management stand-ins as Envoy static configs, with their certs delivered as SDS files.
+
+    config = render_envoy(topology, "gateway", certs, listen=(HOST, 8443), upstream=(HOST, 9443),
+                          admin=(HOST, 9901), workdir=tmp / "gateway")
+    with ManagedProcess("gateway", config.argv(find_envoy()), log_path=tmp / "gateway.log") as proc:
+        wait_until(lambda: envoy_ready(config), "gateway admin /ready", alive=proc.exit_reason)
+        rotate_envoy_secret(config, "server", certs.leaf("gateway-server-next"))
+
+One bootstrap per hop: a TLS listener (tls_inspector, so %REQUESTED_SERVER_NAME% is filled) with one HTTP connection
+manager whose only route goes to one upstream cluster over TLS. Every cert and trust anchor Envoy uses is an SDS
+secret read from a file in :attr:`EnvoyConfig.sds_dir` (:data:`SECRETS`), so any of them can be swapped while Envoy
+runs: :func:`rotate_envoy_secret` writes the new file beside the old one and renames it in — Envoy watches the
+directory for renames and does not see an in-place rewrite.
+
+How each hop answers like the real component (the Lua side is :mod:`harness.render.envoy_lua`):
+
+- client certificates are requested with ``trust_chain_verification: ACCEPT_UNTRUSTED``, never demanded by TLS, so
+  the decision is an HTTP answer: App Gateway Strict → 400 pages, APIM's validate-client-certificate → 401 JSON.
+  Session resumption is off on such listeners: Envoy does not carry the verify result into a resumed session;
+- a failed upstream connection (TLS error or refused: flags UF/UH/URX/UC) becomes App Gateway's 502 page or APIM's
+  500 JSON through ``local_reply_config``; the header ``x-harness-detail`` keeps Envoy's flags and response-code
+  details so a probe can still tell "upstream certificate rejected" from "connection refused". An upstream's own
+  error status is never rewritten (local_reply_config only sees Envoy's own replies);
+- the hop-trace header (:mod:`harness.trace`) is added on the route; the gateway first removes every inbound trace
+  header, apim the ones of its own and later hops.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, get_args
+
+import yaml
+
+from harness.errors import HarnessError, UsageError
+from harness.render.envoy_lua import (
+    APIM_500_JSON,
+    APPGW_SERVER,
+    LUA_METADATA_KEY,
+    LUA_METADATA_NAMESPACE,
+    apim_lua,
+    appgw_page,
+    gateway_lua,
+)
+from harness.runtime.wait import wait_until
+from harness.topology import Listener, TLSVersion, Topology, Upstream
+from harness.trace import PROXY_HOPS, header_name
+
+__all__ = [
+    "DETAIL_HEADER",
+    "SECRETS",
+    "UPSTREAM_FAILURE_FLAGS",
+    "CertFiles",
+    "CertSource",
+    "EnvoyConfig",
+    "EnvoyHop",
+    "SecretName",
+    "envoy_ready",
+    "render_envoy",
+    "rotate_envoy_secret",
+    "sds_counters",
+]
+
+EnvoyHop = Literal["gateway", "apim"]
+#: the SDS secrets a stand-in may have: its server cert, the CA its listener checks client certs against, the client
+#: cert it presents upstream, and the CA it checks the upstream's server cert against
+SecretName = Literal["server", "client-ca", "upstream-client", "upstream-ca"]
+SECRETS: Final[tuple[SecretName, ...]] = get_args(SecretName)
+
+#: response header on every answer a stand-in makes itself: ``hop=…; flags=…; details=…`` (or ``rejected=…``)
+DETAIL_HEADER: Final = "x-harness-detail"
+#: Envoy response flags that mean "could not get a response from the upstream connection":
+#: UF connect or TLS failure, UH no healthy host, URX retries exhausted, UC upstream closed the connection
+UPSTREAM_FAILURE_FLAGS: Final = ("UF", "UH", "URX", "UC")
+
+_TLS: Final[Mapping[str, str]] = {"1.0": "TLSv1_0", "1.1": "TLSv1_1", "1.2": "TLSv1_2", "1.3": "TLSv1_3"}
+_TYPE = "type.googleapis.com/envoy.extensions."
+_CLUSTER = "upstream"
+#: the hop-trace fields (harness.trace.FIELDS) as Envoy substitution commands; verify comes from the Lua filter
+_TRACE_VALUE: Final = "; ".join([
+    "tls=%DOWNSTREAM_TLS_VERSION%",
+    "cipher=%DOWNSTREAM_TLS_CIPHER%",
+    "sni=%REQUESTED_SERVER_NAME%",
+    "peer_sha256=%DOWNSTREAM_PEER_FINGERPRINT_256%",
+    "peer_subject=%DOWNSTREAM_PEER_SUBJECT%",
+    "peer_issuer=%DOWNSTREAM_PEER_ISSUER%",
+    f"verify=%DYNAMIC_METADATA({LUA_METADATA_NAMESPACE}:{LUA_METADATA_KEY})%",
+])
+_DETAIL_VALUE: Final = "hop={hop}; flags=%RESPONSE_FLAGS%; details=%RESPONSE_CODE_DETAILS%"
+
+
+class CertFiles(Protocol):
+    """What a cert set's leaf gives (harness.pki.LeafFiles): the chain served or presented, and its key."""
+
+    @property
+    def chain(self) -> Path: ...
+
+    @property
+    def key(self) -> Path: ...
+
+
+class CertSource(Protocol):
+    """The part of harness.pki.CertSet the renderer uses."""
+
+    def leaf(self, name: str) -> Any: ...
+
+    def trust_bundle(self, *ca_names: str) -> Path: ...
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    """A rendered stand-in: where its files are and how to run it."""
+
+    hop: EnvoyHop
+    config_path: Path  # the static bootstrap (YAML)
+    sds_dir: Path  # the directory Envoy watches for the SDS files (one per secret, <name>.json)
+    admin_port: int
+    listen_port: int
+    #: the SDS secrets this config has (a listener without client auth has no "client-ca", and so on)
+    secrets: tuple[SecretName, ...] = ("server", "upstream-ca")
+    log_level: str = "warning"
+    #: worker threads: one is plenty for a test chain and keeps several Envoys on a small host from competing
+    concurrency: int = 1
+
+    def argv(self, envoy: Path) -> list[str]:
+        """The full command line. ``--disable-hot-restart``: several Envoys share this host, and hot restart would
+        make them fight over one shared-memory base id."""
+        return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart",
+                "--concurrency", str(self.concurrency), "-l", self.log_level]
+
+    def sds_path(self, which: SecretName) -> Path:
+        return self.sds_dir / f"{which}.json"
+
+    @property
+    def access_log(self) -> Path:
+        """One line per request: status, response flags, response-code details, upstream TLS failure reason."""
+        return self.config_path.parent / f"{self.hop}-access.log"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks on the input
+# ---------------------------------------------------------------------------------------------------------------
+def _address(value: object, what: str) -> tuple[str, int]:
+    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+            and not isinstance(value[1], bool)):
+        raise UsageError(f"render_envoy: {what}={value!r} is not a (host, port) pair — pass e.g. ('127.0.0.1', 8443)")
+    host, port = value
+    if not host or not 0 < port < 65536:
+        raise UsageError(f"render_envoy: {what}={value!r} needs a host and a port in 1..65535")
+    return host, port
+
+
+def _versions(lo: TLSVersion, hi: TLSVersion, where: str) -> dict[str, str]:
+    if lo not in _TLS or hi not in _TLS:
+        raise UsageError(f"{where}: TLS versions {lo!r}..{hi!r} — use one of {', '.join(_TLS)}")
+    if float(lo) > float(hi):
+        raise UsageError(f"{where}: min_version {lo} is above max_version {hi} — no version could be negotiated")
+    return {"tls_minimum_protocol_version": _TLS[lo], "tls_maximum_protocol_version": _TLS[hi]}
+
+
+def _leaf(certs: CertSource, name: str, role: str) -> CertFiles:
+    try:
+        leaf: CertFiles = certs.leaf(name)
+    except KeyError as exc:
+        raise UsageError(f"{role}: no leaf {name!r} in the cert set ({exc.args[0] if exc.args else exc}) — "
+                         "name a leaf of the topology's PKI plan") from None
+    return leaf
+
+
+def _bundle(certs: CertSource, ca: str, role: str) -> Path:
+    try:
+        return certs.trust_bundle(ca)
+    except KeyError as exc:
+        raise UsageError(f"{role}: no CA {ca!r} in the cert set ({exc.args[0] if exc.args else exc}) — "
+                         "name a CA of the topology's PKI plan") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SDS files
+# ---------------------------------------------------------------------------------------------------------------
+def _secret_resource(which: SecretName, source: CertFiles | Path) -> dict[str, Any]:
+    """The SDS file for one secret: a DiscoveryResponse-shaped document that names the PEM files (no key inline)."""
+    secret: dict[str, Any] = {"@type": _TYPE + "transport_sockets.tls.v3.Secret", "name": which}
+    if which in ("server", "upstream-client"):
+        if isinstance(source, Path) or not (hasattr(source, "chain") and hasattr(source, "key")):
+            raise UsageError(f"secret {which!r} is a certificate: pass a cert set leaf (with .chain and .key), "
+                             f"not {source!r}")
+        chain, key = Path(source.chain), Path(source.key)
+        for path in (chain, key):
+            if not path.is_file():
+                raise UsageError(f"secret {which!r}: {path} does not exist — regenerate the cert set")
+        secret["tls_certificate"] = {"certificate_chain": {"filename": str(chain.resolve())},
+                                     "private_key": {"filename": str(key.resolve())}}
+    else:
+        if not isinstance(source, Path):
+            raise UsageError(f"secret {which!r} is a trust bundle: pass a PEM file path "
+                             f"(certs.trust_bundle(...)), not {source!r}")
+        if not source.is_file():
+            raise UsageError(f"secret {which!r}: {source} does not exist — pass certs.trust_bundle(<ca>)")
+        secret["validation_context"] = {"trusted_ca": {"filename": str(source.resolve())}}
+    return {"resources": [secret]}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file in ``path``'s directory, then rename it over ``path`` (what Envoy watches for)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.rename(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sds_ref(sds_dir: Path, which: SecretName) -> dict[str, Any]:
+    return {
+        "name": which,
+        "sds_config": {
+            "path_config_source": {"path": str(sds_dir / f"{which}.json"), "watched_directory": {"path": str(sds_dir)}},
+            "resource_api_version": "V3",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the bootstrap
+# ---------------------------------------------------------------------------------------------------------------
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _asks_client_cert(topology: Topology, hop: EnvoyHop) -> bool:
+    if hop == "gateway":
+        return topology.gateway.listener.client_auth != "none"
+    apim = topology.apim
+    return apim.negotiate_client_certificate or apim.listener.client_auth != "none"
+
+
+def _downstream_tls(listener: Listener, sds_dir: Path, ask_client_cert: bool, where: str) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "tls_params": _versions(listener.min_version, listener.max_version, f"{where}.listener"),
+        "tls_certificate_sds_secret_configs": [_sds_ref(sds_dir, "server")],
+    }
+    if listener.alpn:
+        common["alpn_protocols"] = list(listener.alpn)
+    tls: dict[str, Any] = {"common_tls_context": common, "require_client_certificate": False}
+    if ask_client_cert:
+        # Ask for a cert, accept whatever comes: the Lua filter answers like the real component (400 / 401).
+        common["combined_validation_context"] = {
+            "default_validation_context": {"trust_chain_verification": "ACCEPT_UNTRUSTED"},
+            "validation_context_sds_secret_config": _sds_ref(sds_dir, "client-ca"),
+        }
+        tls["disable_stateless_session_resumption"] = True
+        tls["disable_stateful_session_resumption"] = True
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.DownstreamTlsContext", **tls}}
+
+
+def _upstream_tls(up: Upstream, sds_dir: Path, where: str) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        # Envoy's upstream default maximum is TLS 1.2: always say what the model says
+        "tls_params": _versions(up.min_version, up.max_version, f"{where}.upstream"),
+        "alpn_protocols": ["http/1.1"],
+    }
+    if up.client_cert is not None:
+        common["tls_certificate_sds_secret_configs"] = [_sds_ref(sds_dir, "upstream-client")]
+    if up.verify_chain:
+        default_vc: dict[str, Any] = {}
+        if up.verify_name:
+            # SNI alone checks nothing: the name is checked only by a SAN matcher
+            default_vc["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": up.hostname}}]
+        common["combined_validation_context"] = {
+            "default_validation_context": default_vc,
+            "validation_context_sds_secret_config": _sds_ref(sds_dir, "upstream-ca"),
+        }
+    # verify_chain off: no validation context at all, so the name is not checked either, whatever verify_name says.
+    # Envoy cannot check a name alone: it refuses a SAN matcher without a trusted CA, and ACCEPT_UNTRUSTED accepts a
+    # SAN mismatch too (measured). The real App Gateway / APIM can; the behaviour table records the difference.
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext",
+                             "sni": up.hostname, "common_tls_context": common}}
+
+
+def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str) -> dict[str, Any]:
+    host, port = upstream
+    try:
+        ipaddress.ip_address(host)
+        discovery: dict[str, Any] = {"type": "STATIC"}
+    except ValueError:  # a container name on a docker network
+        discovery = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"}
+    return {
+        "name": _CLUSTER,
+        **discovery,
+        "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": _CLUSTER, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}]},
+        "transport_socket": _upstream_tls(up, sds_dir, where),
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _TYPE + "upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+        }},
+    }
+
+
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _local_reply(hop: EnvoyHop) -> dict[str, Any]:
+    if hop == "gateway":
+        status, body, ctype = 502, appgw_page("502 Bad Gateway"), "text/html"
+    else:
+        status, body, ctype = 500, APIM_500_JSON, "application/json"
+    return {"mappers": [{
+        "filter": {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
+        "status_code": status,
+        "headers_to_add": [_header(DETAIL_HEADER, _DETAIL_VALUE.format(hop=hop))],
+        "body_format_override": {"text_format_source": {"inline_string": body}, "content_type": ctype},
+    }]}
+
+
+def _access_log(path: Path) -> list[dict[str, Any]]:
+    fmt = ('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+           "flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% tls=%DOWNSTREAM_TLS_VERSION% "
+           "upstream_failure=%UPSTREAM_TRANSPORT_FAILURE_REASON%\n")
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": _TYPE + "access_loggers.file.v3.FileAccessLog", "path": str(path),
+        "log_format": {"text_format_source": {"inline_string": fmt}}}}]
+
+
+def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_path: Path) -> dict[str, Any]:
+    own = header_name(hop)
+    later = PROXY_HOPS[PROXY_HOPS.index(hop):]  # the gateway strips every trace header, apim its own and later ones
+    if hop == "gateway":
+        lua = gateway_lua(strict=topology.gateway.listener.client_auth == "required",
+                          waf_block=topology.gateway.waf_block)
+    else:
+        lua = apim_lua(validate=topology.apim.validate_client_certificate)
+    hcm: dict[str, Any] = {
+        "@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": hop,
+        "codec_type": "AUTO",
+        "access_log": _access_log(log_path),
+        "route_config": {
+            "name": f"{hop}-routes",
+            "request_headers_to_remove": [header_name(h) for h in later],  # runs before request_headers_to_add
+            "request_headers_to_add": [_header(own, _TRACE_VALUE)],
+            "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [{
+                "match": {"prefix": "/"},
+                # the next hop routes by Host (APIM custom domain, ingress server_name): send the name it serves
+                "route": {"cluster": _CLUSTER, "host_rewrite_literal": up.hostname, "timeout": "30s"},
+            }]}],
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.lua",
+             "typed_config": {"@type": _TYPE + "filters.http.lua.v3.Lua",
+                              "default_source_code": {"inline_string": lua}}},
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": _TYPE + "filters.http.router.v3.Router"}},
+        ],
+        "local_reply_config": _local_reply(hop),
+    }
+    if hop == "gateway":
+        hcm["server_name"] = APPGW_SERVER
+    else:
+        hcm["server_header_transformation"] = "PASS_THROUGH"  # APIM adds no Server header of its own
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+
+
+def render_envoy(
+    topology: Topology,
+    hop: EnvoyHop,
+    certs: CertSource,
+    *,
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    admin: tuple[str, int],
+    workdir: Path,
+) -> EnvoyConfig:
+    """Write the bootstrap and SDS files for ``hop``'s stand-in into ``workdir`` (created; files replaced).
+
+    ``listen`` is where the hop's TLS listener binds, ``upstream`` where the next hop listens, ``admin`` the admin
+    interface (keep it on loopback). Raises :class:`~harness.errors.UsageError` for an unknown hop, a bad address,
+    an impossible TLS version range, a cert or CA name the cert set lacks, or client auth without a client CA.
+    """
+    if hop not in ("gateway", "apim"):
+        raise UsageError(f"render_envoy: hop {hop!r} is not an Envoy stand-in — use 'gateway' or 'apim'")
+    listen, upstream, admin = (_address(listen, "listen"), _address(upstream, "upstream"), _address(admin, "admin"))
+    part = topology.gateway if hop == "gateway" else topology.apim
+    listener, up = part.listener, part.upstream
+    ask = _asks_client_cert(topology, hop)
+    if ask and not listener.client_ca:
+        raise UsageError(f"{hop}.listener: client certificates are requested but client_ca is not set — name the "
+                         "CA whose root verifies them (e.g. client_ca='consumer-ca')")
+    if up.verify_chain and not up.trusted_ca:
+        raise UsageError(f"{hop}.upstream: verify_chain is on but trusted_ca is not set — name the CA that issued "
+                         "the next hop's server cert, or set verify_chain=False (an insecure configuration)")
+
+    workdir = Path(workdir).resolve()
+    sds_dir = workdir / "sds"
+    sds_dir.mkdir(parents=True, exist_ok=True)
+    sources: dict[SecretName, CertFiles | Path] = {"server": _leaf(certs, listener.server_cert, f"{hop}.listener")}
+    if ask:
+        sources["client-ca"] = _bundle(certs, listener.client_ca or "", f"{hop}.listener.client_ca")
+    if up.client_cert is not None:
+        sources["upstream-client"] = _leaf(certs, up.client_cert, f"{hop}.upstream.client_cert")
+    if up.verify_chain:
+        sources["upstream-ca"] = _bundle(certs, up.trusted_ca or "", f"{hop}.upstream.trusted_ca")
+
+    config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.yaml", sds_dir=sds_dir,
+                         admin_port=admin[1], listen_port=listen[1], secrets=tuple(sources))
+    for which, source in sources.items():
+        _write_atomic(config.sds_path(which), json.dumps(_secret_resource(which, source), indent=2) + "\n")
+
+    bootstrap = {
+        "node": {"id": f"mtls-harness-{hop}", "cluster": f"mtls-harness-{topology.name}"},
+        "admin": {"address": _socket_address(*admin)},
+        # a connection ceiling (and no start-up warning about its absence)
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": _TYPE + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                             "max_active_downstream_connections": 10000}}]},
+        "static_resources": {
+            "listeners": [{
+                "name": f"{hop}-https",
+                "address": _socket_address(*listen),
+                "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                    "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
+                "filter_chains": [{
+                    "filters": [_connection_manager(topology, hop, up, config.access_log)],
+                    "transport_socket": _downstream_tls(listener, sds_dir, ask, hop),
+                }],
+            }],
+            "clusters": [_cluster(up, upstream, sds_dir, hop)],
+        },
+    }
+    _write_atomic(config.config_path, yaml.safe_dump(bootstrap, sort_keys=False, width=120))
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running: readiness, SDS counters, rotation
+# ---------------------------------------------------------------------------------------------------------------
+def _admin_get(config: EnvoyConfig, path: str, timeout: float = 1.0) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", config.admin_port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def envoy_ready(config: EnvoyConfig) -> bool:
+    """True when the admin interface on 127.0.0.1:admin_port answers /ready with LIVE (listeners and SDS secrets
+    loaded). False while it is not up yet (connection refused, a non-200 answer)."""
+    try:
+        status, body = _admin_get(config, "/ready")
+    except OSError:
+        return False
+    return status == 200 and body.strip() == "LIVE"
+
+
+def sds_counters(config: EnvoyConfig, which: SecretName) -> dict[str, int]:
+    """Envoy's counters for one SDS secret (``update_success``, ``update_rejected``, …) from the admin stats."""
+    try:
+        status, body = _admin_get(config, f"/stats?filter=^sds\\.{which}\\.")
+    except OSError as exc:
+        raise HarnessError(f"{config.hop}: Envoy's admin on 127.0.0.1:{config.admin_port} is not reachable ({exc}) — "
+                           "start the stand-in first, or pass wait=None to only write the SDS file") from exc
+    if status != 200:
+        raise HarnessError(f"{config.hop} admin /stats answered {status}: {body[:200]}")
+    out: dict[str, int] = {}
+    prefix = f"sds.{which}."
+    for line in body.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith(prefix) and value.strip().isdigit():
+            out[name[len(prefix):]] = int(value)
+    return out
+
+
+def rotate_envoy_secret(
+    config: EnvoyConfig,
+    which: SecretName,
+    source: CertFiles | Path,
+    *,
+    wait: float | None = 5.0,
+) -> None:
+    """Swap one secret of a running stand-in: ``source`` is a cert set leaf for ``server``/``upstream-client``, a
+    PEM bundle path (e.g. ``certs.trust_bundle("old-ca", "new-ca")``) for ``client-ca``/``upstream-ca``.
+
+    The new SDS file is written beside the watched one and renamed over it. With ``wait`` (seconds) this returns
+    once Envoy's ``sds.<which>.update_success`` counter has moved, and raises :class:`HarnessError` if Envoy rejected
+    the secret or did not pick it up in time; ``wait=None`` only writes the file (Envoy not started yet).
+    """
+    if which not in SECRETS:
+        raise UsageError(f"rotate_envoy_secret: {which!r} is not a secret — use one of {', '.join(SECRETS)}")
+    if which not in config.secrets:
+        raise UsageError(f"rotate_envoy_secret: the {config.hop} stand-in was rendered without a {which!r} secret "
+                         f"(it has {', '.join(config.secrets)}) — change the topology and render it again")
+    text = json.dumps(_secret_resource(which, source), indent=2) + "\n"
+    path = config.sds_path(which)
+    previous = path.read_text() if path.is_file() else None
+    if previous == text:
+        return  # Envoy would see no change and count no update
+    before = sds_counters(config, which) if wait is not None else {}
+    _write_atomic(path, text)
+    if wait is None:
+        return
+
+    def picked_up() -> bool:
+        seen = sds_counters(config, which)
+        if seen.get("update_rejected", 0) > before.get("update_rejected", 0):
+            if previous is not None:  # put the secret in use back, so a restart does not load the rejected one
+                _write_atomic(path, previous)
+            raise HarnessError(f"{config.hop}: Envoy rejected the new {which!r} secret — check the PEM files (does "
+                               "the key match the cert? is the bundle PEM?); the old secret stays in use. "
+                               f"Envoy's reason is in its log")
+        return seen.get("update_success", 0) > before.get("update_success", 0)
+
+    wait_until(picked_up, f"{config.hop}: Envoy picking up the new {which!r} secret from {path}", timeout=wait,
+               interval=0.02, max_interval=0.1)
