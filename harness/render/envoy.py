@@ -133,7 +133,8 @@ class EnvoyConfig:
         """The full command line. ``--disable-hot-restart``: several Envoys share this host, and hot restart would
         make them fight over one shared-memory base id."""
         return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart",
-                "--concurrency", str(self.concurrency), "-l", self.log_level]
+                "--concurrency", str(self.concurrency), "-l", self.log_level,
+                "--file-flush-interval-msec", "500"]  # the access log is there to read right after a failed probe
 
     def sds_path(self, which: SecretName) -> Path:
         return self.sds_dir / f"{which}.json"
@@ -212,6 +213,7 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temp file in ``path``'s directory, then rename it over ``path`` (what Envoy watches for)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # no secret inside (keys are referenced by path); readable by an Envoy in a container
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.rename(tmp, path)
@@ -369,7 +371,8 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
         "local_reply_config": _local_reply(hop),
     }
     if hop == "gateway":
-        hcm["server_name"] = APPGW_SERVER
+        hcm["server_name"] = APPGW_SERVER  # on the gateway's own answers; a backend's Server header passes
+        hcm["server_header_transformation"] = "APPEND_IF_ABSENT"
     else:
         hcm["server_header_transformation"] = "PASS_THROUGH"  # APIM adds no Server header of its own
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
