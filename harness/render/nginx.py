@@ -1,0 +1,527 @@
+"""nginx.conf for the ingress stand-in, rendered the way ingress-nginx renders it from the Ingress annotations.
+
+    cfg = render_nginx(topology, certs, listen=("127.0.0.1", 8443), pod=("127.0.0.1", 9443), workdir=tmp)
+    with ManagedProcess("ingress", cfg.argv(find_nginx()), log_path=tmp / "nginx.out") as p:
+        ...
+        render_nginx(changed_topology, certs, ..., workdir=tmp)   # same workdir
+        reload_nginx(cfg, p.pid)                                    # SIGHUP: new certs and config, no dropped request
+
+The controller half (annotations → per-host plan, Secrets → files) lives in :mod:`harness.render.nginx_ingress`;
+this module writes the text, mirroring ingress-nginx's ``rootfs/etc/nginx/template/nginx.tmpl`` directive for
+directive where the annotations are concerned (docs/ingress-nginx-fidelity.md cites each). Where a static nginx 1.22
+cannot do what the controller's Lua does, the rendering says so in a comment:
+
+- per-host certificates: the controller serves them from Lua (``ssl_certificate_by_lua_file``); here each host's
+  server block names its Secret's PEM file;
+- the backend: the controller's ``upstream upstream_balancer`` picks endpoints in Lua; here it holds the pod's address.
+  The name is kept, because nginx checks the backend cert against it when ``proxy-ssl-verify`` is on without
+  ``proxy-ssl-name`` (ingress-nginx #4928: 502 "does not match 'upstream_balancer'");
+- ``http2``: nginx 1.22 takes it as a ``listen`` parameter (the template's ``http2 on;`` needs nginx >= 1.25.1);
+- ``error_log`` at ``info`` (the controller's default is ``notice``), because nginx logs client-certificate
+  verify failures only at ``info``;
+- ssl-passthrough: the controller's Go TCP proxy routes by SNI; here an nginx ``stream {}`` with ``ssl_preread`` does
+  (Debian: ``apt-get install libnginx-mod-stream``).
+
+Everything the process needs is under ``workdir`` (the nginx prefix), so nginx runs without root. Every file is written
+to a temp file and renamed into place, the PEM files first and nginx.conf last, so re-rendering into the same workdir
+and sending SIGHUP (:func:`reload_nginx`) is a hot reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import grp
+import os
+import pwd
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from harness.errors import StartError, ToolMissingError, UsageError
+from harness.pki import CertSet
+from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, plan_servers
+from harness.runtime.binaries import find_nginx
+from harness.runtime.ports import free_port
+from harness.runtime.wait import wait_until
+from harness.topology import Topology
+from harness.trace import header_name
+
+__all__ = ["NginxConfig", "reload_nginx", "render_nginx", "stream_module_path"]
+
+#: ingress-nginx's default ``ssl-ciphers`` (internal/ingress/controller/config/config.go)
+SSL_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"
+)
+#: ingress-nginx's default ``ssl-protocols``; nginx 1.22's own default lacks TLSv1.3
+SSL_PROTOCOLS = "TLSv1.2 TLSv1.3"
+#: the controller's default certificate (internal/net/ssl/ssl.go getFakeHostSSLCert), served for unknown SNI
+FAKE_CERT_CN = "Kubernetes Ingress Controller Fake Certificate"
+STREAM_INSTALL_HINT = "install the nginx stream module: `apt-get install libnginx-mod-stream` (Debian/Ubuntu)"
+
+
+@dataclass(frozen=True)
+class NginxConfig:
+    """A rendered ingress stand-in: the files nginx needs, all under ``prefix``."""
+
+    conf_path: Path
+    prefix: Path
+    pid_path: Path
+    error_log: Path
+    listen_port: int
+
+    def argv(self, nginx: Path) -> list[str]:
+        """Run in the foreground (master + one worker), so the process that starts it owns it."""
+        return [str(nginx), "-p", f"{self.prefix}/", "-c", str(self.conf_path), "-g", "daemon off;"]
+
+    def test_argv(self, nginx: Path) -> list[str]:
+        """``nginx -t``: parse the config and load every certificate, without serving."""
+        return [str(nginx), "-t", "-p", f"{self.prefix}/", "-c", str(self.conf_path)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------------------------
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to a temp file beside ``path`` (created with ``mode``), then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fake_certificate(ssl_dir: Path) -> Path:
+    """The controller's default certificate (self-signed, CN "Kubernetes Ingress Controller Fake Certificate",
+    O "Acme Co"), made once per workdir. ECDSA P-256 here (the controller uses RSA 2048): only its identity matters."""
+    path = ssl_dir / "default-fake-certificate.pem"
+    if path.is_file():
+        return path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, FAKE_CERT_CN)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ingress.local")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_atomic(path, pem, 0o600)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stream module (ssl-passthrough)
+# ---------------------------------------------------------------------------------------------------------------
+_STREAM_CACHE: dict[Path, str | None] = {}
+
+
+def stream_module_path(nginx: Path) -> str | None:
+    """The ``load_module`` argument the stream module needs, or None when ``nginx`` has it built in.
+
+    Raises :class:`ToolMissingError` naming the package when the module is neither built in nor installed.
+    """
+    if nginx in _STREAM_CACHE:
+        return _STREAM_CACHE[nginx]
+    try:
+        out = subprocess.run([str(nginx), "-V"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolMissingError("nginx", f"could not run `{nginx} -V`: {exc}") from None
+    info = out.stderr + out.stdout
+    result: str | None
+    if re.search(r"--with-stream(\s|$)", info):
+        result = None
+    elif "--with-stream=dynamic" in info:
+        modules = re.search(r"--modules-path=(\S+)", info)
+        base = Path(modules.group(1)) if modules else nginx.parent.parent / "lib" / "nginx" / "modules"
+        candidate = base / "ngx_stream_module.so"
+        if not candidate.is_file():
+            raise ToolMissingError("nginx stream module", f"{candidate} is missing — {STREAM_INSTALL_HINT}")
+        result = str(candidate)
+    else:
+        raise ToolMissingError("nginx stream module", f"{nginx} was built without it — {STREAM_INSTALL_HINT}")
+    _STREAM_CACHE[nginx] = result
+    return result
+
+
+def _internal_port(run_dir: Path) -> int:
+    """The port the TLS-terminating servers listen on behind the passthrough router; kept across re-renders."""
+    record = run_dir / "https-internal.port"
+    with contextlib.suppress(OSError, ValueError):
+        return int(record.read_text())
+    port = free_port()
+    _write_atomic(record, f"{port}\n".encode())
+    return port
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# text
+# ---------------------------------------------------------------------------------------------------------------
+def _q(value: str) -> str:
+    """Go's ``%q`` for the template's ``quote`` (enough for the ASCII values validators let through)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+#: the ingress hop's trace entry (harness/trace.py). nginx 1.22 has only a SHA-1 client fingerprint
+#: ($ssl_client_fingerprint) and no hash function, so peer_sha256 stays empty: the pod computes it from ssl-client-cert.
+TRACE_VALUE = ("tls=$ssl_protocol; cipher=$ssl_cipher; sni=$ssl_server_name; peer_sha256=; "
+               "peer_subject=$ssl_client_s_dn; peer_issuer=$ssl_client_i_dn; verify=$ssl_client_verify")
+
+
+def _proxy_ssl_server_lines(p: ProxySSL | None) -> list[str]:
+    """nginx.tmpl, server block: all of it only when the Secret had a ca.crt (ProxySSL.CAFileName)."""
+    lines: list[str] = []
+    if p is not None and p.ca_file is not None:
+        lines += [f"proxy_ssl_trusted_certificate           {p.ca_file};",
+                  f"proxy_ssl_ciphers                       {p.ciphers};",
+                  f"proxy_ssl_protocols                     {p.protocols};",
+                  f"proxy_ssl_verify                        {p.verify};",
+                  f"proxy_ssl_verify_depth                  {p.verify_depth};"]
+        if p.name:
+            lines += [f"proxy_ssl_name                          {p.name};",
+                      f"proxy_ssl_server_name                   {p.server_name};"]
+    if p is not None and p.pem_file is not None:
+        lines += [f"proxy_ssl_certificate                   {p.pem_file};",
+                  f"proxy_ssl_certificate_key               {p.pem_file};"]
+    return lines
+
+
+def _proxy_ssl_location_lines(p: ProxySSL | None) -> list[str]:
+    """nginx.tmpl, location block: name and server_name are rendered whenever the Secret was usable."""
+    if p is None:
+        return []
+    lines: list[str] = []
+    if p.ca_file is not None:
+        lines += [f"proxy_ssl_trusted_certificate           {p.ca_file};",
+                  f"proxy_ssl_ciphers                       {p.ciphers};",
+                  f"proxy_ssl_protocols                     {p.protocols};",
+                  f"proxy_ssl_verify                        {p.verify};",
+                  f"proxy_ssl_verify_depth                  {p.verify_depth};"]
+    if p.name:
+        lines.append(f"proxy_ssl_name                          {p.name};")
+    if p.server_name:
+        lines.append(f"proxy_ssl_server_name                   {p.server_name};")
+    if p.pem_file is not None:
+        lines += [f"proxy_ssl_certificate                   {p.pem_file};",
+                  f"proxy_ssl_certificate_key               {p.pem_file};"]
+    return lines
+
+
+def _location(server: ServerPlan, loc: LocationPlan) -> list[str]:
+    if loc.backend_protocol not in ("HTTP", "HTTPS", "AUTO_HTTP"):
+        raise UsageError(
+            f"Ingress {loc.namespace}/{loc.ingress}: backend-protocol {loc.backend_protocol} is not supported by the "
+            "local ingress stand-in (the echo pod speaks HTTPS) — use HTTPS or HTTP"
+        )
+    scheme = {"HTTP": "http://", "HTTPS": "https://", "AUTO_HTTP": "$scheme://"}[loc.backend_protocol]
+    body = [
+        f'set $namespace      {_q(loc.namespace)};',
+        f'set $ingress_name   {_q(loc.ingress)};',
+        f'set $service_name   {_q(loc.service)};',
+        f'set $service_port   {_q(str(loc.service_port))};',
+        f'set $location_path  {_q(loc.path)};',
+        "",
+        "set $proxy_upstream_name " + _q(loc.upstream_name) + ";",
+        "set $proxy_host          $proxy_upstream_name;",
+        "set $pass_access_scheme  $scheme;",
+        "set $pass_server_port    $server_port;",
+        "set $best_http_host      $http_host;",
+        "set $pass_port           $pass_server_port;",
+        "",
+        "proxy_set_header Host                   $best_http_host;",
+    ]
+    auth = server.auth
+    if auth is not None and auth.ca_file is not None:
+        body.append("# Pass the extracted client certificate to the backend")
+        if auth.pass_certificate:
+            body.append("proxy_set_header ssl-client-cert        $ssl_client_escaped_cert;")
+        body += ["proxy_set_header ssl-client-verify      $ssl_client_verify;",
+                 "proxy_set_header ssl-client-subject-dn  $ssl_client_s_dn;",
+                 "proxy_set_header ssl-client-issuer-dn   $ssl_client_i_dn;"]
+    body += [
+        "proxy_set_header Upgrade                $http_upgrade;",
+        "proxy_set_header Connection             $connection_upgrade;",
+        "proxy_set_header X-Request-ID           $req_id;",
+        "proxy_set_header X-Real-IP              $remote_addr;",
+        "proxy_set_header X-Forwarded-For        $remote_addr;",
+        "proxy_set_header X-Forwarded-Host       $best_http_host;",
+        "proxy_set_header X-Forwarded-Port       $pass_port;",
+        "proxy_set_header X-Forwarded-Proto      $pass_access_scheme;",
+        "proxy_set_header X-Forwarded-Scheme     $pass_access_scheme;",
+        "proxy_set_header X-Scheme               $pass_access_scheme;",
+        'proxy_set_header Proxy                  "";',
+        "# mtls-harness hop trace (not part of ingress-nginx); earlier hops' trace headers pass through untouched",
+        f'proxy_set_header {header_name("ingress")}   "{TRACE_VALUE}";',
+        "",
+        "proxy_connect_timeout                   5s;",
+        "proxy_send_timeout                      60s;",
+        "proxy_read_timeout                      60s;",
+        "proxy_http_version                      1.1;",
+        "proxy_next_upstream                     error timeout;",
+        "proxy_next_upstream_timeout             0;",
+        "proxy_next_upstream_tries               3;",
+        "",
+    ]
+    if loc.denied is None:
+        body += [f"proxy_pass {scheme}upstream_balancer;", "proxy_redirect                          off;"]
+    else:
+        body += [f"# Location denied. Reason: {_q(loc.denied)}", "return 503;"]
+    body += _proxy_ssl_location_lines(loc.proxy_ssl)
+    return [f"location {loc.path} {{", *("    " + b if b else "" for b in body), "}"]
+
+
+def _server(server: ServerPlan, listen: str, fake_cert: Path) -> list[str]:
+    cert = server.tls_pem or fake_cert
+    lines = [
+        f"server_name {_q(server.host)} ;",
+        "# http2: a listen parameter in nginx 1.22 (nginx.tmpl's `http2 on;` needs nginx >= 1.25.1)",
+        f"listen {listen} ssl http2;",
+        "",
+        'set $proxy_upstream_name "-";',
+        "",
+    ]
+    auth = server.auth
+    if auth is not None and auth.match_cn:
+        lines += [f"if ( $ssl_client_s_dn !~ {_q(auth.match_cn)} ) {{",
+                  '    return 403 "client certificate unauthorized";', "}", ""]
+    lines += ["# ingress-nginx: ssl_certificate_by_lua_file serves the host's Secret; a static file here",
+              f"ssl_certificate     {cert};", f"ssl_certificate_key {cert};", ""]
+    if server.auth_error:
+        lines += [f"# {server.auth_error}", "return 403;"]
+    elif auth is not None and auth.ca_file is not None:
+        lines += [f"ssl_client_certificate                  {auth.ca_file};",
+                  f"ssl_verify_client                       {auth.verify_client};",
+                  f"ssl_verify_depth                        {auth.verify_depth};"]
+        if auth.crl_file is not None:
+            lines.append(f"ssl_crl                                 {auth.crl_file};")
+        if auth.error_page:
+            lines.append(f"error_page 495 496 = {auth.error_page};")
+    lines += _proxy_ssl_server_lines(server.proxy_ssl)
+    lines.append("")
+    for loc in server.locations:
+        lines += _location(server, loc)
+    return [f"## start server {server.host}", "server {", *("    " + x if x else "" for x in lines), "}",
+            f"## end server {server.host}", ""]
+
+
+def _conf(
+    *, prefix: Path, pid: Path, error_log: Path, servers: list[ServerPlan], https_listen: str, public: str,
+    pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str],
+) -> str:
+    head = ["# Rendered by mtls-harness (harness/render/nginx.py) from Ingress annotations, after ingress-nginx's",
+            "# nginx.tmpl. Do not edit: re-render and reload.", ""]
+    if os.geteuid() == 0:  # as root, workers run as the same user (nobody could not read the 0700 workdir)
+        head.append(f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};")
+    if stream_module:
+        head.append(f"load_module {stream_module};")
+    head += [
+        "worker_processes 1;",
+        f"pid {pid};",
+        "# info, not the controller's notice: nginx logs client-certificate verify failures only at info",
+        f"error_log {error_log} info;",
+        "",
+        "events {",
+        "    multi_accept        on;",
+        "    worker_connections  16384;",
+        "}",
+        "",
+    ]
+    tmp = prefix / "tmp"
+    http = [
+        *(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        f"access_log {prefix / 'logs' / 'access.log'};",
+        "server_tokens off;",
+        "keepalive_timeout 75s;",
+        "",
+        "map $http_upgrade $connection_upgrade {",
+        "    default          upgrade;",
+        "    ''               close;",
+        "}",
+        "map $http_x_request_id $req_id {",
+        "    default   $http_x_request_id;",
+        '    ""        $request_id;',
+        "}",
+        "",
+        "server_name_in_redirect off;",
+        "port_in_redirect        off;",
+        "",
+        f"ssl_protocols {SSL_PROTOCOLS};",
+        "ssl_early_data off;",
+        "ssl_session_cache shared:SSL:10m;",
+        "ssl_session_timeout 10m;",
+        "ssl_session_tickets off;",
+        "ssl_buffer_size 4k;",
+        f"ssl_ciphers '{SSL_CIPHERS}';",
+        "ssl_prefer_server_ciphers on;",
+        "ssl_ecdh_curve auto;",
+        f"ssl_certificate     {fake_cert};",
+        f"ssl_certificate_key {fake_cert};",
+        "",
+        "proxy_ssl_session_reuse on;",
+        "",
+        "# ingress-nginx balances in Lua behind this one name; here it is the pod's address",
+        "upstream upstream_balancer {",
+        f"    server {pod};",
+        "}",
+        "",
+        "# the catch-all server: unknown SNI gets the default (fake) certificate and a 404",
+        "server {",
+        '    server_name "_" ;',
+        f"    listen {https_listen} default_server ssl http2;",
+        '    set $proxy_upstream_name "-";',
+        "    location / {",
+        "        return 404;",
+        "    }",
+        "}",
+        "",
+    ]
+    for server in servers:
+        http += _server(server, https_listen, fake_cert)
+    out = [*head, "http {", *("    " + x if x else "" for x in http), "}", ""]
+    if passthrough:
+        route = [f"{host} {addr};" for host, addr in passthrough.items()]
+        stream = [
+            "# ingress-nginx --enable-ssl-passthrough: its Go TCP proxy (pkg/tcpproxy) reads the SNI and pipes the",
+            "# connection to the passthrough host's backend untouched; everything else goes to the TLS servers above",
+            "map $ssl_preread_server_name $mtls_passthrough_backend {",
+            "    hostnames;",
+            *("    " + r for r in route),
+            f"    default {https_listen};",
+            "}",
+            "server {",
+            f"    listen {public};",
+            "    ssl_preread on;",
+            "    proxy_pass $mtls_passthrough_backend;",
+            "}",
+        ]
+        out += ["stream {", *("    " + x if x else "" for x in stream), "}", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------------------------
+def render_nginx(
+    topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path
+) -> NginxConfig:
+    """Write the ingress Secrets' PEM files and nginx.conf under ``workdir``, as ingress-nginx would render them.
+
+    ``listen`` is where the ingress accepts TLS; ``pod`` is where every Ingress backend (the echo pod) listens.
+    Raises :class:`~harness.errors.UsageError` for an Ingress ingress-nginx would reject outright (an annotation its
+    validator refuses) and :class:`~harness.errors.ToolMissingError` when ssl-passthrough needs the stream module.
+    """
+    prefix = Path(workdir).resolve()
+    ssl_dir, run_dir, log_dir = prefix / "ssl", prefix / "run", prefix / "logs"
+    for d, mode in ((prefix, 0o755), (ssl_dir, 0o700), (run_dir, 0o755), (log_dir, 0o755), (prefix / "tmp", 0o755)):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(mode)
+    hop = topology.ingress
+    servers = plan_servers(hop, certs, ssl_dir, _write_atomic,
+                           allow_cross_namespace=hop.allow_cross_namespace_resources)
+    fake_cert = _fake_certificate(ssl_dir)
+    public = _addr(*listen)
+    passthrough = {s.host: _addr(*pod) for s in servers if s.passthrough}
+    stream_module: str | None = None
+    https_listen = public
+    if passthrough:
+        stream_module = stream_module_path(find_nginx())
+        https_listen = _addr(listen[0], _internal_port(run_dir))
+    config = NginxConfig(
+        conf_path=prefix / "nginx.conf",
+        prefix=prefix,
+        pid_path=run_dir / "nginx.pid",
+        error_log=log_dir / "error.log",
+        listen_port=listen[1],
+    )
+    text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
+                 https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
+                 stream_module=stream_module, passthrough=passthrough)
+    _write_atomic(config.conf_path, text.encode())
+    return config
+
+
+def _workers(master: int) -> dict[int, str]:
+    """The master's children and their titles ("nginx: worker process", "… is shutting down") from /proc."""
+    out: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if ppid == master:
+                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def reload_nginx(config: NginxConfig, pid: int, *, timeout: float = 10.0) -> None:
+    """Check the rendered config with ``nginx -t``, send SIGHUP to the master ``pid`` and wait until a worker with
+    the new config runs and the old workers stopped accepting (they finish in-flight requests, none is dropped).
+
+    Raises :class:`StartError` with nginx's message when the new config is invalid (the old one keeps serving).
+    """
+    nginx = find_nginx()
+    check = subprocess.run(config.test_argv(nginx), capture_output=True, text=True, timeout=30, check=False)
+    if check.returncode != 0:
+        raise StartError(f"nginx -t refused the re-rendered {config.conf_path}; nginx keeps the old config:\n"
+                         f"{(check.stderr or check.stdout).strip()}")
+    linux = sys.platform.startswith("linux")
+    old = set(_workers(pid)) if linux else set()
+    offset = config.error_log.stat().st_size if config.error_log.exists() else 0
+    os.kill(pid, signal.SIGHUP)
+
+    def log_since() -> str:
+        with open(config.error_log, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
+    def reloaded() -> bool:
+        text = log_since()
+        if "[emerg]" in text:
+            raise StartError(f"nginx refused the reload: {text.strip().splitlines()[-1]}")
+        if not linux:
+            return "start worker process" in text
+        workers = _workers(pid)
+        fresh = [p for p, title in workers.items() if p not in old and "shutting down" not in title]
+        stale = [p for p, title in workers.items() if p in old and "shutting down" not in title]
+        return bool(fresh) and not stale
+
+    def master_alive() -> str | None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"nginx master {pid} is gone"
+        return None
+
+    wait_until(reloaded, f"nginx (pid {pid}) reload of {config.conf_path}", timeout=timeout,
+               retry_on=(OSError,), alive=master_alive, log_tail=lambda: log_since()[-2000:])

@@ -1,0 +1,436 @@
+"""What the ingress-nginx controller makes of the Ingress objects and Secrets, before any nginx text is written.
+
+This module is the controller half of :mod:`harness.render.nginx`: it reads the annotations the way the controller's
+annotation parsers do (``internal/ingress/annotations/authtls``, ``proxyssl``, ``backendprotocol``,
+``sslpassthrough``), stores the referenced Secrets the way its secret store does (``internal/ingress/controller/store/
+backend_ssl.go`` + ``internal/net/ssl/ssl.go``), and merges several Ingresses on one host into one server the way
+``controller.go`` does. The result is a :class:`ServerPlan` per host, which the template half turns into text.
+
+The behaviours worth knowing (each cited in docs/ingress-nginx-fidelity.md):
+
+- an annotation that fails the controller's *validator* makes the controller drop the whole Ingress (the admission
+  webhook refuses it): here that is an :class:`~harness.errors.UsageError`;
+- ``auth-tls-verify-client`` / ``auth-tls-verify-depth`` with a bad value silently fall back to ``on`` / ``1``;
+- a problem with the ``auth-tls-secret`` (bad ``ns/name``, another namespace, missing, unusable ``ca.crt``) fails the
+  *host* closed: ``return 403``; a Secret with ``tls.crt``/``tls.key`` but no ``ca.crt`` silently disables mTLS;
+- a problem with the ``proxy-ssl-secret`` denies the *location* (``return 503``); a Secret without ``ca.crt`` renders
+  no ``proxy_ssl_verify`` at all (ingress-nginx #4503), and no ``proxy_ssl_certificate`` either.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from harness.errors import UsageError
+from harness.pki import CertSet
+from harness.topology import ANNOTATION_PREFIX, Ingress, IngressHop, K8sSecret
+
+__all__ = [
+    "AuthTLS",
+    "LocationPlan",
+    "ProxySSL",
+    "SecretFiles",
+    "ServerPlan",
+    "plan_servers",
+]
+
+
+# -- validators, as internal/ingress/annotations/parser/validators.go defines them ----------------------------------
+_ALNUM = r"\-\.\_\~a-zA-Z0-9\/:"
+_BASIC_CHARS = re.compile(rf"^[/{_ALNUM}]*$")
+_MALICIOUS = re.compile(r"\r|\n")
+_VERIFY_CLIENT = re.compile(r"^(on|off|optional|optional_no_ca)$")
+_REDIRECT = re.compile(r"^(@[A-Za-z0-9_-]+|((https?://)?[A-Za-z0-9\-.]+(:\d+)?)?(/[A-Za-z0-9\-_.]+)*/?)$")
+_IS_VALID_REGEX = re.compile("^[/" + _ALNUM + re.escape(r"^$[](){}*+?|&=\\") + "]*$")
+_ON_OFF = re.compile(r"^(on|off)$")
+_PROTOCOLS = re.compile(r"^(TLSv1\.2|TLSv1\.3| )*$")
+_CIPHERS = re.compile(r"^[A-Za-z0-9\+:\_\-!]*$")
+_INT = re.compile(r"^[+-]?\d+$")
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+_BACKEND_PROTOCOLS = ("auto_http", "http", "https", "grpc", "grpcs", "fcgi")
+
+
+def _regex_validator(regex: re.Pattern[str]) -> Callable[[str], bool]:
+    def check(value: str) -> bool:  # ValidateRegex(regex, removeSpace=true)
+        squeezed = value.replace(" ", "")
+        return bool(regex.match(squeezed)) and not _MALICIOUS.search(squeezed)
+
+    return check
+
+
+def _match_cn_valid(value: str) -> bool:  # CommonNameAnnotationValidator
+    if not value.startswith("CN="):
+        return False
+    try:
+        re.compile(value[3:])
+    except re.error:
+        return False
+    return True
+
+
+def _server_name_valid(value: str) -> bool:  # ValidateServerName
+    return bool(_IS_VALID_REGEX.match(value.strip()))
+
+
+class _Annotations:
+    """One Ingress's annotations read the way ``parser.GetStringAnnotation`` & co read them."""
+
+    def __init__(self, ing: Ingress) -> None:
+        self.ing = ing
+
+    def raw(self, name: str) -> str | None:
+        value = self.ing.annotation(name)
+        return None if value is None or value == "" else value
+
+    def string(self, name: str, valid: Callable[[str], bool]) -> tuple[str | None, bool]:
+        """(normalized value or None when absent/empty, passed the validator)."""
+        value = self.raw(name)
+        if value is None:
+            return None, True
+        ok = valid(value)
+        normalized = "\n".join(line.strip() for line in value.split("\n"))
+        return (normalized or None), ok
+
+    def reject(self, name: str, value: str, why: str) -> UsageError:
+        return UsageError(
+            f"Ingress {self.ing.namespace}/{self.ing.name}: annotation {ANNOTATION_PREFIX}{name}={value!r} {why}; "
+            "ingress-nginx's validator refuses it, so the admission webhook rejects the Ingress and the controller "
+            "would not serve it — fix the value"
+        )
+
+
+# -- what the secret store keeps ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SecretFiles:
+    """The files ingress-nginx's secret store writes for one Secret (``ingress.SSLCert`` in the controller).
+
+    ``pem_file``: ``<ns>-<name>.pem`` with tls.crt + tls.key + ca.crt, written only when the Secret has a ``ca.crt``;
+    ``ca_file``: that same file, or ``ca-<ns>-<name>.pem`` for a CA-only Secret; ``crl_file``: ``crl-<ns>-<name>.pem``.
+    ``tls`` is the certificate+key the dynamic-certificate Lua code serves for a host (the controller keeps it in
+    memory; :meth:`_SecretStore.host_cert` writes it to a file only for a host that serves it).
+    """
+
+    ref: str
+    pem_file: Path | None = None
+    ca_file: Path | None = None
+    crl_file: Path | None = None
+    tls: tuple[bytes, bytes] | None = field(default=None, repr=False)  # (tls.crt, tls.key) as validated
+
+
+class _SecretError(Exception):
+    """The controller could not sync the Secret (its message is what the controller logs)."""
+
+
+Writer = Callable[[Path, bytes, int], None]
+
+
+class _SecretStore:
+    """Emulates ``store.syncSecret`` → ``getPemCertificate``: validates and writes the Secret's files once."""
+
+    def __init__(self, hop: IngressHop, certs: CertSet, ssl_dir: Path, write: Writer) -> None:
+        self.hop, self.certs, self.ssl_dir, self.write = hop, certs, ssl_dir, write
+        self._done: dict[str, SecretFiles | _SecretError] = {}
+
+    def get(self, ref: str) -> SecretFiles:
+        if ref not in self._done:
+            try:
+                self._done[ref] = self._sync(ref)
+            except _SecretError as exc:
+                self._done[ref] = exc
+        result = self._done[ref]
+        if isinstance(result, _SecretError):
+            raise result
+        return result
+
+    def host_cert(self, ref: str) -> Path | None:
+        """The PEM (tls.crt + tls.key) a host serves from its Ingress TLS Secret; None when it has no usable one."""
+        try:
+            files = self.get(ref)
+        except _SecretError:
+            return None
+        if files.tls is None:
+            return None
+        path = self.ssl_dir / f"tls-{ref.replace('/', '-')}.pem"
+        self.write(path, _join(*files.tls), 0o600)
+        return path
+
+    def _find(self, ref: str) -> K8sSecret:
+        ns, _, name = ref.partition("/")
+        for s in self.hop.secrets:
+            if s.namespace == ns and s.name == name:
+                return s
+        raise _SecretError(f'secret "{ref}" not found in local store')
+
+    def _sync(self, ref: str) -> SecretFiles:
+        secret = self._find(ref)
+        base = ref.replace("/", "-")  # namespace/secretName -> namespace-secretName
+        tls: tuple[bytes, bytes] | None = None
+        if secret.tls is not None:
+            leaf = self.certs.leaf(secret.tls)
+            tls = (leaf.chain.read_bytes(), leaf.key.read_bytes())
+            _check_keypair(ref, *tls)
+        ca: bytes | None = None
+        if secret.malformed_ca:
+            ca = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+        elif secret.ca:
+            ca = self.certs.trust_bundle(*secret.ca).read_bytes()
+        crl = self.certs.crl(secret.crl).read_bytes() if secret.crl and ca is not None else None
+
+        if tls is not None:
+            if ca is None:  # a plain TLS Secret: no file on disk, no CA, no client cert for proxy-ssl
+                return SecretFiles(ref, tls=tls)
+            _check_ca(ref, ca)
+            pem = self.ssl_dir / f"{base}.pem"
+            self.write(pem, _join(*tls, ca), 0o600)
+            return SecretFiles(ref, pem_file=pem, ca_file=pem, crl_file=self._crl(ref, base, crl), tls=tls)
+        if ca is not None:
+            _check_ca(ref, ca)
+            ca_file = self.ssl_dir / f"ca-{base}.pem"
+            self.write(ca_file, ca, 0o644)
+            return SecretFiles(ref, ca_file=ca_file, crl_file=self._crl(ref, base, crl))
+        raise _SecretError(f'secret "{ref}" contains no keypair or CA certificate')
+
+    def _crl(self, ref: str, base: str, crl: bytes | None) -> Path | None:
+        if crl is None:
+            return None
+        try:
+            x509.load_pem_x509_crl(crl)
+        except ValueError as exc:
+            raise _SecretError(f"CRL of secret {ref!r} is not a PEM X509 CRL: {exc}") from None
+        path = self.ssl_dir / f"crl-{base}.pem"
+        self.write(path, crl, 0o644)
+        return path
+
+
+def _join(*parts: bytes) -> bytes:
+    return b"\n".join(p if p.endswith(b"\n") else p + b"\n" for p in parts)
+
+
+def _check_ca(ref: str, ca: bytes) -> None:  # ssl.CheckCACert
+    try:
+        if not x509.load_pem_x509_certificates(ca):
+            raise ValueError("no certificate")
+    except ValueError:
+        raise _SecretError(f"parsing CA certificate of secret {ref!r}: error decoding CA certificate/s") from None
+
+
+def _check_keypair(ref: str, chain: bytes, key: bytes) -> None:  # ssl.CreateSSLCert → tls.X509KeyPair
+    try:
+        cert = x509.load_pem_x509_certificates(chain)[0]
+        private = serialization.load_pem_private_key(key, password=None)
+    except ValueError:
+        raise _SecretError(f"secret {ref!r}: tls.crt or tls.key is not PEM") from None
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*fmt) != private.public_key().public_bytes(*fmt):
+        raise _SecretError(f"secret {ref!r}: certificate and private key does not have a matching public key")
+
+
+# -- parsed annotations -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuthTLS:
+    """authtls.Config: what ``auth-tls-*`` render into the server block."""
+
+    secret: str
+    ca_file: Path | None
+    crl_file: Path | None
+    verify_client: str = "on"
+    verify_depth: int = 1
+    error_page: str = ""
+    pass_certificate: bool = False
+    match_cn: str = ""
+
+
+@dataclass(frozen=True)
+class ProxySSL:
+    """proxyssl.Config: what ``proxy-ssl-*`` render into the server and location blocks."""
+
+    secret: str
+    ca_file: Path | None
+    pem_file: Path | None
+    ciphers: str = "DEFAULT"
+    protocols: str = "TLSv1.2"
+    name: str = ""
+    verify: str = "off"
+    verify_depth: int = 1
+    server_name: str = "off"
+
+
+@dataclass(frozen=True)
+class LocationPlan:
+    path: str
+    namespace: str
+    ingress: str
+    service: str
+    service_port: int
+    backend_protocol: str  # upper-case, as buildProxyPass switches on it
+    proxy_ssl: ProxySSL | None
+    denied: str | None  # the first LocationDenied reason: the location answers 503
+
+    @property
+    def upstream_name(self) -> str:  # controller/util.go upstreamName
+        return f"{self.namespace}-{self.service}-{self.service_port}"
+
+
+@dataclass
+class ServerPlan:
+    host: str
+    tls_pem: Path | None = None  # None: the controller serves its default (fake) certificate
+    auth: AuthTLS | None = None
+    auth_error: str = ""  # non-empty: the host fails closed (return 403)
+    proxy_ssl: ProxySSL | None = None
+    passthrough: bool = False
+    locations: list[LocationPlan] = field(default_factory=list)
+
+
+class _Denied(Exception):
+    """ing_errors.LocationDenied."""
+
+
+def _parse_ns_name(value: str) -> tuple[str, str]:  # k8s.ParseNameNS
+    parts = value.split("/")
+    if len(parts) != 2:
+        raise _Denied(f"invalid format (namespace/name) found in '{value}'")
+    return parts[0], parts[1]
+
+
+def _parse_auth_tls(ing: Ingress, store: _SecretStore, allow_cross_ns: bool) -> AuthTLS | None:
+    a = _Annotations(ing)
+    ref, ok = a.string("auth-tls-secret", _regex_validator(_BASIC_CHARS))
+    if not ok:
+        raise a.reject("auth-tls-secret", str(a.raw("auth-tls-secret")), "is not a namespace/name")
+    if ref is None:
+        return None
+    ns, _ = _parse_ns_name(ref)
+    if not allow_cross_ns and (ns or ing.namespace) != ing.namespace:
+        raise _Denied("cross namespace secrets are not supported")
+    try:
+        files = store.get(ref)
+    except _SecretError as exc:
+        raise _Denied(f"error obtaining certificate: {exc}") from None
+
+    verify, ok = a.string("auth-tls-verify-client", _regex_validator(_VERIFY_CLIENT))
+    verify = verify if ok and verify and _VERIFY_CLIENT.match(verify) else "on"
+    depth_raw = a.raw("auth-tls-verify-depth")
+    depth = int(depth_raw) if depth_raw is not None and _INT.match(depth_raw) else 0
+    if depth < 0:
+        raise a.reject("auth-tls-verify-depth", str(depth_raw), "is negative (nginx refuses ssl_verify_depth < 0)")
+    error_page, ok = a.string("auth-tls-error-page", _regex_validator(_REDIRECT))
+    if not ok:
+        raise a.reject("auth-tls-error-page", str(a.raw("auth-tls-error-page")), "is not a URL or @location")
+    pass_raw = a.raw("auth-tls-pass-certificate-to-upstream")
+    if pass_raw is not None and pass_raw not in _GO_BOOLS:
+        raise a.reject("auth-tls-pass-certificate-to-upstream", pass_raw, "is not a boolean")
+    match_cn, ok = a.string("auth-tls-match-cn", _match_cn_valid)
+    if not ok:
+        raise a.reject("auth-tls-match-cn", str(a.raw("auth-tls-match-cn")), "must start with CN= and be a regex")
+    return AuthTLS(
+        secret=ref,
+        ca_file=files.ca_file,
+        crl_file=files.crl_file if files.ca_file else None,
+        verify_client=verify,
+        verify_depth=depth or 1,
+        error_page=error_page or "",
+        pass_certificate=_GO_BOOLS.get(pass_raw or "false", False),
+        match_cn=match_cn or "",
+    )
+
+
+def _parse_proxy_ssl(ing: Ingress, store: _SecretStore, allow_cross_ns: bool) -> ProxySSL | None:
+    a = _Annotations(ing)
+    ref, ok = a.string("proxy-ssl-secret", _regex_validator(_BASIC_CHARS))
+    if not ok:
+        raise a.reject("proxy-ssl-secret", str(a.raw("proxy-ssl-secret")), "is not a namespace/name")
+    if ref is None:
+        return None
+    ns, _ = _parse_ns_name(ref)
+    if not allow_cross_ns and ns != ing.namespace:  # no defaulting of an empty namespace here (unlike auth-tls)
+        raise _Denied("cross namespace secrets are not supported")
+    try:
+        files = store.get(ref)
+    except _SecretError as exc:
+        raise _Denied(f"error obtaining certificate: {exc}") from None
+
+    def pick(name: str, regex: re.Pattern[str] | Callable[[str], bool], default: str) -> str:
+        check = regex if callable(regex) else _regex_validator(regex)
+        value, ok = a.string(name, check)
+        return value if ok and value else default
+
+    protocols = pick("proxy-ssl-protocols", _PROTOCOLS, "")
+    protocols = " ".join(sorted(p for p in protocols.split(" ") if p.strip())) or "TLSv1.2"  # sortProtocols
+    depth_raw = a.raw("proxy-ssl-verify-depth")
+    depth = int(depth_raw) if depth_raw is not None and _INT.match(depth_raw) else 0
+    if depth < 0:
+        raise a.reject("proxy-ssl-verify-depth", str(depth_raw), "is negative (nginx refuses it)")
+    verify = pick("proxy-ssl-verify", _ON_OFF, "off")
+    server_name = pick("proxy-ssl-server-name", _ON_OFF, "off")
+    return ProxySSL(
+        secret=ref,
+        ca_file=files.ca_file,
+        pem_file=files.pem_file,
+        ciphers=pick("proxy-ssl-ciphers", _CIPHERS, "DEFAULT"),
+        protocols=protocols,
+        name=pick("proxy-ssl-name", _server_name_valid, ""),
+        verify=verify if _ON_OFF.match(verify) else "off",
+        verify_depth=depth or 1,
+        server_name=server_name if _ON_OFF.match(server_name) else "off",
+    )
+
+
+def _backend_protocol(ing: Ingress) -> str:
+    value = _Annotations(ing).raw("backend-protocol")
+    if value is None or value.strip().lower() not in _BACKEND_PROTOCOLS:
+        return "HTTP"  # a bad value is logged and HTTP is used
+    return value.strip().upper()
+
+
+def _passthrough(ing: Ingress) -> bool:
+    a = _Annotations(ing)
+    value = a.raw("ssl-passthrough")
+    if value is None:
+        return False
+    if value not in _GO_BOOLS:
+        raise a.reject("ssl-passthrough", value, "is not a boolean")
+    return _GO_BOOLS[value]
+
+
+def plan_servers(
+    hop: IngressHop, certs: CertSet, ssl_dir: Path, write: Writer, *, allow_cross_namespace: bool = False
+) -> list[ServerPlan]:
+    """One :class:`ServerPlan` per host, in the order hosts first appear; Secrets' files are written via ``write``."""
+    store = _SecretStore(hop, certs, ssl_dir, write)
+    servers: dict[str, ServerPlan] = {}
+    for ing in hop.ingresses:
+        server = servers.setdefault(ing.host, ServerPlan(host=ing.host))
+        denied: str | None = None
+        try:
+            auth = _parse_auth_tls(ing, store, allow_cross_namespace)
+        except _Denied as exc:
+            auth, denied = None, str(exc)
+            server.auth_error = server.auth_error or denied  # annotations.go: CertificateAuth → AuthTLSError
+        try:
+            proxy_ssl = _parse_proxy_ssl(ing, store, allow_cross_namespace)
+        except _Denied as exc:
+            proxy_ssl, denied = None, denied or str(exc)
+        # controller.go: the first Ingress whose config has a CA file sets the host's auth-tls / proxy-ssl
+        if auth is not None and (server.auth is None or server.auth.ca_file is None):
+            server.auth = auth
+        if proxy_ssl is not None and (server.proxy_ssl is None or server.proxy_ssl.ca_file is None):
+            server.proxy_ssl = proxy_ssl
+        if server.tls_pem is None:  # no usable TLS secret: the host is served with the default certificate
+            server.tls_pem = store.host_cert(f"{ing.namespace}/{ing.tls_secret}")
+        server.passthrough = server.passthrough or (_passthrough(ing) and ing.path == "/")
+        if any(loc.path == ing.path for loc in server.locations):
+            continue  # the first Ingress to claim a path on a host keeps it
+        server.locations.append(LocationPlan(
+            path=ing.path, namespace=ing.namespace, ingress=ing.name, service=ing.service,
+            service_port=ing.service_port, backend_protocol=_backend_protocol(ing), proxy_ssl=proxy_ssl,
+            denied=denied,
+        ))
+    return list(servers.values())
