@@ -418,10 +418,10 @@ def plan_servers(
             proxy_ssl = _parse_proxy_ssl(ing, store, allow_cross_namespace)
         except _Denied as exc:
             proxy_ssl, denied = None, denied or str(exc)
-        # controller.go: the first Ingress whose config has a CA file sets the host's auth-tls / proxy-ssl
-        if auth is not None and (server.auth is None or server.auth.ca_file is None):
+        # controller.go: each Ingress overwrites the host's auth-tls / proxy-ssl until one brings a CA file
+        if server.auth is None or server.auth.ca_file is None:
             server.auth = auth
-        if proxy_ssl is not None and (server.proxy_ssl is None or server.proxy_ssl.ca_file is None):
+        if server.proxy_ssl is None or server.proxy_ssl.ca_file is None:
             server.proxy_ssl = proxy_ssl
         if server.tls_pem is None:  # no usable TLS secret: the host is served with the default certificate
             server.tls_pem = store.host_cert(f"{ing.namespace}/{ing.tls_secret}")
