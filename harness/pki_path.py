@@ -121,9 +121,17 @@ def _verify(cert: x509.Certificate, chain: list[x509.Certificate], c: Consumer, 
     ee = xv.ExtensionPolicy.webpki_defaults_ee()
     if c.role == "server":
         host = c.hostnames[0] if c.hostnames else next(iter(sans_of(cert)), None)
-        if host is not None:
-            b = b.extension_policies(ca_policy=ca_policy, ee_policy=ee)
-            return b.build_server_verifier(_subject(host)).verify(cert, chain)
+        try:
+            subject = _subject(host) if host is not None else None
+        except ValueError:  # not a valid DNS name (e.g. an underscore): the SAN check reports it; build the path
+            subject = None
+        if subject is None:
+            return _verify(cert, chain, c, at, strict=False, depth=depth)
+        b = b.extension_policies(ca_policy=ca_policy, ee_policy=ee)
+        try:
+            return b.build_server_verifier(subject).verify(cert, chain)
+        except ValueError as exc:  # the validator cannot parse a name in the cert (e.g. a SAN with "_")
+            raise xv.VerificationError(f"the validator cannot read the certificate: {exc}") from None
     # a client cert need not carry a SAN (the EKU check stays: permit_all would drop it)
     ee = ee.may_be_present(x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None)
     verifier = b.extension_policies(ca_policy=ca_policy, ee_policy=ee).build_client_verifier()
