@@ -97,8 +97,10 @@ class PKIPlan:
         raise KeyError(f"no CA named {name!r} in the PKI plan (have: {', '.join(c.name for c in self.cas)})")
 
     def leaf(self, name: str) -> LeafSpec:
+        """The spec of leaf ``name``; a fault variant ``"<leaf>~<fault>"`` answers with its original's spec."""
+        base = name.partition("~")[0]
         for lf in self.leaves:
-            if lf.name == name:
+            if lf.name == base:
                 return lf
         raise KeyError(f"no leaf named {name!r} in the PKI plan (have: {', '.join(x.name for x in self.leaves)})")
 
