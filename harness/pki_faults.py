@@ -10,17 +10,23 @@ and caches it. Every variant keeps the original leaf's subject, SANs and EKU exc
 - ``wrong-san``: right issuer, SAN (and CN) for another host → "Hostname mismatch";
 - ``self-signed``: signed by its own key → "self-signed certificate";
 - ``wrong-eku``: serverAuth-only for a client leaf, clientAuth-only for a server leaf
-  → "unsupported certificate purpose";
-- ``ca-as-leaf``: right issuer, basicConstraints CA:TRUE → the RFC 5280 path validator (OpenSSL accepts it);
+  → "unsuitable certificate purpose" (OpenSSL 3.0's text);
+- ``ca-as-leaf``: right issuer, basicConstraints CA:TRUE → the RFC 5280 path validator ("basicConstraints.cA must
+  not be asserted"); OpenSSL accepts it in a handshake;
 - ``missing-intermediate``: the chain file lacks the intermediate (a new one under the right root when the leaf's issuer
   is a root) → "unable to get local issuer certificate";
-- ``revoked``: right issuer, serial listed in the issuer's CRL → "certificate revoked";
-- ``intermediate-issued``: issued by a new intermediate under the right root, chain carries it → depth 1 rejects,
-  depth 2 accepts;
-- ``too-deep``: two new intermediates under the right root, chain carries both → depth 2 rejects;
-- ``weak-key``: RSA 1024 → "ee key too small";
-- ``sha1``: SHA-1 signature → "digest algorithm too weak";
+- ``revoked``: right issuer, serial listed in the issuer's CRL → "certificate revoked" (with CRL checking on);
+- ``intermediate-issued``: issued by a new intermediate under the right root, chain carries it → refused at verify
+  depth 0, accepted at depth 1 and up;
+- ``too-deep``: two new intermediates under the right root, chain carries both → refused at verify depth 1
+  (ingress-nginx's default), accepted at depth 2;
+- ``weak-key``: RSA 1024 → "ee key too small" (loading it) / "EE certificate key too weak" (verifying it);
+- ``sha1``: SHA-1 signature → "ca md too weak" (loading it) / "CA signature digest algorithm too weak" (verifying it);
 - ``key-mismatch``: the key file holds another key → "key values mismatch".
+
+Verify depth counts intermediates between the leaf and the trusted root. Measured here with nginx 1.22 on OpenSSL 3.0
+(``ssl_verify_depth``, which ingress-nginx's ``auth-tls-verify-depth`` sets), ``openssl verify -verify_depth`` and
+cryptography's ``max_chain_depth``: all three accept one intermediate at depth 1 and refuse two.
 """
 
 from __future__ import annotations
