@@ -312,8 +312,10 @@ class Topology:
             return self.gateway.listener
         if hop == "apim":
             return self.apim.listener
-        if hop == "pod":
-            return self.pod.listener
+        if hop == "pod" or (hop == "ingress" and self.passthrough):
+            # behind TLS passthrough the ingress's port carries the pod's own TLS session
+            return self.pod.listener if hop == "pod" else dataclasses.replace(self.pod.listener,
+                                                                               hostname=self.ingress.host)
         ing = self.ingress.primary
         auth_secret = self.ingress.secret(ing.annotation("auth-tls-secret") or "")
         mode = ing.annotation("auth-tls-verify-client", "on") if auth_secret else "off"
@@ -393,7 +395,7 @@ def default_topology(key_type: KeyType = "ecdsa") -> Topology:
     ingress = Ingress(
         name="echo",
         host=INGRESS_HOST,
-        tls_secret="ingress-tls",  # noqa: S106 - a Secret name, not a password
+        tls_secret="ingress-tls",
         service="echo",
         service_port=8443,
         annotations=_frozen(
