@@ -163,6 +163,7 @@ CLIENT_FAULTS: tuple[tuple[str, str], ...] = (
 SERVER_FAULTS: tuple[tuple[str, str], ...] = (
     ("unknown-ca", "unknown CA"), ("wrong-san", "wrong name"), ("expired", "expired"),
     ("self-signed", "self-signed"), ("missing-intermediate", "missing intermediate"),
+    ("not-yet-valid", "not yet valid"), ("wrong-eku", "wrong EKU"),
 )
 
 
@@ -191,15 +192,18 @@ def _client_cert_cases() -> Iterator[Case]:
 
     # the gateway in App Gateway mTLS "Strict" mode: 400 pages like App Gateway's
     src = "DESIGN.md App Gateway Strict row (ronaldbosma/mtls-with-apim-and-agw)"
-    yield Case("gateway-strict-rejects-missing-client-cert", "gateway", "client-cert", "none",
-               http_reject(400, NO_CERT), src, variant=_gateway_strict, identity=None)
-    yield Case("gateway-strict-accepts-valid-client-cert", "gateway", "client-cert", "valid", ok(200), src,
-               variant=_gateway_strict)
-    for fault, column in CLIENT_FAULTS:
-        if fault in ("revoked", "too-deep"):
-            continue  # App Gateway checks revocation by OCSP and sets no depth: not emulated (see behaviour table)
-        yield Case(f"gateway-strict-rejects-client-cert-{fault}", "gateway", "client-cert", column,
-                   http_reject(400, CERT_ERROR), src, variant=_gateway_strict, identity=f"consumer-client~{fault}")
+    for version in ("1.2", "1.3"):
+        pv = {"min_version": version, "max_version": version}
+        yield Case(f"gateway-strict-rejects-missing-client-cert-tls{version}", "gateway", "client-cert", "none",
+                   http_reject(400, NO_CERT), src, variant=_gateway_strict, identity=None, probe=pv)
+        yield Case(f"gateway-strict-accepts-valid-client-cert-tls{version}", "gateway", "client-cert", "valid",
+                   ok(200), src, variant=_gateway_strict, probe=pv)
+        for fault, column in CLIENT_FAULTS:
+            if fault in ("revoked", "too-deep"):
+                continue  # App Gateway checks revocation by OCSP and sets no depth: not emulated (docs/behaviour.md)
+            yield Case(f"gateway-strict-rejects-client-cert-{fault}-tls{version}", "gateway", "client-cert", column,
+                       http_reject(400, CERT_ERROR), src, variant=_gateway_strict,
+                       identity=f"consumer-client~{fault}", probe=pv)
 
     # APIM's validate-client-certificate policy: 401
     src = "DESIGN.md APIM validate-client-certificate row"
@@ -262,6 +266,16 @@ def _pod_cases() -> Iterator[Case]:
         yield Case(f"pod-behind-passthrough-rejects-client-cert-{fault}", "pod", "client-cert", column,
                    tls_alert(alerts[fault]), src, variant=_passthrough, endpoint="ingress",
                    identity=f"apim-client~{fault}", probe=pv)
+    # re-encrypt (the default): the pod asks for the ingress's proxy-ssl client cert (optional) and verifies it
+    src = "ingress-nginx proxy-ssl-secret tls.crt → proxy_ssl_certificate; Python ssl CERT_OPTIONAL"
+    yield Case("pod-accepts-the-ingress-proxy-ssl-client-cert", "pod", "client-cert", "valid", ok(200), src,
+               check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
+    yield Case("pod-optional-client-auth-accepts-no-cert", "pod", "client-cert", "none", ok(200), src,
+               identity=None, check=lambda r, c: None if (r.json() or {}).get("peer") is None else "the pod saw a peer")
+    for fault, alert in (("unknown-ca", "unknown_ca"), ("expired", "certificate_expired")):
+        yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", fault.replace("-", " "),
+                   tls_alert(alert), src + " (a presented cert is verified even when optional)",
+                   identity=f"ingress-client~{fault}", probe=pv)
     yield Case("chain-reaches-pod-through-passthrough", "pod", "trace", "passthrough end to end", ok(200),
                "DESIGN.md passthrough variant", via="chain", variant=_passthrough,
                check=lambda r, c: _expect_pod_peer(r, c, "apim-client"))
@@ -280,10 +294,27 @@ def _protocol_cases() -> Iterator[Case]:
         reason = "The plain HTTP request was sent to HTTPS port" if hop == "ingress" else None
         yield Case(f"{hop}-refuses-plain-http", hop, "protocol", "plain HTTP", protocol_error(reason),
                    "nginx 497 page; Envoy closes a non-TLS connection", probe={"plaintext": True})
+        if hop == "gateway":
+            yield Case("gateway-with-tls1.3-floor-refuses-tls1.2", hop, "protocol", "TLS 1.2 below floor",
+                       tls_alert("protocol_version"), "App Gateway SSL policy minProtocolVersion TLSv1_3",
+                       variant=_tls13_floor, probe={"min_version": "1.2", "max_version": "1.2"})
+            yield Case("chain-works-with-an-rsa-2048-cert-set", hop, "protocol", "RSA 2048 keys", ok(200),
+                       "Key Vault / App Gateway certificates are commonly RSA 2048", via="chain", variant=_rsa,
+                       check=_every_hop_tls)
         if hop != "pod":
             yield Case(f"{hop}-negotiates-http2", hop, "protocol", "HTTP/2 (ALPN h2)", ok(200),
                        "App Gateway, APIM and ingress-nginx all offer h2", probe={"alpn": ("h2", "http/1.1")},
                        check=_expect_alpn("h2"))
+
+
+def _tls13_floor(t: Topology) -> Topology:
+    """App Gateway's SSL policy with a TLS 1.3 minimum (AppGwSslPolicy20220101S allows it)."""
+    listener = dataclasses.replace(t.gateway.listener, min_version="1.3")
+    return t.replace(gateway=dataclasses.replace(t.gateway, listener=listener))
+
+
+def _rsa(t: Topology) -> Topology:
+    return t.replace(pki=dataclasses.replace(t.pki, key_type="rsa"))
 
 
 def _expect_version(version: str) -> Callable[[ProbeResult, RunningChain], str | None]:
