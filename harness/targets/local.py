@@ -11,6 +11,7 @@ re-render + SIGHUP (hot reload), Envoy and the pod by a restart of that hop only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import sys
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import StartError, WaitTimeout
 from harness.runtime import ManagedProcess, free_ports, wait_until
@@ -142,11 +143,13 @@ class LocalTarget:
     def _publish(self) -> RunningChain:
         assert self.workdir is not None
         ports: dict[HopName, int] = {h: self.ports[h] for h in HOPS}
-        self.chain = RunningChain(
+        endpoints = {h: dataclasses.replace(ep, host=self._host(h))
+                     for h, ep in endpoints_for(self.topology, self.certs, ports).items()}
+        self.chain = self._running_chain(
             target=self.name,
             topology=self.topology,
             certs=self.certs,
-            endpoints=endpoints_for(self.topology, self.certs, ports),
+            endpoints=endpoints,
             logs={name: p.log_path for name, p in self._procs.items()}
             | ({"ingress-error": self._nginx.error_log} if self._nginx else {}),
         )
@@ -184,6 +187,31 @@ class LocalTarget:
             waiting = ", ".join(pending) or "nothing"
             raise StartError(f"the local chain did not start (waiting for: {waiting})\n{exc}") from None
 
+    # -- hooks: where a hop listens, how its process is run, how readiness is seen ----------------------------------
+    # (harness.targets.isolated overrides these to put each hop in its own network namespace)
+    def _host(self, hop: str) -> str:
+        """The address ``hop`` listens on and its caller connects to."""
+        return HOST
+
+    def _argv(self, hop: str, argv: list[str]) -> list[str]:
+        """The command line that runs ``hop``'s process; a subclass may prefix it (e.g. ``ip netns exec NS``)."""
+        return argv
+
+    def _listening(self, hop: str, port: int) -> Callable[[], bool]:
+        """A readiness check: True once ``hop`` accepts connections on ``port``."""
+        host = self._host(hop)
+        return lambda: _tcp_open(host, port)
+
+    def _envoy_ready(self, hop: str, config: EnvoyConfig) -> Callable[[], bool]:
+        """A readiness check for an Envoy hop: its admin /ready answers LIVE."""
+        from harness.render.envoy import envoy_ready
+
+        return lambda: envoy_ready(config)
+
+    def _running_chain(self, **fields: Any) -> RunningChain:
+        """The chain object handed to callers (a subclass may return a RunningChain subclass)."""
+        return RunningChain(**fields)
+
     # -- the four hops -------------------------------------------------------------------------------------------
     def _log(self, name: str) -> Path:
         assert self.workdir is not None
@@ -192,36 +220,34 @@ class LocalTarget:
     def _pod(self) -> _Hop:
         listener = self.topology.pod.listener
         leaf = self.certs.leaf(listener.server_cert)
-        argv = [sys.executable, "-m", "harness.pod.echo", "--listen", f"{HOST}:{self.ports['pod']}",
+        argv = [sys.executable, "-m", "harness.pod.echo", "--listen", f"{self._host('pod')}:{self.ports['pod']}",
                 "--cert", str(leaf.chain), "--key", str(leaf.key), "--client-auth", listener.client_auth,
                 "--min-version", listener.min_version, "--max-version", listener.max_version]
         if listener.client_ca:
             argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca))]
-        proc = ManagedProcess("pod", argv, log_path=self._log("pod"))
-        port = self.ports["pod"]
-        return _Hop("pod", proc, lambda: _tcp_open(HOST, port))
+        proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
+        return _Hop("pod", proc, self._listening("pod", self.ports["pod"]))
 
     def _ingress(self, nginx: Path) -> _Hop:
         from harness.render.nginx import render_nginx
 
         assert self.workdir is not None
-        self._nginx = render_nginx(self.topology, self.certs, listen=(HOST, self.ports["ingress"]),
-                                   pod=(HOST, self.ports["pod"]), workdir=self.workdir / "ingress")
-        proc = ManagedProcess("ingress", self._nginx.argv(nginx), log_path=self._log("ingress"))
-        port = self.ports["ingress"]
-        return _Hop("ingress", proc, lambda: _tcp_open(HOST, port))
+        self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
+                                   pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
+        proc = ManagedProcess("ingress", self._argv("ingress", self._nginx.argv(nginx)), log_path=self._log("ingress"))
+        return _Hop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
 
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> _Hop:
-        from harness.render.envoy import envoy_ready, render_envoy
+        from harness.render.envoy import render_envoy
 
         assert self.workdir is not None
-        upstream = self.ports["apim" if hop == "gateway" else "ingress"]
+        nxt = "apim" if hop == "gateway" else "ingress"
         config = render_envoy(self.topology, hop, self.certs,
-                              listen=(HOST, self.ports[hop]), upstream=(HOST, upstream),
+                              listen=(self._host(hop), self.ports[hop]), upstream=(self._host(nxt), self.ports[nxt]),
                               admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop)
         self._envoy[hop] = config
-        proc = ManagedProcess(hop, config.argv(envoy), log_path=self._log(hop))
-        return _Hop(hop, proc, lambda: envoy_ready(config))
+        proc = ManagedProcess(hop, self._argv(hop, config.argv(envoy)), log_path=self._log(hop))
+        return _Hop(hop, proc, self._envoy_ready(hop, config))
 
     # -- variants ------------------------------------------------------------------------------------------------
     def reconfigure(self, topology: Topology) -> RunningChain:
@@ -258,6 +284,6 @@ class LocalTarget:
         from harness.render.nginx import reload_nginx, render_nginx
 
         assert self.workdir is not None
-        self._nginx = render_nginx(self.topology, self.certs, listen=(HOST, self.ports["ingress"]),
-                                   pod=(HOST, self.ports["pod"]), workdir=self.workdir / "ingress")
+        self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
+                                   pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
         reload_nginx(self._nginx, self._procs["ingress"].pid)
