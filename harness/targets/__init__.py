@@ -19,6 +19,14 @@ def open_target(name: str, *, topology: Topology | None = None, key_type: KeyTyp
         from harness.targets.local import LocalTarget
 
         return LocalTarget(topology, **options)
+    if name == "attach":  # options: config=<path or AttachConfig> (default: $MTLS_HARNESS_ATTACH_CONFIG)
+        from harness.targets.attach import AttachTarget
+
+        return AttachTarget(options.pop("config", None), topology, **options)
+    if name == "azure":  # options: config=<path or AzureConfig> (default: $MTLS_HARNESS_AZURE_CONFIG), credential=
+        from harness.targets.azure import AzureTarget
+
+        return AzureTarget(options.pop("config", None), topology, **options)
     if name in TARGET_NAMES:
         raise UsageError(f"target {name!r} is not available in this version yet — use --target local")
     raise UsageError(f"unknown target {name!r} — choose one of: {', '.join(TARGET_NAMES)}")

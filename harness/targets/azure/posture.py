@@ -1,0 +1,238 @@
+"""Posture checks as data: each a row with an id, why it matters (REFERENCES.md issue numbers) and a verdict
+computed from a :class:`~.model.Discovery` — never from a live call.
+
+    for verdict in evaluate(discovery, expiry_days=30):
+        print(verdict.line())
+
+A check whose component was not discovered is ``skipped`` (with the reason), not passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from harness.targets.azure.config import DEFAULT_EXPIRY_DAYS
+from harness.targets.azure.model import Discovery
+
+__all__ = ["CHECKS", "Check", "Verdict", "evaluate", "expiry_table"]
+
+Status = Literal["pass", "fail", "skip"]
+_TLS_ORDER = {"TLSv1_0": 0, "TLSv1_1": 1, "TLSv1_2": 2, "TLSv1_3": 3}
+
+
+@dataclass(frozen=True)
+class Options:
+    expiry_days: int = DEFAULT_EXPIRY_DAYS
+    now: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    why: str  # the failure it prevents, with REFERENCES.md issue numbers
+    refs: tuple[int, ...]
+    run: Callable[[Discovery, Options], list[str] | None]  # findings (empty: pass), None: not applicable
+
+
+@dataclass(frozen=True)
+class Verdict:
+    check: Check
+    status: Status
+    findings: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+    def line(self) -> str:
+        head = f"[{self.status.upper():4}] {self.check.id}: {self.check.title}"
+        return head + "".join(f"\n        - {f}" for f in self.findings)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.check.id, "status": self.status, "findings": list(self.findings),
+                "title": self.check.title, "why": self.check.why, "refs": list(self.check.refs)}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the checks
+# ------------------------------------------------------------------------------------------------------------------
+def _apim_backend_tls(d: Discovery, o: Options) -> list[str] | None:
+    if d.apim is None:
+        return None
+    out = []
+    for b in d.apim.backends:
+        if not (b.url or "").lower().startswith("https://"):
+            continue  # an http backend is the gateway check's business; APIM tls flags only apply to https
+        off = [n for n, v in (("validateCertificateChain", b.validate_certificate_chain),
+                              ("validateCertificateName", b.validate_certificate_name)) if not v]
+        if off:
+            out.append(f"backend {b.name} ({b.url}): {' and '.join(off)} false — any cert the ingress serves is "
+                       "accepted")
+    return out
+
+
+def _appgw_backend_https(d: Discovery, o: Options) -> list[str] | None:
+    if d.app_gateway is None:
+        return None
+    return [f"backend setting {s.name}: protocol {s.protocol} on port {s.port} — the hop to APIM is plaintext"
+            for s in d.app_gateway.backend_settings if s.protocol.lower() != "https"]
+
+
+def _appgw_backend_validation(d: Discovery, o: Options) -> list[str] | None:
+    if d.app_gateway is None:
+        return None
+    out = []
+    for s in d.app_gateway.backend_settings:
+        if s.protocol.lower() != "https":
+            continue
+        if not s.validate_cert_chain_and_expiry:
+            out.append(f"backend setting {s.name}: validateCertChainAndExpiry false")
+        if not s.validate_sni:
+            out.append(f"backend setting {s.name}: validateSNI false")
+    return out
+
+
+def _appgw_min_tls(d: Discovery, o: Options) -> list[str] | None:
+    gw = d.app_gateway
+    if gw is None:
+        return None
+    out = []
+    if gw.min_protocol_version is None:
+        out.append("no TLS policy set: the default depends on the API version that created the gateway "
+                   "(AppGwSslPolicy20150501, TLS 1.0, before 2023-02-01) — set AppGwSslPolicy20220101 or newer")
+    elif _TLS_ORDER.get(gw.min_protocol_version, 0) < 2:
+        out.append(f"gateway TLS policy {gw.ssl_policy_name or gw.ssl_policy_type}: minimum "
+                   f"{gw.min_protocol_version}")
+    for p in gw.ssl_profiles:
+        if p.min_protocol_version is not None and _TLS_ORDER.get(p.min_protocol_version, 0) < 2:
+            out.append(f"SSL profile {p.name}: minimum {p.min_protocol_version}")
+    return out
+
+
+def _versionless_ids(d: Discovery, o: Options) -> list[str] | None:
+    if d.app_gateway is None and d.apim is None:
+        return None
+    out = []
+    if d.app_gateway:
+        out += [f"App Gateway sslCertificates/{c.name}: {c.key_vault_secret_id}"
+                for c in d.app_gateway.ssl_certificates if c.versioned]
+    if d.apim:
+        out += [f"APIM hostname {h.host_name}: {h.key_vault_id}" for h in d.apim.hostnames if h.versioned]
+        out += [f"APIM certificates/{c.name}: {c.key_vault_secret_id}" for c in d.apim.certificates if c.versioned]
+    return [f"{f} pins one version — a renewed certificate is never picked up" for f in out]
+
+
+def _expiry(d: Discovery, o: Options) -> list[str] | None:
+    if not d.certificates:
+        return None
+    now = o.now or dt.datetime.now(dt.UTC)
+    out = []
+    for c in sorted(d.certificates, key=lambda c: c.not_after):
+        left = c.days_left(now)
+        if left < o.expiry_days:
+            state = "EXPIRED" if left < 0 else f"expires in {left:.0f} days"
+            out.append(f"[{c.plane}] {c.where}: {c.subject} {state} ({c.not_after[:10]})")
+    return out
+
+
+def _aks_api_server(d: Discovery, o: Options) -> list[str] | None:
+    if d.aks is None:
+        return None
+    if d.aks.enable_private_cluster or d.aks.authorized_ip_ranges:
+        return []
+    return [f"cluster {d.aks.name}: API server {d.aks.fqdn} is public and has no authorized IP ranges"]
+
+
+def _apim_internal(d: Discovery, o: Options) -> list[str] | None:
+    if d.apim is None:
+        return None
+    if (d.apim.virtual_network_type or "None") == "Internal":
+        return []
+    return [f"{d.apim.name}: virtualNetworkType {d.apim.virtual_network_type or 'None'} — the gateway is reachable "
+            "without passing App Gateway (and its WAF and mTLS)"]
+
+
+def _apim_negotiation(d: Discovery, o: Options) -> list[str] | None:
+    if d.apim is None:
+        return None
+    scopes = [p.scope for p in d.apim.policies if p.validate_client_certificate]
+    if not scopes:
+        return []
+    proxies = [h for h in d.apim.hostnames if h.type.lower() == "proxy"]
+    if any(h.negotiate_client_certificate for h in proxies):
+        return []
+    return [f"validate-client-certificate in {', '.join(scopes)} but no proxy hostname negotiates a client "
+            f"certificate ({', '.join(h.host_name for h in proxies) or 'no proxy hostname'}) — every call gets 401"]
+
+
+def _ingress_serves_secret(d: Discovery, o: Options) -> list[str] | None:
+    if not d.ingresses:
+        return None
+    out = []
+    for ing in d.ingresses:
+        if ing.ca_error:
+            out.append(f"ingress {ing.namespace}/{ing.name}: {ing.ca_error} — ingress-nginx answers 403 for the host")
+        if ing.served_sha256 and ing.secret_sha256 and ing.served_sha256 != ing.secret_sha256:
+            out.append(f"ingress {ing.namespace}/{ing.name}: serves {ing.served_sha256[:16]}…, its secret "
+                       f"{ing.tls_secret} holds {ing.secret_sha256[:16]}… (not reloaded?)")
+    return out
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("apim-backend-tls-validation", "APIM validates the ingress's server certificate",
+          "validateCertificateChain/validateCertificateName false accept any cert, so a wrong or spoofed ingress "
+          "goes unnoticed; APIM v2 also ignores the global CA store (REFERENCES.md issue 10)", (10,),
+          _apim_backend_tls),
+    Check("appgw-backend-https", "App Gateway re-encrypts to APIM",
+          "an Http backend setting sends the request in plaintext inside the VNet (REFERENCES.md issue 7)", (7,),
+          _appgw_backend_https),
+    Check("appgw-backend-cert-validation", "App Gateway validates APIM's certificate (chain, expiry, SNI)",
+          "validateCertChainAndExpiry/validateSNI false hide the 'not whitelisted' / CN mismatch failures "
+          "(REFERENCES.md issues 7, 8)", (7, 8), _appgw_backend_validation),
+    Check("appgw-min-tls", "App Gateway accepts TLS 1.2 or newer only",
+          "TLS 1.0/1.1 are retired on App Gateway since 2025-08-31; an unset policy falls back to the creating API "
+          "version's default", (), _appgw_min_tls),
+    Check("keyvault-versionless-ids", "Key Vault references are versionless",
+          "App Gateway and APIM do not pick up a renewed Key Vault certificate through a versioned secret id "
+          "(REFERENCES.md issue 9)", (9,), _versionless_ids),
+    Check("cert-expiry", "No certificate in the chain expires soon",
+          "one expiry table across App Gateway, APIM, Key Vault, cluster secrets and served certs; rotation "
+          "failures surface as expiry (REFERENCES.md issue 9)", (9,), _expiry),
+    Check("aks-api-server-exposure", "The AKS API server is private or restricted",
+          "a public API server without authorized IP ranges is open to the internet", (), _aks_api_server),
+    Check("apim-internal-vnet", "APIM is in Internal VNet mode",
+          "in External or no VNet mode APIM is reachable around App Gateway (REFERENCES.md issue 10)", (10,),
+          _apim_internal),
+    Check("apim-client-cert-negotiation", "APIM negotiates the client certificate its policy validates",
+          "validate-client-certificate without negotiateClientCertificate on the hostname never sees a cert "
+          "(REFERENCES.md issue 10)", (10,), _apim_negotiation),
+    Check("ingress-serves-secret-cert", "The ingress serves its secret's cert and has its CA secret",
+          "ingress-nginx keeps an old cert/CA until reload; a missing CA secret fails the host closed "
+          "(REFERENCES.md issues 2, 6)", (2, 6), _ingress_serves_secret),
+)
+
+
+def evaluate(discovery: Discovery, *, expiry_days: int = DEFAULT_EXPIRY_DAYS, now: dt.datetime | None = None,
+             checks: Iterable[Check] = CHECKS) -> list[Verdict]:
+    """Every check's verdict on ``discovery``."""
+    opts = Options(expiry_days=expiry_days, now=now)
+    out = []
+    for check in checks:
+        findings = check.run(discovery, opts)
+        if findings is None:
+            out.append(Verdict(check, "skip", ("not discovered: the config does not name this component",)))
+        else:
+            out.append(Verdict(check, "fail" if findings else "pass", tuple(findings)))
+    return out
+
+
+def expiry_table(discovery: Discovery, now: dt.datetime | None = None) -> list[dict[str, object]]:
+    """The expiry table, soonest first: plane, where, subject, not_after, days_left."""
+    now = now or dt.datetime.now(dt.UTC)
+    return [{"plane": c.plane, "where": c.where, "subject": c.subject, "not_after": c.not_after,
+             "days_left": round(c.days_left(now), 1)}
+            for c in sorted(discovery.certificates, key=lambda c: c.not_after)]
