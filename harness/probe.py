@@ -42,9 +42,11 @@ The page reason is the key sentence of the error page (:func:`page_reason`): the
 TLS 1.3 and client certificates: the server judges our certificate only after our Finished, i.e. after
 ``do_handshake()`` has returned here. Its alert then arrives on the first read. If we had already sent the request
 and the server closes with that request unread, its kernel answers with a reset that can destroy the alert before we
-read it (measured here: 9 of 200 probes against a server that closes at once saw a bare EOF). So on TLS 1.3 the probe
-first waits up to :data:`TLS13_VERDICT_WAIT` seconds for the server's first post-handshake record: session tickets
-(sent once our Finished is accepted: go on at once) or the alert.
+read it (measured here: 9 of 200 probes against a server that closes at once saw a bare EOF). So on TLS 1.3, when the
+server asked for a client certificate (seen in the handshake), the probe first waits up to :data:`TLS13_VERDICT_WAIT`
+seconds for the server's first post-handshake record: session tickets (sent once our Finished is accepted: go on at
+once) or the alert. nginx and the pod send tickets; an Envoy listener with session resumption disabled sends none,
+so a probe of such a listener pays the whole wait.
 
 The peer chain is captured from the same handshake, also when we refused it: CPython 3.11/3.12 keep the chain the
 server sent in ``SSLSocket._sslobj.get_unverified_chain()`` even after a failed verification (public as
@@ -68,6 +70,7 @@ import ssl
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,6 +378,7 @@ def _cached_context(*, trust: Path | None, client_cert: Path | None, client_key:
 def _context(*, trust: Path | None, client_cert: Path | None, client_key: Path | None, min_version: str,
              max_version: str, alpn: Sequence[str], verify: bool) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _install_cert_request_watch(ctx)
     if verify:
         if trust is not None:
             _need_file(trust, "trust bundle")
@@ -444,9 +448,32 @@ class _Deadline:
         return left
 
 
-def _await_tls13_verdict(sock: ssl.SSLSocket, deadline: _Deadline) -> bytes:
-    """On TLS 1.3, read the server's first post-handshake record (tickets or an alert) before sending anything."""
-    if sock.version() != "TLSv1.3":
+_HANDSHAKE_RECORD: Final = 22  # TLS ContentType handshake
+_CERTIFICATE_REQUEST: Final = 13  # HandshakeType certificate_request
+#: sockets whose server sent a CertificateRequest (filled by the context's message callback)
+_CERT_REQUESTED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _watch_cert_request(conn: Any, direction: str, _version: Any, content_type: Any, msg_type: Any,
+                        _data: bytes) -> None:
+    if direction == "read" and content_type == _HANDSHAKE_RECORD and msg_type == _CERTIFICATE_REQUEST:
+        _CERT_REQUESTED.add(conn)
+
+
+def _install_cert_request_watch(ctx: ssl.SSLContext) -> bool:
+    """Tell, per connection, whether the server asked for a client certificate. Uses CPython's private
+    ``SSLContext._msg_callback`` (there since 3.8); without it every TLS 1.3 probe waits for a verdict."""
+    try:
+        ctx._msg_callback = _watch_cert_request  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
+    return True
+
+
+def _await_tls13_verdict(sock: ssl.SSLSocket, deadline: _Deadline, watched: bool) -> bytes:
+    """On TLS 1.3, when the server asked for a client certificate, read its first post-handshake record (tickets
+    or an alert) before sending anything; returns application data that came instead (an HTTP/2 SETTINGS)."""
+    if sock.version() != "TLSv1.3" or (watched and sock not in _CERT_REQUESTED):
         return b""
     readable, _, _ = select.select([sock], [], [], min(TLS13_VERDICT_WAIT, deadline.left()))
     if not readable:
@@ -507,6 +534,9 @@ def probe(host: str, port: int, *, server_name: str | None, trust: Path | None, 
     try:
         try:
             raw = socket.create_connection((host, port), timeout=deadline.left())
+            # no Nagle: our request must not wait for the ACK of our Finished (a server that sends no session
+            # ticket delays that ACK by 40 ms; measured against Envoy)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError as exc:
             error, outcome = exc, unreachable(f"timed out connecting to {host}:{port}")
         except socket.gaierror as exc:
@@ -529,7 +559,8 @@ def probe(host: str, port: int, *, server_name: str | None, trust: Path | None, 
                 state["chain"] = _peer_chain(tls)
             state.update(version=tls.version(), cipher=(tls.cipher() or (None,))[0],
                          alpn=tls.selected_alpn_protocol(), phase="verdict")
-            early = _await_tls13_verdict(tls, deadline)
+            watched = getattr(ctx, "_msg_callback", None) is _watch_cert_request
+            early = _await_tls13_verdict(tls, deadline, watched)
             state["phase"] = "request"
             if state["alpn"] == "h2":
                 response = exchange_h2(tls, deadline.left, req, early=early, state=state)
