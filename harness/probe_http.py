@@ -323,18 +323,21 @@ def exchange_h2(sock: Any, left: Left, req: Request, *, early: bytes = b"", stat
 # HTTP answers → outcomes
 # ---------------------------------------------------------------------------------------------------------------
 def page_reason(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
-    """The key sentence of an error page: JSON ``message``, the nginx ``<center>`` line, ``<title>``, first line."""
+    """The key sentence of an error page: JSON ``message`` (APIM; also ``error.message``, ``error``, RFC 7807
+    ``detail``/``title``; None for JSON with none of them), the nginx ``<center>`` line, ``<title>``, first line."""
     text = body[:65536].decode(errors="replace").strip()
     if not text:
         return None
-    if text.startswith("{") or "json" in headers.get("content-type", ""):
-        with contextlib.suppress(ValueError):
+    if text.startswith(("{", "[")) or "json" in headers.get("content-type", ""):
+        try:
             doc = json.loads(text)
-            if isinstance(doc, dict):
-                inner = doc.get("error")
-                for msg in (doc.get("message"), inner.get("message") if isinstance(inner, dict) else inner):
-                    if isinstance(msg, str) and msg:
-                        return msg
+        except ValueError:
+            doc = None
+        else:
+            inner = doc.get("error") if isinstance(doc, dict) else None
+            candidates = (doc.get("message"), inner.get("message") if isinstance(inner, dict) else inner,
+                          doc.get("detail"), doc.get("title")) if isinstance(doc, dict) else ()
+            return next((m for m in candidates if isinstance(m, str) and m), None)
     if "<" in text:
         centers = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
                    for c in re.findall(r"<center>(.*?)</center>", text, re.S | re.I)]

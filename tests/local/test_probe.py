@@ -21,7 +21,7 @@ import h2.settings
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from harness.errors import InputError, UsageError
+from harness.errors import HarnessError, InputError, UsageError
 from harness.outcomes import http_reject, ok, protocol_error, server_untrusted, tls_alert, unreachable, upstream_failure
 from harness.pki import CertSet, LeafFiles, cert_set_for
 from harness.probe import ProbeResult, probe
@@ -491,3 +491,11 @@ def test_probe_sees_a_trust_bundle_replaced_on_disk(certs, tls_server, tmp_path)
     assert ok(200).matches(pod_probe(certs, srv.port, trust=bundle).outcome)
     bundle.write_bytes(certs.trust_bundle("apim-ca").read_bytes() + b"\n")  # rewritten in place
     assert pod_probe(certs, srv.port, trust=bundle).outcome.kind == "server_untrusted"
+
+
+def test_json_of_a_non_json_body_is_a_harness_error_naming_what_was_seen(certs, tls_server) -> None:
+    srv = tls_server(respond=lambda _req: _raw("200 OK", b"plain text"))
+    result = pod_probe(certs, srv.port)
+    with pytest.raises(HarnessError, match="not JSON") as info:
+        result.json()
+    assert "ok(200)" in str(info.value)
