@@ -151,6 +151,8 @@ def test_expiry_table_spans_every_plane(discovery):
     assert f"{NAMES['AGW']} sslCertificates/gw-cert" in where
     assert f"{NAMES['KV']}/certificates/gw-cert" in where
     assert "default/apim-client-ca ca.crt" in where
+    gw_row = next(c for c in discovery.certificates if c.where == f"{NAMES['AGW']} sslCertificates/gw-cert")
+    assert gw_row.subject.startswith("CN=api.contoso.example")  # the leaf of the PKCS#7, not its root
 
 
 def test_discovery_is_json_and_holds_no_secret(discovery, bad_env):

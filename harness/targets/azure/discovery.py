@@ -90,6 +90,13 @@ def _s(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
+def _leaf_of(certs: list[Any]) -> Any:
+    """The end-entity certificate of a chain given in any order: the one that issued none of the others."""
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    leaves = [c for c in certs if c.subject not in issuers]
+    return leaves[0] if leaves else (certs[0] if certs else None)
+
+
 def _true_unless_false(value: Any) -> bool:
     return value is not False
 
@@ -121,8 +128,9 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
     for c in gw.ssl_certificates or []:
         ssl_certs.append(GatewaySslCertificate(c.name, c.key_vault_secret_id,
                                                is_versioned_secret_id(c.key_vault_secret_id)))
-        for cert in certs_from_base64(c.public_cert_data)[:1]:  # the leaf; the rest of the PKCS#7 is its chain
-            disc.certificates.append(cert_fact("app-gateway", f"{gw.name} sslCertificates/{c.name}", cert))
+        leaf = _leaf_of(certs_from_base64(c.public_cert_data))  # PKCS#7 is a set: its order means nothing
+        if leaf is not None:
+            disc.certificates.append(cert_fact("app-gateway", f"{gw.name} sslCertificates/{c.name}", leaf))
     roots = []
     root_pems: dict[str, str] = {}
     for r in gw.trusted_root_certificates or []:
