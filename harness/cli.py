@@ -60,8 +60,9 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
                       str(ep.client_cert or "-"))
     console.print(table)
     gw = chain.entry
+    inside = " ".join(getattr(chain, "client_argv_prefix", []))  # --isolate: clients run in the internet namespace
     console.print(
-        f"try: curl --cacert {gw.trust} --resolve {gw.server_name}:{gw.port}:{gw.host} "
+        f"try: {inside + ' ' if inside else ''}curl --cacert {gw.trust} --resolve {gw.server_name}:{gw.port}:{gw.host} "
         f"https://{gw.server_name}:{gw.port}/", soft_wrap=True)
     console.print("Ctrl-C stops the chain.")
 
@@ -69,6 +70,8 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
 def _cmd_up(args: argparse.Namespace) -> int:
     from harness.targets import open_target
 
+    if args.isolate:  # the local chain with each hop in its own network namespace (docs/isolation.md)
+        from harness.targets.isolated import open_isolated as open_target
     _terminate_on_sigterm()
     t0 = time.perf_counter()
     try:
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "identity, and keep it running until Ctrl-C (or SIGTERM).")
     up.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
     up.add_argument("--json", action="store_true", help="print the endpoints as one JSON document (for scripts)")
+    up.add_argument("--isolate", action="store_true",
+                    help="every hop in its own network namespace, clients only inside them (Linux, root; "
+                         "docs/isolation.md)")
     up.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
                     help="key type of the generated cert set (default: ecdsa, P-256)")
     up.add_argument("--duration", type=float, metavar="SECONDS", default=None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,11 +49,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="key type of the generated cert set (default: ecdsa)")
     group.addoption("--require-tools", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_REQUIRE_TOOLS")),
                     help="fail instead of skipping when root, Docker, nginx or Envoy is missing (CI sets this)")
+    group.addoption("--isolate", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_ISOLATE")),
+                    help="local target only: every hop in its own network namespace, every probe inside a namespace "
+                         "with no default route (Linux, root; docs/isolation.md)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    if config.getoption("--isolate", False) and config.getoption("--target", "local") != "local":
+        raise pytest.UsageError("--isolate runs the local target in network namespaces — use it with --target local")
 
 
 def _docker_reachable() -> bool:
@@ -100,6 +106,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture left running is stopped here."""
     stop_all()
+    if "harness.targets.isolated" in sys.modules:  # --isolate: runners, captures, then this run's namespaces
+        from harness.targets.isolated import stop_all_isolated
+
+        stop_all_isolated()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -127,6 +137,20 @@ def cert_set(mtls_topology: Topology) -> Any:
     return cert_set_for(mtls_topology.pki)
 
 
+def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
+    """The selected target; with --isolate the local chain in network namespaces (skips where it cannot run)."""
+    if not config.getoption("--isolate"):
+        return open_target(name, topology=topology)
+    from harness.netns import IsolationUnavailable
+    from harness.targets.isolated import open_isolated
+
+    try:
+        return open_isolated(name, topology=topology)
+    except IsolationUnavailable as exc:
+        _missing(config, str(exc))
+        raise  # pragma: no cover - _missing raises
+
+
 def _enter(config: pytest.Config, target: Any) -> RunningChain:
     try:
         return target.__enter__()  # type: ignore[no-any-return]
@@ -141,7 +165,7 @@ def _enter(config: pytest.Config, target: Any) -> RunningChain:
 @pytest.fixture(scope="session")
 def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: Topology) -> Iterator[RunningChain]:
     """The running chain on the selected target, shared by the whole session (per xdist worker)."""
-    target = open_target(mtls_target_name, topology=mtls_topology)
+    target = _open_target(request.config, mtls_target_name, mtls_topology)
     running = _enter(request.config, target)
     try:
         yield running
@@ -166,7 +190,7 @@ class VariantChains:
         while len(self._up) >= self._size:
             _, (old, _) = self._up.popitem(last=False)
             old.__exit__(None, None, None)
-        target = open_target(self._target_name, topology=topology)
+        target = _open_target(self._config, self._target_name, topology)
         running = _enter(self._config, target)
         self._up[key] = (target, running)
         return running
