@@ -50,7 +50,7 @@ from harness.netns import DEFAULT_SUBNET, ROLES, ChainNetwork, Role, check_avail
 from harness.runtime import ManagedProcess
 from harness.targets.base import RunningChain
 from harness.targets.local import LocalTarget, _Hop
-from harness.topology import HopName, Topology
+from harness.topology import HopName, KeyType, Topology
 
 if TYPE_CHECKING:
     from harness.capture import LinkCaptures, WireProof
@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from harness.probe import ProbeResult
     from harness.render.envoy import EnvoyConfig
 
-__all__ = ["CALLER_NAMESPACE", "IsolatedChain", "IsolatedTarget", "plaintext_backend", "stop_all_isolated"]
+__all__ = ["CALLER_NAMESPACE", "IsolatedChain", "IsolatedTarget", "open_isolated", "plaintext_backend",
+           "stop_all_isolated"]
 
 #: the namespace each hop's real caller lives in: a direct probe of the hop runs there
 CALLER_NAMESPACE: Final[Mapping[HopName, Role]] = {"gateway": "internet", "apim": "gateway", "ingress": "apim",
@@ -393,3 +394,16 @@ def stop_all_isolated() -> list[str]:
         return []
     return sweep()
 
+
+
+def open_isolated(name: str = "local", *, topology: Topology | None = None, key_type: KeyType = "ecdsa",
+                  **options: Any) -> IsolatedTarget:
+    """``open_target`` for ``--isolate``: the local target in namespaces. One-line UsageError when it cannot be:
+    another target than local, or not Linux / not root (:class:`~harness.netns.IsolationUnavailable`)."""
+    from harness.topology import default_topology
+
+    if name != "local":
+        raise UsageError(f"--isolate runs the local target in network namespaces; it cannot isolate the {name} "
+                         "target — use --target local")
+    check_available()
+    return IsolatedTarget(topology or default_topology(key_type), **options)
