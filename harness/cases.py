@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from harness.cases_oauth import oauth_cases
 from harness.outcomes import (
     Outcome,
     http_reject,
@@ -58,6 +59,8 @@ class Case:
     probe: Mapping[str, Any] = field(default_factory=dict)  # extra probe() arguments (versions, alpn, path, …)
     check: Callable[[ProbeResult, RunningChain], str | None] | None = None  # extra assertion → problem or None
     endpoint: HopName | None = None  # the endpoint to probe when it is not ``hop`` (the pod behind passthrough)
+    #: request headers made when the case runs, on the chain it runs on (a freshly minted bearer token)
+    headers_factory: Callable[[RunningChain], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Ru
     else:
         leaf = chain.certs.leaf(identity)
         kwargs.update(client_cert=leaf.chain, client_key=leaf.key)
+    if case.headers_factory is not None:
+        kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
     seen = chain.probe(hop, **kwargs)
     problem = None if case.expect.matches(seen.outcome) else "outcome differs"
     if problem is None and case.check is not None:
@@ -511,7 +516,7 @@ def _apim_cases() -> Iterator[Case]:
 
 CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
     _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
-    _apim_cases,
+    _apim_cases, oauth_cases,
 )
 
 

@@ -74,8 +74,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
         from harness.targets.isolated import open_isolated as open_target
     _terminate_on_sigterm()
     t0 = time.perf_counter()
+    topology = None
+    if args.oauth:  # APIM's validate-jwt against the harness's local Entra ID issuer (docs/oauth.md)
+        from harness.oauth import with_oauth
+        from harness.topology import default_topology
+
+        topology = with_oauth(default_topology(args.key_type))
     try:
-        with open_target(args.target, key_type=args.key_type) as chain:
+        with open_target(args.target, topology=topology, key_type=args.key_type) as chain:
             started_in = time.perf_counter() - t0
             if args.json:
                 doc = chain.as_dict() | {"started_in_ms": round(started_in * 1000, 1)}
@@ -108,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "docs/isolation.md)")
     up.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
                     help="key type of the generated cert set (default: ecdsa, P-256)")
+    up.add_argument("--oauth", action="store_true",
+                    help="APIM also demands an Entra ID bearer token (validate-jwt; tokens from the harness's local "
+                         "issuer, see docs/oauth.md)")
     up.add_argument("--duration", type=float, metavar="SECONDS", default=None,
                     help="stop by itself after SECONDS (default: run until Ctrl-C)")
     up.set_defaults(func=_cmd_up)

@@ -36,6 +36,7 @@ __all__ = [
     "KeyType",
     "LeafSpec",
     "Listener",
+    "OAuth",
     "PKIPlan",
     "Pod",
     "TLSVersion",
@@ -155,6 +156,40 @@ class Gateway:
     waf_block: tuple[str, ...] = ("<script", "union select", "../../")
 
 
+#: placeholder Entra ID identifiers for the local issuer (random v4 GUIDs: no real tenant or app registration)
+OAUTH_TENANT = "3f6c1d2e-8a4b-4c6d-9e1f-2a3b4c5d6e7f"
+OAUTH_APP_ID = "b7e4a9c2-5d1f-4e8a-9b3c-6d2e1f4a7b8c"
+
+
+@dataclass(frozen=True)
+class OAuth:
+    """Entra ID bearer tokens checked at APIM, as a ``validate-jwt`` / ``validate-azure-ad-token`` policy does.
+
+    A token must be signed by the tenant's key, name ``audience`` (``api://<app id>``) and ``issuer`` (the tenant's v2.0
+    issuer when None), be inside its nbf/exp window, and carry every required claim value that is set: ``scp`` (a
+    delegated scope) and/or ``roles`` (an app role), like ``<required-claims>`` with ``match="all"``. ``enabled=False``
+    is the same as no OAuth at all (a switch that keeps the settings).
+    """
+
+    tenant: str = OAUTH_TENANT
+    audience: str = f"api://{OAUTH_APP_ID}"
+    issuer: str | None = None
+    required_scope: str | None = "Echo.Read"
+    required_role: str | None = None
+    enabled: bool = True
+
+    @property
+    def expected_issuer(self) -> str:
+        """``issuer``, or Entra ID's v2.0 issuer for ``tenant`` (``https://login.microsoftonline.com/<tid>/v2.0``)."""
+        return self.issuer or f"https://login.microsoftonline.com/{self.tenant}/v2.0"
+
+    @property
+    def required_claims(self) -> tuple[tuple[str, str], ...]:
+        """``(claim, value)`` pairs a token must carry: ``("scp", scope)``, ``("roles", role)``."""
+        pairs = (("scp", self.required_scope), ("roles", self.required_role))
+        return tuple((claim, value) for claim, value in pairs if value)
+
+
 @dataclass(frozen=True)
 class Apim:
     """The API Management stand-in (internal VNet mode).
@@ -162,12 +197,15 @@ class Apim:
     ``negotiate_client_certificate`` makes the TLS listener ask for a client cert (APIM's hostname setting);
     ``validate_client_certificate`` is the ``validate-client-certificate`` policy, answering 401 when the cert is
     missing or does not chain to ``listener.client_ca``. The policy without negotiation always answers 401.
+    ``oauth`` adds the ``validate-jwt`` policy (401 for a missing or invalid bearer token); both checks hold on their
+    own when both are on.
     """
 
     listener: Listener
     upstream: Upstream
     negotiate_client_certificate: bool = False
     validate_client_certificate: bool = False
+    oauth: OAuth | None = None
 
 
 @dataclass(frozen=True)

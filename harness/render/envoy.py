@@ -22,7 +22,9 @@ How each hop answers like the real component (the Lua side is :mod:`harness.rend
   details so a probe can still tell "upstream certificate rejected" from "connection refused". An upstream's own
   error status is never rewritten (local_reply_config only sees Envoy's own replies);
 - the hop-trace header (:mod:`harness.trace`) is added on the route; the gateway first removes every inbound trace
-  header, apim the ones of its own and later hops.
+  header, apim the ones of its own and later hops;
+- apim with ``topology.apim.oauth``: the ``validate-jwt`` policy after the client-cert check, against a JWKS file
+  written into the work dir (:mod:`harness.render.envoy_oauth`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from harness.render.envoy_lua import (
     appgw_page,
     gateway_lua,
 )
+from harness.render.envoy_oauth import jwt_filters, jwt_reply_mapper
 from harness.runtime.wait import wait_until
 from harness.topology import Listener, TLSVersion, Topology, Upstream
 from harness.trace import PROXY_HOPS, header_name
@@ -316,12 +319,12 @@ def _header(key: str, value: str) -> dict[str, Any]:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def _local_reply(hop: EnvoyHop) -> dict[str, Any]:
+def _local_reply(hop: EnvoyHop, jwt: bool = False) -> dict[str, Any]:
     if hop == "gateway":
         status, body, ctype = 502, appgw_page("502 Bad Gateway"), "text/html"
     else:
         status, body, ctype = 500, APIM_500_JSON, "application/json"
-    return {"mappers": [{
+    return {"mappers": [*([jwt_reply_mapper(DETAIL_HEADER)] if jwt else []), {
         "filter": {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
         "status_code": status,
         "headers_to_add": [_header(DETAIL_HEADER, _DETAIL_VALUE.format(hop=hop))],
@@ -338,7 +341,8 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
         "log_format": {"text_format_source": {"inline_string": fmt}}}}]
 
 
-def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_path: Path) -> dict[str, Any]:
+def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_path: Path,
+                        jwks: Path | None = None) -> dict[str, Any]:
     own = header_name(hop)
     later = PROXY_HOPS[PROXY_HOPS.index(hop):]  # the gateway strips every trace header, apim its own and later ones
     if hop == "gateway":
@@ -365,10 +369,12 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
             {"name": "envoy.filters.http.lua",
              "typed_config": {"@type": _TYPE + "filters.http.lua.v3.Lua",
                               "default_source_code": {"inline_string": lua}}},
+            # validate-jwt after validate-client-certificate: each check holds on its own (envoy_oauth.py)
+            *(jwt_filters(topology.apim.oauth, jwks) if jwks is not None and topology.apim.oauth else []),
             {"name": "envoy.filters.http.router",
              "typed_config": {"@type": _TYPE + "filters.http.router.v3.Router"}},
         ],
-        "local_reply_config": _local_reply(hop),
+        "local_reply_config": _local_reply(hop, jwt=jwks is not None),
     }
     if hop == "gateway":
         hcm["server_name"] = APPGW_SERVER  # on the gateway's own answers; a backend's Server header passes
@@ -422,6 +428,11 @@ def render_envoy(
                          admin_port=admin[1], listen_port=listen[1], secrets=tuple(sources))
     for which, source in sources.items():
         _write_atomic(config.sds_path(which), json.dumps(_secret_resource(which, source), indent=2) + "\n")
+    jwks = None
+    if hop == "apim" and topology.apim.oauth is not None and topology.apim.oauth.enabled:
+        from harness.oauth import LocalIssuer  # validate-jwt: the local issuer's public keys, beside the bootstrap
+
+        jwks = LocalIssuer.for_cert_set(certs).write_jwks(workdir / "jwks.json")
 
     bootstrap = {
         "node": {"id": f"mtls-harness-{hop}", "cluster": f"mtls-harness-{topology.name}"},
@@ -438,7 +449,7 @@ def render_envoy(
                 "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
                     "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
                 "filter_chains": [{
-                    "filters": [_connection_manager(topology, hop, up, config.access_log)],
+                    "filters": [_connection_manager(topology, hop, up, config.access_log, jwks)],
                     "transport_socket": _downstream_tls(listener, sds_dir, ask, hop),
                 }],
             }],
