@@ -298,8 +298,9 @@ class AttachCertSet(CertSet):
                        "chain's CA does not reserve one")
         if kind not in KEYLESS_FAULTS:
             missing = ", ".join(ca for ca in line if ca not in self.owned_cas)
-            raise Skip(f"a {kind} variant of {like!r} must be issued by {spec.issuer!r}; the attach config holds no "
-                       f"key for {missing} (only {', '.join(KEYLESS_FAULTS)} can be made without it)")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise Skip(f"{article} {kind} variant of {like!r} must be issued by {spec.issuer!r}; the attach config "
+                       f"holds no key for {missing} (only {', '.join(KEYLESS_FAULTS)} can be made without it)")
         # the issuer is not used by these kinds: a throwaway CA fills the arguments
         unused = issue_ca("unused", self.plan.key_type)
         material = build_fault(kind, spec, self.plan.key_type, issuer=unused, intermediates=(), root=unused,

@@ -276,3 +276,29 @@ def test_harness_errors_from_attach_are_one_line(tmp_path):
     with pytest.raises(HarnessError) as info:
         load_attach_config(tmp_path / "absent.toml")
     assert "\n" not in str(info.value)
+
+
+def _toml_blocks(after: str) -> list[str]:
+    text = (REPO / "docs" / "azure.md").read_text()
+    section = text.split(after, 1)[1]
+    return [b.split("```", 1)[0] for b in section.split("```toml\n")[1:]]
+
+
+def test_docs_attach_example_is_a_valid_config(tmp_path):
+    import tomllib
+
+    block = _toml_blocks("## The attach config")[0]
+    doc = tomllib.loads(block)
+    for hop in doc["hops"].values():  # the files it names, as empty placeholders: only the format is checked here
+        for key in ("ca_bundle", "pfx", "client_cert", "client_key"):
+            if key in hop:
+                (tmp_path / hop[key]).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / hop[key]).touch()
+    for ca in doc.get("cas", {}).values():
+        for p in ca.values():
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p).touch()
+    cfg = parse_attach_config(doc, tmp_path)
+    assert list(cfg.hops) == ["gateway", "apim", "ingress"]
+    assert cfg.hops["ingress"].pfx_password_env == "APIM_CLIENT_PFX_PASSWORD"
+    assert "apim-client-ca" in cfg.cas

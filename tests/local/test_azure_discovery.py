@@ -355,3 +355,33 @@ def test_azure_target_attaches_read_only_with_discovered_endpoints(fake, tmp_pat
 def test_discovery_dataclasses_are_frozen(discovery):
     with pytest.raises(dataclasses.FrozenInstanceError):
         discovery.aks.enable_private_cluster = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("source", ["docs", "example"])
+def test_documented_azure_configs_parse(tmp_path, source):
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if source == "docs":
+        text = (repo / "docs" / "azure.md").read_text().split("## The azure config", 1)[1]
+        text = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    else:
+        text = (repo / "deploy" / "ci" / "azure.example.toml").read_text()
+    doc = tomllib.loads(text)
+    home = tmp_path / "home"
+    for rel in ("certs/ingress-ca.pem", "certs/apim-client.pfx"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").touch()
+    if "ca_bundle" in doc.get("endpoints", {}):
+        doc["endpoints"]["ca_bundle"] = str(tmp_path / "certs/ingress-ca.pem")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        cfg = parse_azure_config(doc, tmp_path)
+    assert cfg.app_gateway
+    assert cfg.apim
+    assert cfg.aks
+    assert cfg.allow_run_command is False
+    assert cfg.hops["ingress"]["pfx_password_env"] == "APIM_CLIENT_PFX_PASSWORD"

@@ -142,3 +142,28 @@ def test_verdicts_serialise_with_their_reasons(bad):
     assert row["status"] == "fail"
     assert row["refs"] == [9]
     assert "REFERENCES.md issue 9" in row["why"]
+
+
+def test_trace_snippets_emit_every_trace_field_and_strip_later_hops():
+    import json
+    import re
+    from pathlib import Path
+
+    from harness.trace import FIELDS, parse_entry
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy" / "azure"
+    rules = json.loads((deploy / "appgw-rewrite-rules.json").read_text())
+    headers = {h["headerName"]: h["headerValue"]
+               for r in rules["properties"]["rewriteRules"] for h in r["actionSet"]["requestHeaderConfigurations"]}
+    assert headers["x-mtls-trace-apim"] == ""
+    assert headers["x-mtls-trace-ingress"] == ""
+    sample = re.sub(r"\{var_(\w+)\}", lambda m: f"<{m.group(1)}>", headers["x-mtls-trace-gateway"])
+    entry = parse_entry(sample)
+    assert set(FIELDS) <= set(entry)
+    assert entry["verify"] == "<client_certificate_verification>"
+    assert entry["tls"] == "<ssl_connection_protocol>"
+    policy = (deploy / "apim-trace-policy.xml").read_text()
+    expression = policy.split('name="x-mtls-trace-apim"', 1)[1].split("</value>", 1)[0]
+    keys = set(re.findall(r'(?:"|; )(\w+)=', expression))
+    assert set(FIELDS) <= keys
+    assert '<set-header name="x-mtls-trace-ingress" exists-action="delete" />' in policy

@@ -25,7 +25,7 @@ from harness.targets.attach import AttachTarget, parse_attach_config
 from harness.targets.azure.config import AzureConfig, load_azure_config
 from harness.targets.azure.model import Discovery
 from harness.targets.base import RunningChain
-from harness.topology import HOPS, HopName, Topology
+from harness.topology import HOPS, Topology
 
 __all__ = ["AzureTarget", "attach_doc_from_discovery"]
 
@@ -101,8 +101,7 @@ def attach_doc_from_discovery(disc: Discovery, config: AzureConfig, workdir: Pat
     if unknown:
         raise UsageError(f"{config.where}: runner.hops: unknown hop(s) {', '.join(sorted(unknown))} — use "
                          f"{', '.join(HOPS)}")
-    negatives = "generate"
-    return {"negatives": negatives, "hops": hops}
+    return {"negatives": "generate", "hops": hops}
 
 
 class AzureTarget:
@@ -158,7 +157,3 @@ class AzureTarget:
         attach_cfg = parse_attach_config(doc, self.config.base, self.config.source)
         self._attach = AttachTarget(attach_cfg, self.topology, target_name="azure")
         return self._attach.__enter__()
-
-    def endpoint_hops(self) -> list[HopName]:
-        chain = self._attach.chain if self._attach else None
-        return list(chain.endpoints) if chain else []
