@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import cli_certs
 
     cli_certs.register(sub)
+    from harness import cli_run
+
+    cli_run.register(sub)
     return parser
 
 

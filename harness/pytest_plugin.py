@@ -52,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--isolate", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_ISOLATE")),
                     help="local target only: every hop in its own network namespace, every probe inside a namespace "
                          "with no default route (Linux, root; docs/isolation.md)")
+    group.addoption("--mtls-report", metavar="DIR", default=None,
+                    help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     if config.getoption("--isolate", False) and config.getoption("--target", "local") != "local":
         raise pytest.UsageError("--isolate runs the local target in network namespaces — use it with --target local")
+    if config.getoption("--mtls-report", None):
+        from harness.report.collect import install
+
+        install(config)
 
 
 def _docker_reachable() -> bool:

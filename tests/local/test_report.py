@@ -1,0 +1,421 @@
+"""The report: the collector (in-process and under xdist), the matrix and the HTML page — from a tiny pytester suite
+with results we choose, and from real CaseResults of real cases against the local chain. No key material, ever."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import re
+import weakref
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from rich.console import Console
+
+import harness.runtime.process as process_registry
+from harness.cases import CATALOGUE, CaseResult, run_case
+from harness.errors import HarnessError, ToolMissingError
+from harness.outcomes import http_reject, ok
+from harness.report.collect import merge_links
+from harness.report.html import render_html
+from harness.report.matrix import grids, print_matrix
+from harness.report.results import case_facts, document, outcome_label, redact, seen_facts, write_text
+from harness.runtime.binaries import find_envoy, find_nginx
+from harness.targets.base import RunningChain
+from harness.targets.local import LocalTarget
+from harness.topology import Topology
+
+pytest_plugins = ["pytester"]
+
+FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----"
+FAKE_KEY_PATH = "/srv/certs/leaves/apim-client/key.pem"
+
+
+@pytest.fixture
+def own_process_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nested pytest session stops "every process the harness started" when it ends (the plugin's safety net):
+    give it a registry of its own so it cannot stop the chains of this outer session."""
+    monkeypatch.setattr(process_registry, "_LIVE", weakref.WeakSet())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# a tiny suite with results we choose: one case passes, one fails, one is skipped, one errors
+# ------------------------------------------------------------------------------------------------------------------
+TINY_SUITE = '''
+import datetime as dt
+import pytest
+from harness.cases import Case, CaseResult
+from harness.outcomes import http_reject, ok, tls_alert
+from harness.probe import CertInfo, ProbeResult
+from harness.report.collect import CASE_ATTR, add_links, remember_result
+
+NO_CERT = "No required SSL certificate was sent"
+PEER = CertInfo("CN=echo.tiny.test,O=Tiny", "CN=Tiny CA,O=Tiny", ("DNS:echo.tiny.test",), "ab" * 32, 0x1234,
+                dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 6, 30, tzinfo=dt.UTC))
+
+def _probe(outcome, status, error=None):
+    return ProbeResult(outcome, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "http/1.1", (PEER,), status, {}, b"",
+                       0.0042, error, target="127.0.0.1:1", server_name="echo.tiny.test",
+                       client_cert="/srv/certs/leaves/apim-client/chain.pem")
+
+def _case_test(case, seen_outcome=None, status=None, error=None, skip=None, crash=None):
+    def test(request):
+        if skip:
+            pytest.skip(skip)
+        if crash:
+            raise RuntimeError(crash)
+        passed = case.expect.matches(seen_outcome)
+        word = "PASS" if passed else "FAIL — outcome differs"
+        result = CaseResult(case, passed, _probe(seen_outcome, status, error), f"{case.id}: {word}")
+        remember_result(request.node, result)
+        add_links(request.config, {"apim->ingress": {"streams": 1, "bytes": 100, "plaintext": False,
+                                                     "tls_versions": ["TLSv1.3"]}})
+        assert result.passed, result.message
+    setattr(test, CASE_ATTR, case)
+    return test
+
+test_ingress_rejects_missing_cert = _case_test(
+    Case("ingress-rejects-missing-cert", "ingress", "client-cert", "none", http_reject(400, NO_CERT), "tiny spec"),
+    http_reject(400, NO_CERT), 400)
+test_ingress_rejects_expired_cert = _case_test(
+    Case("ingress-rejects-expired-cert", "ingress", "client-cert", "expired", http_reject(400), "tiny spec"),
+    ok(200), 200, error=KEY_TEXT)
+test_pod_rejects_unknown_ca = _case_test(
+    Case("pod-rejects-unknown-ca", "pod", "client-cert", "unknown CA", tls_alert("unknown_ca"), "tiny spec"),
+    skip="needs the passthrough variant")
+test_gateway_accepts_tls13 = _case_test(
+    Case("gateway-accepts-tls1.3", "gateway", "protocol", "TLS 1.3", ok(200), "tiny spec"),
+    crash="the chain did not start: " + KEY_TEXT)
+
+def test_not_a_case():
+    pass
+'''
+
+
+def _tiny(pytester: pytest.Pytester) -> None:
+    key_text = f"nginx: cannot load {FAKE_KEY_PATH}\n{FAKE_KEY}"
+    pytester.makepyfile(test_tiny=TINY_SUITE.replace("KEY_TEXT", repr(key_text)))
+
+
+def _run_tiny(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any], Path]:
+    _tiny(pytester)
+    out = pytester.path / "report"
+    result = pytester.runpytest("--mtls-report", str(out), "-p", "no:cacheprovider", *args)
+    doc = json.loads((out / "results.json").read_text())
+    return result, doc, out
+
+
+def _edge_colour(page: str, hop: str) -> tuple[int, int, int]:
+    m = re.search(rf'<a href="#hop-{hop}"><line [^>]*stroke="#([0-9a-f]{{6}})"', page)
+    assert m, f"no edge into {hop} in the diagram"
+    return int(m.group(1)[0:2], 16), int(m.group(1)[2:4], 16), int(m.group(1)[4:6], 16)
+
+
+def _is_red(rgb: tuple[int, int, int]) -> bool:
+    return rgb[0] > 150 and rgb[0] > 2 * rgb[1] and rgb[0] > 2 * rgb[2]
+
+
+def _is_green(rgb: tuple[int, int, int]) -> bool:
+    return rgb[1] > 1.5 * rgb[0] and rgb[1] > 1.5 * rgb[2]
+
+
+def _is_grey(rgb: tuple[int, int, int]) -> bool:
+    return max(rgb) - min(rgb) < 40
+
+
+def test_collector_records_each_case_as_passed_failed_skipped_or_error(pytester: pytest.Pytester,
+                                                                        own_process_registry: None) -> None:
+    result, doc, _ = _run_tiny(pytester)
+    assert result.ret == 1
+    by_id = {c["id"]: c for c in doc["cases"]}
+    assert set(by_id) == {"ingress-rejects-missing-cert", "ingress-rejects-expired-cert", "pod-rejects-unknown-ca",
+                          "gateway-accepts-tls1.3"}  # test_not_a_case is no case
+    assert [by_id[i]["result"] for i in sorted(by_id)] == ["error", "failed", "passed", "skipped"]
+    assert doc["summary"] == {"total": 4, "passed": 1, "failed": 1, "error": 1, "skipped": 1}
+    failed = by_id["ingress-rejects-expired-cert"]
+    assert failed["passed"] is False
+    assert failed["expected"] == "http_reject(400)"
+    assert failed["seen"]["outcome_text"] == "ok(200)"
+    assert "expected http_reject(400), seen ok(200)" in failed["message"]
+    assert by_id["pod-rejects-unknown-ca"]["message"] == "needs the passthrough variant"
+    assert by_id["pod-rejects-unknown-ca"]["passed"] is None
+    assert "the chain did not start" in by_id["gateway-accepts-tls1.3"]["message"]
+    good = by_id["ingress-rejects-missing-cert"]["seen"]
+    assert (good["tls_version"], good["cipher"], good["alpn"], good["http_status"]) == (
+        "TLSv1.3", "TLS_AES_128_GCM_SHA256", "http/1.1", 400)
+    assert good["peer_chain"] == [{"subject": "CN=echo.tiny.test,O=Tiny", "issuer": "CN=Tiny CA,O=Tiny",
+                                   "sans": ["DNS:echo.tiny.test"], "sha256": "ab" * 32, "serial": "1234",
+                                   "not_before": "2026-01-01T00:00:00+00:00",
+                                   "not_after": "2027-06-30T00:00:00+00:00"}]
+    assert good["elapsed_ms"] == 4.2
+    assert doc["links"] == {"apim->ingress": {"streams": 2, "bytes": 200, "plaintext": False,
+                                              "tls_versions": ["TLSv1.3"]}}
+
+
+def test_report_files_carry_no_key_material_or_key_paths(pytester: pytest.Pytester,
+                                                          own_process_registry: None) -> None:
+    _, _, out = _run_tiny(pytester)
+    for name in ("results.json", "index.html", "junit.xml"):
+        text = (out / name).read_text()
+        assert "PRIVATE KEY" not in text, name
+        assert FAKE_KEY_PATH not in text, name
+        assert "MIGHAgEAMBMGByqGSM49" not in text, name
+    # the other path the probe reported (the client cert chain) is not in our files either
+    assert "/srv/certs" not in (out / "results.json").read_text()
+
+
+def test_junit_names_the_behaviour_and_carries_hop_and_expectation(pytester: pytest.Pytester,
+                                                                   own_process_registry: None) -> None:
+    _, _, out = _run_tiny(pytester)
+    cases = {tc.get("name"): tc for tc in ET.parse(out / "junit.xml").getroot().iter("testcase")}
+    assert "test_ingress_rejects_expired_cert" in cases
+    props = {p.get("name"): p.get("value") for p in cases["test_ingress_rejects_expired_cert"].iter("property")}
+    assert props["mtls_case"] == "ingress-rejects-expired-cert"
+    assert props["mtls_hop"] == "ingress"
+    assert props["mtls_expected"] == "http_reject(400)"
+    assert props["mtls_seen"] == "ok(200)"
+    assert cases["test_ingress_rejects_expired_cert"].find("failure") is not None
+
+
+def test_terminal_matrix_shows_seen_outcomes_per_hop(pytester: pytest.Pytester, own_process_registry: None) -> None:
+    result, _, out = _run_tiny(pytester)
+    text = result.stdout.str()
+    assert "mTLS hop × case matrix" in text
+    assert "✓ 400 no cert" in text
+    assert "✗ ok 200" in text  # a failure shows what was seen
+    assert "– skipped" in text
+    assert f"mTLS report: {out / 'index.html'}" in text
+
+
+def test_html_edges_are_red_for_a_failing_hop_green_for_a_passing_one_grey_when_nothing_ran(
+        pytester: pytest.Pytester, own_process_registry: None) -> None:
+    _, _, out = _run_tiny(pytester)
+    page = (out / "index.html").read_text()
+    assert _is_red(_edge_colour(page, "ingress"))  # one passed, one failed
+    assert _is_red(_edge_colour(page, "gateway"))  # its only case errored
+    assert _is_grey(_edge_colour(page, "pod"))  # skipped only
+    assert _is_grey(_edge_colour(page, "apim"))  # no case at all
+    assert re.search(r"<script|<link |src=\"http|href=\"http", page) is None  # self-contained
+    assert 'id="case-ingress-rejects-expired-cert" open' in page  # failures start expanded
+    assert "plaintext HTTP: none" in page  # the link capture drawn under its edge
+
+
+def test_html_edge_is_green_when_every_case_of_the_hop_passed(pytester: pytest.Pytester,
+                                                              own_process_registry: None) -> None:
+    _, _, out = _run_tiny(pytester, "-k", "missing_cert")
+    assert _is_green(_edge_colour((out / "index.html").read_text(), "ingress"))
+
+
+def test_results_come_back_from_xdist_workers_like_from_one_process(pytester: pytest.Pytester,
+                                                                    own_process_registry: None) -> None:
+    _, alone, _ = _run_tiny(pytester)
+    result, spread, _ = _run_tiny(pytester, "-n", "2")
+    assert "2 workers" in result.stdout.str() or "created: 2/2 workers" in result.stdout.str()
+
+    def essence(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(c["id"], c["result"], (c["seen"] or {}).get("outcome_text"), (c["seen"] or {}).get("tls_version"))
+                for c in doc["cases"]]
+
+    assert essence(spread) == essence(alone)
+    assert spread["links"] == alone["links"]  # merged from per-worker files
+    assert not list((pytester.path / "report").glob(".mtls-links-*"))
+
+
+def test_mtls_report_that_is_a_file_is_a_usage_error(pytester: pytest.Pytester, own_process_registry: None) -> None:
+    _tiny(pytester)
+    (pytester.path / "taken").write_text("x")
+    result = pytester.runpytest("--mtls-report", str(pytester.path / "taken"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mtls-report*taken: exists and is not a directory*"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the pieces
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("outcome", "words"), [
+    (http_reject(400, "No required SSL certificate was sent"), "400 no cert"),
+    (http_reject(400, "The SSL certificate error"), "400 cert error"),
+    (ok(200), "ok 200"),
+    ({"kind": "tls_alert", "alert": "unknown_ca"}, "alert unknown_ca"),
+    ({"kind": "upstream_failure", "status": 502, "reason": "Bad Gateway"}, "upstream 502"),
+    ({"kind": "upstream_failure", "status": 503,
+      "reason": "details=TLS_error:CERTIFICATE_VERIFY_FAILED:_certificate_has_expired"}, "upstream 503 expired"),
+    ({"kind": "server_untrusted", "reason": "Hostname mismatch, certificate is not valid for 'x'."},
+     "untrusted name mismatch"),
+    ({"kind": "http_reject", "status": 401, "reason": "Some long policy sentence that goes on. And on."},
+     "401 Some long policy…"),  # first sentence, cut
+])
+def test_outcome_label_is_short_and_says_the_status_and_why(outcome: Any, words: str) -> None:
+    assert outcome_label(outcome) == words
+
+
+def test_redact_removes_pem_blocks_and_key_paths_and_shortens_other_paths() -> None:
+    text = f"failed: {FAKE_KEY} while loading {FAKE_KEY_PATH} and /srv/certs/leaves/apim-client/chain.pem"
+    clean = redact(text)
+    assert clean is not None
+    assert "PRIVATE KEY" not in clean
+    assert "MIGHA" not in clean
+    assert "key.pem" not in clean
+    assert "[key file]" in clean
+    assert "…/apim-client/chain.pem" in clean
+    assert "/srv" not in clean
+    assert redact("see https://errors.contoso.example/mtls") == "see https://errors.contoso.example/mtls"
+    assert "/srv/certs/leaves/apim-client/chain.pem" in str(redact(text, keys_only=True))
+
+
+def test_a_report_with_a_private_key_in_it_is_refused_and_not_written(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="refusing to write"):
+        write_text(tmp_path / "results.json", f'{{"oops": "{FAKE_KEY}"}}')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_links_adds_counts_unites_lists_and_keeps_a_plaintext_finding() -> None:
+    a = {"streams": 2, "bytes": 10, "tls_versions": ["TLSv1.3"], "plaintext": False}
+    b = {"streams": 1, "bytes": 5, "tls_versions": ["TLSv1.2", "TLSv1.3"], "plaintext": True}
+    assert merge_links({"l": a}, {"l": b}) == {"l": {"streams": 3, "bytes": 15, "tls_versions": ["TLSv1.3", "TLSv1.2"],
+                                                     "plaintext": True}}
+
+
+def _record(case_id: str, hop: str, column: str, result: str, label: str | None) -> dict[str, Any]:
+    seen = None if label is None else {"label": label, "outcome_text": label}
+    return {"id": case_id, "hop": hop, "group": "client-cert", "column": column, "result": result, "seen": seen}
+
+
+def test_matrix_folds_alike_cases_of_a_cell_and_lists_failures_first() -> None:
+    records = [_record("a-1.2", "ingress", "none", "passed", "400 no cert"),
+               _record("a-1.3", "ingress", "none", "passed", "400 no cert"),
+               _record("b", "ingress", "expired", "passed", "400 cert error"),
+               _record("c", "ingress", "expired", "failed", "ok 200"),
+               _record("d", "gateway", "none", "skipped", None)]
+    (grid,) = grids(records)
+    assert grid.columns == ("none", "expired")
+    assert [hop for hop, _ in grid.rows] == ["gateway", "ingress"]  # chain order
+    ingress = dict(grid.rows)["ingress"]
+    assert ingress[0] is not None
+    assert [ln.render() for ln in ingress[0].lines] == ["✓ 400 no cert ×2"]
+    assert ingress[1] is not None
+    assert [ln.render() for ln in ingress[1].lines] == ["✗ ok 200", "✓ 400 cert error"]
+    assert ingress[1].status == "failed"
+    assert dict(grid.rows)["gateway"][1] is None  # the gateway has no "expired" case here
+
+
+def test_terminal_matrix_fits_a_narrow_terminal() -> None:
+    columns = [f"column number {i}" for i in range(12)]
+    records = [_record(f"c{i}", "ingress", col, "passed", "400 cert error") for i, col in enumerate(columns)]
+    doc = document(records, target="local")
+    buffer = io.StringIO()
+    print_matrix(doc, Console(file=buffer, width=80, no_color=True))
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert all(col in buffer.getvalue() for col in columns)  # split over several tables, nothing dropped
+
+
+def test_html_draws_a_link_summary_only_on_the_link_it_names() -> None:
+    doc = document([_record("a", "ingress", "none", "passed", "400 no cert")], target="local",
+                   links={"gateway→apim": {"streams": 4, "bytes": 2048, "plaintext": True}})
+    page = render_html(doc)
+    assert "plaintext HTTP: FOUND" in page
+    assert page.count("capture: 4 streams · 2.0 kB") == 2  # on the diagram's edge and in the links table
+    assert "plaintext HTTP" not in render_html(document(doc["cases"], target="local"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# real CaseResults: a handful of real cases against the local chain
+# ------------------------------------------------------------------------------------------------------------------
+def _tools_missing() -> str | None:
+    try:
+        find_envoy()
+        find_nginx()
+    except ToolMissingError as exc:
+        return str(exc)
+    return None
+
+
+REAL_CASES = ("ingress-rejects-missing-client-cert-tls1.3", "every-hop-is-tls-end-to-end",
+              "client-refuses-gateway-cert-unknown-ca", "gateway-refuses-tls1.0")
+
+
+@pytest.fixture(scope="module")
+def real_results() -> Iterator[tuple[list[CaseResult], RunningChain]]:
+    if (why := _tools_missing()) is not None:
+        pytest.skip(why)
+    with LocalTarget() as chain, contextlib.ExitStack() as variants:
+        def chain_for(topology: Topology) -> RunningChain:
+            return variants.enter_context(LocalTarget(topology, certs=chain.certs))
+
+        by_id = {c.id: c for c in CATALOGUE}
+        results = [run_case(by_id[i], chain, chain_for) for i in REAL_CASES]
+        # and one real failure: the same probe as the first case, judged against a wrong expectation
+        wrong = dataclasses.replace(by_id[REAL_CASES[0]], id="ingress-expected-wrongly-to-accept", expect=ok(200))
+        results.append(run_case(wrong, chain, chain_for))
+        yield results, chain
+
+
+def _real_doc(results: list[CaseResult]) -> dict[str, Any]:
+    records = [case_facts(r.case) | {"nodeid": r.case.id, "result": "passed" if r.passed else "failed",
+                                     "passed": r.passed, "message": None, "duration_s": 0.0,
+                                     "seen": seen_facts(r)} for r in results]
+    return document(records, target="local")
+
+
+def _der_sha256(pem_file: Path) -> str:
+    cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def test_real_results_report_the_served_chain_and_the_hop_trace(
+        real_results: tuple[list[CaseResult], RunningChain]) -> None:
+    results, chain = real_results
+    doc = _real_doc(results)
+    by_id = {c["id"]: c for c in doc["cases"]}
+    ingress_leaf = chain.certs.leaf(chain.topology.ingress.server_cert)
+    served = by_id["ingress-rejects-missing-client-cert-tls1.3"]["seen"]
+    assert served["tls_version"] == "TLSv1.3"
+    assert served["peer_chain"][0]["sha256"] == _der_sha256(ingress_leaf.cert)
+    assert served["peer_chain"][0]["sans"] == [f"DNS:{chain.topology.listener_of('ingress').hostname}"]
+    trace = by_id["every-hop-is-tls-end-to-end"]["seen"]["hop_trace"]
+    assert list(trace) == ["gateway", "apim", "ingress", "pod"]
+    assert all(entry["tls"].startswith("TLSv1.") for entry in trace.values())
+    assert trace["ingress"]["verify"] == "SUCCESS"
+    assert by_id["client-refuses-gateway-cert-unknown-ca"]["seen"]["outcome"]["kind"] == "server_untrusted"
+    assert doc["summary"] == {"total": 5, "passed": 4, "failed": 1, "error": 0, "skipped": 0}
+
+
+def test_real_results_render_without_key_material_or_key_paths(
+        real_results: tuple[list[CaseResult], RunningChain], tmp_path: Path) -> None:
+    results, chain = real_results
+    doc = _real_doc(results)
+    page = render_html(doc)
+    text = json.dumps(doc)
+    key_paths = {str(chain.certs.leaf(name).key) for name in ("apim-client", "ingress-client", "ingress-server")}
+    key_paths |= {str(ep.client_key) for ep in chain.endpoints.values() if ep.client_key}
+    for out in (page, text):
+        assert "PRIVATE KEY" not in out
+        assert not [p for p in key_paths if p in out]
+        assert str(chain.certs.directory) not in out
+    assert "ingress-expected-wrongly-to-accept" in page
+    assert "✗ 400 no cert" in page
+
+
+def _print(doc: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    print_matrix(doc, Console(file=buffer, width=120, no_color=True))
+    return buffer.getvalue()
+
+
+def test_real_results_matrix_puts_each_case_on_its_hop(real_results: tuple[list[CaseResult], RunningChain]) -> None:
+    out = _print(_real_doc(real_results[0]))
+    def rows(hop: str) -> list[str]:
+        return [ln for ln in out.splitlines() if ln.startswith(f"│ {hop} ")]
+    assert any("✗ 400 no cert" in ln for ln in rows("ingress"))  # the failure first in its cell …
+    assert "✓ 400 no cert" in out  # … the passing case of the same cell below it
+    assert any("✓ alert protocol_version" in ln for ln in rows("gateway"))
+    assert "5 mTLS cases on the local target: 1 failed, 4 passed" in out
