@@ -278,7 +278,7 @@ def _pod_cases() -> Iterator[Case]:
     yield Case("pod-optional-client-auth-accepts-no-cert", "pod", "client-cert", "none", ok(200), src,
                identity=None, check=lambda r, c: None if (r.json() or {}).get("peer") is None else "the pod saw a peer")
     for fault, alert in (("unknown-ca", "unknown_ca"), ("expired", "certificate_expired")):
-        yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", fault.replace("-", " "),
+        yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", dict(CLIENT_FAULTS)[fault],
                    tls_alert(alert), src + " (a presented cert is verified even when optional)",
                    identity=f"ingress-client~{fault}", probe=pv)
     yield Case("chain-reaches-pod-through-passthrough", "pod", "trace", "passthrough end to end", ok(200),

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError, ToolMissingError
-from harness.runtime import stop_all
+from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 from harness.topology import Topology, default_topology
 
@@ -109,9 +109,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("mtls_target", [target], ids=[target], scope="session")
 
 
+_PROCESS_MARK = pytest.StashKey[int]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_PROCESS_MARK] = process_mark()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Safety net: whatever a failing fixture left running is stopped here."""
-    stop_all()
+    """Safety net: whatever a failing fixture of THIS session left running is stopped here (a nested session, e.g.
+    pytester's, leaves the outer session's chains alone)."""
+    stop_all(since=session.config.stash.get(_PROCESS_MARK, 0))
     if "harness.targets.isolated" in sys.modules:  # --isolate: runners, captures, then this run's namespaces
         from harness.targets.isolated import stop_all_isolated
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from harness.runtime.ports import free_port, free_ports
-from harness.runtime.process import ManagedProcess, running_processes, stop_all
+from harness.runtime.process import ManagedProcess, process_mark, running_processes, stop_all
 from harness.runtime.wait import TRANSIENT_ERRORS, wait_until
 
 __all__ = [
-           "TRANSIENT_ERRORS",
-           "ManagedProcess",
-           "free_port",
-           "free_ports",
-           "running_processes",
-           "stop_all",
-           "wait_until",
+    "TRANSIENT_ERRORS",
+    "ManagedProcess",
+    "free_port",
+    "free_ports",
+    "process_mark",
+    "running_processes",
+    "stop_all",
+    "wait_until",
 ]

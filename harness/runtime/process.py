@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import signal
 import subprocess
@@ -22,11 +23,12 @@ from types import TracebackType
 
 from harness.errors import StartError
 
-__all__ = ["ManagedProcess", "running_processes", "stop_all"]
+__all__ = ["ManagedProcess", "process_mark", "running_processes", "stop_all"]
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
+_SERIALS = itertools.count(1)  # start order within this interpreter; marks take a number too
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -58,6 +60,8 @@ class ManagedProcess:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        #: start order within this interpreter (see :func:`process_mark`)
+        self.serial = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> ManagedProcess:
@@ -79,6 +83,7 @@ class ManagedProcess:
             except OSError as exc:
                 raise StartError(f"{self.name}: could not run {self.argv[0]}: {exc}") from exc
         with _LIVE_LOCK:
+            self.serial = next(_SERIALS)
             _LIVE.add(self)
         return self
 
@@ -148,9 +153,16 @@ def running_processes() -> list[ManagedProcess]:
         return [p for p in _LIVE if p.proc is not None and p.proc.poll() is None]
 
 
-def stop_all() -> int:
-    """Safety net (pytest_sessionfinish, atexit): stop every process still running; returns how many."""
-    procs = running_processes()
+def process_mark() -> int:
+    """A mark to pass to :func:`stop_all` later, so it stops only the processes started after this call."""
+    with _LIVE_LOCK:
+        return next(_SERIALS)
+
+
+def stop_all(since: int = 0) -> int:
+    """Safety net (pytest_sessionfinish, atexit): stop every process still running that was started after the mark
+    ``since`` (all of them by default) — a nested pytest session stops only its own. Returns how many."""
+    procs = [p for p in running_processes() if p.serial > since]
     for p in procs:
         p.stop()
     return len(procs)
