@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import cli_run
 
     cli_run.register(sub)
+    from harness import cli_rotate
+
+    cli_rotate.register(sub)
     return parser
 
 

@@ -287,3 +287,24 @@ class LocalTarget:
         self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
         reload_nginx(self._nginx, self._procs["ingress"].pid)
+
+    # -- access for hot-reload callers (the rotation rehearsal) ---------------------------------------------------
+    def envoy_config(self, hop: Literal["gateway", "apim"]) -> EnvoyConfig:
+        """The rendered config of a running Envoy hop: its SDS files are what ``rotate_envoy_secret`` swaps."""
+        try:
+            return self._envoy[hop]
+        except KeyError:
+            raise RuntimeError(f"the local chain has no running Envoy {hop!r} (start it first)") from None
+
+    def nginx_config(self) -> NginxConfig:
+        """The ingress's rendered nginx config (re-render into ``workdir / "ingress"`` and ``reload_nginx`` it)."""
+        if self._nginx is None:
+            raise RuntimeError("the local chain's ingress is not running (start it first)")
+        return self._nginx
+
+    def pid(self, hop: str) -> int:
+        """The PID of a running hop's process; for the ingress, nginx's master (the one SIGHUP reloads)."""
+        try:
+            return self._procs[hop].pid
+        except KeyError:
+            raise RuntimeError(f"the local chain has no running {hop!r} (running: {', '.join(self._procs)})") from None
