@@ -1,7 +1,7 @@
 """``mtls-harness rotate``: rehearse a certificate rotation on the local chain under load before the change window.
 
     mtls-harness rotate --current DIR --next DIR [--plan PLAN.yaml] [--duration S] [--report DIR]
-                        [--workers N] [--rate R] [--strict-resets] [--no-lint] [--show-plan] [--json]
+                        [--workers N] [--rate R] [--tolerate-reload-resets] [--no-lint] [--show-plan] [--json]
 
 Static checks of the next set and of the plan's overlap, then the live rehearsal (progress on stderr), then the
 verdict on stdout. Exit codes: 0 pass, 1 the rehearsal failed, 2 unusable input (one ``error:`` line naming the
@@ -46,8 +46,9 @@ def register(subparsers: Any) -> None:
                      help="load threads, half of them with a new connection per request (default: 4, max 16)")
     rot.add_argument("--rate", type=float, default=150.0, metavar="R",
                      help="total requests per second (default: 150; 0: as fast as the chain answers)")
-    rot.add_argument("--strict-resets", action="store_true",
-                     help="count requests reset by an nginx reload as failures (default: reported apart)")
+    rot.add_argument("--tolerate-reload-resets", action="store_true",
+                     help="do not fail the verdict for requests reset while nginx reloads (still reported apart); "
+                          "by default every failed request fails the rehearsal")
     rot.add_argument("--no-lint", action="store_true", help="skip pkilint in the static checks (faster)")
     rot.add_argument("--show-plan", action="store_true", help="print the plan as YAML and exit (nothing runs)")
     rot.add_argument("--json", action="store_true", help="print the result as one JSON document (no key material)")
@@ -74,7 +75,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     from harness.rotation import RehearsalOptions, load_plan, rehearsal_topology, rehearse
 
     options = RehearsalOptions(duration=args.duration, workers=args.workers, rate=args.rate or None,
-                               strict_resets=args.strict_resets, lint=not args.no_lint)
+                               strict_resets=not args.tolerate_reload_resets, lint=not args.no_lint)
     if args.report is not None and args.report.exists() and not args.report.is_dir():
         raise UsageError(f"--report {args.report}: is a file — name a directory for the report")
     current = load_cert_set(args.current)

@@ -23,8 +23,8 @@ reused — and break hours later. After a step that changes how apim connects to
 nginx once more (a graceful SIGHUP that closes idle keep-alive connections), so apim reconnects with what it now
 has. The gateway→apim link cannot be recycled without a restart; its new-connection behaviour is shown by the link
 probe. An nginx reload can reset a request that apim sends on a keep-alive connection nginx is just closing (Envoy has
-no retry policy here): such resets within a reload are reported separately and fail the verdict only with
-``strict_resets``.
+a retry policy of one attempt on a reset, so this is rare): such resets within a reload are reported separately and
+fail the verdict too, unless ``strict_resets`` is turned off.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class RehearsalOptions:
     rate: float | None = 150.0  # total requests per second; None: as fast as the chain answers
     max_requests: int = 200_000
     min_dwell: float = 0.5  # seconds of load after each step at least, whatever the duration
-    strict_resets: bool = False  # count requests reset by an nginx reload as failures
+    strict_resets: bool = True  # count requests reset by an nginx reload as failures (pass only with zero failed)
     lint: bool = True  # pkilint in the static checks
     min_days: int = 30  # the next set's certs must be valid this many more days
 

@@ -362,7 +362,11 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
             "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [{
                 "match": {"prefix": "/"},
                 # the next hop routes by Host (APIM custom domain, ingress server_name): send the name it serves
-                "route": {"cluster": _CLUSTER, "host_rewrite_literal": up.hostname, "timeout": "30s"},
+                "route": {"cluster": _CLUSTER, "host_rewrite_literal": up.hostname, "timeout": "30s",
+                          # one retry when the upstream drops the request unanswered — a pooled keep-alive
+                          # connection the ingress closes as nginx reloads — as an HTTP client retries a GET on a
+                          # stale connection; a TLS failure fails again the same way, so no outcome changes
+                          "retry_policy": {"retry_on": "reset", "num_retries": 1}},
             }]}],
         },
         "http_filters": [
