@@ -71,11 +71,11 @@ _MAX_RECORD: Final = 2**14 + 2048  # TLSCiphertext.length limit (RFC 8446 §5.2)
 
 _METHODS = "GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT"
 _PLAINTEXT: Final = re.compile(
-    rb"(?:^|\n)(?:(?:" + _METHODS.encode() + rb") \S{1,2048} HTTP/\d(?:\.\d)?\r?\n"   # request line
-    rb"|HTTP/\d(?:\.\d)? [1-5]\d\d[ \r]"                                               # status line
-    rb"|PRI \* HTTP/2\.0\r\n"                                                          # HTTP/2 preface
-    rb"|(?:host|content-type|content-length|user-agent|x-forwarded-for|x-mtls-trace-[a-z]+|ssl-client-[a-z-]+)"
-    rb": )",
+    rb"(?:(?:" + _METHODS.encode() + rb") [!-~]{1,2048} HTTP/\d(?:\.\d)?\r?\n"       # request line, anywhere
+    rb"|HTTP/\d(?:\.\d)? [1-5]\d\d[ \r]"                                              # status line
+    rb"|PRI \* HTTP/2\.0\r\n"                                                         # HTTP/2 preface
+    rb"|(?:^|\n)(?:host|content-type|content-length|user-agent|x-forwarded-for|x-mtls-trace-[a-z]+"
+    rb"|ssl-client-[a-z-]+): )",                                                      # a header, at a line start
     re.IGNORECASE,
 )
 
@@ -318,9 +318,11 @@ def analyze_pcap(pcap: Path, *, link: str = "", interface: str = "", namespace: 
 
     report = LinkReport(link=link or str(pcap), pcap=Path(pcap), interface=interface, namespace=namespace)
     flows: dict[tuple[tuple[str, int], tuple[str, int]], dict[str, Any]] = {}
+    from scapy.error import Scapy_Exception
+
     try:
         reader = PcapReader(str(pcap))
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, Scapy_Exception) as exc:
         report.violations.append(f"capture file unreadable: {exc}")
         return report
     with reader:
@@ -415,6 +417,7 @@ class _Capture:
     pcap: Path
     process: ManagedProcess
     ended_early: str | None = None
+    stopped: bool = False
 
 
 class LinkCaptures:
@@ -478,8 +481,9 @@ class LinkCaptures:
     def stop(self) -> None:
         """Stop every tcpdump by its PID (SIGINT: it flushes and prints its statistics)."""
         for cap in self._captures:
-            if cap.process.proc is not None and cap.ended_early is None:
-                cap.ended_early = cap.process.exit_reason()
+            if cap.process.proc is not None and not cap.stopped:
+                cap.ended_early = cap.process.exit_reason()  # None while it still runs: we stop it now
+                cap.stopped = True
             cap.process.stop()
 
     def __enter__(self) -> LinkCaptures:

@@ -1,0 +1,447 @@
+"""Network namespaces for --isolate: real `ip netns`, veth links, processes inside them — and nothing left behind
+after a normal stop, a failed start, a SIGINT to `mtls-harness up --isolate`, or a whole pytest session.
+
+Every client here runs inside a namespace the test created (never from the host namespace), and every address is
+from 192.0.2.0/24 (RFC 5737). The expected addresses below are the design's link plan (docs/isolation.md), written
+out by hand.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.errors import StartError, UsageError
+from harness.netns import (
+    ROLES,
+    ChainNetwork,
+    IsolationUnavailable,
+    check_available,
+    namespace_inode,
+    own_namespaces,
+    processes_in,
+    run_prefix,
+    sweep,
+)
+from harness.probe_cli import isolation_problem
+
+REPO = Path(__file__).resolve().parents[2]
+#: the link plan of docs/isolation.md: each namespace's addresses
+PLAN = {
+    "internet": {"192.0.2.1/30"},
+    "gateway": {"192.0.2.2/30", "192.0.2.5/30"},
+    "apim": {"192.0.2.6/30", "192.0.2.9/30"},
+    "ingress": {"192.0.2.10/30", "192.0.2.13/30"},
+    "pod": {"192.0.2.14/30"},
+}
+
+needs_root = pytest.mark.needs_root
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True, timeout=20).stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def network():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    with ChainNetwork.create() as net:
+        yield net
+
+
+def _listener(net: ChainNetwork, role: str, host: str) -> tuple[subprocess.Popen[str], int]:
+    """A bare TCP listener inside ``role``'s namespace; returns the process and its port."""
+    code = textwrap.dedent(f"""
+        import socket, sys, time
+        s = socket.socket(); s.bind(({host!r}, 0)); s.listen(16)
+        print(s.getsockname()[1], flush=True)
+        s.settimeout(0.2)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                c, _ = s.accept(); c.close()
+            except OSError:
+                pass
+    """)
+    proc = subprocess.Popen(net.exec_argv(role, [sys.executable, "-c", code]), stdout=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
+    assert ready, "the listener did not start"
+    return proc, int(proc.stdout.readline())
+
+
+def _connect_from(net: ChainNetwork, role: str, host: str, port: int) -> str:
+    """Connect from inside ``role``'s namespace; 'connected' or the errno name (a time-bounded single attempt)."""
+    code = textwrap.dedent(f"""
+        import errno, socket
+        try:
+            socket.create_connection(({host!r}, {port}), timeout=2).close(); print("connected")
+        except TimeoutError:
+            print("timeout")
+        except OSError as e:
+            print(errno.errorcode.get(e.errno, str(e)))
+    """)
+    return net.run(role, [sys.executable, "-c", code]).strip()  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the namespaces and links
+# ------------------------------------------------------------------------------------------------------------------
+@needs_root
+def test_every_namespace_has_loopback_up_and_no_default_route(network):
+    for role in ROLES:
+        assert network.default_routes(role) == [], f"{role} has a default route"
+        lo = _ip("-n", network.namespaces[role], "-o", "-4", "addr", "show", "dev", "lo")
+        assert "127.0.0.1/8" in lo, f"{role}: loopback not up: {lo!r}"
+
+
+@needs_root
+def test_forwarding_is_off_in_every_namespace(network):
+    for role in ROLES:
+        assert network.run(role, ["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0", role
+
+
+@needs_root
+def test_each_namespace_holds_only_its_links_addresses_from_a_documentation_range(network):
+    doc = ipaddress.ip_network("192.0.2.0/24")
+    for role in ROLES:
+        out = _ip("-n", network.namespaces[role], "-o", "-4", "addr", "show")
+        addrs = {line.split()[3] for line in out.splitlines() if " lo " not in line}
+        assert addrs == PLAN[role], f"{role}: {addrs}"
+        assert all(ipaddress.ip_interface(a).ip in doc for a in addrs)
+
+
+@needs_root
+def test_no_veth_of_the_chain_appears_in_the_host_namespace(network):
+    host_links = _ip("-o", "link", "show")
+    for link in network.links:
+        assert link.client_if not in host_links
+        assert link.server_if not in host_links
+
+
+@needs_root
+def test_a_process_started_with_exec_argv_runs_inside_its_namespace(network):
+    out = network.run("apim", ["stat", "-L", "-c", "%i", "/proc/self/ns/net"]).strip()
+    assert int(out) == network.inodes["apim"] == namespace_inode(network.namespaces["apim"])
+    assert int(out) != os.stat("/proc/self/ns/net").st_ino
+
+
+@needs_root
+def test_the_internet_reaches_the_gateway_and_nothing_behind_it(network):
+    procs = []
+    try:
+        ports = {}
+        for role in ("gateway", "apim", "ingress", "pod"):
+            proc, ports[role] = _listener(network, role, network.address(role))
+            procs.append(proc)
+        assert _connect_from(network, "internet", network.address("gateway"), ports["gateway"]) == "connected"
+        for role in ("apim", "ingress", "pod"):
+            assert _connect_from(network, "internet", network.address(role), ports[role]) == "ENETUNREACH", role
+        # each hop reaches the next one: the chain's own path
+        assert _connect_from(network, "gateway", network.address("apim"), ports["apim"]) == "connected"
+        assert _connect_from(network, "apim", network.address("ingress"), ports["ingress"]) == "connected"
+        assert _connect_from(network, "ingress", network.address("pod"), ports["pod"]) == "connected"
+        # but never two links at once: the gateway does not forward, even for a client that routes through it
+        ns = network.namespaces["internet"]
+        _ip("-n", ns, "route", "add", "192.0.2.4/30", "via", network.address("gateway"))
+        try:
+            seen = _connect_from(network, "internet", network.address("apim"), ports["apim"])
+        finally:
+            _ip("-n", ns, "route", "del", "192.0.2.4/30")
+        assert seen in ("EHOSTUNREACH", "timeout"), seen
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# teardown, failed setup, safety net
+# ------------------------------------------------------------------------------------------------------------------
+@needs_root
+def test_destroy_removes_the_namespaces_and_with_them_the_veths():
+    net = ChainNetwork.create()
+    names, inodes = list(net.namespaces.values()), set(net.inodes.values())
+    sleeper = subprocess.Popen(net.exec_argv("pod", ["sleep", "30"]))
+    try:
+        assert sleeper.pid in processes_in(inodes)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+    net.destroy()
+    listed = _ip("netns", "list")
+    assert not [n for n in names if n in listed]
+    assert processes_in(inodes) == {}  # nothing holds them: the namespaces (and their veths) are gone
+    assert net.destroy() == []  # idempotent
+
+
+@needs_root
+def test_a_failed_setup_removes_every_namespace_it_made(monkeypatch):
+    import harness.netns as netns
+
+    real = netns._run
+
+    def failing(argv, what, **kw):
+        if what == "creating the veth links":
+            raise StartError("injected: the veth step failed")
+        return real(argv, what, **kw)
+
+    monkeypatch.setattr(netns, "_run", failing)
+    prefix = f"mtlsh-t{secrets.token_hex(3)}"
+    net = ChainNetwork(prefix=prefix)
+    with pytest.raises(StartError, match="injected"):
+        net.setup()
+    monkeypatch.setattr(netns, "_run", real)
+    assert own_namespaces(prefix) == []
+
+
+@needs_root
+def test_sweep_removes_only_namespaces_with_the_given_prefix():
+    mine, other = f"mtlsh-t{secrets.token_hex(3)}", f"zz-not-ours-{secrets.token_hex(3)}"
+    _ip("netns", "add", f"{mine}-1-x")
+    _ip("netns", "add", other)
+    try:
+        assert sweep(mine) == [f"{mine}-1-x"]
+        assert other in _ip("netns", "list")
+    finally:
+        _ip("netns", "delete", other)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# bad input and unavailable isolation: one clear line
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("subnet", "says"), [
+    ("10.0.0.0/24", "outside the documentation ranges"),
+    ("192.0.2.0/29", "too small"),
+    ("2001:db8::/64", "outside the documentation ranges"),
+    ("not-a-net", "is not a network"),
+    ("192.0.2.1/24", "is not a network"),
+])
+def test_a_subnet_outside_the_documentation_ranges_is_refused_in_one_line(subnet, says):
+    with pytest.raises(UsageError, match=says) as exc:
+        ChainNetwork(subnet=subnet)
+    assert "\n" not in str(exc.value)
+
+
+def test_isolation_without_root_fails_in_one_line_naming_root(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(IsolationUnavailable, match="needs root") as exc:
+        check_available()
+    assert "\n" not in str(exc.value)
+
+
+def test_isolation_off_linux_fails_in_one_line(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(IsolationUnavailable, match="needs Linux network namespaces"):
+        check_available()
+
+
+def test_up_isolate_without_root_exits_2_with_one_line(monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["up", "--isolate", "--duration", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtls-harness: error: --isolate needs root")
+    assert "\n" not in err
+
+
+def test_up_isolate_refuses_another_target_in_one_line(capsys):
+    from harness.cli import main
+
+    assert main(["up", "--isolate", "--target", "attach", "--duration", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "use --target local" in err
+    assert "\n" not in err
+
+
+def test_run_prefix_comes_from_the_environment_and_is_validated(monkeypatch):
+    monkeypatch.setenv("MTLS_HARNESS_RUN_ID", "ci-42")
+    assert run_prefix() == "mtlsh-ci-42"
+    monkeypatch.setenv("MTLS_HARNESS_RUN_ID", "Bad Id!")
+    with pytest.raises(UsageError, match="not a usable run id"):
+        run_prefix()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the probe runner's own guard
+# ------------------------------------------------------------------------------------------------------------------
+def _fake_proc(tmp_path: Path, *, same_ns: bool, route: str = "", route6: str = "") -> Path:
+    proc = tmp_path / "proc"
+    (proc / "self" / "ns").mkdir(parents=True)
+    (proc / "1" / "ns").mkdir(parents=True)
+    (proc / "net").mkdir()
+    (proc / "self" / "ns" / "net").write_text("a")
+    if same_ns:
+        os.link(proc / "self" / "ns" / "net", proc / "1" / "ns" / "net")
+    else:
+        (proc / "1" / "ns" / "net").write_text("b")
+    header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+    (proc / "net" / "route").write_text(header + route)
+    (proc / "net" / "ipv6_route").write_text(route6)
+    return proc
+
+
+def test_runner_guard_refuses_the_host_namespace(tmp_path):
+    proc = _fake_proc(tmp_path, same_ns=True)
+    assert isolation_problem(proc=proc) == "this process is in the host's network namespace"
+
+
+def test_runner_guard_refuses_a_namespace_with_a_default_route(tmp_path):
+    default = "eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+    assert "IPv4 default route" in isolation_problem(proc=_fake_proc(tmp_path, same_ns=False, route=default))
+    v6 = f"{'0' * 32} 00 {'0' * 32} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n"
+    assert "IPv6 default route" in isolation_problem(proc=_fake_proc(tmp_path / "6", same_ns=False, route6=v6))
+
+
+def test_runner_guard_accepts_a_namespace_with_only_connected_routes(tmp_path):
+    connected = "veth0\t0002000C\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n"
+    assert isolation_problem(proc=_fake_proc(tmp_path, same_ns=False, route=connected)) is None
+
+
+@needs_root
+def test_runner_refuses_to_run_from_the_host_namespace(network):
+    done = subprocess.run([sys.executable, "-m", "harness.probe_cli", "--require-isolated", "--netns",
+                           network.namespaces["internet"]], input="{}", capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 3
+    assert "is not in namespace" in done.stderr
+    assert done.stdout == ""
+
+
+@needs_root
+def test_runner_inside_a_namespace_probes_the_echo_pod_there(network, cert_set, mtls_topology):
+    """One JSON request in, one ProbeResult out: the probe ran inside the internet namespace."""
+    from harness.probe_cli import result_from_wire
+
+    listener = mtls_topology.pod.listener
+    leaf = cert_set.leaf(listener.server_cert)
+    pod = subprocess.Popen(network.exec_argv("gateway", [
+        sys.executable, "-m", "harness.pod.echo", "--listen", f"{network.address('gateway')}:8443",
+        "--cert", str(leaf.chain), "--key", str(leaf.key)]), stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([pod.stderr], [], [], 30)
+        assert ready
+        assert "listening on" in pod.stderr.readline()
+        request = {"op": "probe", "host": network.address("gateway"), "port": 8443, "kwargs": {
+            "server_name": listener.hostname, "trust": str(cert_set.trust_bundle(mtls_topology.server_ca_of("pod")))}}
+        done = subprocess.run(network.exec_argv("internet", [
+            sys.executable, "-m", "harness.probe_cli", "--require-isolated", "--netns",
+            network.namespaces["internet"]]), input=json.dumps(request), capture_output=True, text=True,
+            timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        result = result_from_wire(json.loads(done.stdout)["result"])
+        assert result.outcome.kind == "ok", result.describe()
+        assert result.status == 200
+        assert result.json()["tls"]["version"].startswith("TLSv1."), result.body
+    finally:
+        pod.terminate()
+        _, log = pod.communicate(timeout=10)
+    # the pod logs each request with the client's address: the internet namespace's, 192.0.2.1
+    assert "192.0.2.1:" in log, log
+    assert '"GET / HTTP/1.1" 200' in log, log
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the isolated chain leaves nothing behind
+# ------------------------------------------------------------------------------------------------------------------
+def _nothing_left(names: list[str], inodes: set[int], pids: list[int]) -> None:
+    listed = _ip("netns", "list")
+    assert not [n for n in names if n in listed], f"namespaces left: {listed}"
+    assert processes_in(inodes) == {}, "a process still holds a namespace (and its veths) alive"
+    assert not [p for p in pids if _alive(p)], "a process of the chain is still running"
+
+
+@needs_root
+def test_a_failed_start_leaves_no_namespace_veth_or_process(monkeypatch):
+    from harness.targets.isolated import IsolatedTarget
+
+    seen: dict[str, object] = {}
+
+    class ApimWillNotStart(IsolatedTarget):
+        def _argv(self, hop, argv):
+            return super()._argv(hop, ["false"] if hop == "apim" else argv)
+
+        def stop(self):
+            if self.network is not None:
+                seen.update(names=list(self.network.namespaces.values()), inodes=set(self.network.inodes.values()),
+                            pids=list(self.pids.values()))
+            super().stop()
+
+    target = ApimWillNotStart(capture=True)
+    with pytest.raises(StartError, match="apim"), target:
+        pass
+    assert len(seen["pids"]) >= 8  # hops, four runners, four captures were up when it failed
+    _nothing_left(seen["names"], seen["inodes"], seen["pids"])
+
+
+@needs_root
+def test_sigint_to_up_isolate_leaves_no_namespace_veth_or_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "--isolate", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "up --isolate printed nothing"
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        doc = json.loads(line)["isolated"]
+        names = list(doc["namespaces"].values())
+        inodes = {namespace_inode(n) for n in names} - {None}
+        pids = list(doc["pids"].values())
+        assert len(inodes) == 5
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) in (0, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    _nothing_left(names, inodes, pids)
+
+
+@needs_root
+def test_a_pytest_session_with_isolate_leaves_no_namespace_or_process(tmp_path):
+    run_id = f"t{secrets.token_hex(4)}"
+    out = tmp_path / "chain.json"
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(f"""
+        import json, pathlib
+        from harness.netns import namespace_inode
+
+        def test_chain_is_up(chain):
+            doc = chain.as_dict()["isolated"]
+            doc["inodes"] = [namespace_inode(n) for n in doc["namespaces"].values()]
+            pathlib.Path({str(out)!r}).write_text(json.dumps(doc))
+            assert chain.probe().outcome.kind == "ok"
+    """))
+    env = {**os.environ, "MTLS_HARNESS_RUN_ID": run_id}
+    env.pop("MTLS_HARNESS_ISOLATE", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--isolate",
+                           "test_inner.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert all(n.startswith(f"mtlsh-{run_id}-") for n in doc["namespaces"].values())
+    assert own_namespaces(f"mtlsh-{run_id}") == []
+    _nothing_left(list(doc["namespaces"].values()), set(doc["inodes"]), list(doc["pids"].values()))
+
