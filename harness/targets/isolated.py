@@ -28,6 +28,7 @@ is that topology variant; its ingress→pod link must fail the wire proof.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -71,6 +72,7 @@ RUNNER_GRACE: Final = 20.0
 
 _LIVE: weakref.WeakSet[IsolatedTarget] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
+_LIVE_EVER: list[bool] = []  # non-empty once the atexit hook is installed
 
 
 def _child_setup() -> None:  # between fork and exec: own process group, SIGTERM if the harness dies
@@ -253,6 +255,9 @@ class IsolatedTarget(LocalTarget):
     def _start(self) -> RunningChain:
         check_available()
         with _LIVE_LOCK:
+            if not _LIVE_EVER:  # the exit safety net, installed with the first isolated chain
+                atexit.register(stop_all_isolated)
+                _LIVE_EVER.append(True)
             _LIVE.add(self)
         self._rundir = Path(tempfile.mkdtemp(prefix="mtls-harness-isolated-"))
         self.network = ChainNetwork(subnet=self.subnet)
