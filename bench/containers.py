@@ -1,0 +1,91 @@
+"""Containers target start time (the same chain as four Docker containers), when Docker and the images are here.
+
+Runs only with a reachable Docker engine and the images ``mtls-harness images build`` makes (passed explicitly, so
+nothing is pulled); otherwise the benchmark is skipped with the reason. One round is a warm-up. The floor is the local
+target's chain start measured in the same bench run (the same four processes without Docker), so the ratio is what
+the container runtime adds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bench.common import Bench, silent, time_row
+
+NAME = "containers"
+TITLE = "containers target start (Docker)"
+
+
+def why_not() -> str | None:
+    """None when the benchmark can run, else the reason it cannot."""
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        return "the docker SDK is not installed"
+    try:
+        from harness.targets.containers import ContainersTarget  # noqa: F401
+    except ImportError:
+        return "harness/targets/containers.py is absent"
+    from harness.images import ROLES, docker_client, local_image_tag
+    from harness.pytest_plugin import _docker_reachable
+
+    if not _docker_reachable():
+        return "no reachable Docker engine (apt-get install docker.io; start dockerd)"
+    client = docker_client()
+    try:
+        missing = [local_image_tag(r) for r in ROLES if not client.images.list(name=local_image_tag(r))]
+    finally:
+        client.close()
+    if missing:
+        return f"images missing: {', '.join(missing)} (run `mtls-harness images build`)"
+    return None
+
+
+def run(*, runs: int = 3, warmup: bool = True, local_start: float | None = None,
+        progress: Callable[[str], None] = silent) -> Bench:
+    bench = Bench(NAME, TITLE)
+    t_bench = time.perf_counter()
+    reason = why_not()
+    if reason is not None:
+        bench.skipped = reason
+        progress(f"containers: skipped — {reason}")
+        return bench
+    from harness.images import local_image_tag
+    from harness.targets.containers import ContainersTarget
+    from harness.topology import default_topology
+
+    images = {"envoy_image": local_image_tag("envoy"), "nginx_image": local_image_tag("nginx"),
+              "pod_image": local_image_tag("pod")}
+    samples: dict[str, list[float]] = {}
+    for i in range(runs + (1 if warmup else 0)):
+        counted = not warmup or i > 0
+        target = ContainersTarget(default_topology(), **images)
+        t0 = time.perf_counter()
+        with target as chain:
+            up = time.perf_counter() - t0
+            seen = chain.probe("gateway")
+            times = dict(target.start_times)
+            t1 = time.perf_counter()
+        down = time.perf_counter() - t1
+        if counted:
+            samples.setdefault("start", []).append(up)
+            samples.setdefault("stop", []).append(down)
+            for k, v in times.items():
+                samples.setdefault(k, []).append(v)
+        progress(f"containers {'warm-up' if not counted else f'run {i + (0 if warmup else 1)}/{runs}'}: "
+                 f"up in {up:.2f} s (first request {times.get('first-request', 0):.2f} s), stop {down:.2f} s, "
+                 f"probe {seen.outcome}")
+    rows = [time_row("containers chain start (through the gateway)", samples["start"], floor=local_start,
+                     floor_name="local target chain start" if local_start else None,
+                     note="network, 4 containers, own ready signals, one request through the gateway")]
+    for hop in ("pod", "ingress", "apim", "gateway", "first-request"):
+        if hop in samples:
+            rows.append(time_row(f"  {hop}: start → ready" if hop != "first-request" else
+                                 "  first request through the gateway", samples[hop]))
+    rows.append(time_row("containers chain stop", samples["stop"], note="stop 4 containers, remove the network"))
+    bench.rows = rows
+    bench.details = {"runs": runs, "images": images, "samples": {k: [round(x, 4) for x in v]
+                                                                 for k, v in samples.items()}}
+    bench.seconds = time.perf_counter() - t_bench
+    return bench

@@ -1,0 +1,171 @@
+"""The full handshake suite on the local target, as a user runs it: ``python -m harness run --report DIR``.
+
+Serial, then ``-n 2`` (pytest-xdist), each a subprocess bounded in time (SIGINT, then SIGKILL of its process group:
+the run's own children stop with it). The case count and the per-case durations come from the run's results.json.
+
+Floor estimate (from figures measured in the same bench run, when those benchmarks ran): one chain start + one
+harness probe per case (the apim probe rate: a full handshake and a GET through three hops). Where the rest goes is
+read from results.json and the case catalogue: how many cases need a variant chain, how many distinct variants there
+are (each costs a chain start in the suite's VariantChains), and which hops each variant changes — an ingress-only
+variant could be a hot reload of a running chain instead of a cold start of four processes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import Bench, Row, Spread, silent
+
+NAME = "suite"
+TITLE = "handshake suite wall time (local target)"
+REPO = Path(__file__).resolve().parents[1]
+#: one suite run may take this long before it is stopped (it takes about a minute here)
+TIMEOUT = 300.0
+
+
+def _run_suite(report: Path, workers: int | None, progress: Callable[[str], None],
+               timeout: float = TIMEOUT) -> tuple[float, int, str]:
+    """Run the suite once; (wall seconds, exit code, log tail)."""
+    argv = [sys.executable, "-m", "harness", "run", "--target", "local", "--report", str(report)]
+    if workers:
+        argv += ["-n", str(workers)]
+    log = report.with_suffix(".log")
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        next_note = 30.0
+        while True:
+            try:
+                code = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.perf_counter() - t0
+                if elapsed >= next_note:
+                    progress(f"suite {'-n ' + str(workers) if workers else 'serial'}: still running ({elapsed:.0f} s)")
+                    next_note += 30.0
+                if elapsed > timeout:
+                    progress(f"suite: stopping after {timeout:g} s")
+                    os.killpg(proc.pid, signal.SIGINT)  # pytest unwinds: its chains stop
+                    try:
+                        code = proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        code = proc.wait(timeout=15)
+                    break
+    wall = time.perf_counter() - t0
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-3:])
+    return wall, code, tail
+
+
+def _variant_analysis() -> dict[str, Any]:
+    """Which hops each distinct variant of the case catalogue changes (as LocalTarget.reconfigure decides)."""
+    from harness.cases import cases
+    from harness.topology import default_topology
+
+    base = default_topology()
+    kinds: collections.Counter[str] = collections.Counter()
+    seen: dict[str, str] = {}
+    for case in cases():
+        if case.variant is None:
+            continue
+        topo = case.variant(base)
+        key = repr(topo)
+        if key in seen:
+            continue
+        if topo.pki != base.pki:
+            kind = "cert set (all hops)"
+        else:
+            changed = [h for h, part in (("gateway", "gateway"), ("apim", "apim"), ("ingress", "ingress"),
+                                         ("pod", "pod")) if getattr(topo, part) != getattr(base, part)]
+            if topo.client != base.client and not changed:
+                changed = ["client only"]
+            kind = "+".join(changed) or "none"
+        seen[key] = kind
+        kinds[kind] += 1
+    return {"distinct_variants": len(seen), "by_changed_hops": dict(kinds.most_common())}
+
+
+def _read_results(report: Path) -> dict[str, Any]:
+    path = report / "results.json"
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    cases = doc.get("cases", [])
+    durations = [c["duration_s"] for c in cases if c.get("duration_s") is not None]
+    by_variant: dict[str, float] = collections.defaultdict(float)
+    for c in cases:
+        by_variant["(default chain)" if c.get("variant") is None else "variant cases"] += c.get("duration_s") or 0.0
+    top = sorted(((c.get("duration_s") or 0.0, c["id"]) for c in cases), reverse=True)[:5]
+    return {
+        "summary": doc.get("summary", {}),
+        "pytest_exit": doc.get("pytest_exit"),
+        "duration_s": doc.get("duration_s"),
+        "case_seconds_total": round(sum(durations), 3),
+        "case_seconds": {k: round(v, 3) for k, v in by_variant.items()},
+        "case_spread": Spread.of(durations).__dict__ if durations else None,
+        "slowest_cases": [{"id": i, "s": round(s, 3)} for s, i in top],
+        "variant_cases": sum(1 for c in cases if c.get("variant") is not None),
+        "distinct_variants_run": len({c.get("variant") for c in cases if c.get("variant") is not None}),
+    }
+
+
+def run(*, parallel: bool = True, chain_start: float | None = None, probe_seconds: float | None = None,
+        progress: Callable[[str], None] = silent) -> Bench:
+    """``chain_start`` (s) and ``probe_seconds`` (s per probe) make the floor estimate; None leaves it out."""
+    bench = Bench(NAME, TITLE)
+    t_bench = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="mtls-bench-suite-"))
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    try:
+        for workers in (None, 2) if parallel else (None,):
+            label = f"-n {workers}" if workers else "serial"
+            progress(f"suite {label}: python -m harness run --target local --report … (about a minute)")
+            report = tmp / ("parallel" if workers else "serial")
+            wall, code, tail = _run_suite(report, workers, progress)
+            facts = _read_results(report)
+            total = (facts.get("summary") or {}).get("total")
+            passed = (facts.get("summary") or {}).get("passed")
+            progress(f"suite {label}: {wall:.1f} s, exit {code}, {passed}/{total} passed")
+            details[label] = {"wall_s": round(wall, 3), "exit": code, "log_tail": tail, **facts}
+            floor = None
+            if chain_start is not None and probe_seconds is not None and total:
+                floor = chain_start + total * probe_seconds / (workers or 1)
+            rows.append(Row(f"suite {label}: wall time", wall, "s", floor=floor,
+                            floor_name=(f"1 chain start + {total} probes" + (f" / {workers} workers" if workers
+                                                                             else "")) if floor else None,
+                            note=f"{total} cases, {passed} passed, exit {code}"))
+        if parallel and "serial" in details and "-n 2" in details:
+            s, p = details["serial"]["wall_s"], details["-n 2"]["wall_s"]
+            rows.append(Row("suite: -n 2 speed-up over serial", s / p if p else None, "count",
+                            note="2 cores, shared with the other users of this machine"))
+        serial = details.get("serial", {})
+        if serial.get("summary"):
+            total = serial["summary"].get("total") or 0
+            rows.append(Row("suite serial: wall per case", serial["wall_s"] / total if total else None, "s"))
+            rows.append(Row("suite serial: sum of case durations", serial.get("case_seconds_total"), "s",
+                            note="; ".join(f"{k} {v:.1f} s" for k, v in serial.get("case_seconds", {}).items())))
+        details["variants"] = _variant_analysis()
+        if chain_start is not None:
+            n = details["variants"]["distinct_variants"]
+            details["variant_chain_starts_estimate_s"] = round(n * chain_start, 2)
+            rows.append(Row("suite: distinct variant chains × chain start", n * chain_start, "s",
+                            note=f"{n} variants, each a cold start of four processes in VariantChains"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    bench.rows = rows
+    bench.details = details
+    bench.seconds = time.perf_counter() - t_bench
+    return bench

@@ -1,0 +1,80 @@
+"""The bench harness runs and its results have the agreed shape. No timing is asserted (STYLE.md: speed targets live
+in bench/, which prints figures): only that the figures exist, are positive, and are reported next to a floor."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from bench import cold_start, report, run
+from bench.common import Bench, Row, Spread, bounded_loop, time_row
+from harness.errors import ToolMissingError
+from harness.runtime.binaries import find_envoy, find_nginx
+
+
+def _components_missing() -> str | None:
+    try:
+        find_envoy()
+        find_nginx()
+    except ToolMissingError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(_components_missing() is not None, reason=str(_components_missing()))
+def test_cold_start_with_one_run_reports_the_chain_each_hop_and_the_floors() -> None:
+    bench = cold_start.run(runs=1, warmup=False, experiment=False)
+
+    assert isinstance(bench, Bench)
+    assert bench.skipped is None
+    doc = json.loads(json.dumps(bench.as_dict()))  # JSON-ready as results.json stores it
+    assert set(doc) == {"name", "title", "skipped", "seconds", "rows", "details"}
+    measures = [r["measure"] for r in doc["rows"]]
+    chain = bench.row("chain start (all four hops ready)")
+    assert chain is not None
+    assert chain.value > 0
+    assert chain.floor > 0
+    assert chain.ratio > 0
+    assert chain.spread is not None
+    assert chain.spread.n == 1
+    for hop in ("gateway", "apim", "ingress", "pod"):
+        assert any(m.strip().startswith(f"hop {hop}:") for m in measures), hop
+    for kind in ("nginx", "envoy", "python"):
+        assert f"floor: bare {kind} start" in measures
+        assert len(doc["details"]["floors"][kind]) == 1
+    for row in doc["rows"]:
+        assert set(row) >= {"measure", "value", "unit", "spread", "floor", "floor_name", "ratio", "note"}
+        assert row["value"] is None or row["value"] >= 0
+
+
+def test_tables_render_every_row_for_the_terminal_and_as_markdown() -> None:
+    from rich.console import Console
+
+    bench = Bench("x", "example")
+    bench.rows = [time_row("a time", [0.2, 0.3, 0.4], floor=[0.1], floor_name="bare"),
+                  Row("a rate", 50.0, "/s", floor=200.0, floor_name="s_time", lower_is_better=False)]
+    skipped = Bench("y", "skipped one", skipped="no docker")
+    out = io.StringIO()
+    report.print_tables([bench, skipped], {"cores": 2, "versions": {}}, console=Console(file=out, width=200))
+    text = out.getvalue()
+    for part in ("a time", "3.0×", "a rate", "4.0×", "skipped — no docker"):
+        assert part in text
+    md = report.markdown([bench, skipped])
+    assert md.count("\n| a ") == 2
+    assert "skipped: no docker" in md
+
+
+def test_spread_and_bounded_loop_shapes() -> None:
+    s = Spread.of([5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert (s.n, s.min, s.max, s.median, s.p90) == (10, 1.0, 10.0, 5.5, 9.0)
+    loop = bounded_loop(lambda: True, seconds=5.0, max_count=7)
+    assert (loop.count, loop.ok) == (7, 7)
+
+
+def test_bad_options_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run.parse(["--only", "nonsense"])
+    assert exc.value.code == 2
+    assert "unknown benchmark nonsense" in capsys.readouterr().err
