@@ -434,8 +434,8 @@ def test_a_pytest_session_with_isolate_leaves_no_namespace_or_process(tmp_path):
             pathlib.Path({str(out)!r}).write_text(json.dumps(doc))
             assert chain.probe().outcome.kind == "ok"
     """))
-    env = {**os.environ, "MTLS_HARNESS_RUN_ID": run_id}
-    env.pop("MTLS_HARNESS_ISOLATE", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    env.update(MTLS_HARNESS_RUN_ID=run_id)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--isolate",
                            "test_inner.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
