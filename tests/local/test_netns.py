@@ -34,6 +34,7 @@ from harness.netns import (
     sweep,
 )
 from harness.probe_cli import isolation_problem
+from harness.runtime import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 #: the link plan of docs/isolation.md: each namespace's addresses
@@ -182,8 +183,8 @@ def test_destroy_removes_the_namespaces_and_with_them_the_veths():
     net = ChainNetwork.create()
     names, inodes = list(net.namespaces.values()), set(net.inodes.values())
     sleeper = subprocess.Popen(net.exec_argv("pod", ["sleep", "30"]))
-    try:
-        assert sleeper.pid in processes_in(inodes)
+    try:  # `ip netns exec` enters the namespace just after the fork: wait (bounded) until it has
+        wait_until(lambda: sleeper.pid in processes_in(inodes), "sleep inside the pod namespace", timeout=10)
     finally:
         sleeper.kill()
         sleeper.wait(timeout=10)
