@@ -120,8 +120,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture of THIS session left running is stopped here (a nested session, e.g.
     pytester's, leaves the outer session's chains alone)."""
     stop_all(since=session.config.stash.get(_PROCESS_MARK, 0))
-    if "harness.targets.isolated" in sys.modules:  # --isolate: runners, captures, then this run's namespaces
-        from harness.targets.isolated import stop_all_isolated
+    if "harness.netns" in sys.modules:  # --isolate and namespace tests: chains, runners, captures, then this run's
+        from harness.targets.isolated import stop_all_isolated  # namespaces (only names with its prefix)
 
         stop_all_isolated()
 
