@@ -38,6 +38,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# each Envoy watches its SDS files with ~5 inotify instances; the kernel default (128 per user) runs out when a
+# parallel run keeps several chains up. CI (root) raises it; elsewhere a failed start says how.
+if [ $ci = 1 ] && [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+  sysctl -q -w fs.inotify.max_user_instances=1024 || echo "setup: could not raise fs.inotify.max_user_instances" >&2
+fi
+
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "setup: Python 3.11 or newer is needed (found: $("$python" --version 2>&1)) — set PYTHON=/path/to/python3.11" >&2

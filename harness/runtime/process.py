@@ -128,12 +128,19 @@ class ManagedProcess:
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
+    #: log lines that say why a process died, shown even when a backtrace pushes them out of the tail
+    _CAUSE_MARKERS = ("[critical]", "[emerg]", "assert failure", "error:", "Error:")
+
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the log, preceded by any earlier line that names the cause of a crash."""
         try:
-            data = self.log_path.read_bytes()[-16384:]
+            data = self.log_path.read_bytes()[-65536:]
         except OSError:
             return ""
-        return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+        all_lines = data.decode(errors="replace").splitlines()
+        tail = all_lines[-lines:]
+        causes = [ln for ln in all_lines[:-lines] if any(m in ln for m in self._CAUSE_MARKERS)][-3:]
+        return "\n".join([*causes, "…", *tail] if causes else tail)
 
     # -- context manager -----------------------------------------------------------------------------------------
     def __enter__(self) -> ManagedProcess:

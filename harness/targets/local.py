@@ -185,7 +185,12 @@ class LocalTarget:
             wait_until(all_ready, "local chain start", timeout=START_TIMEOUT, log_tail=tails, alive=dead)
         except WaitTimeout as exc:
             waiting = ", ".join(pending) or "nothing"
-            raise StartError(f"the local chain did not start (waiting for: {waiting})\n{exc}") from None
+            hint = ""
+            if "inotify" in str(exc):  # Envoy watches each SDS file: one inotify instance per secret
+                hint = ("\nhint: the machine ran out of inotify instances (Envoy needs ~5 per process): raise "
+                        "fs.inotify.max_user_instances (e.g. `sysctl -w fs.inotify.max_user_instances=1024`) or run "
+                        "fewer chains at once (fewer -n workers)")
+            raise StartError(f"the local chain did not start (waiting for: {waiting})\n{exc}{hint}") from None
 
     # -- hooks: where a hop listens, how its process is run, how readiness is seen ----------------------------------
     # (harness.targets.isolated overrides these to put each hop in its own network namespace)
