@@ -138,7 +138,11 @@ def _suite(done: dict[str, Bench], quick: bool, say: Callable[[str], None]) -> B
         return b
     chain = _figure(done, "cold_start", "chain start (all four hops ready)")
     rate = _figure(done, "probe_rate", "apim: harness probe (handshake + GET)")
-    return suite.run(parallel=True, chain_start=chain, probe_seconds=(1 / rate) if rate else None, progress=say)
+    reload_s = _figure(done, "variants", "reconfigure: ingress annotation (hot reload)")
+    restart_s = _figure(done, "variants", "reconfigure: apim change (Envoy restart)")
+    switch = {"ingress": reload_s, "one_hop": restart_s} if reload_s and restart_s else None
+    return suite.run(parallel=True, chain_start=chain, probe_seconds=(1 / rate) if rate else None, switch=switch,
+                     progress=say)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,9 @@ def _read_results(report: Path) -> dict[str, Any]:
     for c in cases:
         by_variant["(default chain)" if c.get("variant") is None else "variant cases"] += c.get("duration_s") or 0.0
     top = sorted(((c.get("duration_s") or 0.0, c["id"]) for c in cases), reverse=True)[:5]
+    bad = [c for c in cases if c.get("result") in ("failed", "error")]
+    reasons = collections.Counter(((c.get("message") or "").strip().splitlines() or ["(no message)"])[-1][:200]
+                                  for c in bad)
     return {
         "summary": doc.get("summary", {}),
         "pytest_exit": doc.get("pytest_exit"),
@@ -116,14 +119,34 @@ def _read_results(report: Path) -> dict[str, Any]:
         "case_seconds": {k: round(v, 3) for k, v in by_variant.items()},
         "case_spread": Spread.of(durations).__dict__ if durations else None,
         "slowest_cases": [{"id": i, "s": round(s, 3)} for s, i in top],
+        "not_passed": [{"id": c["id"], "result": c.get("result")} for c in bad[:10]],
+        "not_passed_reasons": [{"reason": r, "cases": n} for r, n in reasons.most_common(5)],
         "variant_cases": sum(1 for c in cases if c.get("variant") is not None),
         "distinct_variants_run": len({c.get("variant") for c in cases if c.get("variant") is not None}),
     }
 
 
+def _switch_floor(variants: dict[str, Any], chain_start: float, switch: dict[str, float]) -> tuple[float, str]:
+    """Seconds the suite's variants would cost if each were reached from a running chain by
+    LocalTarget.reconfigure (ingress: hot reload; one Envoy or the pod: restart of that hop; more: a chain start)."""
+    total = 0.0
+    parts = []
+    for kind, n in variants["by_changed_hops"].items():
+        if kind == "ingress":
+            cost, how = switch["ingress"], "hot reload"
+        elif kind in ("apim", "gateway", "pod", "client only"):
+            cost, how = switch["one_hop"], "one-hop restart"
+        else:
+            cost, how = chain_start, "chain start"
+        total += n * cost
+        parts.append(f"{n} {kind} ({how})")
+    return total, ", ".join(parts)
+
+
 def run(*, parallel: bool = True, chain_start: float | None = None, probe_seconds: float | None = None,
-        progress: Callable[[str], None] = silent) -> Bench:
-    """``chain_start`` (s) and ``probe_seconds`` (s per probe) make the floor estimate; None leaves it out."""
+        switch: dict[str, float] | None = None, progress: Callable[[str], None] = silent) -> Bench:
+    """``chain_start`` (s) and ``probe_seconds`` (s per probe) make the floor estimate; None leaves it out.
+    ``switch``: measured seconds of a variant switch, ``{"ingress": …, "one_hop": …}`` (bench/variants.py)."""
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mtls-bench-suite-"))
@@ -163,6 +186,15 @@ def run(*, parallel: bool = True, chain_start: float | None = None, probe_second
             details["variant_chain_starts_estimate_s"] = round(n * chain_start, 2)
             rows.append(Row("suite: distinct variant chains × chain start", n * chain_start, "s",
                             note=f"{n} variants, each a cold start of four processes in VariantChains"))
+            serial_wall = details.get("serial", {}).get("wall_s")
+            total = (details.get("serial", {}).get("summary") or {}).get("total")
+            if switch and probe_seconds is not None and serial_wall and total:
+                cost, how = _switch_floor(details["variants"], chain_start, switch)
+                estimate = chain_start + cost + total * probe_seconds
+                details["reconfigure_floor_s"] = {"estimate": round(estimate, 2), "switches": how}
+                rows.append(Row("suite serial vs a reconfigure-per-variant floor", serial_wall, "s", floor=estimate,
+                                floor_name=f"1 chain start + {n} switches + {total} probes",
+                                note="switch costs from the variants benchmark: " + how))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     bench.rows = rows
