@@ -470,12 +470,13 @@ def _install_cert_request_watch(ctx: ssl.SSLContext) -> bool:
     return True
 
 
-def _await_tls13_verdict(sock: ssl.SSLSocket, deadline: _Deadline, watched: bool) -> bytes:
+def _await_tls13_verdict(sock: ssl.SSLSocket, deadline: _Deadline, watched: bool,
+                         wait: float = TLS13_VERDICT_WAIT) -> bytes:
     """On TLS 1.3, when the server asked for a client certificate, read its first post-handshake record (tickets
     or an alert) before sending anything; returns application data that came instead (an HTTP/2 SETTINGS)."""
-    if sock.version() != "TLSv1.3" or (watched and sock not in _CERT_REQUESTED):
+    if wait <= 0 or sock.version() != "TLSv1.3" or (watched and sock not in _CERT_REQUESTED):
         return b""
-    readable, _, _ = select.select([sock], [], [], min(TLS13_VERDICT_WAIT, deadline.left()))
+    readable, _, _ = select.select([sock], [], [], min(wait, deadline.left()))
     if not readable:
         return b""
     sock.setblocking(False)
@@ -494,7 +495,8 @@ def probe(host: str, port: int, *, server_name: str | None, trust: Path | None, 
           client_key: Path | None = None, min_version: str = "1.2", max_version: str = "1.3",
           alpn: Sequence[str] = ("http/1.1",), method: str = "GET", path: str = "/",
           headers: Mapping[str, str] = _NO_HEADERS, body: bytes = b"", http_host: str | None = None,
-          timeout: float = 5.0, verify: bool = True, plaintext: bool = False) -> ProbeResult:
+          timeout: float = 5.0, verify: bool = True, plaintext: bool = False,
+          verdict_wait: float | None = None) -> ProbeResult:
     """Connect to ``host:port``, handshake, send one request, classify; never raises for what the server does.
 
     - ``server_name``: SNI and the name the server's certificate is checked against. ``None`` sends no SNI and checks
@@ -507,6 +509,9 @@ def probe(host: str, port: int, *, server_name: str | None, trust: Path | None, 
     - ``http_host``: the Host header / ``:authority``; default ``server_name`` (or ``host``), with ``:port`` unless
       the port is 443, as curl and httpx send it.
     - ``timeout``: one deadline for the whole probe (connect, handshake, request, response).
+    - ``verdict_wait``: how long to wait, on TLS 1.3 when the server asked for a client cert, for a rejection alert
+      before sending (default :data:`TLS13_VERDICT_WAIT`); 0 for a server known to answer a bad cert with an HTTP
+      page rather than an alert (nginx with ssl_verify_client, the Envoy stand-ins) — targets set it per hop.
     - ``plaintext=True`` sends the request as plain HTTP over TCP, to show a TLS port refuses it. nginx answers
       400 "The plain HTTP request was sent to HTTPS port", Envoy closes the connection, a TLS server may answer with
       a TLS alert record: all of these are ``protocol_error`` (so one expectation covers every hop); a server that
@@ -560,7 +565,8 @@ def probe(host: str, port: int, *, server_name: str | None, trust: Path | None, 
             state.update(version=tls.version(), cipher=(tls.cipher() or (None,))[0],
                          alpn=tls.selected_alpn_protocol(), phase="verdict")
             watched = getattr(ctx, "_msg_callback", None) is _watch_cert_request
-            early = _await_tls13_verdict(tls, deadline, watched)
+            early = _await_tls13_verdict(tls, deadline, watched,
+                                         TLS13_VERDICT_WAIT if verdict_wait is None else verdict_wait)
             state["phase"] = "request"
             if state["alpn"] == "h2":
                 response = exchange_h2(tls, deadline.left, req, early=early, state=state)

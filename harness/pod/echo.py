@@ -115,6 +115,8 @@ class _Stop(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out as two writes: with Nagle on, a keep-alive client's delayed ACK stalls each answer ~40 ms
+    disable_nagle_algorithm = True
     server_version = "mtls-harness-echo/0.1"
     sys_version = ""
     timeout = IDLE_TIMEOUT

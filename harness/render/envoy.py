@@ -460,7 +460,9 @@ def render_envoy(
             "clusters": [_cluster(up, upstream, sds_dir, hop)],
         },
     }
-    _write_atomic(config.config_path, yaml.safe_dump(bootstrap, sort_keys=False, width=120))
+    # libyaml's dumper when present: the pure-Python one costs ~20 ms per config at every chain start
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    _write_atomic(config.config_path, yaml.dump(bootstrap, Dumper=dumper, sort_keys=False, width=120))
     return config
 
 

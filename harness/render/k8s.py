@@ -85,7 +85,7 @@ ECHO_IMAGE = "mtls-harness:dev"
 POD_PORT = 8443
 
 #: the Secret (in the pod's namespace) the echo pod's cert, key and client CA are mounted from
-POD_TLS_SECRET = "echo-tls"  # noqa: S105 - a Secret name, not a password
+POD_TLS_SECRET = "echo-tls"
 
 #: where that Secret is mounted in the pod
 POD_TLS_DIR = "/tls"

@@ -35,6 +35,17 @@ class HopEndpoint:
     trust: Path | None
     client_cert: Path | None = None
     client_key: Path | None = None
+    #: seconds a probe waits for a TLS 1.3 client-cert rejection alert (None: the probe's default; 0 when the
+    #: target knows the hop answers a bad cert with an HTTP page, as nginx and the Envoy stand-ins do)
+    verdict_wait: float | None = None
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        """The probe() keyword arguments that make a probe of this hop look like its caller."""
+        kwargs: dict[str, Any] = {"server_name": self.server_name, "trust": self.trust,
+                                  "client_cert": self.client_cert, "client_key": self.client_key}
+        if self.verdict_wait is not None:
+            kwargs["verdict_wait"] = self.verdict_wait
+        return kwargs
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,13 +88,7 @@ class RunningChain:
         from harness.probe import probe
 
         ep = self.endpoint(hop)
-        kwargs: dict[str, Any] = {
-            "server_name": ep.server_name,
-            "trust": ep.trust,
-            "client_cert": ep.client_cert,
-            "client_key": ep.client_key,
-        }
-        kwargs.update(overrides)
+        kwargs = ep.probe_kwargs() | overrides
         return probe(ep.host, ep.port, **kwargs)
 
     def as_dict(self) -> dict[str, Any]:

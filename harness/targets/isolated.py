@@ -198,9 +198,7 @@ class IsolatedChain(RunningChain):
             raise UsageError(f"vantage {where!r} has no probe runner — use one of {', '.join(RUNNER_NAMESPACES)}")
         if self._runner is None:
             raise HarnessError("this isolated chain is stopped: nothing can probe it")
-        kwargs: dict[str, Any] = {"server_name": ep.server_name, "trust": ep.trust, "client_cert": ep.client_cert,
-                                  "client_key": ep.client_key}
-        kwargs.update(overrides)
+        kwargs = ep.probe_kwargs() | overrides
         result = self._runner(where, ep.host, ep.port, kwargs)
         self.probe_log.append((hop, self.namespaces.get(where, where), f"{ep.host}:{ep.port}"))
         return result

@@ -43,3 +43,4 @@ def test_the_ingress_table_has_a_row_for_every_documented_ingress_nginx_behaviou
 
 def test_every_catalogue_case_names_its_source() -> None:
     assert [c.id for c in CATALOGUE if not c.source.strip()] == []
+
