@@ -121,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop by itself after SECONDS (default: run until Ctrl-C)")
     up.set_defaults(func=_cmd_up)
 
-    from harness import cli_certs
+    from harness import cli_certs, cli_images
 
     cli_certs.register(sub)
+    cli_images.register(sub)
     from harness import cli_run
 
     cli_run.register(sub)

@@ -19,6 +19,14 @@ def open_target(name: str, *, topology: Topology | None = None, key_type: KeyTyp
         from harness.targets.local import LocalTarget
 
         return LocalTarget(topology, **options)
+    if name == "containers":  # options: envoy_image=, nginx_image=, pod_image= (default: $MTLS_HARNESS_*_IMAGE)
+        from harness.targets.containers import ContainersTarget
+
+        return ContainersTarget(topology, **options)
+    if name == "kind":  # options: cluster_name=, keep_cluster= (default: $MTLS_HARNESS_KIND_KEEP_CLUSTER), …
+        from harness.targets.kind import KindTarget
+
+        return KindTarget(topology, **options)
     if name == "attach":  # options: config=<path or AttachConfig> (default: $MTLS_HARNESS_ATTACH_CONFIG)
         from harness.targets.attach import AttachTarget
 

@@ -1,0 +1,534 @@
+"""The kind target: the ingress and pod hops on a kind cluster, gateway and APIM as Envoy containers beside it.
+
+    client ──▶ 127.0.0.1:<published> ─▶ gateway ──▶ apim ──(kind network)──▶ <cluster>-control-plane:443
+                                                                     ingress-nginx (hostPort 443) ──▶ echo pod
+
+What ``with KindTarget(topology) as chain:`` does, in order (each step bounded in time):
+
+1. finds ``kind``, ``kubectl`` and a Docker engine (a missing one is one :class:`ToolMissingError` line);
+2. renders the Kubernetes manifests (:func:`render_manifests`) and validates them offline (:func:`validate_manifests`)
+   before touching anything;
+3. creates the cluster from ``kind-config/kind-cluster.yaml`` — or, with ``keep_cluster`` (``--keep-cluster``,
+   ``MTLS_HARNESS_KIND_KEEP_CLUSTER=1``), reuses one of that name and leaves it running afterwards. Without it an
+   existing cluster of that name is an error: the target never deletes a cluster it did not create;
+4. installs the pinned ingress-nginx: the kind provider manifest, downloaded (or read from
+   ``MTLS_HARNESS_INGRESS_NGINX_MANIFEST`` on an air-gapped machine) and refused unless its sha256 equals the pin
+   (:func:`verify_ingress_nginx_manifest`), applied with ``kubectl apply``; waits for the controller;
+5. ``kind load docker-image`` of the echo image (the ``images build`` pod image: it has the harness inside), then
+   server-side apply of the controller ConfigMap, Namespaces, Secrets, Deployment, Service and Ingress with the
+   ``kubernetes`` client (kubeconfig from ``kind get kubeconfig``); waits for the Deployment and for the ingress
+   to answer with APIM's client certificate on 127.0.0.1:18443 (kind-config's loopback port mapping);
+6. starts apim and gateway as Envoy containers (testcontainers) on kind's ``kind`` network — apim's upstream is the
+   control-plane node's port 443 — and waits for a request through the published gateway to reach the pod.
+
+Endpoints: the gateway and the ingress (both on 127.0.0.1); apim and the pod stay private. Cert rotation on kind
+(:meth:`KindTarget.rotate_ingress_cert`) updates the Ingress's TLS Secret and waits until a handshake shows the new
+certificate. Not run on the machine that wrote it (no kind, no cluster there); docs/containers.md says what was.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from harness.errors import HarnessError, StartError, ToolMissingError, UsageError, WaitTimeout
+from harness.images import docker_client, local_image_tag, resolve_image
+from harness.runtime.wait import wait_until
+from harness.targets.base import HopEndpoint, RunningChain
+from harness.targets.containers import (
+    HOP_PORT,
+    LABEL_HOP,
+    _deferred_interrupts,
+    _Hop,
+    _wait_through_gateway,
+    configure_testcontainers,
+    envoy_container,
+    envoy_ready,
+    harness_labels,
+    published_port,
+    remove_run,
+    sweep_stale,
+    wait_for_hops,
+)
+from harness.targets.local import endpoints_for
+from harness.topology import HOPS, HopName, Topology, default_topology
+
+if TYPE_CHECKING:
+    from harness.pki import CertSet
+    from harness.probe import ProbeResult
+
+__all__ = [
+    "DEFAULT_CLUSTER",
+    "KindTarget",
+    "find_tool",
+    "kind_create_argv",
+    "kind_delete_argv",
+    "kind_get_clusters_argv",
+    "kind_kubeconfig_argv",
+    "kind_load_argv",
+    "kubectl_apply_argv",
+    "kubectl_wait_controller_argv",
+]
+
+DEFAULT_CLUSTER: Final = "mtls-harness"
+KEEP_ENV: Final = "MTLS_HARNESS_KIND_KEEP_CLUSTER"
+MANIFEST_ENV: Final = "MTLS_HARNESS_INGRESS_NGINX_MANIFEST"
+#: kind's own override of its docker network's name (kind: pkg/cluster/internal/providers/docker/network.go)
+KIND_NETWORK_ENV: Final = "KIND_EXPERIMENTAL_DOCKER_NETWORK"
+_CONFIG: Final = Path(__file__).resolve().parents[2] / "kind-config" / "kind-cluster.yaml"
+_FIELD_MANAGER: Final = "mtls-harness"
+#: kind create's own wait for the control-plane node (a first run also pulls the node image: minutes)
+CLUSTER_WAIT: Final = "300s"
+CONTROLLER_WAIT: Final = 240  # seconds for the ingress-nginx controller pod
+ROLLOUT_TIMEOUT: Final = 180.0
+INGRESS_TIMEOUT: Final = 120.0
+_KIND_HINT: Final = ("install kind v0.33.0 (the node image in kind-config/ is built for it): "
+                     "https://kind.sigs.k8s.io/docs/user/quick-start/#installation, e.g. "
+                     "`go install sigs.k8s.io/kind@v0.33.0`")
+_KUBECTL_HINT: Final = "install kubectl: https://kubernetes.io/docs/tasks/tools/ (or set PATH to one)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the command lines (kind v0.33 CLI: pkg/cmd/kind/{create,get,load,delete}/…; kubectl's documented flags)
+# ---------------------------------------------------------------------------------------------------------------
+def find_tool(name: str, hint: str) -> str:
+    """The absolute path of ``name`` on PATH, or a :class:`ToolMissingError` with ``hint``."""
+    found = shutil.which(name)
+    if found is None:
+        raise ToolMissingError(name, hint)
+    return found
+
+
+def kind_get_clusters_argv(kind: str) -> list[str]:
+    return [kind, "get", "clusters"]
+
+
+def kind_create_argv(kind: str, name: str, config: Path, kubeconfig: Path, wait: str = CLUSTER_WAIT) -> list[str]:
+    """``kind create cluster``: ``--name`` overrides the config's ``name:``; ``--kubeconfig`` keeps the user's own
+    kubeconfig untouched; ``--wait`` blocks until the control-plane node is Ready."""
+    return [kind, "create", "cluster", "--name", name, "--config", str(config), "--kubeconfig", str(kubeconfig),
+            "--wait", wait]
+
+
+def kind_kubeconfig_argv(kind: str, name: str) -> list[str]:
+    """``kind get kubeconfig`` prints the cluster's kubeconfig (API server on 127.0.0.1, from kind-config)."""
+    return [kind, "get", "kubeconfig", "--name", name]
+
+
+def kind_load_argv(kind: str, image: str, name: str) -> list[str]:
+    return [kind, "load", "docker-image", image, "--name", name]
+
+
+def kind_delete_argv(kind: str, name: str, kubeconfig: Path) -> list[str]:
+    return [kind, "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)]
+
+
+def kubectl_apply_argv(kubectl: str, kubeconfig: Path, manifest: Path) -> list[str]:
+    return [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)]
+
+
+def kubectl_wait_controller_argv(kubectl: str, kubeconfig: Path, timeout: int = CONTROLLER_WAIT) -> list[str]:
+    """The ingress-nginx controller pod Ready (the selector ingress-nginx's own kind instructions use)."""
+    return [kubectl, "--kubeconfig", str(kubeconfig), "--namespace", "ingress-nginx", "wait",
+            "--for=condition=ready", "pod", "--selector=app.kubernetes.io/component=controller",
+            f"--timeout={timeout}s"]
+
+
+def _run(argv: list[str], what: str, timeout: float, stdin: bytes | None = None) -> str:
+    """Run one command; its stdout. Fails with the command and its stderr tail (nothing we pass holds a key)."""
+    try:
+        out = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise StartError(f"{what}: `{' '.join(argv)}` did not finish in {timeout:g}s") from None
+    except OSError as exc:
+        raise StartError(f"{what}: could not run {argv[0]}: {exc}") from None
+    if out.returncode != 0:
+        tail = out.stderr.decode(errors="replace").strip()[-1500:]
+        raise StartError(f"{what}: `{' '.join(argv)}` exited with code {out.returncode}\n{tail}")
+    return out.stdout.decode(errors="replace")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class _Network:
+    """kind's docker network, which exists already: testcontainers only needs its name."""
+
+    name: str
+
+
+def _api_error(exc: Exception) -> str:
+    """An ApiException's status and reason only: its body may quote the object sent (a Secret's data)."""
+    return f"{getattr(exc, 'status', '?')} {getattr(exc, 'reason', type(exc).__name__)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the target
+# ---------------------------------------------------------------------------------------------------------------
+class KindTarget:
+    """``with KindTarget(topology) as chain:`` — ingress-nginx + the echo pod on kind, Envoy hops beside it."""
+
+    name = "kind"
+
+    def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
+                 cluster_name: str = DEFAULT_CLUSTER, config: Path | None = None, keep_cluster: bool | None = None,
+                 envoy_image: str | None = None, echo_image: str | None = None,
+                 ingress_nginx_manifest: Path | None = None, start_timeout: float = 120.0) -> None:
+        self.topology = topology or default_topology()
+        self._certs = certs
+        self.cluster_name = cluster_name
+        self.config = Path(config) if config is not None else _CONFIG
+        self.keep_cluster = _truthy(os.environ.get(KEEP_ENV)) if keep_cluster is None else keep_cluster
+        self._envoy_wanted = envoy_image
+        self._echo_wanted = echo_image
+        manifest = ingress_nginx_manifest or os.environ.get(MANIFEST_ENV)
+        self.ingress_nginx_manifest = Path(manifest) if manifest else None
+        self.start_timeout = start_timeout
+        self.run_id = secrets.token_hex(4)
+        self.network = os.environ.get(KIND_NETWORK_ENV) or "kind"
+        self.kind = self.kubectl = ""
+        self.workdir: Path | None = None
+        self.created_cluster = False
+        self._client: Any = None
+        self._api: Any = None
+        self._dynamic: Any = None
+        self._containers: dict[HopName, Any] = {}
+        self.gateway_port: int | None = None
+        self.chain: RunningChain | None = None
+        self.start_times: dict[str, float] = {}
+
+    @property
+    def certs(self) -> CertSet:
+        if self._certs is None:
+            from harness.pki import cert_set_for
+
+            self._certs = cert_set_for(self.topology.pki)
+        return self._certs
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "kubeconfig"
+
+    @property
+    def node(self) -> str:
+        """The control-plane node container: its name is its DNS name on the kind network."""
+        return f"{self.cluster_name}-control-plane"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> RunningChain:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Remove the Envoy containers; delete the cluster only if this target created it and may not keep it."""
+        with _deferred_interrupts():
+            for container in self._containers.values():
+                with contextlib.suppress(Exception):  # already gone: remove_run checks afterwards
+                    container.stop()
+            self._containers.clear()
+            if self._client is not None:
+                try:
+                    remove_run(self._client, self.run_id)
+                finally:
+                    self._client.close()
+                    self._client = None
+            if self._api is not None:
+                with contextlib.suppress(Exception):
+                    self._api.close()
+                self._api = None
+            if self.created_cluster and not self.keep_cluster and self.workdir is not None:
+                with contextlib.suppress(HarnessError):
+                    _run(kind_delete_argv(self.kind, self.cluster_name, self.kubeconfig), "kind delete", 300)
+                self.created_cluster = False
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+            self.chain = None
+
+    def _tools(self) -> None:
+        self.kind = find_tool("kind", _KIND_HINT)
+        self.kubectl = find_tool("kubectl", _KUBECTL_HINT)
+        self._client = docker_client()
+
+    def _start(self) -> RunningChain:
+        t0 = time.perf_counter()
+        self._tools()
+        if not self.config.is_file():
+            raise UsageError(f"kind config {self.config} does not exist — pass config= (kind-config/kind-cluster.yaml "
+                             "in the repository)")
+        configure_testcontainers(self._client)
+        sweep_stale(self._client)
+        envoy_image = resolve_image(self._client, "envoy", self._envoy_wanted)
+        echo_image = self._echo_image()
+        docs = self._manifests(echo_image)  # rendered and validated before anything is created
+        self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-kind-")).resolve()
+        self._cluster()
+        self._install_ingress_nginx()
+        _run(kind_load_argv(self.kind, echo_image, self.cluster_name), "kind load docker-image", 600)
+        self._apply(docs)
+        self._wait_rollout()
+        self._wait_ingress()
+        self._envoy_hops(envoy_image)
+        self.start_times["chain"] = time.perf_counter() - t0
+        return self.chain or self._publish()
+
+    # -- cluster and workload ------------------------------------------------------------------------------------
+    def _echo_image(self) -> str:
+        from docker.errors import ImageNotFound
+
+        wanted = self._echo_wanted or os.environ.get("MTLS_HARNESS_POD_IMAGE") or local_image_tag("pod")
+        try:
+            self._client.images.get(wanted)
+        except ImageNotFound:
+            raise ToolMissingError(f"image {wanted}", "kind loads the echo pod's image from this machine and it "
+                                   "needs the harness inside: run `mtls-harness images build --only pod`, or set "
+                                   "MTLS_HARNESS_POD_IMAGE to an image that has it") from None
+        return wanted
+
+    def _manifests(self, echo_image: str) -> list[dict[str, Any]]:
+        from harness.render.k8s import render_controller_config, render_manifests, validate_manifests
+
+        docs = [render_controller_config(self.topology), *render_manifests(self.topology, self.certs,
+                                                                           echo_image=echo_image)]
+        errors = validate_manifests(docs)
+        if errors:
+            raise UsageError("the rendered manifests do not validate: " + "; ".join(errors))
+        return docs
+
+    def _cluster(self) -> None:
+        existing = _run(kind_get_clusters_argv(self.kind), "kind get clusters", 60).split()
+        if self.cluster_name in existing:
+            if not self.keep_cluster:
+                raise UsageError(f"a kind cluster named {self.cluster_name!r} already exists — pass --keep-cluster "
+                                 f"(or {KEEP_ENV}=1) to reuse it and leave it running, or delete it: "
+                                 f"kind delete cluster --name {self.cluster_name}")
+        else:
+            self.created_cluster = True
+            t0 = time.perf_counter()
+            _run(kind_create_argv(self.kind, self.cluster_name, self.config, self.kubeconfig), "kind create cluster",
+                 900)
+            self.start_times["cluster"] = time.perf_counter() - t0
+        kubeconfig = _run(kind_kubeconfig_argv(self.kind, self.cluster_name), "kind get kubeconfig", 60)
+        fd = os.open(self.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the cluster's admin key
+        with os.fdopen(fd, "w") as fh:
+            fh.write(kubeconfig)
+        from kubernetes import config, dynamic
+
+        self._api = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        self._dynamic = dynamic.DynamicClient(self._api)  # type: ignore[no-untyped-call]
+
+    def _manifest_bytes(self) -> bytes:
+        from harness.render.k8s import ingress_nginx_manifest_url, verify_ingress_nginx_manifest
+
+        if self.ingress_nginx_manifest is not None:
+            try:
+                data = self.ingress_nginx_manifest.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"{self.ingress_nginx_manifest}: {exc.strerror} — set {MANIFEST_ENV} to a copy of "
+                                 f"{ingress_nginx_manifest_url()}") from None
+        else:
+            url = ingress_nginx_manifest_url()
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - a fixed https URL
+                    data = resp.read()
+            except OSError as exc:
+                raise StartError(f"could not download {url}: {exc} — on an air-gapped machine set {MANIFEST_ENV} "
+                                 "to a local copy (it is checked against the same pin)") from None
+        verify_ingress_nginx_manifest(data)
+        return data
+
+    def _install_ingress_nginx(self) -> None:
+        assert self.workdir is not None
+        manifest = self.workdir / "ingress-nginx.yaml"
+        manifest.write_bytes(self._manifest_bytes())
+        t0 = time.perf_counter()
+        _run(kubectl_apply_argv(self.kubectl, self.kubeconfig, manifest), "kubectl apply (ingress-nginx)", 300)
+        _run(kubectl_wait_controller_argv(self.kubectl, self.kubeconfig), "ingress-nginx controller ready",
+             CONTROLLER_WAIT + 30)
+        self.start_times["ingress-nginx"] = time.perf_counter() - t0
+
+    def _apply(self, docs: list[dict[str, Any]]) -> None:
+        """Server-side apply, in order; an Ingress is retried while ingress-nginx's admission webhook starts."""
+        from kubernetes.client.exceptions import ApiException
+
+        for doc in docs:
+            kind, meta = doc["kind"], doc["metadata"]
+            what = f"{kind} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
+            resource = self._dynamic.resources.get(api_version=doc["apiVersion"], kind=kind)
+
+            deadline = time.monotonic() + 90
+            while True:  # bounded by the deadline
+                try:
+                    self._dynamic.server_side_apply(resource, body=doc, namespace=meta.get("namespace"),
+                                                    field_manager=_FIELD_MANAGER, force_conflicts=True)
+                    break
+                except ApiException as exc:
+                    # ingress-nginx's admission webhook refuses Ingresses with 500/503 until its endpoint is up
+                    webhook_starting = kind == "Ingress" and exc.status in (500, 503)
+                    if not webhook_starting or time.monotonic() > deadline:
+                        raise StartError(f"applying {what} failed: {_api_error(exc)}") from None
+                    time.sleep(2)
+
+    def _wait_rollout(self) -> None:
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self._api)
+        pod = self.topology.pod
+
+        def available() -> bool:
+            d: Any = apps.read_namespaced_deployment(pod.name, pod.namespace)
+            status = d.status
+            return bool(status.observed_generation and status.observed_generation >= d.metadata.generation
+                        and (status.updated_replicas or 0) >= (d.spec.replicas or 1)
+                        and (status.available_replicas or 0) >= (d.spec.replicas or 1))
+
+        t0 = time.perf_counter()
+        try:
+            wait_until(available, f"Deployment {pod.namespace}/{pod.name} available", timeout=ROLLOUT_TIMEOUT,
+                       interval=0.5, max_interval=2.0, log_tail=self._pod_events)
+        except WaitTimeout as exc:
+            raise StartError(str(exc)) from None
+        self.start_times["rollout"] = time.perf_counter() - t0
+
+    def _pod_events(self) -> str:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self._api)
+        pod = self.topology.pod
+        lines: list[str] = []
+        with contextlib.suppress(Exception):
+            for ev in core.list_namespaced_event(pod.namespace).items[-10:]:
+                lines.append(f"{ev.involved_object.kind}/{ev.involved_object.name}: {ev.reason}: {ev.message}")
+        return "\n".join(lines)
+
+    def _ingress_endpoint(self) -> HopEndpoint:
+        from harness.render.k8s import KIND_INGRESS_HOST_PORT
+
+        ports: dict[HopName, int] = dict.fromkeys(HOPS, KIND_INGRESS_HOST_PORT)
+        return endpoints_for(self.topology, self.certs, ports)["ingress"]
+
+    def _probe_ingress(self, **overrides: Any) -> ProbeResult:
+        from harness.probe import probe
+
+        ep = self._ingress_endpoint()
+        kwargs: dict[str, Any] = {"server_name": ep.server_name, "trust": ep.trust, "client_cert": ep.client_cert,
+                                  "client_key": ep.client_key} | overrides
+        return probe(ep.host, ep.port, **kwargs)
+
+    def _wait_ingress(self) -> None:
+        """ingress-nginx answers for the host, with APIM's client cert, with the pod's JSON (127.0.0.1:18443)."""
+        seen: list[str] = []
+
+        def answers() -> bool:
+            result = self._probe_ingress()
+            seen[:] = [result.describe()]
+            return result.outcome.kind == "ok"
+
+        try:
+            wait_until(answers, "the ingress on 127.0.0.1 answering from the pod", timeout=INGRESS_TIMEOUT,
+                       interval=0.5, max_interval=2.0, log_tail=lambda: seen[0] if seen else "")
+        except WaitTimeout as exc:
+            raise StartError(str(exc)) from None
+
+    # -- the Envoy hops ------------------------------------------------------------------------------------------
+    def _envoy_hops(self, image: str) -> None:
+        from harness.render.envoy import render_envoy
+
+        assert self.workdir is not None
+        labels = harness_labels(self.name, self.run_id)
+        apim_alias = f"mtls-harness-{self.run_id}-apim"
+        mounts = {self.certs.directory.resolve(): "ro", self.workdir: "rw"}
+        hops: list[_Hop] = []
+        for hop, upstream in (("apim", (self.node, 443)), ("gateway", (apim_alias, HOP_PORT))):
+            config = render_envoy(self.topology, hop, self.certs,  # type: ignore[arg-type]
+                                  listen=("0.0.0.0", HOP_PORT), upstream=upstream, admin=("127.0.0.1", 9901),
+                                  workdir=self.workdir / hop)
+            container = envoy_container(image, config, name=f"mtls-harness-{self.run_id}-{hop}",
+                                        network=_Network(self.network), alias=f"mtls-harness-{self.run_id}-{hop}",
+                                        labels={**labels, LABEL_HOP: hop}, mounts=mounts, publish=hop == "gateway")
+            self._containers[hop] = container  # type: ignore[index]
+            hops.append(_Hop(hop, container, envoy_ready(container)))  # type: ignore[arg-type]
+        wait_for_hops(hops, "kind chain Envoy hops", self.start_timeout, self.start_times)
+        self.gateway_port = published_port(self._containers["gateway"])
+        _wait_through_gateway(self._publish(), self._containers, self.start_timeout)
+
+    def _publish(self) -> RunningChain:
+        assert self.gateway_port is not None
+        ports: dict[HopName, int] = dict.fromkeys(HOPS, self.gateway_port)
+        endpoints: dict[HopName, HopEndpoint] = {"gateway": endpoints_for(self.topology, self.certs, ports)["gateway"],
+                                                 "ingress": self._ingress_endpoint()}
+        self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints)
+        return self.chain
+
+    # -- variants and rotation -----------------------------------------------------------------------------------
+    def reconfigure(self, topology: Topology) -> RunningChain:
+        """Re-apply the manifests for ``topology`` (ingress-nginx reloads by itself; a changed pod cert rolls the
+        Deployment), and restart the Envoy containers when their part of the model changed."""
+        if self.chain is None:
+            raise RuntimeError("the kind chain is not running")
+        old, self.topology = self.topology, topology
+        if old.pki != topology.pki:
+            self._certs = None
+        image = next(iter(self._containers.values())).image if self._containers else None
+        self._apply(self._manifests(self._echo_image()))
+        self._wait_rollout()
+        self._wait_ingress()
+        if image is not None and (old.pki != topology.pki or old.apim != topology.apim
+                                  or old.gateway != topology.gateway):
+            for container in self._containers.values():
+                with contextlib.suppress(Exception):
+                    container.stop()
+            self._containers.clear()
+            self._envoy_hops(image)
+        return self._publish()
+
+    def rotate_ingress_cert(self, leaf_name: str, *, ingress: str | None = None,
+                            timeout: float = INGRESS_TIMEOUT) -> ProbeResult:
+        """Put cert-set leaf ``leaf_name`` into the Ingress's TLS Secret and wait until the ingress serves it: the
+        proof is a handshake whose peer certificate has the new leaf's SHA-256. Returns that probe."""
+        from kubernetes import client
+
+        ing = next((i for i in self.topology.ingress.ingresses if ingress in (None, i.name)), None)
+        if ing is None:
+            raise UsageError(f"no Ingress named {ingress!r} in the topology")
+        leaf = self.certs.leaf(leaf_name)
+        data = {"tls.crt": base64.b64encode(leaf.chain.read_bytes()).decode(),
+                "tls.key": base64.b64encode(leaf.key.read_bytes()).decode()}
+        core = client.CoreV1Api(self._api)
+        try:
+            core.patch_namespaced_secret(ing.tls_secret, ing.namespace, {"data": data})
+        except client.exceptions.ApiException as exc:
+            raise StartError(f"updating Secret {ing.namespace}/{ing.tls_secret} failed: {_api_error(exc)}") from None
+        seen: list[ProbeResult] = []
+
+        def serves_new() -> bool:
+            result = self._probe_ingress(server_name=ing.host)
+            seen[:] = [result]
+            return bool(result.peer_chain) and result.peer_chain[0].sha256 == leaf.fingerprint_sha256
+
+        try:
+            wait_until(serves_new, f"ingress serving {leaf_name} for {ing.host}", timeout=timeout, interval=0.5,
+                       max_interval=2.0, log_tail=lambda: seen[0].describe() if seen else "")
+        except WaitTimeout as exc:
+            raise StartError(str(exc)) from None
+        return seen[0]

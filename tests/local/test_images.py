@@ -1,0 +1,179 @@
+"""`mtls-harness images build`: images FROM scratch out of the binaries installed here, checked by running them.
+
+Expected values come from the components themselves (the host's `envoy --version`, `nginx -V`, the Python that runs
+these tests), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docker.errors import APIError
+
+from harness.errors import ToolMissingError
+from harness.images import LABEL_ROLE, docker_client, local_image_tag, pod_packages, resolve_image
+from harness.images_build import build_images, ldd
+from harness.runtime.binaries import find_envoy, find_nginx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = docker_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def built(client):
+    """Every image, built once for this module (a rebuild of unchanged files is mostly the engine's cache)."""
+    return {b.role: b for b in build_images(progress=lambda line: None, client=client)}
+
+
+def _run_in(client, image: str, command: list[str]) -> tuple[int, str]:
+    container = client.containers.create(image, command, network_mode="none", labels={LABEL_ROLE: "test"})
+    try:
+        container.start()
+        code = container.wait(timeout=60)["StatusCode"]
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.needs_docker
+def test_envoy_image_runs_the_same_envoy_as_this_machine(client, built) -> None:
+    host = subprocess.run([str(find_envoy()), "--version"], capture_output=True, text=True, check=True).stdout
+    code, out = _run_in(client, built["envoy"].tag, ["envoy", "--version"])
+    assert code == 0, out
+    # Envoy prints its argv[0] first: compare what follows "version:" (commit, version, build type, TLS library)
+    assert out.split("version:")[1].strip() == host.split("version:")[1].strip()
+
+
+@pytest.mark.needs_docker
+def test_nginx_image_runs_the_same_nginx_build_and_loads_the_stream_module(client, built) -> None:
+    host = subprocess.run([str(find_nginx()), "-V"], capture_output=True, text=True, check=True).stderr
+    code, out = _run_in(client, built["nginx"].tag, ["nginx", "-V"])
+    assert code == 0, out
+    assert out.strip() == host.strip()
+    module = "/usr/lib/nginx/modules/ngx_stream_module.so"
+    if Path(module).is_file():  # Debian's nginx-light + libnginx-mod-stream
+        code, out = _run_in(client, built["nginx"].tag, ["nginx", "-t", "-g", f"load_module {module};"])
+        assert code == 0, out
+
+
+@pytest.mark.needs_docker
+def test_pod_image_runs_this_python_with_the_harness_and_the_pods_imports(client, built) -> None:
+    script = "import sys, harness.pod.echo, cryptography.x509; print(sys.version)"
+    code, out = _run_in(client, built["pod"].tag, ["python3", "-c", script])
+    assert code == 0, out
+    assert out.strip() == sys.version.strip()
+
+
+@pytest.mark.needs_docker
+def test_images_are_one_layer_from_scratch_without_a_shell(client, built) -> None:
+    for b in built.values():
+        image = client.images.get(b.tag)
+        assert len(image.attrs["RootFS"]["Layers"]) == 1, (b.tag, image.attrs["RootFS"])
+        assert image.labels[LABEL_ROLE] == b.role
+        assert b.size_bytes == image.attrs["Size"]
+        with pytest.raises(APIError, match=r"(?i)executable file not found|no such file"):
+            _run_in(client, b.tag, ["/bin/sh", "-c", "true"])
+
+
+@pytest.mark.needs_docker
+def test_images_are_tagged_with_the_component_version(built) -> None:
+    envoy = subprocess.run([str(find_envoy()), "--version"], capture_output=True, text=True, check=True).stdout
+    nginx = subprocess.run([str(find_nginx()), "-v"], capture_output=True, text=True, check=True).stderr
+    assert built["envoy"].tag.split(":")[1].removesuffix("-local") in envoy
+    assert f"nginx/{built['nginx'].tag.split(':')[1].removesuffix('-local')}" in nginx
+    assert built["pod"].tag == local_image_tag("pod")
+
+
+def test_pod_packages_cover_every_module_the_pod_loads_outside_the_stdlib(tmp_path: Path) -> None:
+    """Run the pod's document builder for real (with a client cert, which loads its lazy imports) and check that
+    every non-stdlib module it loaded lives in one of the packages the images copy and the target mounts."""
+    from harness.pki import cert_set_for
+    from harness.topology import default_pki_plan
+
+    der_source = cert_set_for(default_pki_plan()).leaf("apim-client").chain
+    script = f"""
+import json, ssl, sys
+from harness.pod.echo import echo_document
+pem = open({str(der_source)!r}).read()
+der = ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25])
+echo_document(method="GET", path="/", headers=[], tls={{}}, peer_der=der, body=b"")
+std = set(sys.stdlib_module_names)
+print(json.dumps(sorted({{getattr(m, "__file__", None) or "" for n, m in sys.modules.items()
+                        if n.split(".")[0] not in std and getattr(m, "__file__", None)}})))
+"""
+    out = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    loaded = [Path(f).resolve() for f in json.loads(out.stdout)]
+    roots = list(pod_packages().values())
+    assert any(p.name == "cryptography" for p in roots), roots
+    missing = [f for f in loaded if not any(f == r or f.is_relative_to(r) for r in roots)]
+    assert missing == []
+
+
+def test_ldd_finds_the_c_library_and_the_loader_of_nginx() -> None:
+    libs = ldd(find_nginx())
+    names = {p.name for p in libs}
+    assert "libc.so.6" in names
+    assert any(n.startswith("ld-linux") for n in names)
+    assert all(p.is_absolute() and p.exists() for p in libs)
+
+
+def test_images_build_without_a_docker_engine_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    out = subprocess.run([sys.executable, "-m", "harness", "images", "build", "--only", "nginx"],
+                         capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("mtls-harness: error: a running Docker engine not found"), lines
+    assert "no-docker.sock" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.needs_docker
+def test_a_missing_official_image_falls_back_to_the_local_build(client, built) -> None:
+    from docker.errors import ImageNotFound
+
+    official = "envoyproxy/envoy:v" + built["envoy"].tag.split(":")[1].removesuffix("-local")
+    try:
+        client.images.get(official)
+    except ImageNotFound:
+        pass
+    else:
+        pytest.skip(f"{official} is present here; the fallback is not exercised")
+    # no registry answers here, so the pull fails and the image `images build` made is used
+    assert resolve_image(client, "envoy") == built["envoy"].tag
+
+
+@pytest.mark.needs_docker
+def test_an_official_image_present_locally_is_preferred(client, built) -> None:
+    image = client.images.get(built["nginx"].tag)
+    assert image.tag("nginx", tag="1.22")
+    try:
+        assert resolve_image(client, "nginx") == "nginx:1.22"
+    finally:
+        client.images.remove("nginx:1.22")
+    assert client.images.get(built["nginx"].tag)  # the local build is untouched
+
+
+@pytest.mark.needs_docker
+def test_an_explicit_image_that_is_missing_is_one_clear_error(client, monkeypatch) -> None:
+    monkeypatch.setenv("MTLS_HARNESS_POD_IMAGE", "mtls-harness/no-such-image:0")
+    with pytest.raises(ToolMissingError) as info:
+        resolve_image(client, "pod")
+    text = str(info.value)
+    assert "mtls-harness/no-such-image:0" in text
+    assert "could not be pulled" in text
+    assert "MTLS_HARNESS_POD_IMAGE" in text
