@@ -105,10 +105,32 @@ def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Ru
     if problem is None and case.check is not None:
         problem = case.check(seen, chain)
     message = (f"{case.id}: {'PASS' if problem is None else 'FAIL — ' + problem}\n"
-               f"  hop:      {case.hop} ({case.via}{', variant' if case.variant else ''})\n"
+               f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
                f"  expected: {case.expect}   [source: {case.source}]\n"
-               f"  seen:     {seen.describe()}")
+               f"  seen:     {seen.describe()}{_trace_lines(seen)}")
     return CaseResult(case, problem is None, seen, message)
+
+
+def _variant_name(case: Case) -> str:
+    return getattr(case.variant, "__name__", "variant").replace("_", " ").strip()
+
+
+def _trace_lines(seen: ProbeResult) -> str:
+    """What each hop saw of its inbound TLS session, when the request reached the pod (the echoed hop trace)."""
+    try:
+        trace = (seen.json() or {}).get("trace") or {}
+    except Exception:  # not the pod's JSON: the request stopped before the pod
+        return ""
+    lines = []
+    for hop in ("gateway", "apim", "ingress", "pod"):
+        entry = trace.get(hop)
+        if not entry:
+            lines.append(f"    {hop:<8} (no trace entry)")
+            continue
+        peer = entry.get("peer_subject") or "no client cert"
+        verify = f" verify={entry['verify']}" if entry.get("verify") else ""
+        lines.append(f"    {hop:<8} {entry.get('tls') or 'no TLS'} {entry.get('cipher') or ''} peer={peer}{verify}")
+    return "\n  trace (what each hop saw of its inbound TLS session):\n" + "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -413,12 +435,25 @@ def _frozen_empty() -> Mapping[str, str]:
     return MappingProxyType({"backend-protocol": "HTTPS"})
 
 
+def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
+    return _serve("pod", "unknown-ca")(t.with_ingress_annotations(proxy_ssl_verify=None))
+
+
+def _apim_validates_without_negotiation(t: Topology) -> Topology:
+    return t.replace(apim=dataclasses.replace(_apim_validates(t).apim, negotiate_client_certificate=False))
+
+
+def _apim_negotiates(t: Topology) -> Topology:
+    return t.replace(apim=dataclasses.replace(t.apim, negotiate_client_certificate=True))
+
+
 def _ca_secret(**changes: Any) -> Callable[[Topology], Topology]:
     def variant(t: Topology) -> Topology:
         secrets = tuple(dataclasses.replace(s, **changes) if s.name == "apim-client-ca" else s
                         for s in t.ingress.secrets)
         return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))
 
+    variant.__name__ = "ca_secret_" + "_".join(changes)
     return variant
 
 
@@ -427,6 +462,7 @@ def _cross_namespace(allow: bool) -> Callable[[Topology], Topology]:
         t = _ca_secret(namespace="security")(t).with_ingress_annotations(auth_tls_secret="security/apim-client-ca")
         return t.replace(ingress=dataclasses.replace(t.ingress, allow_cross_namespace_resources=allow))
 
+    variant.__name__ = f"cross_namespace_ca_secret_{'allowed' if allow else 'refused'}"
     return variant
 
 
@@ -490,7 +526,7 @@ def _ingress_nginx_cases() -> Iterator[Case]:
                variant=_annotations(proxy_ssl_name=None))
     yield Case("ingress-proxy-ssl-verify-off-accepts-any-pod-cert", "ingress", "ingress-nginx", "proxy-ssl", ok(200),
                "ingress-nginx: proxy-ssl-verify defaults to off (an insecure default this case documents)",
-               variant=lambda t: _serve("pod", "unknown-ca")(t.with_ingress_annotations(proxy_ssl_verify=None)))
+               variant=_proxy_ssl_verify_off_pod_unknown_ca)
 
 
 def _apim_cases() -> Iterator[Case]:
@@ -502,12 +538,11 @@ def _apim_cases() -> Iterator[Case]:
                    ok(200), src, variant=_apim_validates, identity="consumer-client", probe=pv)
         yield Case(f"apim-negotiate-off-never-sees-client-cert-over-{proto}", "apim", "apim",
                    f"negotiate off {proto}", http_reject(401), src + " (policy without negotiation → 401)",
-                   variant=lambda t: t.replace(apim=dataclasses.replace(_apim_validates(t).apim,
-                                                                        negotiate_client_certificate=False)),
+                   variant=_apim_validates_without_negotiation,
                    identity="consumer-client", probe=pv)
         yield Case(f"apim-negotiate-on-without-policy-accepts-missing-cert-over-{proto}", "apim", "apim",
                    f"negotiate on {proto}", ok(200), "APIM: negotiation only requests a cert",
-                   variant=lambda t: t.replace(apim=dataclasses.replace(t.apim, negotiate_client_certificate=True)),
+                   variant=_apim_negotiates,
                    identity=None, probe=pv)
     yield Case("apim-client-cert-layer-is-reached-through-the-gateway", "apim", "apim", "through gateway",
                http_reject(401), "APIM validate-client-certificate behind App Gateway (no client cert forwarded)",
