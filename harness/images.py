@@ -238,18 +238,33 @@ def resolve_image(client: Any, role: ImageRole, explicit: str | None = None, *, 
 POD_MODULE: Final = "harness.pod.echo"
 
 
-def _imports(path: Path) -> set[str]:
-    """Every absolute module a source file imports, at module level or inside functions (lazy imports count)."""
+def _type_checking_only(node: Any) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports there never run."""
     import ast
 
-    tree = ast.parse(path.read_text(), filename=str(path))
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every absolute module a source file imports, at module level or inside functions (lazy imports count),
+    except under ``if TYPE_CHECKING:``."""
+    import ast
+
     out: set[str] = set()
-    for node in ast.walk(tree):
+    todo: list[ast.AST] = [ast.parse(path.read_text(), filename=str(path))]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            todo.extend(node.orelse)
+            continue
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
             out.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
+        todo.extend(ast.iter_child_nodes(node))
     return out
 
 
