@@ -1,4 +1,4 @@
-"""The ``mtls-harness`` command.
+"""mtls-harness: end-to-end mTLS tests for App Gateway → API Management → AKS ingress → pod chains.
 
 Every user mistake (bad option, missing file, wrong password) ends in one ``error: …`` line and exit code 2; a
 check that found problems exits 1; success exits 0. No traceback reaches the user for a HarnessError.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from harness import __version__
@@ -48,17 +50,19 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
     table = Table(title=f"mtls-harness: chain up on the {chain.target} target in {started_in * 1000:.0f} ms")
-    for col in ("hop", "endpoint", "server name (SNI)", "trust (CA bundle)", "client identity"):
-        table.add_column(col)
+    for col in ("hop", "endpoint", "server name (SNI)", "its caller trusts", "its caller presents"):
+        table.add_column(col, overflow="fold")
     for hop in HOPS:
         ep = chain.endpoints.get(hop)
         if ep is None:
             continue
-        table.add_row(hop, f"{ep.host}:{ep.port}", ep.server_name, str(ep.trust or "-"),
-                      str(ep.client_cert or "-"))
+        table.add_row(hop, f"{ep.host}:{ep.port}", ep.server_name, ep.trust.name if ep.trust else "-",
+                      ep.client_cert.parent.name if ep.client_cert else "-")
     console.print(table)
+    console.print(f"cert set: {chain.certs.directory} (trust bundles in bundles/, identities in leaves/)",
+                  soft_wrap=True)
     gw = chain.entry
     inside = " ".join(getattr(chain, "client_argv_prefix", []))  # --isolate: clients run in the internet namespace
     console.print(
@@ -67,9 +71,31 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
     console.print("Ctrl-C stops the chain.")
 
 
+#: the environment variable each attach-style target reads its config file from
+CONFIG_ENV = {"attach": "MTLS_HARNESS_ATTACH_CONFIG", "azure": "MTLS_HARNESS_AZURE_CONFIG"}
+
+
+def apply_config_option(target: str, config: Path | None) -> None:
+    """``--config FILE`` for the attach and azure targets: checked here, handed on through their variable."""
+    if config is None:
+        return
+    if target not in CONFIG_ENV:
+        raise UsageError(f"--config is for --target attach or azure, not {target!r} — drop --config or pick one")
+    if not config.is_file():
+        raise UsageError(f"--config {config}: no such file — give the TOML file (see docs/azure.md)")
+    os.environ[CONFIG_ENV[target]] = str(config.resolve())
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", default=None,
+                        help="the TOML config of --target attach or azure (docs/azure.md); default: "
+                             "$MTLS_HARNESS_ATTACH_CONFIG / $MTLS_HARNESS_AZURE_CONFIG")
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from harness.targets import open_target
 
+    apply_config_option(args.target, args.config)
     if args.isolate:  # the local chain with each hop in its own network namespace (docs/isolation.md)
         from harness.targets.isolated import open_isolated as open_target
     _terminate_on_sigterm()
@@ -100,7 +126,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 # parser
 # ------------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mtls-harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="mtls-harness", description=__doc__.splitlines()[0] if __doc__ else None,
+                     epilog="docs: README.md and docs/ in the repository; every command has --help")
     parser.add_argument("--version", action="version", version=f"mtls-harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -119,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "issuer, see docs/oauth.md)")
     up.add_argument("--duration", type=float, metavar="SECONDS", default=None,
                     help="stop by itself after SECONDS (default: run until Ctrl-C)")
+    add_config_option(up)
     up.set_defaults(func=_cmd_up)
 
     from harness import cli_certs, cli_images

@@ -57,6 +57,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("-k", dest="keyword", metavar="EXPR",
                      help="only the cases whose test name matches EXPR (pytest -k; names are the case ids with _, "
                           "e.g. -k 'ingress and expired')")
+    from harness.cli import add_config_option
+
+    add_config_option(run)
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="anything after -- goes to pytest unchanged (e.g. -- --require-tools -x)")
     run.set_defaults(func=cmd_run)
@@ -134,8 +137,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     from harness.cases import CATALOGUE
+    from harness.cli import apply_config_option
     from harness.report.collect import ReportCollector
 
+    apply_config_option(args.target, args.config)
     suite = find_suite()
     report = _prepare_report_dir(args.report)
     if args.workers not in (None, "0") and importlib.util.find_spec("xdist") is None:
