@@ -162,13 +162,20 @@ def test_a_missing_official_image_falls_back_to_the_local_build(client, built) -
 
 
 @pytest.mark.needs_docker
-def test_an_official_image_present_locally_is_preferred(client, built) -> None:
-    image = client.images.get(built["nginx"].tag)
-    assert image.tag("nginx", tag="1.22")
+def test_an_official_image_present_locally_is_preferred(client, built, monkeypatch) -> None:
+    import secrets
+
+    import harness.images
+
+    # a private name stands in for the official one, so parallel tests resolving nginx:1.22 are not disturbed
+    official = f"mtls-harness-test/official-nginx:{secrets.token_hex(4)}"
+    monkeypatch.setattr(harness.images, "official_image", lambda role: official)
+    repo, tag = official.split(":")
+    assert client.images.get(built["nginx"].tag).tag(repo, tag=tag)
     try:
-        assert resolve_image(client, "nginx") == "nginx:1.22"
+        assert resolve_image(client, "nginx") == official
     finally:
-        client.images.remove("nginx:1.22")
+        client.images.remove(official)
     assert client.images.get(built["nginx"].tag)  # the local build is untouched
 
 
