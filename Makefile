@@ -1,16 +1,29 @@
 # The README's commands. `make run` and `make test` install what they need first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-local test-containers test-isolated lint bench clean
 
 setup:
 	@scripts/setup.sh
 
-run: setup  ## the main job: the handshake suite on the local target, with a report
+run: setup  ## the main job: the handshake suite on the local target, with a report in reports/
 	$(PY) -m harness run --target local --report reports
 
-test: setup  ## the whole test suite (tests of the harness + the handshake suite on the local target)
+# the whole test suite: the harness's own tests and the handshake suite on the local target, then the handshake
+# suite on the containers target (needs Docker) and with every hop in its own network namespace (needs root);
+# without Docker or root those two skip with the reason (CI sets MTLS_HARNESS_REQUIRE_TOOLS=1: they must run)
+test: test-local test-containers test-isolated
+
+test-local: setup
 	$(PY) -m pytest -n 2 tests
+
+test-containers: setup
+	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \
+	else echo "test-containers: no Docker engine reachable — the containers cases will skip"; fi
+	$(PY) -m pytest -n 2 tests/e2e --target containers
+
+test-isolated: setup
+	$(PY) -m pytest -n 2 tests/e2e --isolate
 
 lint: setup
 	.venv/bin/ruff check .

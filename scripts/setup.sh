@@ -11,7 +11,7 @@ ci=0
 [ "${1:-}" = "--ci" ] && ci=1
 
 packages=(nginx-light libnginx-mod-stream)
-[ $ci = 1 ] && packages+=(docker.io tcpdump iproute2 chromium)
+[ $ci = 1 ] && packages+=(docker.io tcpdump iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
