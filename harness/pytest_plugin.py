@@ -27,11 +27,12 @@ from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 from harness.topology import Topology, default_topology
 
-__all__ = ["MARKERS", "VariantChains"]
+__all__ = ["MARKERS", "VariantChains", "require_chain_components"]
 
 MARKERS = {
     "e2e": "a handshake case run against a live chain on the selected --target",
     "needs_root": "needs root (network namespaces, captures); skipped otherwise",
+    "needs_chain": "needs nginx and Envoy to run the local chain; skipped otherwise",
     "needs_docker": "needs a reachable Docker engine; skipped otherwise",
     "needs_azure": "runs only with --target azure",
     "needs_kind": "runs only with --target kind",
@@ -89,11 +90,22 @@ def _missing(config: pytest.Config, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_chain_components(config: pytest.Config) -> None:
+    """Skip (or fail, with --require-tools) unless nginx and Envoy are installed: for fixtures that start a chain."""
+    from harness.runtime.binaries import missing_chain_components
+
+    missing = missing_chain_components()
+    if missing:
+        _missing(config, missing)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     config = item.config
     target = config.getoption("--target")
     if item.get_closest_marker("needs_root") and os.geteuid() != 0:
         _missing(config, "needs root (network namespaces / packet capture): run as root or with sudo")
+    if item.get_closest_marker("needs_chain"):
+        require_chain_components(config)
     if item.get_closest_marker("needs_docker") and not _docker_reachable():
         _missing(config, "needs a running Docker engine (apt-get install docker.io; dockerd)")
     if item.get_closest_marker("needs_azure") and target != "azure":

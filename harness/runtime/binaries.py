@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.errors import ToolMissingError
 
-__all__ = ["find_envoy", "find_nginx"]
+__all__ = ["find_envoy", "find_nginx", "missing_chain_components"]
 
 #: environment variables that override where a binary is looked for
 ENVOY_ENV = "MTLS_HARNESS_ENVOY"
@@ -56,3 +56,13 @@ def find_nginx() -> Path:
     if found:
         return Path(found)
     raise ToolMissingError("nginx", hint)
+
+
+def missing_chain_components() -> str | None:
+    """None when Envoy and nginx are both found; otherwise the install hint for the first one missing."""
+    try:
+        find_envoy()
+        find_nginx()
+    except ToolMissingError as exc:
+        return str(exc)
+    return None

@@ -27,7 +27,6 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from cryptography import x509
@@ -38,7 +37,7 @@ from harness.errors import InputError, UsageError
 from harness.pki import CertSet, LeafFiles, _leaf_files
 from harness.pki_faults import Fault, build_fault
 from harness.pki_x509 import cert_pem, issue_ca, key_pem, write_atomic
-from harness.targets.base import HopEndpoint, RunningChain
+from harness.targets.base import HopEndpoint, RunningChain, TargetBase
 from harness.topology import HOPS, HopName, LeafSpec, PKIPlan, Topology, Upstream, default_topology
 
 __all__ = [
@@ -335,7 +334,7 @@ def _with_caller_leaf(topology: Topology, hop: HopName, leaf: str) -> Topology:
 # ------------------------------------------------------------------------------------------------------------------
 # the target
 # ------------------------------------------------------------------------------------------------------------------
-class AttachTarget:
+class AttachTarget(TargetBase):
     """``with AttachTarget(config) as chain:`` — a running chain someone else owns; nothing is started or changed."""
 
     name = "attach"
@@ -358,17 +357,8 @@ class AttachTarget:
     def from_file(cls, path: Path, topology: Topology | None = None) -> AttachTarget:
         return cls(load_attach_config(path), topology)
 
-    def __enter__(self) -> RunningChain:
-        try:
-            return self._open()
-        except BaseException:
-            self.close()
-            raise
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def stop(self) -> None:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -377,7 +367,7 @@ class AttachTarget:
     def reconfigure(self, topology: Topology) -> RunningChain:
         raise UsageError(f"the {self.name} target is read-only: it cannot change the chain it attached to")
 
-    def _open(self) -> RunningChain:
+    def _start(self) -> RunningChain:
         from harness.pki_load import load_identity
 
         self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-attach-"))  # 0700: keys from a PFX land here

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from harness.pki import CertSet
     from harness.probe import ProbeResult
 
-__all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target"]
+__all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target", "TargetBase"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
@@ -115,3 +115,24 @@ class Target(Protocol):
     def reconfigure(self, topology: Topology) -> RunningChain:
         """Make the running chain match ``topology`` as cheaply as the target allows (hot reload, else restart)."""
         ...
+
+
+class TargetBase:
+    """The lifecycle every target shares: ``__enter__`` runs ``_start()`` and, if it fails half-way, ``stop()``
+    before the error propagates; ``__exit__`` runs ``stop()``. ``stop()`` must be safe to call at any point."""
+
+    def _start(self) -> RunningChain:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> RunningChain:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

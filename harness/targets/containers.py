@@ -36,14 +36,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, WaitTimeout
 from harness.images import docker_client, pod_packages, resolve_image
 from harness.render.envoy import DETAIL_HEADER
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, RunningChain
+from harness.targets.base import HopEndpoint, RunningChain, TargetBase
 from harness.targets.local import endpoints_for
 from harness.topology import HOPS, HopName, Topology, default_topology
 
@@ -302,7 +302,7 @@ def wait_for_hops(hops: list[_Hop], what: str, timeout: float, start_times: dict
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
-class ContainersTarget:
+class ContainersTarget(TargetBase):
     """``with ContainersTarget(topology) as chain:`` — the chain as four containers; only the gateway published."""
 
     name = "containers"
@@ -331,15 +331,6 @@ class ContainersTarget:
         self.start_times: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-    def __enter__(self) -> RunningChain:
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     @property
     def certs(self) -> CertSet:

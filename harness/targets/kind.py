@@ -39,13 +39,12 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, ToolMissingError, UsageError, WaitTimeout
 from harness.images import docker_client, local_image_tag, resolve_image
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, RunningChain
+from harness.targets.base import HopEndpoint, RunningChain, TargetBase
 from harness.targets.containers import (
     HOP_PORT,
     LABEL_HOP,
@@ -178,7 +177,7 @@ def _api_error(exc: Exception) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
-class KindTarget:
+class KindTarget(TargetBase):
     """``with KindTarget(topology) as chain:`` — ingress-nginx + the echo pod on kind, Envoy hops beside it."""
 
     name = "kind"
@@ -229,15 +228,6 @@ class KindTarget:
         return f"{self.cluster_name}-control-plane"
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-    def __enter__(self) -> RunningChain:
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """Remove the Envoy containers; delete the cluster only if this target created it and may not keep it."""

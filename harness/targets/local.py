@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import StartError, WaitTimeout
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
-from harness.targets.base import HopEndpoint, RunningChain
+from harness.targets.base import HopEndpoint, RunningChain, TargetBase
 from harness.topology import HOPS, HopName, Topology, default_topology
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ def endpoints_for(topology: Topology, certs: CertSet, ports: dict[HopName, int],
     return out
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     """``with LocalTarget(topology) as chain:`` — the chain from real Envoy, real nginx and the echo pod."""
 
     name = "local"
@@ -101,15 +100,6 @@ class LocalTarget:
         self.start_times: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-    def __enter__(self) -> RunningChain:
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """Stop every process in reverse start order (gateway first), then remove the work directory."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from harness.cases import CATALOGUE, Skip, run_case
-from harness.errors import HarnessError, InputError, ToolMissingError, UsageError
+from harness.errors import HarnessError, InputError, UsageError
 from harness.outcomes import http_reject, ok
 from harness.pki import cert_set_for
-from harness.runtime.binaries import find_envoy, find_nginx
+from harness.pytest_plugin import require_chain_components
 from harness.targets import open_target
 from harness.targets.attach import (
     AttachTarget,
@@ -32,14 +31,6 @@ from harness.topology import default_topology
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _components_missing() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +209,8 @@ def test_attached_chain_is_read_only_and_variant_cases_skip(tmp_path, certs):
 # for real: attach to a running local chain
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local_chain() -> Iterator:
-    missing = _components_missing()
-    if missing:
-        if os.environ.get("MTLS_HARNESS_REQUIRE_TOOLS"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+def local_chain(request: pytest.FixtureRequest) -> Iterator:
+    require_chain_components(request.config)
     with LocalTarget(default_topology()) as chain:
         yield chain
 

@@ -10,20 +10,9 @@ import pytest
 
 from bench import cold_start, report, run
 from bench.common import Bench, Row, Spread, bounded_loop, time_row
-from harness.errors import ToolMissingError
-from harness.runtime.binaries import find_envoy, find_nginx
 
 
-def _components_missing() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.skipif(_components_missing() is not None, reason=str(_components_missing()))
+@pytest.mark.needs_chain
 def test_cold_start_with_one_run_reports_the_chain_each_hop_and_the_floors() -> None:
     bench = cold_start.run(runs=1, warmup=False, experiment=False)
 

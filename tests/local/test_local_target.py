@@ -13,24 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ToolMissingError
-from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.local import LocalTarget
 from harness.topology import default_topology
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _have_components() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
 
-
-pytestmark = pytest.mark.skipif(_have_components() is not None, reason=str(_have_components()))
+pytestmark = pytest.mark.needs_chain
 
 
 def _pids_alive(pids: list[int]) -> list[int]:

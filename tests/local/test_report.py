@@ -22,13 +22,13 @@ from rich.console import Console
 
 import harness.runtime.process as process_registry
 from harness.cases import CATALOGUE, CaseResult, run_case
-from harness.errors import HarnessError, ToolMissingError
+from harness.errors import HarnessError
 from harness.outcomes import http_reject, ok
+from harness.pytest_plugin import require_chain_components
 from harness.report.collect import merge_links
 from harness.report.html import render_html
 from harness.report.matrix import grids, print_matrix
 from harness.report.results import case_facts, document, outcome_label, redact, seen_facts, write_text
-from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import RunningChain
 from harness.targets.local import LocalTarget
 from harness.topology import Topology
@@ -330,23 +330,14 @@ def test_html_draws_a_link_summary_only_on_the_link_it_names() -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # real CaseResults: a handful of real cases against the local chain
 # ------------------------------------------------------------------------------------------------------------------
-def _tools_missing() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
-
 
 REAL_CASES = ("ingress-rejects-missing-client-cert-tls1.3", "every-hop-is-tls-end-to-end",
               "client-refuses-gateway-cert-unknown-ca", "gateway-refuses-tls1.0")
 
 
 @pytest.fixture(scope="module")
-def real_results() -> Iterator[tuple[list[CaseResult], RunningChain]]:
-    if (why := _tools_missing()) is not None:
-        pytest.skip(why)
+def real_results(request: pytest.FixtureRequest) -> Iterator[tuple[list[CaseResult], RunningChain]]:
+    require_chain_components(request.config)
     with LocalTarget() as chain, contextlib.ExitStack() as variants:
         def chain_for(topology: Topology) -> RunningChain:
             return variants.enter_context(LocalTarget(topology, certs=chain.certs))

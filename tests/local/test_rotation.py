@@ -13,7 +13,7 @@ import pytest
 
 import harness.render.nginx as nginx_render
 from harness.cli import main
-from harness.errors import ToolMissingError, UsageError
+from harness.errors import UsageError
 from harness.pki import CertSet, generate_cert_set, load_cert_set
 from harness.report.rotation import write_rotation_report
 from harness.rotation import RehearsalOptions, rehearsal_topology, rehearse
@@ -29,7 +29,6 @@ from harness.rotation_plan import (
     state_differences,
     static_checks,
 )
-from harness.runtime.binaries import find_envoy, find_nginx
 from harness.topology import default_pki_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,16 +37,8 @@ PLANS = REPO / "fixtures" / "rotation"
 FAST = RehearsalOptions(duration=2.0, min_dwell=0.3, lint=False)
 
 
-def _components_missing() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
 
-
-live = pytest.mark.skipif(_components_missing() is not None, reason=str(_components_missing()))
+live = pytest.mark.needs_chain
 
 
 @pytest.fixture(scope="module")

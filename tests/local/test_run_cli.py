@@ -18,21 +18,9 @@ import harness.cli_run
 import harness.runtime.process as process_registry
 from harness.cases import CATALOGUE, Case
 from harness.cli import main
-from harness.errors import ToolMissingError
 from harness.outcomes import ok
-from harness.runtime.binaries import find_envoy, find_nginx
 
-
-def _tools_missing() -> str | None:
-    try:
-        find_envoy()
-        find_nginx()
-    except ToolMissingError as exc:
-        return str(exc)
-    return None
-
-
-needs_chain = pytest.mark.skipif(_tools_missing() is not None, reason=str(_tools_missing()))
+needs_chain = pytest.mark.needs_chain
 
 #: two cases, one per TLS version: ``-k`` matches the test names, i.e. the ids with "_"
 SUBSET = "ingress_rejects_missing_client_cert"

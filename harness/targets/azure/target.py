@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -24,7 +23,7 @@ from harness.errors import UsageError
 from harness.targets.attach import AttachTarget, parse_attach_config
 from harness.targets.azure.config import AzureConfig, load_azure_config
 from harness.targets.azure.model import Discovery
-from harness.targets.base import RunningChain
+from harness.targets.base import RunningChain, TargetBase
 from harness.topology import HOPS, Topology
 
 __all__ = ["AzureTarget", "attach_doc_from_discovery"]
@@ -104,7 +103,7 @@ def attach_doc_from_discovery(disc: Discovery, config: AzureConfig, workdir: Pat
     return {"negatives": "generate", "hops": hops}
 
 
-class AzureTarget:
+class AzureTarget(TargetBase):
     """``with AzureTarget(config) as chain:`` — discovery + attach; :attr:`discovery` holds what was found."""
 
     name = "azure"
@@ -124,19 +123,10 @@ class AzureTarget:
         self._attach: AttachTarget | None = None
         self._workdir: Path | None = None
 
-    def __enter__(self) -> RunningChain:
-        try:
-            return self._open()
-        except BaseException:
-            self.close()
-            raise
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def stop(self) -> None:
         if self._attach is not None:
-            self._attach.close()
+            self._attach.stop()
             self._attach = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -145,7 +135,7 @@ class AzureTarget:
     def reconfigure(self, topology: Topology) -> RunningChain:
         raise UsageError("the azure target is read-only: it never changes the Azure resources it reads")
 
-    def _open(self) -> RunningChain:
+    def _start(self) -> RunningChain:
         from harness.targets.azure.discovery import discover
 
         self.discovery = discover(self.config, self.credential)
