@@ -175,3 +175,33 @@ def test_reconfigure_swaps_only_the_changed_hop() -> None:
         no_cert = chain.probe("ingress", client_cert=None, client_key=None)
         assert no_cert.outcome.kind == "ok", no_cert.describe()
         assert no_cert.json()["headers"].get("ssl-client-verify") == "NONE"
+
+
+
+def test_two_xdist_workers_each_run_their_own_chain_without_port_clashes(pytester: pytest.Pytester,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTLS_TEST_PORTS_DIR", str(tmp_path))
+    pytester.makepyfile(test_two_chains="""
+        import json, os, pathlib, time
+        from harness.targets.local import LocalTarget
+
+        def _run():
+            with LocalTarget() as chain:
+                ports = sorted(ep.port for ep in chain.endpoints.values())
+                out = pathlib.Path(os.environ["MTLS_TEST_PORTS_DIR"]) / os.environ["PYTEST_XDIST_WORKER"]
+                out.write_text(json.dumps(ports))
+                time.sleep(1.0)  # both chains are up at the same time
+                assert chain.probe("gateway").outcome.kind == "ok"
+
+        def test_chain_one():
+            _run()
+
+        def test_chain_two():
+            _run()
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    port_sets = [set(json.loads(f.read_text())) for f in sorted(tmp_path.iterdir())]
+    assert len(port_sets) == 2
+    assert port_sets[0].isdisjoint(port_sets[1]), port_sets

@@ -33,8 +33,6 @@ from harness.targets.base import RunningChain
 from harness.targets.local import LocalTarget
 from harness.topology import Topology
 
-pytest_plugins = ["pytester"]
-
 FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----"
 FAKE_KEY_PATH = "/srv/certs/leaves/apim-client/key.pem"
 
