@@ -344,7 +344,8 @@ class AttachTarget(TargetBase):
         if config is None:
             env = os.environ.get("MTLS_HARNESS_ATTACH_CONFIG")
             if not env:
-                raise UsageError("the attach target needs a config file — set MTLS_HARNESS_ATTACH_CONFIG=attach.toml "
+                raise UsageError("the attach target needs a config file — pass --config attach.toml "
+                                 "(or set MTLS_HARNESS_ATTACH_CONFIG) "
                                  "(format: docs/azure.md)")
             config = Path(env)
         self.config = config if isinstance(config, AttachConfig) else load_attach_config(Path(config))

@@ -113,7 +113,8 @@ class AzureTarget(TargetBase):
         if config is None:
             env = os.environ.get("MTLS_HARNESS_AZURE_CONFIG")
             if not env:
-                raise UsageError("the azure target needs a config file — set MTLS_HARNESS_AZURE_CONFIG=azure.toml "
+                raise UsageError("the azure target needs a config file — pass --config azure.toml "
+                                 "(or set MTLS_HARNESS_AZURE_CONFIG) "
                                  "(format: docs/azure.md)")
             config = Path(env)
         self.config = config if isinstance(config, AzureConfig) else load_azure_config(Path(config))
