@@ -20,7 +20,8 @@ pytestmark = pytest.mark.needs_azure
 def azure_discovery(record_testsuite_property) -> Discovery:
     path = os.environ.get("MTLS_HARNESS_AZURE_CONFIG")
     if not path:
-        raise pytest.UsageError("--target azure needs MTLS_HARNESS_AZURE_CONFIG=azure.toml (see docs/azure.md); mtls-harness run takes --config")
+        raise pytest.UsageError("--target azure needs MTLS_HARNESS_AZURE_CONFIG=azure.toml (see docs/azure.md); "
+                                "mtls-harness run takes --config")
     config = load_azure_config(Path(path))
     disc = discover(config)
     record_testsuite_property("azure_discovery_at", disc.discovered_at)
