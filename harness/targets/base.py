@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from harness.pki import CertSet
     from harness.probe import ProbeResult
 
-__all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target", "TargetBase"]
+__all__ = ["TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
@@ -136,3 +136,19 @@ class TargetBase:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class OwnCertSet:
+    """For targets that run the chain themselves (local, containers, kind): ``certs`` is the set given to the
+    target, else the one the topology's PKI plan needs, generated (or taken from the cache) on first use."""
+
+    topology: Topology
+    _certs: CertSet | None
+
+    @property
+    def certs(self) -> CertSet:
+        if self._certs is None:
+            from harness.pki import cert_set_for
+
+            self._certs = cert_set_for(self.topology.pki)
+        return self._certs

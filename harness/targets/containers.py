@@ -43,7 +43,7 @@ from harness.errors import HarnessError, StartError, WaitTimeout
 from harness.images import docker_client, pod_packages, resolve_image
 from harness.render.envoy import DETAIL_HEADER
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, RunningChain, TargetBase
+from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
 from harness.targets.local import endpoints_for
 from harness.topology import HOPS, HopName, Topology, default_topology
 
@@ -302,7 +302,7 @@ def wait_for_hops(hops: list[_Hop], what: str, timeout: float, start_times: dict
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
-class ContainersTarget(TargetBase):
+class ContainersTarget(OwnCertSet, TargetBase):
     """``with ContainersTarget(topology) as chain:`` — the chain as four containers; only the gateway published."""
 
     name = "containers"
@@ -331,14 +331,6 @@ class ContainersTarget(TargetBase):
         self.start_times: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-
-    @property
-    def certs(self) -> CertSet:
-        if self._certs is None:
-            from harness.pki import cert_set_for
-
-            self._certs = cert_set_for(self.topology.pki)
-        return self._certs
 
     @property
     def labels(self) -> dict[str, str]:

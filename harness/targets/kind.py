@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 from harness.errors import HarnessError, StartError, ToolMissingError, UsageError, WaitTimeout
 from harness.images import docker_client, local_image_tag, resolve_image
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, RunningChain, TargetBase
+from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
 from harness.targets.containers import (
     HOP_PORT,
     LABEL_HOP,
@@ -177,7 +177,7 @@ def _api_error(exc: Exception) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
-class KindTarget(TargetBase):
+class KindTarget(OwnCertSet, TargetBase):
     """``with KindTarget(topology) as chain:`` — ingress-nginx + the echo pod on kind, Envoy hops beside it."""
 
     name = "kind"
@@ -208,14 +208,6 @@ class KindTarget(TargetBase):
         self.gateway_port: int | None = None
         self.chain: RunningChain | None = None
         self.start_times: dict[str, float] = {}
-
-    @property
-    def certs(self) -> CertSet:
-        if self._certs is None:
-            from harness.pki import cert_set_for
-
-            self._certs = cert_set_for(self.topology.pki)
-        return self._certs
 
     @property
     def kubeconfig(self) -> Path:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.errors import StartError, WaitTimeout
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
-from harness.targets.base import HopEndpoint, RunningChain, TargetBase
+from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
 from harness.topology import HOPS, HopName, Topology, default_topology
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def endpoints_for(topology: Topology, certs: CertSet, ports: dict[HopName, int],
     return out
 
 
-class LocalTarget(TargetBase):
+class LocalTarget(OwnCertSet, TargetBase):
     """``with LocalTarget(topology) as chain:`` — the chain from real Envoy, real nginx and the echo pod."""
 
     name = "local"
@@ -111,14 +111,6 @@ class LocalTarget(TargetBase):
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         self.chain = None
-
-    @property
-    def certs(self) -> CertSet:
-        if self._certs is None:
-            from harness.pki import cert_set_for
-
-            self._certs = cert_set_for(self.topology.pki)
-        return self._certs
 
     def _start(self) -> RunningChain:
         envoy, nginx = find_envoy(), find_nginx()  # fail with an install hint before anything starts
