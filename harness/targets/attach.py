@@ -175,16 +175,20 @@ def parse_attach_config(doc: Mapping[str, Any], base: Path, source: Path | None 
     return AttachConfig(hops=ordered, negatives=negatives, cas=cas, source=source)
 
 
+def read_toml_config(path: Path, what: str) -> dict[str, Any]:
+    """A TOML config file as a dict; a missing file or bad syntax is one InputError naming ``what`` it is."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(path, "does not exist", f"pass the {what} config (see docs/azure.md)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"is not valid TOML ({exc})", "fix the syntax (see docs/azure.md)") from None
+
+
 def load_attach_config(path: Path) -> AttachConfig:
     """Read an attach config file (TOML)."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "does not exist", "pass the attach config (see docs/azure.md)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, f"is not valid TOML ({exc})", "fix the syntax (see docs/azure.md)") from None
-    return parse_attach_config(doc, path.resolve().parent, path)
+    return parse_attach_config(read_toml_config(path, "attach"), path.resolve().parent, path)
 
 
 def _toml_value(value: object) -> str:

@@ -20,7 +20,6 @@ variable, never written here.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,11 +173,7 @@ def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None =
 
 
 def load_azure_config(path: Path) -> AzureConfig:
+    from harness.targets.attach import read_toml_config
+
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "does not exist", "pass the azure config (see docs/azure.md)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, f"is not valid TOML ({exc})", "fix the syntax (see docs/azure.md)") from None
-    return parse_azure_config(doc, path.resolve().parent, path)
+    return parse_azure_config(read_toml_config(path, "azure"), path.resolve().parent, path)
