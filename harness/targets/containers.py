@@ -547,14 +547,16 @@ class ContainersTarget(OwnCertSet, TargetBase):
 
 def _wait_through_gateway(chain: RunningChain, containers: Mapping[HopName, Any], timeout: float) -> None:
     """The published gateway answers and every hop behind it is connected: any answer counts (a variant may reject
-    the probe on purpose, with 400, 401, 403 or 502), except no connection at all and an Envoy hop's "connection
-    refused" to its upstream (``x-harness-detail``), which only mean "not listening yet"."""
+    the probe on purpose, with 400, 401, 403 or 502), except no connection at all, a connection closed before any
+    TLS answer, and an Envoy hop's "connection refused" to its upstream (``x-harness-detail``), which only mean "not
+    listening yet"."""
     seen: list[str] = []
 
     def answers() -> bool:
         result = chain.probe("gateway")
         seen[:] = [result.describe()]
-        if result.outcome.kind == "unreachable":
+        # no connection, or one closed before any TLS answer (docker-proxy accepts before Envoy listens): not yet
+        if result.outcome.kind in ("unreachable", "protocol_error"):
             return False
         detail = result.headers.get(DETAIL_HEADER, "").lower()
         return not (result.outcome.kind == "upstream_failure" and "refused" in detail)
