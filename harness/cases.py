@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.cases_oauth import oauth_cases
@@ -425,14 +426,10 @@ def _header(name: str, want: Callable[[str | None], bool], what: str) -> Callabl
 def _two_ingresses_one_host(t: Topology) -> Topology:
     """A second Ingress on the same host with no auth-tls annotations (a health path): ingress-nginx #3964."""
     first = t.ingress.primary
-    health = dataclasses.replace(first, name="echo-health", path="/healthz", annotations=_frozen_empty())
+    # only what routes to the pod: none of the auth-tls-* annotations
+    health = dataclasses.replace(first, name="echo-health", path="/healthz",
+                                 annotations=MappingProxyType({"backend-protocol": "HTTPS"}))
     return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(first, health)))
-
-
-def _frozen_empty() -> Mapping[str, str]:
-    from types import MappingProxyType
-
-    return MappingProxyType({"backend-protocol": "HTTPS"})
 
 
 def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
