@@ -19,7 +19,7 @@ from types import FrameType
 
 from harness import __version__
 from harness.errors import HarnessError, UsageError
-from harness.targets.base import TARGET_NAMES, RunningChain
+from harness.targets.base import CONFIG_ENV, TARGET_NAMES, RunningChain
 from harness.topology import HOPS
 
 __all__ = ["build_parser", "main"]
@@ -69,10 +69,6 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
         f"try: {inside + ' ' if inside else ''}curl --cacert {gw.trust} --resolve {gw.server_name}:{gw.port}:{gw.host} "
         f"https://{gw.server_name}:{gw.port}/", soft_wrap=True)
     console.print("Ctrl-C stops the chain.")
-
-
-#: the environment variable each attach-style target reads its config file from
-CONFIG_ENV = {"attach": "MTLS_HARNESS_ATTACH_CONFIG", "azure": "MTLS_HARNESS_AZURE_CONFIG"}
 
 
 def apply_config_option(target: str, config: Path | None) -> None:

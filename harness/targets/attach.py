@@ -37,7 +37,7 @@ from harness.errors import InputError, UsageError
 from harness.pki import CertSet, LeafFiles, _leaf_files
 from harness.pki_faults import Fault, build_fault
 from harness.pki_x509 import cert_pem, issue_ca, key_pem, write_atomic
-from harness.targets.base import HopEndpoint, RunningChain, TargetBase
+from harness.targets.base import HopEndpoint, RunningChain, TargetBase, config_path_from_env
 from harness.topology import HOPS, HopName, LeafSpec, PKIPlan, Topology, Upstream, default_topology
 
 __all__ = [
@@ -346,12 +346,7 @@ class AttachTarget(TargetBase):
     def __init__(self, config: AttachConfig | Path | str | None = None, topology: Topology | None = None, *,
                  target_name: str = "attach") -> None:
         if config is None:
-            env = os.environ.get("MTLS_HARNESS_ATTACH_CONFIG")
-            if not env:
-                raise UsageError("the attach target needs a config file — pass --config attach.toml "
-                                 "(or set MTLS_HARNESS_ATTACH_CONFIG) "
-                                 "(format: docs/azure.md)")
-            config = Path(env)
+            config = config_path_from_env("attach")
         self.config = config if isinstance(config, AttachConfig) else load_attach_config(Path(config))
         self.topology = topology or default_topology()
         self.name = target_name

@@ -6,22 +6,37 @@ error propagates) and yields a :class:`RunningChain`; leaving the block stops ev
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from harness.errors import UsageError
 from harness.topology import HOPS, HopName, Topology
 
 if TYPE_CHECKING:
     from harness.pki import CertSet
     from harness.probe import ProbeResult
 
-__all__ = ["TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase"]
+__all__ = ["CONFIG_ENV", "TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase",
+           "config_path_from_env"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
+
+#: the environment variable each config-driven target reads its TOML file from (the CLI's --config sets it)
+CONFIG_ENV = {"attach": "MTLS_HARNESS_ATTACH_CONFIG", "azure": "MTLS_HARNESS_AZURE_CONFIG"}
+
+
+def config_path_from_env(target: str) -> Path:
+    """The config file of ``target`` (attach, azure) from its environment variable; one UsageError if unset."""
+    env = os.environ.get(CONFIG_ENV[target])
+    if not env:
+        raise UsageError(f"the {target} target needs a config file — pass --config {target}.toml "
+                         f"(or set {CONFIG_ENV[target]}) (format: docs/azure.md)")
+    return Path(env)
 
 
 @dataclass(frozen=True)

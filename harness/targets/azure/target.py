@@ -11,7 +11,6 @@ cases skip. :attr:`AzureTarget.discovery` keeps what was found, for the posture 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from harness.errors import UsageError
 from harness.targets.attach import AttachTarget, parse_attach_config
 from harness.targets.azure.config import AzureConfig, load_azure_config
 from harness.targets.azure.model import Discovery
-from harness.targets.base import RunningChain, TargetBase
+from harness.targets.base import RunningChain, TargetBase, config_path_from_env
 from harness.topology import HOPS, Topology
 
 __all__ = ["AzureTarget", "attach_doc_from_discovery"]
@@ -111,12 +110,7 @@ class AzureTarget(TargetBase):
     def __init__(self, config: AzureConfig | Path | str | None = None, topology: Topology | None = None, *,
                  credential: TokenCredential | None = None) -> None:
         if config is None:
-            env = os.environ.get("MTLS_HARNESS_AZURE_CONFIG")
-            if not env:
-                raise UsageError("the azure target needs a config file — pass --config azure.toml "
-                                 "(or set MTLS_HARNESS_AZURE_CONFIG) "
-                                 "(format: docs/azure.md)")
-            config = Path(env)
+            config = config_path_from_env("azure")
         self.config = config if isinstance(config, AzureConfig) else load_azure_config(Path(config))
         self.topology = topology
         self.credential = credential
