@@ -24,7 +24,7 @@ from harness.outcomes import (
     tls_alert,
     upstream_failure,
 )
-from harness.topology import Apim, Gateway, HopName, Pod, Topology
+from harness.topology import HopName, Topology
 
 if TYPE_CHECKING:
     from harness.probe import ProbeResult
@@ -138,14 +138,13 @@ def _trace_lines(seen: ProbeResult) -> str:
 # topology variants (small named functions, so ids and reports can say what changed)
 # ------------------------------------------------------------------------------------------------------------------
 def _gateway_strict(t: Topology) -> Topology:
-    listener = dataclasses.replace(t.gateway.listener, client_auth="required", client_ca="consumer-ca")
     client = dataclasses.replace(t.client, client_cert="consumer-client")
-    return t.replace(gateway=dataclasses.replace(t.gateway, listener=listener), client=client)
+    strict = t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
+    return strict.replace(client=client)
 
 
 def _apim_validates(t: Topology) -> Topology:
-    return t.replace(apim=dataclasses.replace(t.apim, negotiate_client_certificate=True,
-                                              validate_client_certificate=True))
+    return t.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
 
 
 def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
@@ -157,10 +156,7 @@ def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
             secrets = tuple(dataclasses.replace(s, tls=name) if s.name == t.ingress.primary.tls_secret else s
                             for s in t.ingress.secrets)
             return t.replace(ingress=dataclasses.replace(t.ingress, server_cert=name, secrets=secrets))
-        parts: dict[str, Gateway | Apim | Pod] = {"gateway": t.gateway, "apim": t.apim, "pod": t.pod}
-        part = parts[hop]
-        listener = dataclasses.replace(part.listener, server_cert=f"{part.listener.server_cert}~{fault}")
-        return t.replace(**{hop: dataclasses.replace(part, listener=listener)})
+        return t.with_hop(hop, listener__server_cert=f"{t.listener_of(hop).server_cert}~{fault}")
 
     variant.__name__ = f"{hop}_serves_{fault.replace('-', '_')}"
     return variant
@@ -271,10 +267,8 @@ def _server_cert_cases() -> Iterator[Case]:
 def _passthrough(t: Topology) -> Topology:
     """ssl-passthrough: the ingress routes the TLS stream by SNI; the pod terminates it and verifies APIM's cert."""
     t = t.with_ingress_annotations(ssl_passthrough="true")
-    pod = dataclasses.replace(t.pod, listener=dataclasses.replace(t.pod.listener, client_auth="required",
-                                                                   client_ca="apim-client-ca"))
-    apim = dataclasses.replace(t.apim, upstream=dataclasses.replace(t.apim.upstream, trusted_ca="pod-ca"))
-    return t.replace(pod=pod, apim=apim)
+    t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
+    return t.with_hop("apim", upstream__trusted_ca="pod-ca")
 
 
 def _pod_cases() -> Iterator[Case]:
@@ -337,8 +331,7 @@ def _protocol_cases() -> Iterator[Case]:
 
 def _tls13_floor(t: Topology) -> Topology:
     """App Gateway's SSL policy with a TLS 1.3 minimum (AppGwSslPolicy20220101S allows it)."""
-    listener = dataclasses.replace(t.gateway.listener, min_version="1.3")
-    return t.replace(gateway=dataclasses.replace(t.gateway, listener=listener))
+    return t.with_hop("gateway", listener__min_version="1.3")
 
 
 def _rsa(t: Topology) -> Topology:
@@ -437,11 +430,11 @@ def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
 
 
 def _apim_validates_without_negotiation(t: Topology) -> Topology:
-    return t.replace(apim=dataclasses.replace(_apim_validates(t).apim, negotiate_client_certificate=False))
+    return _apim_validates(t).with_hop("apim", negotiate_client_certificate=False)
 
 
 def _apim_negotiates(t: Topology) -> Topology:
-    return t.replace(apim=dataclasses.replace(t.apim, negotiate_client_certificate=True))
+    return t.with_hop("apim", negotiate_client_certificate=True)
 
 
 def _ca_secret(**changes: Any) -> Callable[[Topology], Topology]:

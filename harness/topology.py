@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -378,6 +378,17 @@ class Topology:
     # -- variants ------------------------------------------------------------------------------------------------
     def replace(self, **changes: object) -> Topology:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_hop(self, hop: Literal["gateway", "apim", "pod"], **changes: Any) -> Topology:
+        """A variant with fields of ``hop`` changed; ``listener__x=`` / ``upstream__x=`` reach one level down, e.g.
+        ``t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")``."""
+        part = getattr(self, hop)
+        direct = {k: v for k, v in changes.items() if "__" not in k}
+        for sub in ("listener", "upstream"):
+            nested = {k.split("__", 1)[1]: v for k, v in changes.items() if k.startswith(sub + "__")}
+            if nested:
+                direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
+        return dataclasses.replace(self, **{hop: dataclasses.replace(part, **direct)})
 
     def with_ingress_annotations(self, **changes: str | None) -> Topology:
         """A variant whose primary Ingress has these annotations set or removed (``None``)."""

@@ -9,7 +9,6 @@ validate-client-certificate policy, 500 BackendConnectionFailure) and expected i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import http.client
 import http.server
@@ -163,16 +162,6 @@ def get(standin: Standin, path: str = "/", *, cert: LeafFiles | None = None, hea
         sock.close()
 
 
-def variant(topology: Topology, hop: str, **changes: Any) -> Topology:
-    """``topology`` with fields of ``hop`` changed; ``listener__x`` / ``upstream__x`` reach one level down."""
-    part = getattr(topology, hop)
-    direct = {k: v for k, v in changes.items() if "__" not in k}
-    for sub in ("listener", "upstream"):
-        nested = {k.split("__", 1)[1]: v for k, v in changes.items() if k.startswith(sub + "__")}
-        if nested:
-            direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
-    return topology.replace(**{hop: dataclasses.replace(part, **direct)})
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # fixtures
@@ -190,7 +179,7 @@ def certs(topology: Topology) -> CertSet:
 @pytest.fixture(scope="module")
 def strict_topology(topology: Topology) -> Topology:
     """App Gateway with mTLS "Strict" towards internet clients (client certs from consumer-ca)."""
-    return variant(topology, "gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
+    return topology.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +214,7 @@ def ingress_backend(certs: CertSet) -> Iterator[_EchoServer]:
 def validating_apim(topology: Topology, certs: CertSet, ingress_backend: _EchoServer,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     """APIM with negotiate-client-certificate and the validate-client-certificate policy."""
-    t = variant(topology, "apim", negotiate_client_certificate=True, validate_client_certificate=True)
+    t = topology.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
     with running(t, "apim", certs, ingress_backend.server_address[1],
                  tmp_path_factory.mktemp("validating-apim")) as standin:
         yield standin
@@ -375,7 +364,7 @@ def test_gateway_passes_an_upstream_503_through_unchanged(strict_gateway: Standi
 
 def test_gateway_without_name_check_forwards_to_a_cert_for_another_host(
         topology: Topology, certs: CertSet, tmp_path: Path) -> None:
-    t = variant(topology, "gateway", upstream__verify_name=False)
+    t = topology.with_hop("gateway", upstream__verify_name=False)
     with https_upstream(certs.fault("wrong-san", "apim-server"), certs.trust_bundle("apim-client-ca")) as upstream, \
             running(t, "gateway", certs, upstream.server_address[1], tmp_path) as gw:
         assert get(gw).status == 200
@@ -383,7 +372,7 @@ def test_gateway_without_name_check_forwards_to_a_cert_for_another_host(
 
 def test_gateway_without_chain_check_forwards_to_an_untrusted_cert(
         topology: Topology, certs: CertSet, tmp_path: Path) -> None:
-    t = variant(topology, "gateway", upstream__verify_chain=False)
+    t = topology.with_hop("gateway", upstream__verify_chain=False)
     with https_upstream(certs.fault("unknown-ca", "apim-server"), certs.trust_bundle("apim-client-ca")) as upstream, \
             running(t, "gateway", certs, upstream.server_address[1], tmp_path) as gw:
         assert get(gw).status == 200
@@ -436,7 +425,7 @@ def test_apim_keeps_the_gateway_trace_and_strips_spoofed_later_ones(
 
 def test_apim_policy_without_negotiation_answers_401_even_to_a_good_cert(
         topology: Topology, certs: CertSet, ingress_backend: _EchoServer, tmp_path: Path) -> None:
-    t = variant(topology, "apim", negotiate_client_certificate=False, validate_client_certificate=True)
+    t = topology.with_hop("apim", negotiate_client_certificate=False, validate_client_certificate=True)
     with running(t, "apim", certs, ingress_backend.server_address[1], tmp_path) as apim:
         reply = get(apim, cert=certs.leaf("consumer-client"))
     assert reply.status == 401, reply
@@ -446,7 +435,7 @@ def test_apim_policy_without_negotiation_answers_401_even_to_a_good_cert(
 def test_apim_negotiation_without_policy_forwards_a_bad_cert_and_traces_the_failure(
         topology: Topology, certs: CertSet, ingress_backend: _EchoServer, ingress_seen: list[Seen],
         tmp_path: Path) -> None:
-    t = variant(topology, "apim", negotiate_client_certificate=True, validate_client_certificate=False)
+    t = topology.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=False)
     expired = certs.fault("expired", "consumer-client")
     with running(t, "apim", certs, ingress_backend.server_address[1], tmp_path) as apim:
         reply = get(apim, cert=expired)

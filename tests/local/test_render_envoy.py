@@ -33,16 +33,6 @@ def certs(topology: Topology) -> CertSet:
     return cert_set_for(topology.pki)
 
 
-def variant(topology: Topology, hop: str, **changes: Any) -> Topology:
-    """``topology`` with fields of ``hop`` changed; ``listener__x`` / ``upstream__x`` reach one level down."""
-    part = getattr(topology, hop)
-    direct = {k: v for k, v in changes.items() if "__" not in k}
-    for sub in ("listener", "upstream"):
-        nested = {k.split("__", 1)[1]: v for k, v in changes.items() if k.startswith(sub + "__")}
-        if nested:
-            direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
-    return topology.replace(**{hop: dataclasses.replace(part, **direct)})
-
 
 def render(topology: Topology, hop: EnvoyHop, certs: CertSet, workdir: Path) -> EnvoyConfig:
     return render_envoy(topology, hop, certs, listen=(LOOPBACK, 18443), upstream=(LOOPBACK, 19443),
@@ -111,7 +101,7 @@ VARIANTS: dict[str, tuple[EnvoyHop, dict[str, Any]]] = {
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_envoy_accepts_rendered_config(name: str, topology: Topology, certs: CertSet, tmp_path: Path) -> None:
     hop, changes = VARIANTS[name]
-    config = render(variant(topology, hop, **changes), hop, certs, tmp_path)
+    config = render(topology.with_hop(hop, **changes), hop, certs, tmp_path)
     result = envoy_validate(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
@@ -145,7 +135,7 @@ def test_upstream_checks_the_next_hops_name_with_a_san_matcher(topology: Topolog
 
 def test_upstream_without_name_check_has_no_san_matcher_but_still_checks_the_chain(
         topology: Topology, certs: CertSet, tmp_path: Path) -> None:
-    t = variant(topology, "gateway", upstream__verify_name=False)
+    t = topology.with_hop("gateway", upstream__verify_name=False)
     tls = upstream_tls(bootstrap(render(t, "gateway", certs, tmp_path)))
     vc = tls["common_tls_context"]["combined_validation_context"]
     assert "match_typed_subject_alt_names" not in vc["default_validation_context"]
@@ -155,7 +145,7 @@ def test_upstream_without_name_check_has_no_san_matcher_but_still_checks_the_cha
 
 def test_upstream_without_chain_check_has_no_validation_context(topology: Topology, certs: CertSet,
                                                                 tmp_path: Path) -> None:
-    t = variant(topology, "apim", upstream__verify_chain=False)
+    t = topology.with_hop("apim", upstream__verify_chain=False)
     config = render(t, "apim", certs, tmp_path)
     common = upstream_tls(bootstrap(config))["common_tls_context"]
     assert "combined_validation_context" not in common
@@ -168,7 +158,7 @@ def test_upstream_presents_the_client_cert_only_when_the_model_names_one(
         topology: Topology, certs: CertSet, tmp_path: Path) -> None:
     with_cert = upstream_tls(bootstrap(render(topology, "apim", certs, tmp_path / "a")))["common_tls_context"]
     assert sds_names(with_cert["tls_certificate_sds_secret_configs"]) == ["upstream-client"]
-    t = variant(topology, "apim", upstream__client_cert=None)
+    t = topology.with_hop("apim", upstream__client_cert=None)
     without = upstream_tls(bootstrap(render(t, "apim", certs, tmp_path / "b")))["common_tls_context"]
     assert "tls_certificate_sds_secret_configs" not in without
 
@@ -184,7 +174,7 @@ def test_upstream_tls_versions_follow_the_model_up_to_tls13(topology: Topology, 
 # ---------------------------------------------------------------------------------------------------------------
 def test_listener_versions_alpn_and_server_cert_follow_the_model(topology: Topology, certs: CertSet,
                                                                  tmp_path: Path) -> None:
-    t = variant(topology, "gateway", listener__min_version="1.3", listener__alpn=("h2",))
+    t = topology.with_hop("gateway", listener__min_version="1.3", listener__alpn=("h2",))
     boot = bootstrap(render(t, "gateway", certs, tmp_path))
     common = downstream_tls(boot)["common_tls_context"]
     assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_3",
@@ -209,7 +199,7 @@ def test_listener_without_client_auth_does_not_ask_for_a_cert(topology: Topology
 ])
 def test_listener_asks_for_a_client_cert_without_aborting_the_handshake(
         topology: Topology, certs: CertSet, tmp_path: Path, hop: EnvoyHop, changes: dict[str, Any]) -> None:
-    config = render(variant(topology, hop, **changes), hop, certs, tmp_path)
+    config = render(topology.with_hop(hop, **changes), hop, certs, tmp_path)
     tls = downstream_tls(bootstrap(config))
     vc = tls["common_tls_context"]["combined_validation_context"]
     assert vc["default_validation_context"]["trust_chain_verification"] == "ACCEPT_UNTRUSTED"
@@ -294,7 +284,7 @@ def test_argv_runs_without_hot_restart(topology: Topology, certs: CertSet, tmp_p
 def test_rendering_again_into_the_same_workdir_replaces_the_files(topology: Topology, certs: CertSet,
                                                                   tmp_path: Path) -> None:
     render(topology, "gateway", certs, tmp_path)
-    t = variant(topology, "gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
+    t = topology.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
     config = render(t, "gateway", certs, tmp_path)
     assert "combined_validation_context" in downstream_tls(bootstrap(config))["common_tls_context"]
     assert envoy_validate(config).returncode == 0
@@ -353,7 +343,7 @@ def _render_kw(**overrides: Any) -> dict[str, Any]:
 ])
 def test_bad_input_raises_one_usage_error(topology: Topology, certs: CertSet, tmp_path: Path, hop: str,
                                           changes: dict[str, Any], kw: dict[str, Any], message: str) -> None:
-    t = variant(topology, hop, **changes) if changes else topology
+    t = topology.with_hop(hop, **changes) if changes else topology
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
         render_envoy(t, hop, certs, workdir=tmp_path, **_render_kw(**kw))  # type: ignore[arg-type]
 
