@@ -200,11 +200,7 @@ def _proxy_ssl_server_lines(p: ProxySSL | None) -> list[str]:
     """nginx.tmpl, server block: all of it only when the Secret had a ca.crt (ProxySSL.CAFileName)."""
     lines: list[str] = []
     if p is not None and p.ca_file is not None:
-        lines += [f"proxy_ssl_trusted_certificate           {p.ca_file};",
-                  f"proxy_ssl_ciphers                       {p.ciphers};",
-                  f"proxy_ssl_protocols                     {p.protocols};",
-                  f"proxy_ssl_verify                        {p.verify};",
-                  f"proxy_ssl_verify_depth                  {p.verify_depth};"]
+        lines += _proxy_ssl_verify_lines(p)
         if p.name:
             lines += [f"proxy_ssl_name                          {p.name};",
                       f"proxy_ssl_server_name                   {p.server_name};"]
@@ -214,17 +210,22 @@ def _proxy_ssl_server_lines(p: ProxySSL | None) -> list[str]:
     return lines
 
 
+def _proxy_ssl_verify_lines(p: ProxySSL) -> list[str]:
+    """The directives the template renders in both the server and the location block when ca.crt was usable."""
+    return [f"proxy_ssl_trusted_certificate           {p.ca_file};",
+            f"proxy_ssl_ciphers                       {p.ciphers};",
+            f"proxy_ssl_protocols                     {p.protocols};",
+            f"proxy_ssl_verify                        {p.verify};",
+            f"proxy_ssl_verify_depth                  {p.verify_depth};"]
+
+
 def _proxy_ssl_location_lines(p: ProxySSL | None) -> list[str]:
     """nginx.tmpl, location block: name and server_name are rendered whenever the Secret was usable."""
     if p is None:
         return []
     lines: list[str] = []
     if p.ca_file is not None:
-        lines += [f"proxy_ssl_trusted_certificate           {p.ca_file};",
-                  f"proxy_ssl_ciphers                       {p.ciphers};",
-                  f"proxy_ssl_protocols                     {p.protocols};",
-                  f"proxy_ssl_verify                        {p.verify};",
-                  f"proxy_ssl_verify_depth                  {p.verify_depth};"]
+        lines += _proxy_ssl_verify_lines(p)
     if p.name:
         lines.append(f"proxy_ssl_name                          {p.name};")
     if p.server_name:
