@@ -22,7 +22,7 @@ from harness.errors import HarnessError, UsageError
 from harness.targets.base import CONFIG_ENV, TARGET_NAMES, RunningChain
 from harness.topology import HOPS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,3 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> None:
+    """The console script and ``python -m harness``: ``main()``, with a Ctrl-C that lands after a command has
+    already cleaned up (a signal held during cleanup is re-raised late) still ending in exit code 130."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
