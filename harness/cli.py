@@ -183,4 +183,9 @@ def entry() -> None:
         code = main()
     except KeyboardInterrupt:
         code = 130
+    # Under `python -m`, CPython ends the process by SIGINT (exit -2, whatever code we pass) if a KeyboardInterrupt
+    # ever escaped a nested exec() of source text, even one we caught: a Ctrl-C landing while a lazy import builds
+    # a dataclass or namedtuple does that. Each exec() of source text clears that record first (run_eval_code_obj
+    # in Python/pythonrun.c, 3.8-3.13), so the code we chose is the code the caller sees.
+    exec("pass")  # noqa: S102 - a constant, see above
     sys.exit(code)

@@ -51,3 +51,33 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_python_dash_m_harness_runs_for_real() -> None:
     out = subprocess.run([sys.executable, "-m", "harness", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("mtls-harness ")
+
+
+_CTRL_C_INSIDE_EXEC = """
+import harness.cli
+
+def main(argv=None):
+    # a Ctrl-C landing while source text is exec'd (a lazy import building a dataclass does that)
+    try:
+        exec("import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)")
+    except KeyboardInterrupt:
+        if {escapes}:
+            raise
+        return 0  # what `up` does: Ctrl-C is how it is stopped
+    return 1
+
+harness.cli.main = main
+harness.cli.entry()
+"""
+
+
+@pytest.mark.parametrize(("escapes", "code"), [(False, 0), (True, 130)])
+def test_ctrl_c_inside_an_exec_still_exits_with_the_chosen_code_under_dash_m(
+        tmp_path: Path, escapes: bool, code: int) -> None:
+    # CPython's `-m` ends by SIGINT (returncode -2) once a KeyboardInterrupt has left an exec(), caught or not;
+    # entry() must clear that so `python -m harness up` stopped by Ctrl-C exits 0, and a command interrupted exits 130
+    (tmp_path / "ctrlc").mkdir()
+    (tmp_path / "ctrlc" / "__main__.py").write_text(_CTRL_C_INSIDE_EXEC.format(escapes=escapes))
+    out = subprocess.run([sys.executable, "-m", "ctrlc"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == code, out.stderr
