@@ -18,6 +18,11 @@ Built on the stdlib ``ThreadingHTTPServer``: no dependency, starts in about a te
 (never in the accept loop, so a stalled client blocks nobody) with a :data:`HANDSHAKE_TIMEOUT`. Request bodies are
 capped at :data:`MAX_BODY` (``413`` above). One line per request and per failed handshake goes to stderr; no key
 material is ever logged. SIGTERM and SIGINT stop it at once (exit code 0).
+
+SIGHUP reloads ``--cert``, ``--key`` and ``--client-ca`` from their paths, as an app watching a mounted Kubernetes
+Secret does (cert-manager rotates those in place): new handshakes use the new files, connections already open keep
+theirs. It logs ``reloaded certificates (generation N, serving sha256 …)``; files it cannot use are logged as
+``reload failed (generation N): …`` and the pod keeps serving what it had, as nginx does with a bad reload.
 """
 
 from __future__ import annotations
@@ -227,10 +232,14 @@ class EchoServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.context = context
         self._sni: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-        context.sni_callback = self._remember_sni
+        self.use_context(context)
         super().__init__(address, _Handler)
+
+    def use_context(self, context: ssl.SSLContext) -> None:
+        """New connections handshake with ``context`` (one attribute swap: a connection gets the old or the new)."""
+        context.sni_callback = self._remember_sni
+        self.context = context
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host's FQDN (a DNS lookup at start): not needed, not wanted
@@ -321,6 +330,31 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _served_sha256(path: Path) -> str:
+    """SHA-256 of the first certificate in a PEM chain file (what the pod now serves)."""
+    text = path.read_text()
+    start, end = text.find("-----BEGIN CERTIFICATE-----"), text.find("-----END CERTIFICATE-----")
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:end + 25])).hexdigest()
+
+
+class _Reloader:
+    """SIGHUP: rebuild the server context from the same paths; keep the old one if the files are unusable."""
+
+    def __init__(self, server: EchoServer, options: dict[str, Any]) -> None:
+        self.server, self.options, self.generation = server, options, 0
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.generation += 1
+        try:
+            ctx = make_context(**self.options)
+            served = _served_sha256(self.options["cert"])
+        except (ValueError, OSError) as exc:
+            _log(f"reload failed (generation {self.generation}): {exc}; still serving the previous certificates")
+            return
+        self.server.use_context(ctx)
+        _log(f"reloaded certificates (generation {self.generation}, serving sha256 {served})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.pod.echo", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", type=_parse_listen, required=True, help="HOST:PORT (port 0: any free port)")
@@ -333,15 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path, help="written with HOST:PORT once the socket listens")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    options = {"cert": args.cert, "key": args.key, "client_ca": args.client_ca, "client_auth": args.client_auth,
+               "min_version": args.min_version, "max_version": args.max_version}
     try:
-        ctx = make_context(cert=args.cert, key=args.key, client_ca=args.client_ca, client_auth=args.client_auth,
-                           min_version=args.min_version, max_version=args.max_version)
-        server = EchoServer(args.listen, ctx)
+        server = EchoServer(args.listen, make_context(**options))
     except (ValueError, OSError) as exc:
         _log(f"error: {exc}")
         return 2
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _Reloader(server, options))
     try:
         host, port = str(server.server_address[0]), int(server.server_address[1])
         if args.ready_file is not None:

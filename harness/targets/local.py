@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.errors import StartError, WaitTimeout
+from harness.errors import HarnessError, StartError, UsageError, WaitTimeout
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
@@ -30,7 +31,7 @@ from harness.topology import HOPS, HopName, Topology, default_topology
 
 if TYPE_CHECKING:
     from harness.pki import CertSet
-    from harness.render.envoy import EnvoyConfig
+    from harness.render.envoy import CertFiles, EnvoyConfig
     from harness.render.nginx import NginxConfig
 
 __all__ = ["LocalTarget", "endpoints_for"]
@@ -209,16 +210,60 @@ class LocalTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         return self.workdir / "logs" / f"{name}.log"
 
+    def _pod_files(self, leaf: CertFiles, client_ca: Path | None) -> tuple[Path, Path, Path | None]:
+        """The pod's certificates where a mounted Secret puts them (``workdir/pod/tls.crt``, ``tls.key`` 0600,
+        ``ca.crt``), each replaced by a rename so a reload never reads half a file."""
+        from harness.pki_x509 import write_atomic
+
+        assert self.workdir is not None
+        mount = self.workdir / "pod"
+        write_atomic(mount / "tls.crt", leaf.chain.read_bytes())
+        write_atomic(mount / "tls.key", leaf.key.read_bytes(), mode=0o600)
+        if client_ca is None:
+            return mount / "tls.crt", mount / "tls.key", None
+        write_atomic(mount / "ca.crt", client_ca.read_bytes())
+        return mount / "tls.crt", mount / "tls.key", mount / "ca.crt"
+
     def _pod(self) -> _Hop:
         listener = self.topology.pod.listener
-        leaf = self.certs.leaf(listener.server_cert)
+        cert, key, ca = self._pod_files(self.certs.leaf(listener.server_cert),
+                                        self.certs.trust_bundle(listener.client_ca) if listener.client_ca else None)
         argv = [sys.executable, "-m", "harness.pod.echo", "--listen", f"{self._host('pod')}:{self.ports['pod']}",
-                "--cert", str(leaf.chain), "--key", str(leaf.key), "--client-auth", listener.client_auth,
+                "--cert", str(cert), "--key", str(key), "--client-auth", listener.client_auth,
                 "--min-version", listener.min_version, "--max-version", listener.max_version]
-        if listener.client_ca:
-            argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca))]
+        if ca is not None:
+            argv += ["--client-ca", str(ca)]
         proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
         return _Hop("pod", proc, self._listening("pod", self.ports["pod"]))
+
+    def reload_pod(self, leaf: CertFiles, client_ca: Path | None, *, timeout: float = 10.0) -> None:
+        """Hot-reload the running pod (rotation rehearsal): write the leaf it serves and the CA bundle it checks
+        client certs against into its mounted files, SIGHUP it, and return once it logs the reload. A pod that
+        refuses the files, or does not answer in ``timeout`` seconds, raises :class:`HarnessError`; the files it
+        refused stay written (as a bad Secret update would), the pod keeps serving the old ones."""
+        proc = self._procs.get("pod")
+        if proc is None:
+            raise RuntimeError("the local chain's pod is not running (start it first)")
+        if (client_ca is None) != (self.topology.pod.listener.client_ca is None):
+            raise UsageError("reload_pod: give client_ca exactly when the pod checks client certs")
+        log = self._log("pod")
+
+        def reload_lines() -> list[str]:  # the pod's "reloaded certificates …" / "reload failed …" lines
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            return [ln for ln in text.splitlines() if ln.startswith("pod: reload")]
+
+        seen = len(reload_lines())
+        self._pod_files(leaf, client_ca)
+        proc.send_signal(signal.SIGHUP)
+
+        def outcome() -> str:
+            lines = reload_lines()
+            return lines[seen] if len(lines) > seen else ""
+
+        line = wait_until(outcome, "the pod to reload its certificates", timeout=timeout, log_tail=proc.log_tail,
+                          alive=proc.exit_reason)  # WaitTimeout (a HarnessError) when it never answers
+        if "reload failed" in line:
+            raise HarnessError(line.removeprefix("pod: "))
 
     def _ingress(self, nginx: Path) -> _Hop:
         from harness.render.nginx import render_nginx
