@@ -30,9 +30,9 @@ def register(subparsers: Any) -> None:
         "rotate", help="rehearse a certificate rotation on the local chain under load",
         description="Check the next cert set and the plan statically, then stand the local chain up with the "
                     "current set, drive bounded load through all four hops and apply the plan's steps one at a time "
-                    "by hot reload (Envoy SDS rename, nginx SIGHUP), probing what each hop serves and accepts after "
-                    "each step. Exit 0 when no request failed and the final state is the plan's goal, 1 otherwise, "
-                    "2 for unusable input. The plan format is in docs/rotation.md.")
+                    "by hot reload (Envoy SDS rename, nginx SIGHUP, the pod's files + SIGHUP), probing what each "
+                    "hop serves and accepts after each step. Exit 0 when no request failed and the final state is "
+                    "the plan's goal, 1 otherwise, 2 for unusable input. The plan format is in docs/rotation.md.")
     rot.add_argument("--current", type=Path, required=True, metavar="DIR", help="the cert set in service now")
     rot.add_argument("--next", type=Path, required=True, metavar="DIR", dest="next_set",
                      help="the cert set to rotate to (`mtls-harness certs generate DIR` makes one)")

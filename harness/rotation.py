@@ -9,8 +9,9 @@
 2. Live: the local chain (real Envoy ×2, real nginx, the echo pod) starts on the current set; a bounded load
    (:mod:`harness.load`: keep-alive and new-connection workers) runs through all four hops; each step is applied by
    hot reload — Envoy: :func:`~harness.render.envoy.rotate_envoy_secret` (a new SDS file renamed into the watched
-   directory); ingress: the Secrets re-rendered and :func:`~harness.render.nginx.reload_nginx` (SIGHUP) — never an
-   in-place rewrite, never a restart. After each step, probes make fresh handshakes: which server cert each hop serves
+   directory); ingress: the Secrets re-rendered and :func:`~harness.render.nginx.reload_nginx` (SIGHUP); pod: its
+   mounted files replaced and SIGHUP (:meth:`~harness.targets.local.LocalTarget.reload_pod`) — never an in-place
+   rewrite, never a restart. After each step, probes make fresh handshakes: which server cert each hop serves
    (fingerprint from the handshake, proving the reload took effect), whether each link's caller would connect now,
    and which client identities each checking hop accepts.
 3. Verdict: pass only with zero failed requests, probes that agree with the plan's model at every step, and a final
@@ -22,9 +23,11 @@ secret, envoyproxy/envoy#28386), so a step could "work" only because apim→ingr
 reused — and break hours later. After a step that changes how apim connects to the ingress, the rehearsal reloads
 nginx once more (a graceful SIGHUP that closes idle keep-alive connections), so apim reconnects with what it now
 has. The gateway→apim link cannot be recycled without a restart; its new-connection behaviour is shown by the link
-probe. An nginx reload can reset a request that apim sends on a keep-alive connection nginx is just closing (Envoy has
-a retry policy of one attempt on a reset, so this is rare): such resets within a reload are reported separately and
-fail the verdict too, unless ``strict_resets`` is turned off.
+probe. The local ingress opens a new connection to the pod per request (no upstream keep-alive), so a pod step meets
+fresh handshakes at once; ingress-nginx pools them (``upstream-keepalive-connections``), which the ingress→pod link
+probe stands in for. An nginx reload can reset a request that apim sends on a keep-alive connection nginx is just
+closing (Envoy has a retry policy of one attempt on a reset, so this is rare): such resets within a reload are
+reported separately and fail the verdict too, unless ``strict_resets`` is turned off.
 """
 
 from __future__ import annotations
@@ -191,7 +194,8 @@ class RehearsalResult:
     def figures(self) -> dict[str, Any]:
         applied = [s.applied_in for s in self.steps if s.step is not None and s.error is None]
         nginx = [s.applied_in for s in self.steps if s.step is not None and s.step.hop == "ingress"]
-        envoy = [s.applied_in for s in self.steps if s.step is not None and s.step.hop != "ingress"]
+        envoy = [s.applied_in for s in self.steps if s.step is not None and s.step.hop in ("gateway", "apim")]
+        pod = [s.applied_in for s in self.steps if s.step is not None and s.step.hop == "pod"]
         return {
             "requests": self.load.requests,
             "failed_requests": self.failed_requests,
@@ -205,6 +209,7 @@ class RehearsalResult:
             "reload_ms_max": round(max(applied, default=0.0) * 1000, 1),
             "nginx_reload_ms": [round(x * 1000, 1) for x in nginx],
             "envoy_sds_ms": [round(x * 1000, 1) for x in envoy],
+            "pod_reload_ms": [round(x * 1000, 1) for x in pod],
         }
 
     def verdict_lines(self) -> list[str]:
@@ -328,6 +333,11 @@ class _Live:
         if step.hop == "ingress":
             return "nginx re-render + SIGHUP", self._reload_nginx(load, state)
         hs = state[step.hop]
+        if step.hop == "pod":
+            t0 = time.perf_counter()
+            self.target.reload_pod(self.pair.leaf(str(hs.serve)),
+                                   self.pair.trust_bundle(*(str(r) for r in hs.clients)) if hs.clients else None)
+            return "pod files + SIGHUP", time.perf_counter() - t0
         which: SecretName
         source: Any
         if step.action == "serve":
@@ -339,7 +349,7 @@ class _Live:
         else:
             which, source = "upstream-ca", self.pair.trust_bundle(*(str(r) for r in hs.upstream))
         t0 = time.perf_counter()
-        rotate_envoy_secret(self.target.envoy_config(step.hop), which, source, wait=10.0)  # type: ignore[arg-type]
+        rotate_envoy_secret(self.target.envoy_config(step.hop), which, source, wait=10.0)
         return f"Envoy SDS rename ({which})", time.perf_counter() - t0
 
     # -- probing -----------------------------------------------------------------------------------------------
@@ -357,12 +367,16 @@ class _Live:
 
     @staticmethod
     def _refused_by(result: ProbeResult, callee: str) -> str | None:
-        """Why ``callee`` (or its caller, refusing its cert) refused the connection; None when it let it through."""
+        """Why ``callee`` (or its caller, refusing its cert) refused the connection; None when it let it through.
+        A 5xx answer is the callee passing on a failure further down the chain (the ingress's 502 when the pod
+        refuses it): the callee took the connection and the cert, and the probe of the next link shows the break."""
         o = result.outcome
         if o.kind == "ok":
             return None
         if result.status is None:
             return str(o)
+        if result.status >= 500:
+            return None
         hop, reason, _ = attribute_response(result.status, result.headers, result.body)
         return None if hop not in (callee, "unknown") else f'{hop} {result.status} "{reason}"'
 
@@ -472,7 +486,7 @@ class _Live:
 
     @staticmethod
     def _probe_line(res: StepResult) -> str:
-        serves = ", ".join(f"{p.hop} {p.seen}" for p in res.probes if p.check == "serves" and p.hop != "pod")
+        serves = ", ".join(f"{p.hop} {p.seen}" for p in res.probes if p.check == "serves")
         acc = ", ".join(f"{p.check.removeprefix('accepts ')} {p.seen} by the {p.hop}" for p in res.probes
                         if p.check.startswith("accepts"))
         bad = sum(not p.matches for p in res.probes)
@@ -482,13 +496,14 @@ class _Live:
 # ---------------------------------------------------------------------------------------------------------------
 # verdict
 # ---------------------------------------------------------------------------------------------------------------
-def _window(t: float, steps: list[StepResult], broken: Sequence[bool]) -> StepResult:
-    """The step a request that ended at ``t`` belongs to. While step k is being applied both its state and the one
-    before are live (old nginx workers finish their connections, Envoy's pooled connections stay): a request then
-    belongs to the step before when only that state is broken (in the plan's model), else to step k."""
-    k = next((i for i in range(len(steps) - 1, -1, -1) if t >= steps[i].started), 0)
+def _window(r: RequestRecord, steps: list[StepResult], broken: Sequence[bool]) -> StepResult:
+    """The step a request belongs to: the one during which it ended. While step k is being applied both its state
+    and the one before are live (old nginx workers finish their connections, Envoy's pooled connections stay, a
+    handshake the pod began before its reload): a request that began before step k was in effect belongs to the step
+    before when only that state is broken (in the plan's model)."""
+    k = next((i for i in range(len(steps) - 1, -1, -1) if r.end >= steps[i].started), 0)
     s = steps[k]
-    if k > 0 and t < s.effective and broken[steps[k - 1].index] and not broken[s.index]:
+    if k > 0 and r.start < s.effective and broken[steps[k - 1].index] and not broken[s.index]:
         return steps[k - 1]
     return s
 
@@ -499,7 +514,7 @@ def _assign(records: list[RequestRecord], steps: list[StepResult], reloads: list
     for k, s in enumerate(steps):
         s.ended = steps[k + 1].started if k + 1 < len(steps) else end
     for r in records:
-        window = _window(r.end, steps, broken)
+        window = _window(r, steps, broken)
         window.requests += 1
         if r.ok:
             continue

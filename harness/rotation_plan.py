@@ -13,9 +13,9 @@ A plan is an ordered list of steps (docs/rotation.md has the format). Each step 
 - ``serve`` — the server certificate the hop serves;
 - ``present-client-cert`` — the client certificate the hop presents to its upstream.
 
-The rehearsal rotates the hops that reload certificates without a restart: the gateway and apim (Envoy SDS) and the
-ingress (nginx reload). The echo pod cannot, so its trust domain (``pod-ca``) and the internet client's
-(``consumer-ca``) stay on the current set; the internet client trusts both sets' public roots throughout.
+The rehearsal rotates every hop, each without a restart: the gateway and apim (Envoy SDS), the ingress (nginx
+reload) and the pod (its mounted files rewritten, then SIGHUP). The internet client's trust domain (``consumer-ca``)
+stays on the current set; the internet client trusts both sets' public roots throughout.
 
 State is compared by certificate fingerprint, so a "next" set that reuses a CA or a leaf of the current one needs no
 step for it (the default plan leaves it out).
@@ -71,8 +71,8 @@ Action = Literal["trust", "untrust", "serve", "present-client-cert"]
 Side = Literal["clients", "upstream"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 SIDES: Final[tuple[Side, ...]] = get_args(Side)
-#: hops whose certificates reload without a restart (Envoy SDS rename, nginx SIGHUP)
-ROTATABLE_HOPS: Final[tuple[HopName, ...]] = ("gateway", "apim", "ingress")
+#: hops whose certificates reload without a restart (Envoy SDS rename, nginx SIGHUP, the pod's files + SIGHUP)
+ROTATABLE_HOPS: Final[tuple[HopName, ...]] = ("gateway", "apim", "ingress", "pod")
 #: every TLS link of the chain, caller first ("client" is the internet client)
 LINKS: Final[tuple[tuple[str, HopName], ...]] = (("client", "gateway"), ("gateway", "apim"), ("apim", "ingress"),
                                                  ("ingress", "pod"))
@@ -92,8 +92,8 @@ class _Slots:
 
 def _slots(topology: Topology) -> dict[HopName, _Slots]:
     if topology.passthrough:
-        raise UsageError("the rotation rehearsal does not support an ingress with ssl-passthrough (the pod, which "
-                         "cannot reload, would serve the ingress host) — rehearse with TLS terminated at the ingress")
+        raise UsageError("the rotation rehearsal does not support an ingress with ssl-passthrough (the pod would "
+                         "serve the ingress host) — rehearse with TLS terminated at the ingress")
     plan = topology.pki
     out: dict[HopName, _Slots] = {}
     for hop in ("gateway", "apim", "ingress", "pod"):
@@ -204,9 +204,6 @@ def _parse_step(raw: object, index: int, topology: Topology, slots: Mapping[HopN
     if unknown:
         raise UsageError(f"{here}: unknown key {unknown[0]!r} — a step has {_names(sorted(_STEP_KEYS))}")
     hop, action = raw.get("hop"), raw.get("action")
-    if hop == "pod":
-        raise UsageError(f"{here}: hop 'pod' cannot be rotated (the echo pod reloads no certificate without a "
-                         f"restart) — rotate {_names(ROTATABLE_HOPS)}")
     if hop not in ROTATABLE_HOPS:
         raise UsageError(f"{here}: unknown hop {hop!r} — use one of {_names(ROTATABLE_HOPS)}")
     if action not in ACTIONS:
@@ -345,8 +342,8 @@ def plan_scope(plan: RotationPlan, topology: Topology) -> set[str]:
 
 def goal_state(topology: Topology, scope: set[str]) -> dict[HopName, HopState]:
     """Where a rotation of the trust domains ``scope`` (root CA names) must end: at every hop that reloads, each of
-    their certificates from the next set and only the next set's root trusted. The pod and the internet client
-    keep what they have (neither reloads here)."""
+    their certificates from the next set and only the next set's root trusted. The internet client keeps what it
+    has (its trust store and certificate are not part of a plan)."""
     return _state(topology, lambda hop, name, root: Ref(
         "next" if root in scope and hop in ROTATABLE_HOPS else "current", name))
 

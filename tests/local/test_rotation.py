@@ -7,14 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import harness.render.nginx as nginx_render
 from harness.cli import main
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.pki import CertSet, generate_cert_set, load_cert_set
+from harness.probe import ProbeResult, probe
 from harness.report.rotation import write_rotation_report
 from harness.rotation import RehearsalOptions, rehearsal_topology, rehearse
 from harness.rotation_plan import (
@@ -29,6 +31,7 @@ from harness.rotation_plan import (
     state_differences,
     static_checks,
 )
+from harness.targets.local import LocalTarget
 from harness.topology import default_pki_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +94,17 @@ def test_static_check_predicts_the_wrong_order_break_at_its_step(pki_set: CertSe
     assert not report.ok
 
 
+def test_static_check_predicts_the_ingress_losing_the_pod_when_it_presents_the_next_cert_too_early(
+        pki_set: CertSet, pair: CertPair) -> None:
+    topology = rehearsal_topology(pki_set)
+    plan = parse_plan("steps:\n"
+                      "  - {hop: ingress, action: present-client-cert, leaf: next:ingress-client}\n"
+                      "  - {hop: pod, action: trust, ca: [current:pod-ca, next:pod-ca]}\n", topology)
+    report = static_checks(pair, topology, plan, simulate(plan, topology), lint=False)
+    assert [(i, p.caller, p.callee) for i, p in report.predicted] == [(1, "ingress", "pod")]
+    assert "the pod would reject the ingress's client cert next:ingress-client" in report.predicted[0][1].message
+
+
 def test_static_check_finds_an_expired_leaf_in_the_next_set(pki_set: CertSet, nxt: CertSet, tmp_path: Path) -> None:
     bad = tmp_path / "bad-next"
     shutil.copytree(nxt.directory, bad, ignore=shutil.ignore_patterns("faults", "bundles"))
@@ -109,7 +123,9 @@ def test_static_check_finds_an_expired_leaf_in_the_next_set(pki_set: CertSet, nx
     ("- {hop: ingress}", "a mapping with a 'steps' list"),
     ("steps: []", "non-empty list"),
     ("steps: [{hop: ingres, action: trust, ca: current:apim-client-ca}]", "unknown hop 'ingres'"),
-    ("steps: [{hop: pod, action: serve, leaf: next:pod-server}]", "hop 'pod' cannot be rotated"),
+    ("steps: [{hop: pod, action: present-client-cert, leaf: next:ingress-client}]",
+     "the pod presents no client certificate upstream"),
+    ("steps: [{hop: pod, action: trust, ca: next:apim-client-ca}]", "the pod trusts no CA like next:apim-client-ca"),
     ("steps: [{hop: ingress, action: swap, ca: current:apim-client-ca}]", "unknown action 'swap'"),
     ("steps: [{hop: apim, action: present-client-cert, leaf: next:apim-clint}]", "unknown leaf 'next:apim-clint'"),
     ("steps: [{hop: apim, action: serve, leaf: next:apim-client}]", "the apim serves apim-server"),
@@ -190,6 +206,43 @@ def test_the_installed_command_refuses_a_malformed_plan_without_a_traceback(pki_
 # ---------------------------------------------------------------------------------------------------------------
 # live rehearsals: real Envoy ×2, real nginx, the echo pod, load through all four hops
 # ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Files:
+    chain: Path
+    key: Path
+
+
+@live
+def test_the_pod_reloads_its_mounted_certs_on_sighup_and_keeps_them_when_the_files_are_bad(
+        pki_set: CertSet, nxt: CertSet, pair: CertPair) -> None:
+    target = LocalTarget(rehearsal_topology(pki_set), certs=pki_set)
+    with target as chain:
+        ep = chain.endpoint("pod")
+
+        def pod(identity: str) -> ProbeResult:
+            leaf = pair.leaf(identity)
+            return probe(ep.host, ep.port, server_name=ep.server_name, trust=both, client_cert=leaf.chain,
+                         client_key=leaf.key)
+
+        both = pair.trust_bundle("current:pod-ca", "next:pod-ca")
+        assert pod("next:ingress-client").outcome.kind != "ok"  # before: only the current pod-ca is trusted
+        target.reload_pod(nxt.leaf("pod-server"), both)
+        for identity in ("current:ingress-client", "next:ingress-client"):
+            seen = pod(identity)
+            assert seen.outcome.kind == "ok", seen.describe()
+            assert seen.peer_chain[0].sha256 == nxt.leaf("pod-server").fingerprint_sha256
+        # a key that does not match the served cert: refused by the pod, which keeps what it had
+        mismatched = _Files(nxt.leaf("pod-server").chain, pki_set.leaf("pod-server").key)
+        with pytest.raises(HarnessError, match=r"reload failed \(generation 2\)"):
+            target.reload_pod(mismatched, both)
+        still = pod("next:ingress-client")
+        assert still.outcome.kind == "ok", still.describe()
+        assert still.peer_chain[0].sha256 == nxt.leaf("pod-server").fingerprint_sha256
+        mount = target.workdir / "pod" if target.workdir else None
+        assert mount is not None
+        assert (mount / "tls.key").stat().st_mode & 0o777 == 0o600
+
+
 @live
 def test_default_plan_passes_with_no_failed_request_and_reports_its_figures(pki_set: CertSet, nxt: CertSet,
                                                                             tmp_path: Path) -> None:
@@ -206,13 +259,17 @@ def test_default_plan_passes_with_no_failed_request_and_reports_its_figures(pki_
     assert sum(line.startswith("step ") for line in lines) == len(result.plan.steps)
     # the handshakes prove the reloads: the fingerprints served before and after, from the sets' own files
     first, last = result.steps[0], result.steps[-1]
-    for hop, leaf in (("gateway", "gateway-server"), ("apim", "apim-server"), ("ingress", "ingress-server")):
+    for hop, leaf in (("gateway", "gateway-server"), ("apim", "apim-server"), ("ingress", "ingress-server"),
+                      ("pod", "pod-server")):
         before = next(p for p in first.probes if p.hop == hop and p.check == "serves")
         after = next(p for p in last.probes if p.hop == hop and p.check == "serves")
         assert before.sha256 == pki_set.leaf(leaf).fingerprint_sha256
         assert after.sha256 == nxt.leaf(leaf).fingerprint_sha256
-    accepted = {p.check: p.seen for p in last.probes if p.check.startswith("accepts")}
-    assert accepted == {"accepts current:apim-client": "rejected", "accepts next:apim-client": "accepted"}
+    accepted = {(p.hop, p.check): p.seen for p in last.probes if p.check.startswith("accepts")}
+    assert accepted == {("ingress", "accepts current:apim-client"): "rejected",
+                        ("ingress", "accepts next:apim-client"): "accepted",
+                        ("pod", "accepts current:ingress-client"): "rejected",
+                        ("pod", "accepts next:ingress-client"): "accepted"}
     # the report: a PNG timeline, one table row per step, the figures as data
     assert paths["timeline"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = paths["steps"].read_text()
@@ -222,7 +279,9 @@ def test_default_plan_passes_with_no_failed_request_and_reports_its_figures(pki_
     assert doc["figures"]["requests"] == len(result.records)
     assert doc["figures"]["failed_requests"] == 0
     assert doc["figures"]["rate_per_s"] > 0
-    assert len(doc["figures"]["nginx_reload_ms"]) == 3
+    hops = [s.hop for s in result.plan.steps]
+    assert len(doc["figures"]["nginx_reload_ms"]) == hops.count("ingress")
+    assert len(doc["figures"]["pod_reload_ms"]) == hops.count("pod") == 3
     assert "PRIVATE KEY" not in paths["json"].read_text() + table
 
 
@@ -247,6 +306,23 @@ def test_wrong_order_plan_fails_naming_the_step_the_hop_the_count_and_the_reject
     expected = (f'step 1/3 (apim present-client-cert next:apim-client): {count} failed requests — '
                 f'ingress 400 "The SSL certificate error" ×{count}')
     assert expected in out, out
+
+
+@live
+def test_the_ingress_presenting_its_next_cert_before_the_pod_trusts_it_fails_at_that_step(
+        pki_set: CertSet, nxt: CertSet) -> None:
+    topology = rehearsal_topology(pki_set)
+    result = rehearse(pki_set, nxt, load_plan(PLANS / "pod-wrong-order.yaml", topology), options=FAST)
+
+    assert not result.passed
+    step1 = result.steps[1]
+    assert step1.failures, result.verdict_lines()
+    assert {(f.hop, f.status) for f in step1.failures} == {("ingress", 502)}
+    assert sum(len(s.failures) for s in result.steps[2:]) == 0  # step 2 (the pod trusts next:pod-ca) mends it
+    links = {p.check: p.seen for p in step1.probes if p.check.startswith("link")}
+    assert links == {"link client→gateway": "connects", "link gateway→apim": "connects",
+                     "link apim→ingress": "connects", "link ingress→pod": "refused"}
+    assert [r for r in result.reasons if "the plan expects" in r] == []  # every probe agrees with the model
 
 
 @live
