@@ -552,11 +552,18 @@ def _reasons(static: StaticReport, steps: list[StepResult], final: list[str], lo
 
 
 def _final_evidence(final: list[str], last: StepResult) -> list[str]:
-    """The final-state gaps, each with what the last probes showed about the hop it names."""
+    """The final-state gaps, each with what the last probes showed about it: the leaf a hop serves for a "still
+    serves" gap, the client certs it accepts for a client-trust gap (no probe shows what a hop presents or which
+    roots it trusts for its upstream beyond the link probe, so those gaps stand alone)."""
     out = []
     for gap in final:
         hop = gap.split()[1]
-        seen = [f"{p.check} {p.seen}" for p in last.probes if p.hop == hop and p.check.startswith("accepts")]
+        if " still serves " in gap:
+            seen = [f"serves {p.seen}" for p in last.probes if p.hop == hop and p.check == "serves"]
+        elif gap.split(" — ")[0].endswith("for client certs"):
+            seen = [f"{p.check} {p.seen}" for p in last.probes if p.hop == hop and p.check.startswith("accepts")]
+        else:
+            seen = []
         out.append(gap + (f" (probe: {', '.join(seen)})" if seen else ""))
     return out
 

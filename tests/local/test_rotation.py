@@ -323,6 +323,13 @@ def test_the_ingress_presenting_its_next_cert_before_the_pod_trusts_it_fails_at_
     assert links == {"link client→gateway": "connects", "link gateway→apim": "connects",
                      "link apim→ingress": "connects", "link ingress→pod": "refused"}
     assert [r for r in result.reasons if "the plan expects" in r] == []  # every probe agrees with the model
+    # the plan never rotates the pod's own cert nor the ingress's trust for it: the final state says so, with the
+    # handshake's evidence where a probe shows it
+    final = [r.removeprefix("final state: ") for r in result.reasons if r.startswith("final state:")]
+    assert "the pod still serves current:pod-server — add {hop: pod, action: serve, leaf: next:pod-server} " \
+           "(probe: serves current:pod-server)" in final, final
+    assert any(r.startswith("the ingress still trusts current:pod-ca for its upstream's server cert") and
+               "(probe:" not in r for r in final), final
 
 
 @live
