@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -485,14 +486,19 @@ def _workers(master: int) -> dict[int, str]:
     return out
 
 
-def reload_nginx(config: NginxConfig, pid: int, *, timeout: float = 10.0) -> None:
+def reload_nginx(config: NginxConfig, pid: int, *, timeout: float = 10.0,
+                 run_in: Callable[[list[str]], list[str]] | None = None) -> None:
     """Check the rendered config with ``nginx -t``, send SIGHUP to the master ``pid`` and wait until a worker with
     the new config runs and the old workers stopped accepting (they finish in-flight requests, none is dropped).
 
-    Raises :class:`StartError` with nginx's message when the new config is invalid (the old one keeps serving).
+    ``run_in`` wraps the ``nginx -t`` command line so it runs where the master does (``ip netns exec NS …`` for a
+    master in a network namespace: its listen addresses exist only there). Raises :class:`StartError` with nginx's
+    message when the new config is invalid (the old one keeps serving).
     """
     nginx = find_nginx()
-    check = subprocess.run(config.test_argv(nginx), capture_output=True, text=True, timeout=30, check=False)
+    argv = config.test_argv(nginx)
+    check = subprocess.run(run_in(argv) if run_in else argv, capture_output=True, text=True, timeout=30,
+                           check=False)
     if check.returncode != 0:
         raise StartError(f"nginx -t refused the re-rendered {config.conf_path}; nginx keeps the old config:\n"
                          f"{(check.stderr or check.stdout).strip()}")

@@ -323,7 +323,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
-        reload_nginx(self._nginx, self._procs["ingress"].pid)
+        reload_nginx(self._nginx, self._procs["ingress"].pid, run_in=lambda argv: self._argv("ingress", argv))
 
     # -- access for hot-reload callers (the rotation rehearsal) ---------------------------------------------------
     def envoy_config(self, hop: Literal["gateway", "apim"]) -> EnvoyConfig:

@@ -451,3 +451,22 @@ def test_a_pytest_session_with_isolate_leaves_no_namespace_or_process(tmp_path):
     assert own_namespaces(f"mtlsh-{run_id}") == []
     _nothing_left(list(doc["namespaces"].values()), set(doc["inodes"]), list(doc["pids"].values()))
 
+
+
+@needs_root
+def test_reconfigure_hot_reloads_the_isolated_ingress_inside_its_namespace():
+    """An ingress-only variant is an nginx hot reload; its `nginx -t` must run where the ingress's addresses exist."""
+    from harness.targets.isolated import IsolatedTarget
+    from harness.topology import default_topology
+
+    topology = default_topology()
+    target = IsolatedTarget(topology)
+    with target as chain:
+        master = target.pid("ingress")
+        refused = chain.probe("ingress", client_cert=None, client_key=None)
+        assert refused.status == 400, refused.describe()
+        assert b"No required SSL certificate was sent" in refused.body, refused.describe()
+        changed = target.reconfigure(topology.with_ingress_annotations(auth_tls_verify_client="optional"))
+        assert target.pid("ingress") == master  # reloaded, not restarted
+        let_in = changed.probe("ingress", client_cert=None, client_key=None)
+        assert let_in.status == 200, let_in.describe()
