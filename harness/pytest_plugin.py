@@ -200,7 +200,10 @@ def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: 
 
 
 class VariantChains:
-    """Variant chains started on demand, least recently used one stopped when more than ``size`` are up."""
+    """Variant chains started on demand; with more than ``size`` up, the least recently used one is turned into the
+    new variant by ``reconfigure`` (local target, with or without --isolate: only the hops that differ restart, an
+    ingress-only change is an nginx hot reload) or stopped (other targets, whose reconfigure is no cheaper than a
+    start)."""
 
     def __init__(self, config: pytest.Config, target_name: str, size: int = VARIANT_CACHE) -> None:
         self._config = config
@@ -215,9 +218,22 @@ class VariantChains:
             return self._up[key][1]
         while len(self._up) >= self._size:
             _, (old, _) = self._up.popitem(last=False)
+            if self._target_name == "local" and len(self._up) < self._size:
+                return self._reuse(old, key, topology)
             old.__exit__(None, None, None)
         target = _open_target(self._config, self._target_name, topology)
         running = _enter(self._config, target)
+        self._up[key] = (target, running)
+        return running
+
+    def _reuse(self, target: Any, key: str, topology: Topology) -> RunningChain:
+        try:
+            running: RunningChain = target.reconfigure(topology)
+        except BaseException as exc:
+            target.__exit__(None, None, None)  # half-changed: stop it rather than guess its state
+            if isinstance(exc, HarnessError):
+                pytest.fail(f"the chain could not be changed into the variant: {exc}", pytrace=False)
+            raise
         self._up[key] = (target, running)
         return running
 
