@@ -202,8 +202,8 @@ def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: 
 class VariantChains:
     """Variant chains started on demand; with more than ``size`` up, the least recently used one is turned into the
     new variant by ``reconfigure`` (local target, with or without --isolate: only the hops that differ restart, an
-    ingress-only change is an nginx hot reload) or stopped (other targets, whose reconfigure is no cheaper than a
-    start)."""
+    ingress-only change is an nginx hot reload) or stopped (other targets: the containers target's reconfigure
+    restarts all four containers for anything but an ingress change, and was not measured against the suite)."""
 
     def __init__(self, config: pytest.Config, target_name: str, size: int = VARIANT_CACHE) -> None:
         self._config = config
