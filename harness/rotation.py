@@ -88,6 +88,8 @@ __all__ = [
 
 #: a failed request this soon after an nginx reload ended, reset by the closing keep-alive connection, is a reset
 RESET_GRACE = 1.0
+#: seconds a step's load may run past its window while no request has been answered since the step began
+DWELL_GRACE = 2.0
 #: reasons that mean "the connection was closed under the request", not a certificate decision
 _RESET_MARKERS = ("connection_termination", "connection reset", "Server disconnected")
 
@@ -425,10 +427,20 @@ class _Live:
         return rows
 
     # -- the run -----------------------------------------------------------------------------------------------
-    def _dwell(self, load: LoadGenerator, until: float) -> None:
+    def _dwell(self, load: LoadGenerator, until: float, answered_before: int) -> None:
+        """Keep the load on until ``until`` and until at least one request has been answered since the step began
+        (``answered_before`` were answered then): on a loaded machine a slow apply and its probes can use up a short
+        window before any request completes, and a step with no load would prove nothing. At most
+        :data:`DWELL_GRACE` seconds beyond ``until``."""
         next_tick = load.now() + 2.0
-        while load.running and load.now() < until:
-            time.sleep(max(0.0, min(0.1, until - load.now())))
+        hard = until + DWELL_GRACE
+
+        def more() -> bool:
+            now = load.now()
+            return now < until or (now < hard and load.counts()[0] <= answered_before)
+
+        while load.running and more():
+            time.sleep(max(0.0, min(0.1, hard - load.now())))
             if load.now() >= next_tick:
                 total, failed = load.counts()
                 self.say(f"    {load.now():5.1f} s: {total} requests, {failed} failed")
@@ -455,7 +467,7 @@ class _Live:
             base = StepResult(0, None, started=0.0, probes=self.probes(0, self.states[0]))
             results.append(base)
             self.say(f"  baseline: {self._probe_line(base)}")
-            self._dwell(load, window)
+            self._dwell(load, window, 0)
             for i, step in enumerate(self.plan.steps, 1):
                 if not load.running:
                     results[-1].error = f"the load stopped at its bound ({load.stopped_by}) before step {i}"
@@ -474,13 +486,13 @@ class _Live:
                     res.error = f"could not apply: {exc}".splitlines()[0]
                     res.effective = load.now()
                     self.say(f"  {res.error}")
-                    self._dwell(load, res.started + window)
+                    self._dwell(load, res.started + window, total)
                     break
                 res.probes = self.probes(i, self.states[i])
                 self.say(f"  applied in {res.applied_in * 1000:.0f} ms by {res.how}"
                          f"{' (+ nginx reload to recycle apim connections)' if res.recycled else ''}; "
                          f"{self._probe_line(res)}")
-                self._dwell(load, res.started + window)
+                self._dwell(load, res.started + window, total)
             load.stop()
         return results, load
 

@@ -84,8 +84,12 @@ def _cert_facts(der: bytes) -> dict[str, Any]:
 
 def _escaped_pem_sha256(value: str) -> str | None:
     """SHA-256 of the first certificate in an URL-escaped PEM (``$ssl_client_escaped_cert``), or None."""
+    return _pem_sha256(urllib.parse.unquote(value))
+
+
+def _pem_sha256(pem: str) -> str | None:
+    """SHA-256 of the first certificate in PEM text, or None when there is none."""
     try:
-        pem = urllib.parse.unquote(value)
         start = pem.index("-----BEGIN CERTIFICATE-----")
         end = pem.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
         return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem[start:end])).hexdigest()
@@ -330,13 +334,6 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _served_sha256(path: Path) -> str:
-    """SHA-256 of the first certificate in a PEM chain file (what the pod now serves)."""
-    text = path.read_text()
-    start, end = text.find("-----BEGIN CERTIFICATE-----"), text.find("-----END CERTIFICATE-----")
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:end + 25])).hexdigest()
-
-
 class _Reloader:
     """SIGHUP: rebuild the server context from the same paths; keep the old one if the files are unusable."""
 
@@ -347,7 +344,7 @@ class _Reloader:
         self.generation += 1
         try:
             ctx = make_context(**self.options)
-            served = _served_sha256(self.options["cert"])
+            served = _pem_sha256(Path(self.options["cert"]).read_text()) or "?"
         except (ValueError, OSError) as exc:
             _log(f"reload failed (generation {self.generation}): {exc}; still serving the previous certificates")
             return

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -247,7 +247,10 @@ def test_the_pod_reloads_its_mounted_certs_on_sighup_and_keeps_them_when_the_fil
 def test_default_plan_passes_with_no_failed_request_and_reports_its_figures(pki_set: CertSet, nxt: CertSet,
                                                                             tmp_path: Path) -> None:
     lines: list[str] = []
-    result = rehearse(pki_set, nxt, None, options=FAST, progress=lines.append)
+    # 16 steps mean 8 nginx reloads under load: on a loaded CI box one of apim's keep-alive requests can still meet a
+    # closing nginx worker on its retry too. Such resets are reported apart (and fail a strict run: the default);
+    # this test is about certificate failures, of which there must be none.
+    result = rehearse(pki_set, nxt, None, options=replace(FAST, strict_resets=False), progress=lines.append)
     paths = write_rotation_report(result, tmp_path / "report")
 
     assert result.passed, "\n".join(result.verdict_lines())
