@@ -23,7 +23,6 @@ import os
 import shutil
 import sys
 import tempfile
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,15 @@ from harness.errors import InputError, UsageError
 from harness.pki import CertSet, LeafFiles, _leaf_files
 from harness.pki_faults import Fault, build_fault
 from harness.pki_x509 import cert_pem, issue_ca, key_pem, write_atomic
-from harness.targets.base import HopEndpoint, RunningChain, TargetBase, config_path_from_env
+from harness.targets.base import (
+    HopEndpoint,
+    RunningChain,
+    TargetBase,
+    config_error,
+    config_file,
+    config_path_from_env,
+    read_toml_config,
+)
 from harness.topology import HOPS, HopName, LeafSpec, PKIPlan, Topology, Upstream, default_topology
 
 __all__ = [
@@ -93,61 +100,47 @@ class AttachConfig:
 # ------------------------------------------------------------------------------------------------------------------
 # reading and writing the file
 # ------------------------------------------------------------------------------------------------------------------
-def _where(source: Path | None, key: str) -> str:
-    return f"{source}: {key}" if source else key
-
-
-def _bad(source: Path | None, key: str, problem: str, fix: str) -> UsageError:
-    return UsageError(f"{_where(source, key)}: {problem} — {fix}")
-
-
-def _path(value: Any, base: Path, source: Path | None, key: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise _bad(source, key, f"must be a file path, not {value!r}", "give the path as a string")
-    p = Path(os.path.expanduser(value))
-    p = p if p.is_absolute() else base / p
-    if not p.is_file():
-        raise InputError(p, f"does not exist (named by {key})", "fix the path in the attach config")
-    return p
-
-
 def _hop(name: str, raw: Any, base: Path, source: Path | None) -> AttachHop:
     key = f"hops.{name}"
     if name not in HOPS:
-        raise _bad(source, key, f"unknown hop {name!r}", f"use one of: {', '.join(HOPS)}")
+        raise config_error(source, key, f"unknown hop {name!r}", f"use one of: {', '.join(HOPS)}")
     if not isinstance(raw, Mapping):
-        raise _bad(source, key, "must be a table", f"write [{key}] with host, port and server_name")
+        raise config_error(source, key, "must be a table", f"write [{key}] with host, port and server_name")
     unknown = set(raw) - _HOP_KEYS
     if unknown:
-        raise _bad(source, key, f"unknown key(s) {', '.join(sorted(unknown))}",
-                   f"allowed: {', '.join(sorted(_HOP_KEYS))}")
+        raise config_error(source, key, f"unknown key(s) {', '.join(sorted(unknown))}",
+                           f"allowed: {', '.join(sorted(_HOP_KEYS))}")
     for req in ("host", "port"):
         if req not in raw:
-            raise _bad(source, f"{key}.{req}", "is missing", "every hop needs host and port")
+            raise config_error(source, f"{key}.{req}", "is missing", "every hop needs host and port")
     port = raw["port"]
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise _bad(source, f"{key}.port", f"must be a TCP port number, not {port!r}", "use 1-65535")
+        raise config_error(source, f"{key}.port", f"must be a TCP port number, not {port!r}", "use 1-65535")
     host = raw["host"]
     if not isinstance(host, str) or not host:
-        raise _bad(source, f"{key}.host", f"must be a host name or address, not {host!r}", "e.g. host = \"10.1.2.4\"")
+        raise config_error(source, f"{key}.host", f"must be a host name or address, not {host!r}",
+                           "e.g. host = \"10.1.2.4\"")
     server_name = raw.get("server_name", host)
     if not isinstance(server_name, str) or not server_name:
-        raise _bad(source, f"{key}.server_name", f"must be a DNS name, not {server_name!r}",
-                   "the name its caller sends")
+        raise config_error(source, f"{key}.server_name", f"must be a DNS name, not {server_name!r}",
+                           "the name its caller sends")
 
     def opt(k: str) -> Path | None:
-        return _path(raw[k], base, source, f"{key}.{k}") if k in raw else None
+        return config_file(raw[k], base, source, f"{key}.{k}", "attach") if k in raw else None
 
     pfx_env = raw.get("pfx_password_env")
     if pfx_env is not None and (not isinstance(pfx_env, str) or not pfx_env):
-        raise _bad(source, f"{key}.pfx_password_env", "must name an environment variable", "e.g. \"APIM_PFX_PASSWORD\"")
+        raise config_error(source, f"{key}.pfx_password_env", "must name an environment variable",
+                           "e.g. \"APIM_PFX_PASSWORD\"")
     hop = AttachHop(hop=name, host=host, port=port, server_name=server_name,
                     ca_bundle=opt("ca_bundle"), client_cert=opt("client_cert"), client_key=opt("client_key"),
                     pfx=opt("pfx"), pfx_password_env=pfx_env, leaf=raw.get("leaf"))
     if hop.pfx and (hop.client_cert or hop.client_key):
-        raise _bad(source, key, "gives both pfx and client_cert/client_key", "give one identity: a PFX or PEM files")
+        raise config_error(source, key, "gives both pfx and client_cert/client_key",
+                           "give one identity: a PFX or PEM files")
     if hop.client_key and not hop.client_cert:
-        raise _bad(source, f"{key}.client_key", "has no client_cert beside it", "add client_cert (PEM, leaf first)")
+        raise config_error(source, f"{key}.client_key", "has no client_cert beside it",
+                           "add client_cert (PEM, leaf first)")
     return hop
 
 
@@ -155,34 +148,25 @@ def parse_attach_config(doc: Mapping[str, Any], base: Path, source: Path | None 
     """An :class:`AttachConfig` from parsed TOML; relative paths are resolved against ``base``."""
     unknown = set(doc) - _TOP_KEYS
     if unknown:
-        raise _bad(source, ", ".join(sorted(unknown)), "unknown top-level key(s)",
-                   f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+        raise config_error(source, ", ".join(sorted(unknown)), "unknown top-level key(s)",
+                           f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     negatives = doc.get("negatives", "generate")
     if negatives not in ("generate", "none"):
-        raise _bad(source, "negatives", f"must be \"generate\" or \"none\", not {negatives!r}",
-                   "\"generate\" lets the harness make its own bad client certs")
+        raise config_error(source, "negatives", f"must be \"generate\" or \"none\", not {negatives!r}",
+                           "\"generate\" lets the harness make its own bad client certs")
     hops_raw = doc.get("hops", {})
     if not isinstance(hops_raw, Mapping) or not hops_raw:
-        raise _bad(source, "hops", "no hop is configured", "add at least [hops.gateway] with host, port, server_name")
+        raise config_error(source, "hops", "no hop is configured",
+                           "add at least [hops.gateway] with host, port, server_name")
     hops = {name: _hop(name, raw, base, source) for name, raw in hops_raw.items()}
     cas: dict[str, tuple[Path, Path]] = {}
     for name, raw in dict(doc.get("cas", {})).items():
         if not isinstance(raw, Mapping) or set(raw) != {"cert", "key"}:
-            raise _bad(source, f"cas.{name}", "must have exactly cert and key", "or leave the CA out")
-        cas[name] = (_path(raw["cert"], base, source, f"cas.{name}.cert"),
-                     _path(raw["key"], base, source, f"cas.{name}.key"))
+            raise config_error(source, f"cas.{name}", "must have exactly cert and key", "or leave the CA out")
+        cas[name] = (config_file(raw["cert"], base, source, f"cas.{name}.cert", "attach"),
+                                 config_file(raw["key"], base, source, f"cas.{name}.key", "attach"))
     ordered = {h: hops[h] for h in HOPS if h in hops}
     return AttachConfig(hops=ordered, negatives=negatives, cas=cas, source=source)
-
-
-def read_toml_config(path: Path, what: str) -> dict[str, Any]:
-    """A TOML config file as a dict; a missing file or bad syntax is one InputError naming ``what`` it is."""
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(path, "does not exist", f"pass the {what} config (see docs/azure.md)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, f"is not valid TOML ({exc})", "fix the syntax (see docs/azure.md)") from None
 
 
 def load_attach_config(path: Path) -> AttachConfig:
@@ -381,14 +365,15 @@ class AttachTarget(TargetBase):
             if cfg.has_identity:
                 leaf_name = cfg.leaf or _caller_leaf(topology, hop)
                 if leaf_name is None:
-                    raise UsageError(f"{_where(self.config.source, f'hops.{hop}')}: the topology's caller of {hop} "
-                                     "presents no client cert — name the plan's leaf with leaf = \"consumer-client\"")
+                    raise config_error(self.config.source, f"hops.{hop}",
+                                       f"the topology's caller of {hop} presents no client cert",
+                                       "name the plan's leaf with leaf = \"consumer-client\"")
                 password = None
                 if cfg.pfx is not None and cfg.pfx_password_env:
                     password = os.environ.get(cfg.pfx_password_env)
                     if password is None:
-                        raise UsageError(f"{_where(self.config.source, f'hops.{hop}.pfx_password_env')}: the "
-                                         f"environment variable {cfg.pfx_password_env} is not set — export it")
+                        raise config_error(self.config.source, f"hops.{hop}.pfx_password_env",
+                                           f"the environment variable {cfg.pfx_password_env} is not set", "export it")
                 source = cfg.pfx or cfg.client_cert
                 assert source is not None
                 try:
@@ -416,8 +401,8 @@ class AttachTarget(TargetBase):
                                          client_key=leaf_files[1] if leaf_files else None)
         for ca_name, (cert, key) in self.config.cas.items():
             if ca_name not in {c.name for c in plan.cas}:
-                raise UsageError(f"{_where(self.config.source, f'cas.{ca_name}')}: the topology has no CA of that "
-                                 f"name — use one of: {', '.join(c.name for c in plan.cas)}")
+                raise config_error(self.config.source, f"cas.{ca_name}", "the topology has no CA of that name",
+                                   f"use one of: {', '.join(c.name for c in plan.cas)}")
             write_atomic(certs_dir / "cas" / ca_name / "cert.pem", cert.read_bytes())
             write_atomic(certs_dir / "cas" / ca_name / "key.pem", key.read_bytes(), 0o600)
         plan = dataclasses.replace(plan, leaves=tuple(leaves.values()))

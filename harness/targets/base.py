@@ -7,13 +7,14 @@ error propagates) and yields a :class:`RunningChain`; leaving the block stops ev
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.errors import UsageError
+from harness.errors import InputError, UsageError
 from harness.topology import HOPS, HopName, Topology
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from harness.probe import ProbeResult
 
 __all__ = ["CONFIG_ENV", "TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase",
-           "config_path_from_env"]
+           "config_error", "config_file", "config_path_from_env", "read_toml_config"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
@@ -37,6 +38,33 @@ def config_path_from_env(target: str) -> Path:
         raise UsageError(f"the {target} target needs a config file — pass --config {target}.toml "
                          f"(or set {CONFIG_ENV[target]}) (format: docs/azure.md)")
     return Path(env)
+
+
+def read_toml_config(path: Path, what: str) -> dict[str, Any]:
+    """A TOML config file as a dict; a missing file or bad syntax is one InputError naming ``what`` it is."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(path, "does not exist", f"pass the {what} config (see docs/azure.md)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"is not valid TOML ({exc})", "fix the syntax (see docs/azure.md)") from None
+
+
+def config_error(source: Path | None, key: str, problem: str, fix: str) -> UsageError:
+    """One line: where in the config (``file: key``, or the key alone for a config from no file), what is wrong with
+    the value, and the fix."""
+    return UsageError(f"{source}: {key}: {problem} — {fix}" if source else f"{key}: {problem} — {fix}")
+
+
+def config_file(value: Any, base: Path, source: Path | None, key: str, what: str) -> Path:
+    """A file path from a config value (``~`` expanded, relative to the config's directory) that must exist."""
+    if not isinstance(value, str) or not value:
+        raise config_error(source, key, f"must be a file path, not {value!r}", "give the path as a string")
+    p = Path(os.path.expanduser(value))
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise InputError(p, f"does not exist (named by {key})", f"fix the path in the {what} config")
+    return p
 
 
 @dataclass(frozen=True)

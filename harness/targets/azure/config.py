@@ -19,13 +19,12 @@ variable, never written here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputError, UsageError
+from harness.targets.base import config_error, config_file, read_toml_config
 
 __all__ = ["DEFAULT_EXPIRY_DAYS", "AzureConfig", "load_azure_config", "parse_azure_config"]
 
@@ -78,38 +77,23 @@ class AzureConfig:
         return str(self.source) if self.source else "azure config"
 
 
-def _err(cfg_source: Path | None, key: str, problem: str, fix: str) -> UsageError:
-    where = f"{cfg_source}: " if cfg_source else ""
-    return UsageError(f"{where}{key}: {problem} — {fix}")
-
-
 def _str(doc: Mapping[str, Any], key: str, src: Path | None, *, required: bool = False,
          prefix: str = "") -> str | None:
     value = doc.get(key)
     if value is None:
         if required:
-            raise _err(src, prefix + key, "is missing", f"add {key} = \"…\" (see docs/azure.md)")
+            raise config_error(src, prefix + key, "is missing", f"add {key} = \"…\" (see docs/azure.md)")
         return None
     if not isinstance(value, str) or not value.strip():
-        raise _err(src, prefix + key, f"must be a non-empty string, not {value!r}", "quote the name")
+        raise config_error(src, prefix + key, f"must be a non-empty string, not {value!r}", "quote the name")
     return value.strip()
-
-
-def _file(value: Any, base: Path, src: Path | None, key: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise _err(src, key, f"must be a file path, not {value!r}", "give the path as a string")
-    p = Path(os.path.expanduser(value))
-    p = p if p.is_absolute() else base / p
-    if not p.is_file():
-        raise InputError(p, f"does not exist (named by {key})", "fix the path in the azure config")
-    return p
 
 
 def _only(doc: Mapping[str, Any], allowed: set[str], src: Path | None, where: str) -> None:
     unknown = set(doc) - allowed
     if unknown:
-        raise _err(src, where or ", ".join(sorted(unknown)), f"unknown key(s) {', '.join(sorted(unknown))}",
-                   f"allowed: {', '.join(sorted(allowed))}")
+        raise config_error(src, where or ", ".join(sorted(unknown)), f"unknown key(s) {', '.join(sorted(unknown))}",
+                           f"allowed: {', '.join(sorted(allowed))}")
 
 
 def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None = None) -> AzureConfig:
@@ -120,28 +104,33 @@ def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None =
     for name, table, allowed in (("kubernetes", kube, _KUBE), ("runner", runner, _RUNNER),
                                  ("endpoints", endpoints, _ENDPOINTS)):
         if not isinstance(table, Mapping):
-            raise _err(source, name, "must be a table", f"write [{name}]")
+            raise config_error(source, name, "must be a table", f"write [{name}]")
         _only(table, allowed, source, name)
     vaults = doc.get("key_vaults", [])
     if isinstance(vaults, str):
         vaults = [vaults]
     if not isinstance(vaults, list) or not all(isinstance(v, str) and v for v in vaults):
-        raise _err(source, "key_vaults", f"must be a list of vault names, not {vaults!r}", "key_vaults = [\"kv-x\"]")
+        raise config_error(source, "key_vaults", f"must be a list of vault names, not {vaults!r}",
+                           "key_vaults = [\"kv-x\"]")
     days = doc.get("expiry_days", DEFAULT_EXPIRY_DAYS)
     if not isinstance(days, int) or isinstance(days, bool) or days < 0:
-        raise _err(source, "expiry_days", f"must be a whole number of days, not {days!r}", "e.g. expiry_days = 30")
+        raise config_error(source, "expiry_days", f"must be a whole number of days, not {days!r}",
+                           "e.g. expiry_days = 30")
     allow = runner.get("allow_run_command", False)
     if not isinstance(allow, bool):
-        raise _err(source, "runner.allow_run_command", f"must be true or false, not {allow!r}", "it is off by default")
+        raise config_error(source, "runner.allow_run_command", f"must be true or false, not {allow!r}",
+                           "it is off by default")
     hops = runner.get("hops", {})
     if not isinstance(hops, Mapping) or not all(isinstance(v, Mapping) for v in hops.values()):
-        raise _err(source, "runner.hops", "must be tables of attach hop settings", "write [runner.hops.ingress]")
+        raise config_error(source, "runner.hops", "must be tables of attach hop settings",
+                           "write [runner.hops.ingress]")
     kv_urls = endpoints.get("key_vault", {})
     if not isinstance(kv_urls, Mapping) or not all(isinstance(v, str) for v in kv_urls.values()):
-        raise _err(source, "endpoints.key_vault", "must map vault names to URLs", "{ \"kv-x\" = \"https://…\" }")
+        raise config_error(source, "endpoints.key_vault", "must map vault names to URLs",
+                           "{ \"kv-x\" = \"https://…\" }")
     port = runner.get("ingress_port", 443)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise _err(source, "runner.ingress_port", f"must be a TCP port number, not {port!r}", "use 1-65535")
+        raise config_error(source, "runner.ingress_port", f"must be a TCP port number, not {port!r}", "use 1-65535")
     return AzureConfig(
         subscription_id=str(_str(doc, "subscription_id", source, required=True)),
         resource_group=str(_str(doc, "resource_group", source, required=True)),
@@ -152,11 +141,13 @@ def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None =
         tenant_id=_str(doc, "tenant_id", source),
         managed_identity_client_id=_str(doc, "managed_identity_client_id", source),
         expiry_days=days,
-        kubeconfig=_file(kube["kubeconfig"], base, source, "kubernetes.kubeconfig") if "kubeconfig" in kube else None,
+        kubeconfig=config_file(kube["kubeconfig"], base, source, "kubernetes.kubeconfig",
+                               "azure") if "kubeconfig" in kube else None,
         kube_context=_str(kube, "context", source, prefix="kubernetes."),
         kube_namespace=_str(kube, "namespace", source, prefix="kubernetes."),
         kube_host=_str(kube, "host", source, prefix="kubernetes."),
-        kube_ca_bundle=_file(kube["ca_bundle"], base, source, "kubernetes.ca_bundle") if "ca_bundle" in kube else None,
+        kube_ca_bundle=config_file(kube["ca_bundle"], base, source, "kubernetes.ca_bundle",
+                                   "azure") if "ca_bundle" in kube else None,
         kube_token_env=_str(kube, "token_env", source, prefix="kubernetes."),
         allow_run_command=allow,
         ingress_address=_str(runner, "ingress_address", source, prefix="runner."),
@@ -165,7 +156,8 @@ def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None =
         resource_manager=(_str(endpoints, "resource_manager", source, prefix="endpoints.")
                           or "https://management.azure.com").rstrip("/"),
         key_vault_urls={k: v.rstrip("/") for k, v in kv_urls.items()},
-        ca_bundle=_file(endpoints["ca_bundle"], base, source, "endpoints.ca_bundle") if "ca_bundle" in endpoints
+        ca_bundle=config_file(endpoints["ca_bundle"], base, source, "endpoints.ca_bundle",
+                              "azure") if "ca_bundle" in endpoints
         else None,
         source=source,
         base=base,
@@ -173,7 +165,6 @@ def parse_azure_config(doc: Mapping[str, Any], base: Path, source: Path | None =
 
 
 def load_azure_config(path: Path) -> AzureConfig:
-    from harness.targets.attach import read_toml_config
 
     path = Path(path)
     return parse_azure_config(read_toml_config(path, "azure"), path.resolve().parent, path)
