@@ -1,7 +1,7 @@
 # The README's commands. `make run` and `make test` install what they need first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test test-local test-containers test-isolated lint bench clean
+.PHONY: setup run test test-unit test-local test-containers test-isolated lint bench clean
 
 setup:
 	@scripts/setup.sh
@@ -9,10 +9,15 @@ setup:
 run: setup  ## the main job: the handshake suite on the local target, with a report in reports/
 	$(PY) -m harness run --target local --report reports
 
-# the whole test suite: the harness's own tests and the handshake suite on the local target, then the handshake
-# suite on the containers target (needs Docker) and with every hop in its own network namespace (needs root);
-# without Docker or root those two skip with the reason (CI sets MTLS_HARNESS_REQUIRE_TOOLS=1: they must run)
-test: test-local test-containers test-isolated
+# the whole test suite: lint (ruff, strict mypy, the import-layer contracts), the harness's own tests (tests/unit:
+# no process started, seconds; tests/integration: real nginx, Envoy, Docker, namespaces) and the handshake suite on
+# the local target, then the handshake suite on the containers target (needs Docker) and with every hop in its own
+# network namespace (needs root); without Docker or root those two skip with the reason (CI sets
+# MTLS_HARNESS_REQUIRE_TOOLS=1: they must run)
+test: lint test-local test-containers test-isolated
+
+test-unit: setup
+	$(PY) -m pytest -n 2 tests/unit
 
 test-local: setup
 	$(PY) -m pytest -n 2 tests
@@ -28,6 +33,7 @@ test-isolated: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: setup
 	$(PY) bench/run.py

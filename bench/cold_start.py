@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import floors
 from bench.common import Bench, Row, Spread, child_cpu, proc_cpu, silent, time_row
-from harness.topology import HOPS, default_topology
+from harness.model.topology import HOPS, default_topology
 
 NAME = "cold_start"
 TITLE = "chain cold start (local target)"
@@ -79,7 +79,7 @@ def _median(samples: list[float]) -> float:
 
 def run(*, runs: int = 10, warmup: bool = True, experiment: bool = True,
         progress: Callable[[str], None] = silent) -> Bench:
-    from harness.pki import cert_set_for
+    from harness.pki.certset import cert_set_for
 
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()

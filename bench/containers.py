@@ -27,7 +27,7 @@ def why_not() -> str | None:
         from harness.targets.containers import ContainersTarget  # noqa: F401
     except ImportError:
         return "harness/targets/containers.py is absent"
-    from harness.images import ROLES, docker_client, local_image_tag
+    from harness.images.resolve import ROLES, docker_client, local_image_tag
     from harness.pytest_plugin import _docker_reachable
 
     if not _docker_reachable():
@@ -51,9 +51,9 @@ def run(*, runs: int = 3, warmup: bool = True, local_start: float | None = None,
         bench.skipped = reason
         progress(f"containers: skipped — {reason}")
         return bench
-    from harness.images import local_image_tag
+    from harness.images.resolve import local_image_tag
+    from harness.model.topology import default_topology
     from harness.targets.containers import ContainersTarget
-    from harness.topology import default_topology
 
     images = {"envoy_image": local_image_tag("envoy"), "nginx_image": local_image_tag("nginx"),
               "pod_image": local_image_tag("pod")}

@@ -8,7 +8,8 @@ per listener — gateway (Envoy, mTLS), apim (Envoy, TLS), ingress (nginx, mTLS)
 - ``openssl s_time -connect 127.0.0.1:PORT -new -time N`` (with ``-cert/-key/-CAfile``): full handshakes in C,
   no request — the floor;
 - a stdlib ``ssl`` handshake-only loop with the probe's trust, identity and SNI: the same work from Python;
-- :func:`harness.probe.probe`: a full handshake, then one HTTP/1.1 request through the rest of the chain, classified.
+- :func:`harness.probe.handshake.probe`: a full handshake, then one HTTP/1.1 request through the rest of the chain,
+classified.
   Its gap to the handshake-only loop is the request and the classification.
 
 s_time in OpenSSL 3.0 sends no SNI, so against the ingress nginx answers from its default server (the controller's
@@ -33,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Bench, Loop, Row, bounded_loop, rate_row, silent
+from harness.model.topology import Topology, default_topology
 from harness.targets.base import HopEndpoint, RunningChain
-from harness.topology import Topology, default_topology
 
 NAME = "probe_rate"
 TITLE = "probe rate: full handshakes/s and keep-alive requests/s"
@@ -110,7 +111,7 @@ def handshake_step(ep: HopEndpoint, cert: Path | None, key: Path | None) -> Call
 
 
 def probe_step(ep: HopEndpoint, cert: Path | None, key: Path | None) -> Callable[[], bool | str]:
-    from harness.probe import probe
+    from harness.probe.handshake import probe
 
     def step() -> bool | str:
         res = probe(ep.host, ep.port, server_name=ep.server_name, trust=ep.trust, client_cert=cert, client_key=key)
@@ -186,7 +187,7 @@ def _no_verdict_wait() -> Iterator[None]:
     """Within the block the probe does not wait for a TLS 1.3 verdict (bench-only experiment: the Envoy stand-ins
     never answer a client cert with an alert — require_client_certificate is false — and send no session ticket
     when they ask for one, so every probe of them pays the whole wait)."""
-    import harness.probe as p
+    import harness.probe.handshake as p
 
     original = p.TLS13_VERDICT_WAIT
     p.TLS13_VERDICT_WAIT = 0.0  # type: ignore[misc]

@@ -1,4 +1,5 @@
-"""The rotation rehearsal (harness/rotation.py) once, short: throughput through four hops under hot reloads, failures.
+"""The rotation rehearsal (harness/rotation/rehearsal.py) once, short: throughput through four hops under hot reloads,
+failures.
 
 The current set is the suite's cached default set; the next one is generated for the run (same plan, new keys and
 CAs); the plan is the default one (trust the new CAs, swap the leaves, untrust the old CAs, hop by hop). The load is
@@ -26,13 +27,13 @@ def run(*, duration: float = 8.0, chain_start: float | None = None,
         progress: Callable[[str], None] = silent) -> Bench:
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()
-    if importlib.util.find_spec("harness.rotation") is None:
-        bench.skipped = "harness/rotation.py is absent"
+    if importlib.util.find_spec("harness.rotation.rehearsal") is None:
+        bench.skipped = "harness/rotation/rehearsal.py is absent"
         progress(f"rotation: skipped — {bench.skipped}")
         return bench
-    from harness.pki import cert_set_for, generate_cert_set
-    from harness.rotation import RehearsalOptions, rehearse
-    from harness.topology import default_pki_plan, default_topology
+    from harness.model.topology import default_pki_plan, default_topology
+    from harness.pki.certset import cert_set_for, generate_cert_set
+    from harness.rotation.rehearsal import RehearsalOptions, rehearse
 
     options = RehearsalOptions(duration=duration, lint=False)
     tmp = Path(tempfile.mkdtemp(prefix="mtls-bench-rotation-"))

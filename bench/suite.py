@@ -72,8 +72,8 @@ def _run_suite(report: Path, workers: int | None, progress: Callable[[str], None
 
 def _variant_analysis() -> dict[str, Any]:
     """Which hops each distinct variant of the case catalogue changes (as LocalTarget.reconfigure decides)."""
-    from harness.cases import cases
-    from harness.topology import default_topology
+    from harness.cases.catalogue import cases
+    from harness.model.topology import default_topology
 
     base = default_topology()
     kinds: collections.Counter[str] = collections.Counter()

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import floors
 from bench.common import Bench, silent, time_row
-from harness.topology import Topology, default_topology
+from harness.model.topology import Topology, default_topology
 
 NAME = "variants"
 TITLE = "variant cost on the running local chain"
@@ -43,11 +43,11 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def run(*, runs: int = 6, progress: Callable[[str], None] = silent) -> Bench:
-    from harness.pki import cert_set_for, generate_cert_set
-    from harness.render.envoy import rotate_envoy_secret
-    from harness.render.nginx import reload_nginx, render_nginx
+    from harness.model.topology import default_pki_plan
+    from harness.pki.certset import cert_set_for, generate_cert_set
+    from harness.runtime.envoy import rotate_envoy_secret
+    from harness.runtime.nginx import reload_nginx, render_ingress
     from harness.targets.local import LocalTarget
-    from harness.topology import default_pki_plan
 
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()
@@ -72,7 +72,7 @@ def run(*, runs: int = 6, progress: Callable[[str], None] = silent) -> Bench:
 
                 ingress_dir = target.nginx_config().prefix
                 t0 = time.perf_counter()
-                cfg = render_nginx(target.topology, certs, listen=("127.0.0.1", chain.endpoints["ingress"].port),
+                cfg = render_ingress(target.topology, certs, listen=("127.0.0.1", chain.endpoints["ingress"].port),
                                    pod=("127.0.0.1", chain.endpoints["pod"].port), workdir=ingress_dir)
                 times["render"].append(time.perf_counter() - t0)
                 times["reload"].append(_timed(lambda cfg=cfg: reload_nginx(cfg, target.pid("ingress"))))

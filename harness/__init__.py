@@ -13,27 +13,27 @@ __version__ = "0.1.0"
 
 #: public name → the module that defines it
 _EXPORTS: dict[str, str] = {
-    # errors
-    "HarnessError": "harness.errors", "InputError": "harness.errors", "StartError": "harness.errors",
-    "ToolMissingError": "harness.errors", "UsageError": "harness.errors", "WaitTimeout": "harness.errors",
-    # the model
-    "Topology": "harness.topology", "default_topology": "harness.topology", "default_pki_plan": "harness.topology",
-    "OAuth": "harness.topology",
-    # outcomes
-    "Outcome": "harness.outcomes", "ok": "harness.outcomes", "http_reject": "harness.outcomes",
-    "tls_alert": "harness.outcomes", "server_untrusted": "harness.outcomes", "upstream_failure": "harness.outcomes",
-    "unreachable": "harness.outcomes", "protocol_error": "harness.outcomes",
-    # certificates
-    "CertSet": "harness.pki", "LeafFiles": "harness.pki", "cert_set_for": "harness.pki",
-    "generate_cert_set": "harness.pki", "load_cert_set": "harness.pki", "check_cert_set": "harness.certcheck",
-    # probing and the suite
-    "probe": "harness.probe", "ProbeResult": "harness.probe", "CATALOGUE": "harness.cases", "Case": "harness.cases",
-    "run_case": "harness.cases",
-    # targets
-    "open_target": "harness.targets", "RunningChain": "harness.targets.base", "HopEndpoint": "harness.targets.base",
-    "LocalTarget": "harness.targets.local",
-    # rotation and OAuth
-    "rehearse": "harness.rotation", "LocalIssuer": "harness.oauth",
+    **dict.fromkeys([
+        "HarnessError", "InputError", "StartError", "ToolMissingError", "UsageError", "WaitTimeout",
+    ], "harness.errors"),
+    **dict.fromkeys(["Topology", "default_topology", "default_pki_plan", "OAuth"], "harness.model.topology"),
+    **dict.fromkeys([
+        "Outcome", "ok", "http_reject", "tls_alert", "server_untrusted", "upstream_failure", "unreachable",
+        "protocol_error",
+    ], "harness.probe.outcomes"),
+    **dict.fromkeys([
+        "CertSet", "LeafFiles", "cert_set_for", "generate_cert_set", "load_cert_set",
+    ], "harness.pki.certset"),
+    **dict.fromkeys(["check_cert_set"], "harness.pki.check"),
+    **dict.fromkeys(["probe"], "harness.probe.handshake"),
+    **dict.fromkeys(["ProbeResult"], "harness.probe.result"),
+    **dict.fromkeys(["CATALOGUE"], "harness.cases.catalogue"),
+    **dict.fromkeys(["Case", "run_case"], "harness.cases.model"),
+    **dict.fromkeys(["open_target"], "harness.targets"),
+    **dict.fromkeys(["RunningChain", "HopEndpoint"], "harness.targets.base"),
+    **dict.fromkeys(["LocalTarget"], "harness.targets.local"),
+    **dict.fromkeys(["rehearse"], "harness.rotation.rehearsal"),
+    **dict.fromkeys(["LocalIssuer"], "harness.oauth.issuer"),
 }
 
 __all__ = [
@@ -89,11 +89,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from harness.cases import CATALOGUE, Case, run_case
-    from harness.certcheck import check_cert_set
+    from harness.cases.catalogue import CATALOGUE
+    from harness.cases.model import Case, run_case
     from harness.errors import HarnessError, InputError, StartError, ToolMissingError, UsageError, WaitTimeout
-    from harness.oauth import LocalIssuer
-    from harness.outcomes import (
+    from harness.model.topology import OAuth, Topology, default_pki_plan, default_topology
+    from harness.oauth.issuer import LocalIssuer
+    from harness.pki.certset import CertSet, LeafFiles, cert_set_for, generate_cert_set, load_cert_set
+    from harness.pki.check import check_cert_set
+    from harness.probe.handshake import probe
+    from harness.probe.outcomes import (
         Outcome,
         http_reject,
         ok,
@@ -103,10 +107,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         unreachable,
         upstream_failure,
     )
-    from harness.pki import CertSet, LeafFiles, cert_set_for, generate_cert_set, load_cert_set
-    from harness.probe import ProbeResult, probe
-    from harness.rotation import rehearse
+    from harness.probe.result import ProbeResult
+    from harness.rotation.rehearsal import rehearse
     from harness.targets import open_target
     from harness.targets.base import HopEndpoint, RunningChain
     from harness.targets.local import LocalTarget
-    from harness.topology import OAuth, Topology, default_pki_plan, default_topology

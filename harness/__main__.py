@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli import entry
+from harness.cli.main import entry
 
 if __name__ == "__main__":
     entry()

@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "StartError",
     "ToolMissingError",
+    "Unavailable",
     "UsageError",
     "WaitTimeout",
 ]
@@ -56,3 +57,8 @@ class StartError(HarnessError):
 
 class WaitTimeout(HarnessError, TimeoutError):
     """Something awaited did not become ready in time: names what, the last error seen, and the log tail."""
+
+
+class Unavailable(HarnessError):
+    """The chain cannot give what was asked of it (an identity an attached chain was not given, a fault variant a
+    read-only target cannot make). The message says why; the case runner turns it into a skip with that reason."""

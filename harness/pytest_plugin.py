@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError, ToolMissingError
+from harness.model.topology import Topology, default_topology
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
-from harness.topology import Topology, default_topology
 
 __all__ = ["MARKERS", "VariantChains", "require_chain_components"]
 
@@ -132,8 +132,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture of THIS session left running is stopped here (a nested session, e.g.
     pytester's, leaves the outer session's chains alone)."""
     stop_all(since=session.config.stash.get(_PROCESS_MARK, 0))
-    if "harness.netns" in sys.modules:  # --isolate and namespace tests: chains, runners, captures, then this run's
-        from harness.targets.isolated import stop_all_isolated  # namespaces (only names with its prefix)
+    # --isolate and namespace tests: chains, runners, captures, then this run's namespaces (only names with its prefix)
+    if "harness.isolation.netns" in sys.modules:
+        from harness.targets.isolated import stop_all_isolated
 
         stop_all_isolated()
 
@@ -158,7 +159,7 @@ def mtls_topology(mtls_key_type: str) -> Topology:
 
 @pytest.fixture(scope="session")
 def cert_set(mtls_topology: Topology) -> Any:
-    from harness.pki import cert_set_for
+    from harness.pki.certset import cert_set_for
 
     return cert_set_for(mtls_topology.pki)
 
@@ -167,7 +168,7 @@ def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
     """The selected target; with --isolate the local chain in network namespaces (skips where it cannot run)."""
     if not config.getoption("--isolate"):
         return open_target(name, topology=topology)
-    from harness.netns import IsolationUnavailable
+    from harness.isolation.netns import IsolationUnavailable
     from harness.targets.isolated import open_isolated
 
     try:

@@ -7,7 +7,7 @@
 Every method and path gets ``200`` and the document :func:`echo_document` builds: the request line, the pod's own
 TLS session (version, cipher, SNI, ALPN), the client certificate it verified (``peer``), all request headers
 (names lower-cased) and the hop trace — the ``x-mtls-trace-*`` entries of the proxies in front
-(:mod:`harness.trace`) plus the pod's own entry in the same field names. ``/status/NNN`` answers with status NNN
+(:mod:`harness.model.wire`) plus the pod's own entry in the same field names. ``/status/NNN`` answers with status NNN
 (so a test can show that an app's own 503 is passed through, not rewritten).
 
 ingress-nginx passes the client certificate it verified as ``ssl-client-cert`` (URL-escaped PEM) but nginx 1.22 has
@@ -46,7 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from harness.trace import FIELDS, parse_headers
+from harness.model.wire import FIELDS, parse_headers
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_BODY", "EchoServer", "echo_document", "main", "make_context"]
 

@@ -21,7 +21,7 @@ How each hop answers like the real component (the Lua side is :mod:`harness.rend
   500 JSON through ``local_reply_config``; the header ``x-harness-detail`` keeps Envoy's flags and response-code
   details so a probe can still tell "upstream certificate rejected" from "connection refused". An upstream's own
   error status is never rewritten (local_reply_config only sees Envoy's own replies);
-- the hop-trace header (:mod:`harness.trace`) is added on the route; the gateway first removes every inbound trace
+- the hop-trace header (:mod:`harness.model.wire`) is added on the route; the gateway first removes every inbound trace
   header, apim the ones of its own and later hops;
 - apim with ``topology.apim.oauth``: the ``validate-jwt`` policy after the client-cert check, against a JWKS file
   written into the work dir (:mod:`harness.render.envoy_oauth`).
@@ -29,7 +29,6 @@ How each hop answers like the real component (the Lua side is :mod:`harness.rend
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
 import os
@@ -41,10 +40,11 @@ from typing import Any, Final, Literal, Protocol, get_args
 
 import yaml
 
-from harness.errors import HarnessError, UsageError
+from harness.errors import UsageError
+from harness.model.topology import Listener, TLSVersion, Topology, Upstream
+from harness.model.wire import APPGW_SERVER, DETAIL_HEADER, PROXY_HOPS, header_name
 from harness.render.envoy_lua import (
     APIM_500_JSON,
-    APPGW_SERVER,
     LUA_METADATA_KEY,
     LUA_METADATA_NAMESPACE,
     apim_lua,
@@ -52,12 +52,8 @@ from harness.render.envoy_lua import (
     gateway_lua,
 )
 from harness.render.envoy_oauth import jwt_filters, jwt_reply_mapper
-from harness.runtime.wait import wait_until
-from harness.topology import Listener, TLSVersion, Topology, Upstream
-from harness.trace import PROXY_HOPS, header_name
 
 __all__ = [
-    "DETAIL_HEADER",
     "SECRETS",
     "UPSTREAM_FAILURE_FLAGS",
     "CertFiles",
@@ -65,10 +61,9 @@ __all__ = [
     "EnvoyConfig",
     "EnvoyHop",
     "SecretName",
-    "envoy_ready",
     "render_envoy",
-    "rotate_envoy_secret",
-    "sds_counters",
+    "sds_secret_text",
+    "write_sds_file",
 ]
 
 EnvoyHop = Literal["gateway", "apim"]
@@ -77,8 +72,6 @@ EnvoyHop = Literal["gateway", "apim"]
 SecretName = Literal["server", "client-ca", "upstream-client", "upstream-ca"]
 SECRETS: Final[tuple[SecretName, ...]] = get_args(SecretName)
 
-#: response header on every answer a stand-in makes itself: ``hop=…; flags=…; details=…`` (or ``rejected=…``)
-DETAIL_HEADER: Final = "x-harness-detail"
 #: Envoy response flags that mean "could not get a response from the upstream connection":
 #: UF connect or TLS failure, UH no healthy host, URX retries exhausted, UC upstream closed the connection
 UPSTREAM_FAILURE_FLAGS: Final = ("UF", "UH", "URX", "UC")
@@ -86,7 +79,7 @@ UPSTREAM_FAILURE_FLAGS: Final = ("UF", "UH", "URX", "UC")
 _TLS: Final[Mapping[str, str]] = {"1.0": "TLSv1_0", "1.1": "TLSv1_1", "1.2": "TLSv1_2", "1.3": "TLSv1_3"}
 _TYPE = "type.googleapis.com/envoy.extensions."
 _CLUSTER = "upstream"
-#: the hop-trace fields (harness.trace.FIELDS) as Envoy substitution commands; verify comes from the Lua filter
+#: the hop-trace fields (harness.model.wire.FIELDS) as Envoy substitution commands; verify comes from the Lua filter
 _TRACE_VALUE: Final = "; ".join([
     "tls=%DOWNSTREAM_TLS_VERSION%",
     "cipher=%DOWNSTREAM_TLS_CIPHER%",
@@ -100,7 +93,7 @@ _DETAIL_VALUE: Final = "hop={hop}; flags=%RESPONSE_FLAGS%; details=%RESPONSE_COD
 
 
 class CertFiles(Protocol):
-    """What a cert set's leaf gives (harness.pki.LeafFiles): the chain served or presented, and its key."""
+    """What a cert set's leaf gives (harness.pki.certset.LeafFiles): the chain served or presented, and its key."""
 
     @property
     def chain(self) -> Path: ...
@@ -110,7 +103,7 @@ class CertFiles(Protocol):
 
 
 class CertSource(Protocol):
-    """The part of harness.pki.CertSet the renderer uses."""
+    """The part of harness.pki.certset.CertSet the renderer uses."""
 
     def leaf(self, name: str) -> Any: ...
 
@@ -210,6 +203,16 @@ def _secret_resource(which: SecretName, source: CertFiles | Path) -> dict[str, A
             raise UsageError(f"secret {which!r}: {source} does not exist — pass certs.trust_bundle(<ca>)")
         secret["validation_context"] = {"trusted_ca": {"filename": str(source.resolve())}}
     return {"resources": [secret]}
+
+
+def sds_secret_text(which: SecretName, source: CertFiles | Path) -> str:
+    """The SDS file's text for one secret (what :func:`write_sds_file` writes and a hot swap renames in)."""
+    return json.dumps(_secret_resource(which, source), indent=2) + "\n"
+
+
+def write_sds_file(path: Path, text: str) -> None:
+    """Write an SDS file by rename (what Envoy watches for); public so a hot swap writes it the same way."""
+    _write_atomic(path, text)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -397,11 +400,13 @@ def render_envoy(
     upstream: tuple[str, int],
     admin: tuple[str, int],
     workdir: Path,
+    jwks: Mapping[str, Any] | None = None,
 ) -> EnvoyConfig:
     """Write the bootstrap and SDS files for ``hop``'s stand-in into ``workdir`` (created; files replaced).
 
     ``listen`` is where the hop's TLS listener binds, ``upstream`` where the next hop listens, ``admin`` the admin
-    interface (keep it on loopback). Raises :class:`~harness.errors.UsageError` for an unknown hop, a bad address,
+    interface (keep it on loopback). ``jwks`` is the key set apim's validate-jwt trusts (needed only with
+    ``topology.apim.oauth``). Raises :class:`~harness.errors.UsageError` for an unknown hop, a bad address,
     an impossible TLS version range, a cert or CA name the cert set lacks, or client auth without a client CA.
     """
     if hop not in ("gateway", "apim"):
@@ -431,12 +436,14 @@ def render_envoy(
     config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.yaml", sds_dir=sds_dir,
                          admin_port=admin[1], listen_port=listen[1], secrets=tuple(sources))
     for which, source in sources.items():
-        _write_atomic(config.sds_path(which), json.dumps(_secret_resource(which, source), indent=2) + "\n")
-    jwks = None
+        _write_atomic(config.sds_path(which), sds_secret_text(which, source))
+    jwks_path = None
     if hop == "apim" and topology.apim.oauth is not None and topology.apim.oauth.enabled:
-        from harness.oauth import LocalIssuer  # validate-jwt: the local issuer's public keys, beside the bootstrap
-
-        jwks = LocalIssuer.for_cert_set(certs).write_jwks(workdir / "jwks.json")
+        if jwks is None:
+            raise UsageError("apim has validate-jwt (topology.apim.oauth) but render_envoy got no jwks= — pass the "
+                             "issuer's key set (harness.oauth.issuer.LocalIssuer.for_cert_set(certs).jwks())")
+        jwks_path = workdir / "jwks.json"  # validate-jwt: the issuer's public keys, beside the bootstrap
+        _write_atomic(jwks_path, json.dumps(jwks, indent=2) + "\n")
 
     bootstrap = {
         "node": {"id": f"mtls-harness-{hop}", "cluster": f"mtls-harness-{topology.name}"},
@@ -453,7 +460,7 @@ def render_envoy(
                 "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
                     "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
                 "filter_chains": [{
-                    "filters": [_connection_manager(topology, hop, up, config.access_log, jwks)],
+                    "filters": [_connection_manager(topology, hop, up, config.access_log, jwks_path)],
                     "transport_socket": _downstream_tls(listener, sds_dir, ask, hop),
                 }],
             }],
@@ -464,87 +471,3 @@ def render_envoy(
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     _write_atomic(config.config_path, yaml.dump(bootstrap, Dumper=dumper, sort_keys=False, width=120))
     return config
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# running: readiness, SDS counters, rotation
-# ---------------------------------------------------------------------------------------------------------------
-def _admin_get(config: EnvoyConfig, path: str, timeout: float = 1.0) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", config.admin_port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
-    finally:
-        conn.close()
-
-
-def envoy_ready(config: EnvoyConfig) -> bool:
-    """True when the admin interface on 127.0.0.1:admin_port answers /ready with LIVE (listeners and SDS secrets
-    loaded). False while it is not up yet (connection refused, a non-200 answer)."""
-    try:
-        status, body = _admin_get(config, "/ready")
-    except OSError:
-        return False
-    return status == 200 and body.strip() == "LIVE"
-
-
-def sds_counters(config: EnvoyConfig, which: SecretName) -> dict[str, int]:
-    """Envoy's counters for one SDS secret (``update_success``, ``update_rejected``, …) from the admin stats."""
-    try:
-        status, body = _admin_get(config, f"/stats?filter=^sds\\.{which}\\.")
-    except OSError as exc:
-        raise HarnessError(f"{config.hop}: Envoy's admin on 127.0.0.1:{config.admin_port} is not reachable ({exc}) — "
-                           "start the stand-in first, or pass wait=None to only write the SDS file") from exc
-    if status != 200:
-        raise HarnessError(f"{config.hop} admin /stats answered {status}: {body[:200]}")
-    out: dict[str, int] = {}
-    prefix = f"sds.{which}."
-    for line in body.splitlines():
-        name, _, value = line.partition(": ")
-        if name.startswith(prefix) and value.strip().isdigit():
-            out[name[len(prefix):]] = int(value)
-    return out
-
-
-def rotate_envoy_secret(
-    config: EnvoyConfig,
-    which: SecretName,
-    source: CertFiles | Path,
-    *,
-    wait: float | None = 5.0,
-) -> None:
-    """Swap one secret of a running stand-in: ``source`` is a cert set leaf for ``server``/``upstream-client``, a
-    PEM bundle path (e.g. ``certs.trust_bundle("old-ca", "new-ca")``) for ``client-ca``/``upstream-ca``.
-
-    The new SDS file is written beside the watched one and renamed over it. With ``wait`` (seconds) this returns
-    once Envoy's ``sds.<which>.update_success`` counter has moved, and raises :class:`HarnessError` if Envoy rejected
-    the secret or did not pick it up in time; ``wait=None`` only writes the file (Envoy not started yet).
-    """
-    if which not in SECRETS:
-        raise UsageError(f"rotate_envoy_secret: {which!r} is not a secret — use one of {', '.join(SECRETS)}")
-    if which not in config.secrets:
-        raise UsageError(f"rotate_envoy_secret: the {config.hop} stand-in was rendered without a {which!r} secret "
-                         f"(it has {', '.join(config.secrets)}) — change the topology and render it again")
-    text = json.dumps(_secret_resource(which, source), indent=2) + "\n"
-    path = config.sds_path(which)
-    previous = path.read_text() if path.is_file() else None
-    if previous == text:
-        return  # Envoy would see no change and count no update
-    before = sds_counters(config, which) if wait is not None else {}
-    _write_atomic(path, text)
-    if wait is None:
-        return
-
-    def picked_up() -> bool:
-        seen = sds_counters(config, which)
-        if seen.get("update_rejected", 0) > before.get("update_rejected", 0):
-            if previous is not None:  # put the secret in use back, so a restart does not load the rejected one
-                _write_atomic(path, previous)
-            raise HarnessError(f"{config.hop}: Envoy rejected the new {which!r} secret — check the PEM files (does "
-                               "the key match the cert? is the bundle PEM?); the old secret stays in use. "
-                               f"Envoy's reason is in its log")
-        return seen.get("update_success", 0) > before.get("update_success", 0)
-
-    wait_until(picked_up, f"{config.hop}: Envoy picking up the new {which!r} secret from {path}", timeout=wait,
-               interval=0.02, max_interval=0.1)

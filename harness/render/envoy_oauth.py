@@ -8,7 +8,7 @@ enabled. The HTTP filter chain then reads::
 so each check holds on its own: a good token does not get a bad client cert through, nor a good cert a bad token.
 
 - ``jwt_authn``: one provider with the tenant's issuer and the API's audience, keys from the JWKS file the harness
-  writes (:class:`harness.oauth.LocalIssuer`), the token only from ``Authorization: Bearer`` (APIM's
+  writes (:class:`harness.oauth.issuer.LocalIssuer`), the token only from ``Authorization: Bearer`` (APIM's
   ``header-name="Authorization"``; Envoy would also read an ``access_token`` query parameter by default),
   ``require_expiration`` (APIM's ``require-expiration-time`` defaults to true), the verified payload in dynamic
   metadata with ``scp`` split on spaces into a list;
@@ -29,8 +29,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+from harness.model.topology import OAuth
+from harness.model.wire import DETAIL_HEADER
 from harness.render.envoy_lua import lua_string
-from harness.topology import OAuth
 
 __all__ = [
     "APIM_401_JWT_JSON",
@@ -70,7 +71,7 @@ end
 
 local function reject(handle, why)
   handle:respond({[":status"] = "401", ["content-type"] = "application/json",
-                  ["x-harness-detail"] = "hop=apim; rejected=" .. why}, BODY)
+                  [DETAIL] = "hop=apim; rejected=" .. why}, BODY)
 end
 
 function envoy_on_request(handle)
@@ -103,6 +104,7 @@ def claims_lua(required: tuple[tuple[str, str], ...]) -> str:
         f"local META_KEY = {lua_string(JWT_PAYLOAD_KEY)}",
         f"local REQUIRED = {{{pairs}}}",
         f"local BODY = {lua_string(APIM_401_JWT_JSON)}",
+        f"local DETAIL = {lua_string(DETAIL_HEADER)}",
     ])
     return head + "\n" + _CLAIMS_LUA
 

@@ -1,17 +1,18 @@
 """Kubernetes manifests for the ingress and pod hops: the ``kind`` target's workload and the AKS expectation.
 
-One rendering of :mod:`harness.topology` (DESIGN.md, "One model, many renderings"):
+One rendering of :mod:`harness.model.topology` (DESIGN.md, "One model, many renderings"):
 
 - a ``Namespace`` for every non-built-in namespace the model uses;
-- a ``Secret`` per :class:`~harness.topology.K8sSecret` in ``topology.ingress.secrets`` — ``kubernetes.io/tls`` with
+- a ``Secret`` per :class:`~harness.model.topology.K8sSecret` in ``topology.ingress.secrets`` — ``kubernetes.io/tls``
+with
   ``tls.crt`` (leaf + intermediates) and ``tls.key`` when it carries a leaf, ``Opaque`` otherwise; ``ca.crt`` holds
   the roots of its CAs (or, for ``malformed_ca``, PEM armour around bytes that are not a certificate) and ``ca.crl``
   one CA's CRL — the keys ingress-nginx reads for ``auth-tls-secret`` and ``proxy-ssl-secret``;
 - the echo pod as a ``Deployment`` running ``python -m harness.pod.echo`` with the :data:`POD_TLS_SECRET` Secret
   mounted as files — that Secret follows ``topology.pod.listener`` (its leaf and client CA), superseding an entry of
   the same name in ``topology.ingress.secrets`` — and a ``Service`` per backend name the Ingresses use;
-- every :class:`~harness.topology.Ingress` with ``ingressClassName: nginx``, its TLS host and secret and the FULL
-  annotations (:meth:`~harness.topology.Ingress.full_annotations`).
+- every :class:`~harness.model.topology.Ingress` with ``ingressClassName: nginx``, its TLS host and secret and the FULL
+  annotations (:meth:`~harness.model.topology.Ingress.full_annotations`).
 
 :func:`validate_manifests` checks documents offline against the Kubernetes OpenAPI schemas that kubernetes-validate
 ships (strict: unknown fields are errors). Secret data is base64 of PEM, private keys included: nothing here logs or
@@ -36,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.errors import InputError, UsageError
-from harness.topology import Ingress, K8sSecret, Topology
+from harness.model.topology import Ingress, K8sSecret, Topology
 
 if TYPE_CHECKING:
-    from harness.pki import CertSet
+    from harness.pki.certset import CertSet
 
 __all__ = [
     "BUILTIN_NAMESPACES",

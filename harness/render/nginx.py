@@ -24,7 +24,7 @@ cannot do what the controller's Lua does, the rendering says so in a comment:
 
 Everything the process needs is under ``workdir`` (the nginx prefix), so nginx runs without root. Every file is written
 to a temp file and renamed into place, the PEM files first and nginx.conf last, so re-rendering into the same workdir
-and sending SIGHUP (:func:`reload_nginx`) is a hot reload.
+and sending SIGHUP (:func:`harness.runtime.nginx.reload_nginx`) is a hot reload.
 """
 
 from __future__ import annotations
@@ -34,12 +34,7 @@ import datetime as dt
 import grp
 import os
 import pwd
-import re
-import signal
-import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +43,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.errors import StartError, ToolMissingError, UsageError
-from harness.pki import CertSet
-from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, plan_servers
-from harness.runtime.binaries import find_nginx
-from harness.runtime.ports import free_port
-from harness.runtime.wait import wait_until
-from harness.topology import Topology
-from harness.trace import header_name
+from harness.errors import UsageError
+from harness.model.topology import Topology
+from harness.model.wire import header_name
+from harness.pki.certset import CertSet
+from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, plan_servers, wants_passthrough
 
-__all__ = ["NginxConfig", "reload_nginx", "render_nginx", "stream_module_path"]
+__all__ = ["STREAM_INSTALL_HINT", "NginxConfig", "Passthrough", "render_nginx", "uses_passthrough"]
 
 #: ingress-nginx's default ``ssl-ciphers`` (internal/ingress/controller/config/config.go)
 SSL_CIPHERS = (
@@ -70,6 +62,24 @@ SSL_PROTOCOLS = "TLSv1.2 TLSv1.3"
 #: the controller's default certificate (internal/net/ssl/ssl.go getFakeHostSSLCert), served for unknown SNI
 FAKE_CERT_CN = "Kubernetes Ingress Controller Fake Certificate"
 STREAM_INSTALL_HINT = "install the nginx stream module: `apt-get install libnginx-mod-stream` (Debian/Ubuntu)"
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """What ssl-passthrough needs besides the model: the stream module's ``load_module`` argument (None when nginx
+    has it built in) and the port the TLS-terminating servers listen on behind the SNI router."""
+
+    stream_module: str | None
+    internal_port: int
+
+
+def uses_passthrough(topology: Topology) -> bool:
+    """True when an Ingress of the topology turns ssl-passthrough on (a value the controller refuses is not: the
+    render then refuses the Ingress with the reason)."""
+    try:
+        return any(wants_passthrough(ing) for ing in topology.ingress.ingresses)
+    except UsageError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -138,47 +148,6 @@ def _fake_certificate(ssl_dir: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # the stream module (ssl-passthrough)
 # ---------------------------------------------------------------------------------------------------------------
-_STREAM_CACHE: dict[Path, str | None] = {}
-
-
-def stream_module_path(nginx: Path) -> str | None:
-    """The ``load_module`` argument the stream module needs, or None when ``nginx`` has it built in.
-
-    Raises :class:`ToolMissingError` naming the package when the module is neither built in nor installed.
-    """
-    if nginx in _STREAM_CACHE:
-        return _STREAM_CACHE[nginx]
-    try:
-        out = subprocess.run([str(nginx), "-V"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ToolMissingError("nginx", f"could not run `{nginx} -V`: {exc}") from None
-    info = out.stderr + out.stdout
-    result: str | None
-    if re.search(r"--with-stream(\s|$)", info):
-        result = None
-    elif "--with-stream=dynamic" in info:
-        modules = re.search(r"--modules-path=(\S+)", info)
-        base = Path(modules.group(1)) if modules else nginx.parent.parent / "lib" / "nginx" / "modules"
-        candidate = base / "ngx_stream_module.so"
-        if not candidate.is_file():
-            raise ToolMissingError("nginx stream module", f"{candidate} is missing — {STREAM_INSTALL_HINT}")
-        result = str(candidate)
-    else:
-        raise ToolMissingError("nginx stream module", f"{nginx} was built without it — {STREAM_INSTALL_HINT}")
-    _STREAM_CACHE[nginx] = result
-    return result
-
-
-def _internal_port(run_dir: Path) -> int:
-    """The port the TLS-terminating servers listen on behind the passthrough router; kept across re-renders."""
-    record = run_dir / "https-internal.port"
-    with contextlib.suppress(OSError, ValueError):
-        return int(record.read_text())
-    port = free_port()
-    _write_atomic(record, f"{port}\n".encode())
-    return port
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,7 +160,7 @@ def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-#: the ingress hop's trace entry (harness/trace.py). nginx 1.22 has only a SHA-1 client fingerprint
+#: the ingress hop's trace entry (harness/model/wire.py). nginx 1.22 has only a SHA-1 client fingerprint
 #: ($ssl_client_fingerprint) and no hash function, so peer_sha256 stays empty: the pod computes it from ssl-client-cert.
 TRACE_VALUE = ("tls=$ssl_protocol; cipher=$ssl_cipher; sni=$ssl_server_name; peer_sha256=; "
                "peer_subject=$ssl_client_s_dn; peer_issuer=$ssl_client_i_dn; verify=$ssl_client_verify")
@@ -432,13 +401,16 @@ def _conf(
 # public API
 # ---------------------------------------------------------------------------------------------------------------
 def render_nginx(
-    topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path
+    topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path,
+    passthrough: Passthrough | None = None,
 ) -> NginxConfig:
     """Write the ingress Secrets' PEM files and nginx.conf under ``workdir``, as ingress-nginx would render them.
 
     ``listen`` is where the ingress accepts TLS; ``pod`` is where every Ingress backend (the echo pod) listens.
     Raises :class:`~harness.errors.UsageError` for an Ingress ingress-nginx would reject outright (an annotation its
-    validator refuses) and :class:`~harness.errors.ToolMissingError` when ssl-passthrough needs the stream module.
+    validator refuses). An Ingress with ssl-passthrough needs ``passthrough`` (the stream module and the internal
+    port, found by :func:`harness.runtime.nginx.passthrough_for`); :func:`harness.runtime.nginx.render_ingress` does
+    both.
     """
     prefix = Path(workdir).resolve()
     ssl_dir, run_dir, log_dir = prefix / "ssl", prefix / "run", prefix / "logs"
@@ -450,12 +422,15 @@ def render_nginx(
                            allow_cross_namespace=hop.allow_cross_namespace_resources)
     fake_cert = _fake_certificate(ssl_dir)
     public = _addr(*listen)
-    passthrough = {s.host: _addr(*pod) for s in servers if s.passthrough}
+    passthrough_to = {s.host: _addr(*pod) for s in servers if s.passthrough}
     stream_module: str | None = None
     https_listen = public
-    if passthrough:
-        stream_module = stream_module_path(find_nginx())
-        https_listen = _addr(listen[0], _internal_port(run_dir))
+    if passthrough_to:
+        if passthrough is None:
+            raise UsageError("an Ingress asks for ssl-passthrough, but render_nginx got no passthrough= (the stream "
+                             "module and an internal port) — render through harness.runtime.nginx.render_ingress")
+        stream_module = passthrough.stream_module
+        https_listen = _addr(listen[0], passthrough.internal_port)
     config = NginxConfig(
         conf_path=prefix / "nginx.conf",
         prefix=prefix,
@@ -465,70 +440,6 @@ def render_nginx(
     )
     text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
                  https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
-                 stream_module=stream_module, passthrough=passthrough)
+                 stream_module=stream_module, passthrough=passthrough_to)
     _write_atomic(config.conf_path, text.encode())
     return config
-
-
-def _workers(master: int) -> dict[int, str]:
-    """The master's children and their titles ("nginx: worker process", "… is shutting down") from /proc."""
-    out: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if ppid == master:
-                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def reload_nginx(config: NginxConfig, pid: int, *, timeout: float = 10.0,
-                 run_in: Callable[[list[str]], list[str]] | None = None) -> None:
-    """Check the rendered config with ``nginx -t``, send SIGHUP to the master ``pid`` and wait until a worker with
-    the new config runs and the old workers stopped accepting (they finish in-flight requests, none is dropped).
-
-    ``run_in`` wraps the ``nginx -t`` command line so it runs where the master does (``ip netns exec NS …`` for a
-    master in a network namespace: its listen addresses exist only there). Raises :class:`StartError` with nginx's
-    message when the new config is invalid (the old one keeps serving).
-    """
-    nginx = find_nginx()
-    argv = config.test_argv(nginx)
-    check = subprocess.run(run_in(argv) if run_in else argv, capture_output=True, text=True, timeout=30,
-                           check=False)
-    if check.returncode != 0:
-        raise StartError(f"nginx -t refused the re-rendered {config.conf_path}; nginx keeps the old config:\n"
-                         f"{(check.stderr or check.stdout).strip()}")
-    linux = sys.platform.startswith("linux")
-    old = set(_workers(pid)) if linux else set()
-    offset = config.error_log.stat().st_size if config.error_log.exists() else 0
-    os.kill(pid, signal.SIGHUP)
-
-    def log_since() -> str:
-        with open(config.error_log, "rb") as fh:
-            fh.seek(offset)
-            return fh.read().decode(errors="replace")
-
-    def reloaded() -> bool:
-        text = log_since()
-        if "[emerg]" in text:
-            raise StartError(f"nginx refused the reload: {text.strip().splitlines()[-1]}")
-        if not linux:
-            return "start worker process" in text
-        workers = _workers(pid)
-        fresh = [p for p, title in workers.items() if p not in old and "shutting down" not in title]
-        stale = [p for p, title in workers.items() if p in old and "shutting down" not in title]
-        return bool(fresh) and not stale
-
-    def master_alive() -> str | None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return f"nginx master {pid} is gone"
-        return None
-
-    wait_until(reloaded, f"nginx (pid {pid}) reload of {config.conf_path}", timeout=timeout,
-               retry_on=(OSError,), alive=master_alive, log_tail=lambda: log_since()[-2000:])

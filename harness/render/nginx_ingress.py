@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from harness.errors import UsageError
-from harness.pki import CertSet
-from harness.topology import ANNOTATION_PREFIX, Ingress, IngressHop, K8sSecret
+from harness.model.topology import ANNOTATION_PREFIX, Ingress, IngressHop, K8sSecret
+from harness.pki.certset import CertSet
 
 __all__ = [
     "AuthTLS",
@@ -38,6 +38,7 @@ __all__ = [
     "SecretFiles",
     "ServerPlan",
     "plan_servers",
+    "wants_passthrough",
 ]
 
 
@@ -390,7 +391,7 @@ def _backend_protocol(ing: Ingress) -> str:
     return value.strip().upper()
 
 
-def _passthrough(ing: Ingress) -> bool:
+def wants_passthrough(ing: Ingress) -> bool:
     a = _Annotations(ing)
     value = a.raw("ssl-passthrough")
     if value is None:
@@ -425,7 +426,7 @@ def plan_servers(
             server.proxy_ssl = proxy_ssl
         if server.tls_pem is None:  # no usable TLS secret: the host is served with the default certificate
             server.tls_pem = store.host_cert(f"{ing.namespace}/{ing.tls_secret}")
-        server.passthrough = server.passthrough or (_passthrough(ing) and ing.path == "/")
+        server.passthrough = server.passthrough or (wants_passthrough(ing) and ing.path == "/")
         if any(loc.path == ing.path for loc in server.locations):
             continue  # the first Ingress to claim a path on a host keeps it
         server.locations.append(LocationPlan(

@@ -7,7 +7,7 @@ DIR`` and ``mtls-harness run --report DIR`` report alike.
 How a result travels, also under pytest-xdist:
 
 1. the e2e test marks its function with its case (:data:`CASE_ATTR`) and hands the
-   :class:`~harness.cases.CaseResult` to :func:`remember_result` (the item's stash);
+   :class:`~harness.cases.model.CaseResult` to :func:`remember_result` (the item's stash);
 2. in the process that ran the test, ``pytest_runtest_makereport`` turns case and result into plain JSON-ready
    facts (:mod:`harness.report.results`) and sets them as the report's ``mtls`` attribute — pytest's report
    serialisation (``pytest_report_to_serializable``, which xdist uses) keeps extra report attributes, so the facts
@@ -35,15 +35,15 @@ from typing import Any, Final
 
 import pytest
 
-from harness.cases import DEFAULT_IDENTITY, Case, CaseResult
+from harness.cases.model import DEFAULT_IDENTITY, Case, CaseResult
 from harness.report.results import case_facts, chain_facts, document, redact, seen_facts, write_json, write_text
 
 __all__ = ["CASE_ATTR", "CASE_RESULT", "ReportCollector", "add_links", "case_of", "find", "install",
            "merge_links", "remember_result"]
 
-#: the attribute of an e2e test function that holds its :class:`~harness.cases.Case`
+#: the attribute of an e2e test function that holds its :class:`~harness.cases.model.Case`
 CASE_ATTR: Final = "mtls_case"
-#: where an e2e test leaves its :class:`~harness.cases.CaseResult` (``item.stash[CASE_RESULT]``)
+#: where an e2e test leaves its :class:`~harness.cases.model.CaseResult` (``item.stash[CASE_RESULT]``)
 CASE_RESULT: Final = pytest.StashKey[CaseResult]()
 HTML_FILE: Final = "index.html"
 JUNIT_FILE: Final = "junit.xml"
@@ -269,7 +269,7 @@ class ReportCollector:
             path.unlink(missing_ok=True)
 
     def _ordered(self) -> list[dict[str, Any]]:
-        from harness.cases import CATALOGUE
+        from harness.cases.catalogue import CATALOGUE
 
         index = {c.id: i for i, c in enumerate(CATALOGUE)}
         done = [r for r in self._records.values() if r["result"] is not None]

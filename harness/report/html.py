@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from harness.model.topology import HOPS
 from harness.report.matrix import SYMBOLS, Grid, by_hop, cell_status, grids
-from harness.topology import HOPS
 
 __all__ = ["EDGE_COLOURS", "HOP_TITLES", "link_for", "render_html"]
 

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.model.topology import HOPS
 from harness.report.results import STATUSES, count
-from harness.topology import HOPS
 
 __all__ = ["SYMBOLS", "Cell", "CellLine", "Grid", "by_hop", "cell_status", "chain_line", "grids", "print_matrix"]
 

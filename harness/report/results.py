@@ -1,8 +1,9 @@
 """The results document: one JSON-ready record per case, the run's summary, and the files written from it.
 
 Everything a report shows comes from this document (``results.json``), so the terminal matrix, the HTML page and
-any later tool read the same facts. A record is built from the :class:`~harness.cases.Case` (what was expected,
-where, and why) and the :class:`~harness.cases.CaseResult` (what the probe saw) — field by field, never by dumping an
+any later tool read the same facts. A record is built from the :class:`~harness.cases.model.Case` (what was expected,
+where, and why) and the :class:`~harness.cases.model.CaseResult` (what the probe saw) — field by field, never by
+dumping an
 object, so nothing that is not listed here can reach a report: no key material, no key paths, no response bodies.
 Free text that comes from outside (an exception message, a log tail) is passed through :func:`redact` first.
 
@@ -31,13 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError
-from harness.topology import HOPS
+from harness.model.topology import HOPS
 
 if TYPE_CHECKING:
-    from harness.cases import Case, CaseResult
-    from harness.outcomes import Outcome
-    from harness.probe import CertInfo
-    from harness.topology import Topology
+    from harness.cases.model import Case, CaseResult
+    from harness.model.topology import Topology
+    from harness.probe.outcomes import Outcome
+    from harness.probe.result import CertInfo
 
 __all__ = [
     "RESULTS_FILE",
@@ -176,7 +177,7 @@ def _probe_options(case: Case) -> dict[str, Any]:
 
 def case_facts(case: Case, identity: str | None = None) -> dict[str, Any]:
     """What the catalogue says about ``case`` (``identity``: the leaf it presented, when the caller resolved it)."""
-    from harness.cases import DEFAULT_IDENTITY
+    from harness.cases.model import DEFAULT_IDENTITY
 
     presented = case.identity if identity is None else identity
     return {
@@ -195,7 +196,7 @@ def _cert(c: CertInfo) -> dict[str, Any]:
 
 def _hop_trace(result: CaseResult) -> dict[str, dict[str, str]] | None:
     """The echo pod's hop trace (what each hop saw of its inbound TLS session), when the answer carries one."""
-    from harness.trace import FIELDS
+    from harness.model.wire import FIELDS
 
     if not result.seen.body.startswith(b"{"):
         return None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from harness.errors import UsageError
 
 if TYPE_CHECKING:
-    from harness.rotation import RehearsalResult
+    from harness.rotation.rehearsal import RehearsalResult
 
 __all__ = ["plot_timeline", "steps_markdown", "write_rotation_report"]
 

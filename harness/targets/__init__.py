@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness.errors import UsageError
+from harness.model.topology import KeyType, Topology, default_topology
 from harness.targets.base import TARGET_NAMES, HopEndpoint, RunningChain, Target
-from harness.topology import KeyType, Topology, default_topology
 
 __all__ = ["TARGET_NAMES", "HopEndpoint", "RunningChain", "Target", "open_target"]
 

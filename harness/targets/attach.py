@@ -32,10 +32,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.errors import InputError, UsageError
-from harness.pki import CertSet, LeafFiles, _leaf_files
-from harness.pki_faults import Fault, build_fault
-from harness.pki_x509 import cert_pem, issue_ca, key_pem, write_atomic
+from harness.errors import InputError, Unavailable, UsageError
+from harness.model.topology import HOPS, HopName, LeafSpec, PKIPlan, Topology, Upstream, default_topology
+from harness.pki.certset import CertSet, LeafFiles, leaf_files_in
+from harness.pki.faults import Fault, build_fault
+from harness.pki.x509 import cert_pem, issue_ca, key_pem, write_atomic
 from harness.targets.base import (
     HopEndpoint,
     RunningChain,
@@ -45,7 +46,6 @@ from harness.targets.base import (
     config_path_from_env,
     read_toml_config,
 )
-from harness.topology import HOPS, HopName, LeafSpec, PKIPlan, Topology, Upstream, default_topology
 
 __all__ = [
     "KEYLESS_FAULTS",
@@ -249,7 +249,7 @@ def _spec_from_cert(name: str, issuer: str, cert: x509.Certificate) -> LeafSpec:
 class AttachCertSet(CertSet):
     """The identities an attach config gives, under the plan's leaf names, plus negatives made on demand.
 
-    A leaf or fault that cannot be had on this chain raises :class:`harness.cases.Skip` with the reason, so the
+    A leaf or fault that cannot be had on this chain raises :class:`harness.errors.Unavailable` with the reason, so the
     suite skips that case instead of failing it.
     """
 
@@ -259,34 +259,34 @@ class AttachCertSet(CertSet):
         self.owned_cas = owned_cas
 
     def leaf(self, name: str) -> LeafFiles:
-        from harness.cases import Skip
 
         if "~" not in name and name not in self._leaves and not (self.directory / "leaves" / name).is_dir():
-            raise Skip(f"the attach config gives no identity for {name!r} (add client_cert/client_key or pfx to "
+            raise Unavailable(f"the attach config gives no identity for {name!r} (add client_cert/client_key or pfx to "
                        "the hop whose caller presents it)")
         return super().leaf(name)
 
     def fault(self, kind: Fault, like: str) -> LeafFiles:
-        from harness.cases import Skip
 
         name = f"{like}~{kind}"
         if name in self._leaves:
             return self._leaves[name]
         if self.negatives == "none":
-            raise Skip(f"negatives = \"none\" in the attach config: no {kind} variant of {like!r} is made")
+            raise Unavailable(f"negatives = \"none\" in the attach config: no {kind} variant of {like!r} is made")
         if not (self.directory / "leaves" / like).is_dir():
-            raise Skip(f"no {kind} variant of {like!r}: the attach config gives no identity for {like!r}")
+            raise Unavailable(f"no {kind} variant of {like!r}: the attach config gives no identity for {like!r}")
         spec = self.plan.leaf(like)
         line = self.chain_cas(spec.issuer)
         if all(ca in self.owned_cas for ca in line) and kind != "revoked":
             return super().fault(kind, like)
         if kind == "revoked":
-            raise Skip(f"a revoked variant of {like!r} needs a serial in the CRL its issuer publishes; an attached "
+            raise Unavailable(f"a revoked variant of {like!r} needs a serial in the CRL its issuer publishes; an "
+                              "attached "
                        "chain's CA does not reserve one")
         if kind not in KEYLESS_FAULTS:
             missing = ", ".join(ca for ca in line if ca not in self.owned_cas)
             article = "an" if kind[0] in "aeiou" else "a"
-            raise Skip(f"{article} {kind} variant of {like!r} must be issued by {spec.issuer!r}; the attach config "
+            raise Unavailable(f"{article} {kind} variant of {like!r} must be issued by {spec.issuer!r}; the attach "
+                              "config "
                        f"holds no key for {missing} (only {', '.join(KEYLESS_FAULTS)} can be made without it)")
         # the issuer is not used by these kinds: a throwaway CA fills the arguments
         unused = issue_ca("unused", self.plan.key_type)
@@ -298,7 +298,7 @@ class AttachCertSet(CertSet):
         write_atomic(d / "key.pem", key_pem(material.key.key), 0o600)
         for fname, certs in material.extra.items():
             write_atomic(d / fname, cert_pem(*certs))
-        self._leaves[name] = _leaf_files(name, d)
+        self._leaves[name] = leaf_files_in(name, d)
         return self._leaves[name]
 
 
@@ -352,7 +352,7 @@ class AttachTarget(TargetBase):
         raise UsageError(f"the {self.name} target is read-only: it cannot change the chain it attached to")
 
     def _start(self) -> RunningChain:
-        from harness.pki_load import load_identity
+        from harness.pki.load import load_identity
 
         self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-attach-"))  # 0700: keys from a PFX land here
         certs_dir = self.workdir / "certs"

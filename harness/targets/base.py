@@ -15,11 +15,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.errors import InputError, UsageError
-from harness.topology import HOPS, HopName, Topology
+from harness.model.topology import HOPS, HopName, Topology
 
 if TYPE_CHECKING:
-    from harness.pki import CertSet
-    from harness.probe import ProbeResult
+    from harness.pki.certset import CertSet
+    from harness.probe.result import ProbeResult
 
 __all__ = ["CONFIG_ENV", "TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase",
            "config_error", "config_file", "config_path_from_env", "read_toml_config"]
@@ -128,7 +128,7 @@ class RunningChain:
 
     def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
         """Probe ``hop`` as its caller would (its trust, name and identity); keyword arguments override any of them."""
-        from harness.probe import probe
+        from harness.probe.handshake import probe
 
         ep = self.endpoint(hop)
         kwargs = ep.probe_kwargs() | overrides
@@ -191,7 +191,16 @@ class OwnCertSet:
     @property
     def certs(self) -> CertSet:
         if self._certs is None:
-            from harness.pki import cert_set_for
+            from harness.pki.certset import cert_set_for
 
             self._certs = cert_set_for(self.topology.pki)
         return self._certs
+
+
+def apim_jwks(topology: Topology, certs: CertSet) -> dict[str, Any] | None:
+    """The key set apim's validate-jwt trusts (the local issuer's, kept with the cert set), or None without OAuth."""
+    if topology.apim.oauth is None or not topology.apim.oauth.enabled:
+        return None
+    from harness.oauth.issuer import LocalIssuer  # PyJWT only where OAuth is on
+
+    return LocalIssuer.for_cert_set(certs).jwks()

@@ -1,6 +1,6 @@
 """The local chain with every hop in its own network namespace (``--isolate``; Linux, root).
 
-    with IsolatedTarget(topology) as chain:          # five namespaces, four veth links (harness.netns)
+    with IsolatedTarget(topology) as chain:          # five namespaces, four veth links (harness.isolation.netns)
         chain.probe("gateway")                        # runs INSIDE the internet namespace
         chain.probe("apim", vantage="internet")       # unreachable: no route from the internet to APIM's subnet
 
@@ -8,7 +8,7 @@ Same processes as :class:`~harness.targets.local.LocalTarget` (real Envoy ×2, r
 inside its namespace (``ip netns exec`` as the argv prefix: the PID is the program's) and listens on its address on
 the link to its caller. Envoy's admin stays on the namespace's own loopback.
 
-Clients never run in the host namespace. A probe runner (``python -m harness.probe_cli --serve
+Clients never run in the host namespace. A probe runner (``python -m harness.isolation.runner --serve
 --require-isolated``) lives in each of the internet, gateway, apim and ingress namespaces; it refuses to start
 unless its namespace is not the host's and has no default route. :meth:`IsolatedChain.probe` sends the request to
 the runner in the namespace of the probed hop's real caller: the internet for the gateway (so every ``via=chain``
@@ -18,7 +18,8 @@ picks another runner (``vantage="internet"`` shows that apim, the ingress and th
 Readiness is checked without touching a link: Envoy's admin ``/ready`` through the runner in its namespace, nginx
 and the pod by their LISTEN sockets in ``/proc/<pid>/net/tcp``.
 
-``capture=True`` starts tcpdump on every link before any hop starts (:class:`~harness.capture.LinkCaptures`), so
+``capture=True`` starts tcpdump on every link before any hop starts
+(:class:`~harness.isolation.capture.LinkCaptures`), so
 every TCP stream is seen from its SYN; :meth:`IsolatedTarget.wire_proof` stops the captures and judges them.
 
 A deliberately plaintext backend: when the Ingress says ``backend-protocol: HTTP`` the pod is run as a plain HTTP
@@ -47,16 +48,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, UsageError
-from harness.netns import DEFAULT_SUBNET, ROLES, ChainNetwork, Role, check_available, processes_in, sweep
+from harness.isolation.netns import DEFAULT_SUBNET, ROLES, ChainNetwork, Role, check_available, processes_in, sweep
+from harness.model.topology import HopName, KeyType, Topology
 from harness.runtime import ManagedProcess
 from harness.targets.base import RunningChain
-from harness.targets.local import LocalTarget, _Hop
-from harness.topology import HopName, KeyType, Topology
+from harness.targets.local import LocalTarget, ProcessHop
 
 if TYPE_CHECKING:
-    from harness.capture import LinkCaptures, WireProof
-    from harness.pki import CertSet
-    from harness.probe import ProbeResult
+    from harness.isolation.capture import LinkCaptures, WireProof
+    from harness.pki.certset import CertSet
+    from harness.probe.result import ProbeResult
     from harness.render.envoy import EnvoyConfig
 
 __all__ = ["CALLER_NAMESPACE", "IsolatedChain", "IsolatedTarget", "open_isolated", "plaintext_backend",
@@ -84,12 +85,12 @@ def _child_setup() -> None:  # between fork and exec: own process group, SIGTERM
 
 
 class _Runner:
-    """``python -m harness.probe_cli --serve`` inside one namespace; one JSON request/answer per line."""
+    """``python -m harness.isolation.runner --serve`` inside one namespace; one JSON request/answer per line."""
 
     def __init__(self, role: Role, network: ChainNetwork, log_path: Path) -> None:
         self.role = role
         self.namespace = network.namespaces[role]
-        self.argv = network.exec_argv(role, [sys.executable, "-m", "harness.probe_cli", "--serve",
+        self.argv = network.exec_argv(role, [sys.executable, "-m", "harness.isolation.runner", "--serve",
                                              "--require-isolated", "--netns", self.namespace])
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -261,7 +262,7 @@ class IsolatedTarget(LocalTarget):
         self.network = ChainNetwork(subnet=self.subnet)
         self.network.setup()
         if self.capture:
-            from harness.capture import LinkCaptures
+            from harness.isolation.capture import LinkCaptures
 
             self.capture_dir = self._given_capture_dir or self._rundir / "captures"
             self.captures = LinkCaptures(self.network, self.capture_dir).start()
@@ -295,7 +296,7 @@ class IsolatedTarget(LocalTarget):
                 _LIVE.discard(self)
 
     def wire_proof(self) -> WireProof:
-        """Stop the link captures and judge them (:func:`harness.capture.LinkCaptures.analyze`)."""
+        """Stop the link captures and judge them (:func:`harness.isolation.capture.LinkCaptures.analyze`)."""
         if self.captures is None:
             raise UsageError("this chain was started without capture=True: there is nothing to judge")
         return self.captures.analyze()
@@ -343,7 +344,7 @@ class IsolatedTarget(LocalTarget):
                              links=[lk.as_dict() for lk in net.links], pids=self.pids,
                              client_argv_prefix=net.exec_argv("internet", []), _runner=self._run_probe)
 
-    def _pod(self) -> _Hop:
+    def _pod(self) -> ProcessHop:
         if not _plain_backend(self.topology):
             return super()._pod()
         assert self.workdir is not None
@@ -353,11 +354,11 @@ class IsolatedTarget(LocalTarget):
         argv = [sys.executable, "-m", "http.server", "--bind", self._host("pod"), "--directory", str(docroot),
                 str(port)]
         proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
-        return _Hop("pod", proc, self._listening("pod", port))
+        return ProcessHop("pod", proc, self._listening("pod", port))
 
     # -- probing -------------------------------------------------------------------------------------------------
     def _run_probe(self, vantage: Role, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
-        from harness.probe_cli import kwargs_to_wire, result_from_wire
+        from harness.isolation.runner import kwargs_to_wire, result_from_wire
 
         runner = self._runners.get(vantage)
         if runner is None:
@@ -385,7 +386,7 @@ def _role(hop: str) -> Role:
 
 def stop_all_isolated() -> list[str]:
     """Safety net (pytest_sessionfinish, atexit): stop every isolated chain still up, then remove any namespace
-    left with this run's prefix (:func:`harness.netns.sweep`); returns the swept names."""
+    left with this run's prefix (:func:`harness.isolation.netns.sweep`); returns the swept names."""
     with _LIVE_LOCK:
         targets = list(_LIVE)
     for t in targets:
@@ -402,8 +403,8 @@ def stop_all_isolated() -> list[str]:
 def open_isolated(name: str = "local", *, topology: Topology | None = None, key_type: KeyType = "ecdsa",
                   **options: Any) -> IsolatedTarget:
     """``open_target`` for ``--isolate``: the local target in namespaces. One-line UsageError when it cannot be:
-    another target than local, or not Linux / not root (:class:`~harness.netns.IsolationUnavailable`)."""
-    from harness.topology import default_topology
+    another target than local, or not Linux / not root (:class:`~harness.isolation.netns.IsolationUnavailable`)."""
+    from harness.model.topology import default_topology
 
     if name != "local":
         raise UsageError(f"--isolate runs the local target in network namespaces; it cannot isolate the {name} "

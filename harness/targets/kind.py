@@ -42,16 +42,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, ToolMissingError, UsageError, WaitTimeout
-from harness.images import docker_client, local_image_tag, resolve_image
+from harness.images.resolve import docker_client, local_image_tag, resolve_image
+from harness.model.topology import HOPS, HopName, Topology, default_topology
+from harness.render.envoy import render_envoy
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
-from harness.targets.containers import (
+from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.docker import (
     HOP_PORT,
     LABEL_HOP,
-    _deferred_interrupts,
-    _Hop,
-    _wait_through_gateway,
+    ContainerHop,
     configure_testcontainers,
+    deferred_interrupts,
     envoy_container,
     envoy_ready,
     harness_labels,
@@ -59,13 +60,13 @@ from harness.targets.containers import (
     remove_run,
     sweep_stale,
     wait_for_hops,
+    wait_through_gateway,
 )
 from harness.targets.local import endpoints_for
-from harness.topology import HOPS, HopName, Topology, default_topology
 
 if TYPE_CHECKING:
-    from harness.pki import CertSet
-    from harness.probe import ProbeResult
+    from harness.pki.certset import CertSet
+    from harness.probe.result import ProbeResult
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -223,7 +224,7 @@ class KindTarget(OwnCertSet, TargetBase):
 
     def stop(self) -> None:
         """Remove the Envoy containers; delete the cluster only if this target created it and may not keep it."""
-        with _deferred_interrupts():
+        with deferred_interrupts():
             for container in self._containers.values():
                 with contextlib.suppress(Exception):  # already gone: remove_run checks afterwards
                     container.stop()
@@ -410,7 +411,7 @@ class KindTarget(OwnCertSet, TargetBase):
         return endpoints_for(self.topology, self.certs, ports)["ingress"]
 
     def _probe_ingress(self, **overrides: Any) -> ProbeResult:
-        from harness.probe import probe
+        from harness.probe.handshake import probe
 
         ep = self._ingress_endpoint()
         kwargs: dict[str, Any] = {"server_name": ep.server_name, "trust": ep.trust, "client_cert": ep.client_cert,
@@ -434,25 +435,23 @@ class KindTarget(OwnCertSet, TargetBase):
 
     # -- the Envoy hops ------------------------------------------------------------------------------------------
     def _envoy_hops(self, image: str) -> None:
-        from harness.render.envoy import render_envoy
-
         assert self.workdir is not None
         labels = harness_labels(self.name, self.run_id)
         apim_alias = f"mtls-harness-{self.run_id}-apim"
         mounts = {self.certs.directory.resolve(): "ro", self.workdir: "rw"}
-        hops: list[_Hop] = []
+        hops: list[ContainerHop] = []
         for hop, upstream in (("apim", (self.node, 443)), ("gateway", (apim_alias, HOP_PORT))):
             config = render_envoy(self.topology, hop, self.certs,  # type: ignore[arg-type]
                                   listen=("0.0.0.0", HOP_PORT), upstream=upstream, admin=("127.0.0.1", 9901),
-                                  workdir=self.workdir / hop)
+                                  workdir=self.workdir / hop, jwks=apim_jwks(self.topology, self.certs))
             container = envoy_container(image, config, name=f"mtls-harness-{self.run_id}-{hop}",
                                         network=_Network(self.network), alias=f"mtls-harness-{self.run_id}-{hop}",
                                         labels={**labels, LABEL_HOP: hop}, mounts=mounts, publish=hop == "gateway")
             self._containers[hop] = container  # type: ignore[index]
-            hops.append(_Hop(hop, container, envoy_ready(container)))  # type: ignore[arg-type]
+            hops.append(ContainerHop(hop, container, envoy_ready(container)))  # type: ignore[arg-type]
         wait_for_hops(hops, "kind chain Envoy hops", self.start_timeout, self.start_times)
         self.gateway_port = published_port(self._containers["gateway"])
-        _wait_through_gateway(self._publish(), self._containers, self.start_timeout)
+        wait_through_gateway(self._publish(), self._containers, self.start_timeout)
 
     def _publish(self) -> RunningChain:
         assert self.gateway_port is not None

@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import HarnessError, StartError, UsageError, WaitTimeout
+from harness.model.topology import HOPS, HopName, Topology, default_topology
+from harness.render.envoy import render_envoy
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
-from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase
-from harness.topology import HOPS, HopName, Topology, default_topology
+from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
 
 if TYPE_CHECKING:
-    from harness.pki import CertSet
+    from harness.pki.certset import CertSet
     from harness.render.envoy import CertFiles, EnvoyConfig
     from harness.render.nginx import NginxConfig
 
-__all__ = ["LocalTarget", "endpoints_for"]
+__all__ = ["LocalTarget", "ProcessHop", "endpoints_for"]
 
 HOST = "127.0.0.1"
 #: how long one start of the chain may take before it is called failed (it takes well under a second here)
@@ -47,7 +48,7 @@ def _tcp_open(host: str, port: int) -> bool:
 
 
 @dataclass
-class _Hop:
+class ProcessHop:
     """One running process of the chain and how to tell that it is ready."""
 
     name: str
@@ -141,7 +142,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         )
         return self.chain
 
-    def _launch(self, hops: list[_Hop]) -> None:
+    def _launch(self, hops: list[ProcessHop]) -> None:
         """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""
         t0 = time.perf_counter()
         for hop in hops:
@@ -197,7 +198,7 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def _envoy_ready(self, hop: str, config: EnvoyConfig) -> Callable[[], bool]:
         """A readiness check for an Envoy hop: its admin /ready answers LIVE."""
-        from harness.render.envoy import envoy_ready
+        from harness.runtime.envoy import envoy_ready
 
         return lambda: envoy_ready(config)
 
@@ -213,7 +214,7 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _pod_files(self, leaf: CertFiles, client_ca: Path | None) -> tuple[Path, Path, Path | None]:
         """The pod's certificates where a mounted Secret puts them (``workdir/pod/tls.crt``, ``tls.key`` 0600,
         ``ca.crt``), each replaced by a rename so a reload never reads half a file."""
-        from harness.pki_x509 import write_atomic
+        from harness.pki.x509 import write_atomic
 
         assert self.workdir is not None
         mount = self.workdir / "pod"
@@ -224,7 +225,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         write_atomic(mount / "ca.crt", client_ca.read_bytes())
         return mount / "tls.crt", mount / "tls.key", mount / "ca.crt"
 
-    def _pod(self) -> _Hop:
+    def _pod(self) -> ProcessHop:
         listener = self.topology.pod.listener
         cert, key, ca = self._pod_files(self.certs.leaf(listener.server_cert),
                                         self.certs.trust_bundle(listener.client_ca) if listener.client_ca else None)
@@ -234,7 +235,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         if ca is not None:
             argv += ["--client-ca", str(ca)]
         proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
-        return _Hop("pod", proc, self._listening("pod", self.ports["pod"]))
+        return ProcessHop("pod", proc, self._listening("pod", self.ports["pod"]))
 
     def reload_pod(self, leaf: CertFiles, client_ca: Path | None, *, timeout: float = 10.0) -> None:
         """Hot-reload the running pod (rotation rehearsal): write the leaf it serves and the CA bundle it checks
@@ -265,26 +266,25 @@ class LocalTarget(OwnCertSet, TargetBase):
         if "reload failed" in line:
             raise HarnessError(line.removeprefix("pod: "))
 
-    def _ingress(self, nginx: Path) -> _Hop:
-        from harness.render.nginx import render_nginx
+    def _ingress(self, nginx: Path) -> ProcessHop:
+        from harness.runtime.nginx import render_ingress
 
         assert self.workdir is not None
-        self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
+        self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
         proc = ManagedProcess("ingress", self._argv("ingress", self._nginx.argv(nginx)), log_path=self._log("ingress"))
-        return _Hop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
+        return ProcessHop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
 
-    def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> _Hop:
-        from harness.render.envoy import render_envoy
-
+    def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
         assert self.workdir is not None
         nxt = "apim" if hop == "gateway" else "ingress"
         config = render_envoy(self.topology, hop, self.certs,
                               listen=(self._host(hop), self.ports[hop]), upstream=(self._host(nxt), self.ports[nxt]),
-                              admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop)
+                              admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop,
+                              jwks=apim_jwks(self.topology, self.certs))
         self._envoy[hop] = config
         proc = ManagedProcess(hop, self._argv(hop, config.argv(envoy)), log_path=self._log(hop))
-        return _Hop(hop, proc, self._envoy_ready(hop, config))
+        return ProcessHop(hop, proc, self._envoy_ready(hop, config))
 
     # -- variants ------------------------------------------------------------------------------------------------
     def reconfigure(self, topology: Topology) -> RunningChain:
@@ -301,7 +301,7 @@ class LocalTarget(OwnCertSet, TargetBase):
             "apim": old.apim != topology.apim or old.pki != topology.pki,
             "gateway": old.gateway != topology.gateway or old.pki != topology.pki,
         }
-        restart: list[_Hop] = []
+        restart: list[ProcessHop] = []
         if changed["pod"]:
             self._procs.pop("pod").stop()
             restart.append(self._pod())
@@ -318,10 +318,10 @@ class LocalTarget(OwnCertSet, TargetBase):
         return self._publish()
 
     def _reload_ingress(self) -> None:
-        from harness.render.nginx import reload_nginx, render_nginx
+        from harness.runtime.nginx import reload_nginx, render_ingress
 
         assert self.workdir is not None
-        self._nginx = render_nginx(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
+        self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
         reload_nginx(self._nginx, self._procs["ingress"].pid, run_in=lambda argv: self._argv("ingress", argv))
 

@@ -1,4 +1,4 @@
-"""The handshake suite: one test per catalogue case (harness/cases.py), on whichever --target is selected.
+"""The handshake suite: one test per catalogue case (harness/cases/catalogue.py), on whichever --target is selected.
 
 Each test is named after the behaviour it checks and parametrized by the target, e.g.
 ``test_ingress_rejects_client_cert_unknown_ca_tls1_2[local]``; the same ids run on every target.
@@ -10,10 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.cases import CATALOGUE, Case, Skip, run_case
+from harness.cases.catalogue import CATALOGUE
+from harness.cases.model import Case, Skip, run_case
+from harness.model.topology import Topology
 from harness.report.collect import CASE_ATTR, remember_result
 from harness.targets.base import RunningChain
-from harness.topology import Topology
 
 
 def _make(case: Case) -> Callable[..., None]:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.capture import WireProofError, summarize
-from harness.cases import CATALOGUE, run_case
+from harness.cases.catalogue import CATALOGUE
+from harness.cases.model import run_case
+from harness.isolation.capture import WireProofError, summarize
+from harness.model.topology import Topology
 from harness.targets.base import RunningChain
 from harness.targets.isolated import IsolatedChain, IsolatedTarget, plaintext_backend
-from harness.topology import Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 

@@ -23,9 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from harness.errors import HarnessError, UsageError
+from harness.model.topology import ANNOTATION_PREFIX
 from harness.targets.azure.config import AzureConfig
 from harness.targets.azure.model import Discovery, IngressFacts, cert_fact
-from harness.topology import ANNOTATION_PREFIX
 
 __all__ = ["SERVED_TIMEOUT", "fetch_served_cert", "ingress_facts", "read_cluster"]
 

@@ -19,11 +19,11 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 
 from harness.errors import UsageError
+from harness.model.topology import HOPS, Topology
 from harness.targets.attach import AttachTarget, parse_attach_config
 from harness.targets.azure.config import AzureConfig, load_azure_config
 from harness.targets.azure.model import Discovery
 from harness.targets.base import RunningChain, TargetBase, config_path_from_env
-from harness.topology import HOPS, Topology
 
 __all__ = ["AzureTarget", "attach_doc_from_discovery"]
 

@@ -1,0 +1,458 @@
+"""The case catalogue: every handshake case the suite and ``mtls-harness run`` share, as data.
+
+The case model and the runner are :mod:`harness.cases.model`; the OAuth cases :mod:`harness.cases.oauth`.
+Ids read as behaviour and are the same on every target; a case a target cannot run skips there with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from harness.cases.oauth import oauth_cases
+from harness.model.topology import HopName, Topology
+from harness.model.wire import header_name
+from harness.probe.outcomes import (
+    Outcome,
+    http_reject,
+    ok,
+    protocol_error,
+    server_untrusted,
+    tls_alert,
+    upstream_failure,
+)
+
+if TYPE_CHECKING:
+    from harness.probe.result import ProbeResult
+    from harness.targets.base import RunningChain
+
+from harness.cases.model import CERT_ERROR, NO_CERT, Case
+
+__all__ = ["CATALOGUE", "cases"]
+
+# ------------------------------------------------------------------------------------------------------------------
+# topology variants (small named functions, so ids and reports can say what changed)
+# ------------------------------------------------------------------------------------------------------------------
+def _gateway_strict(t: Topology) -> Topology:
+    client = dataclasses.replace(t.client, client_cert="consumer-client")
+    strict = t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
+    return strict.replace(client=client)
+
+
+def _apim_validates(t: Topology) -> Topology:
+    return t.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+
+
+def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
+    """A variant where ``hop`` serves a faulty server cert (``<its leaf>~<fault>``)."""
+
+    def variant(t: Topology) -> Topology:
+        if hop == "ingress":
+            name = f"{t.ingress.server_cert}~{fault}"
+            secrets = tuple(dataclasses.replace(s, tls=name) if s.name == t.ingress.primary.tls_secret else s
+                            for s in t.ingress.secrets)
+            return t.replace(ingress=dataclasses.replace(t.ingress, server_cert=name, secrets=secrets))
+        return t.with_hop(hop, listener__server_cert=f"{t.listener_of(hop).server_cert}~{fault}")
+
+    variant.__name__ = f"{hop}_serves_{fault.replace('-', '_')}"
+    return variant
+
+
+def _annotations(**changes: str | None) -> Callable[[Topology], Topology]:
+    def variant(t: Topology) -> Topology:
+        return t.with_ingress_annotations(**changes)
+
+    variant.__name__ = "ingress_" + "_".join(f"{k}" for k in changes)
+    return variant
+
+
+def _ingress_crl(t: Topology) -> Topology:
+    secrets = tuple(dataclasses.replace(s, crl="apim-client-ca") if s.name == "apim-client-ca" else s
+                    for s in t.ingress.secrets)
+    return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the catalogue
+# ------------------------------------------------------------------------------------------------------------------
+CLIENT_FAULTS: tuple[tuple[str, str], ...] = (
+    ("unknown-ca", "unknown CA"), ("expired", "expired"), ("not-yet-valid", "not yet valid"),
+    ("wrong-eku", "wrong EKU"), ("self-signed", "self-signed"), ("revoked", "revoked"),
+    ("too-deep", "deeper than verify depth"),
+)
+SERVER_FAULTS: tuple[tuple[str, str], ...] = (
+    ("unknown-ca", "unknown CA"), ("wrong-san", "wrong name"), ("expired", "expired"),
+    ("self-signed", "self-signed"), ("missing-intermediate", "missing intermediate"),
+    ("not-yet-valid", "not yet valid"), ("wrong-eku", "wrong EKU"),
+)
+
+
+def _client_cert_cases() -> Iterator[Case]:
+    # the ingress (ingress-nginx, ssl_verify_client on): nginx's 400 pages, TLS 1.2 and 1.3 alike
+    src = "DESIGN.md nginx rows; ingress-nginx e2e authtls #1"
+    for version in ("1.2", "1.3"):
+        pv = {"min_version": version, "max_version": version}
+        yield Case(f"ingress-rejects-missing-client-cert-tls{version}", "ingress", "client-cert", "none",
+                   http_reject(400, NO_CERT), src, identity=None, probe=pv)
+        yield Case(f"ingress-accepts-apims-client-cert-tls{version}", "ingress", "client-cert", "valid", ok(200),
+                   src, probe=pv)
+        for fault, column in CLIENT_FAULTS:
+            variant = _ingress_crl if fault == "revoked" else None
+            yield Case(f"ingress-rejects-client-cert-{fault}-tls{version}", "ingress", "client-cert", column,
+                       http_reject(400, CERT_ERROR), src, variant=variant, identity=f"apim-client~{fault}", probe=pv)
+    # OpenSSL's verify depth counts the intermediates between the leaf and the trust anchor
+    # (X509_VERIFY_PARAM_set_depth): ingress-nginx's default depth 1 admits ONE intermediate and refuses two
+    # (measured here; see docs/behaviour.md)
+    src = "OpenSSL X509_VERIFY_PARAM_set_depth; ingress-nginx auth-tls-verify-depth docs; #110 #3420"
+    yield Case("ingress-accepts-intermediate-issued-client-cert-at-default-verify-depth-1", "ingress", "client-cert",
+               "intermediate within depth", ok(200), src, identity="apim-client~intermediate-issued")
+    yield Case("ingress-accepts-two-intermediates-at-verify-depth-2", "ingress", "client-cert",
+               "deeper chain, depth raised", ok(200), src, variant=_annotations(auth_tls_verify_depth="2"),
+               identity="apim-client~too-deep")
+
+    # the gateway in App Gateway mTLS "Strict" mode: 400 pages like App Gateway's
+    src = "DESIGN.md App Gateway Strict row (ronaldbosma/mtls-with-apim-and-agw)"
+    for version in ("1.2", "1.3"):
+        pv = {"min_version": version, "max_version": version}
+        yield Case(f"gateway-strict-rejects-missing-client-cert-tls{version}", "gateway", "client-cert", "none",
+                   http_reject(400, NO_CERT), src, variant=_gateway_strict, identity=None, probe=pv)
+        yield Case(f"gateway-strict-accepts-valid-client-cert-tls{version}", "gateway", "client-cert", "valid",
+                   ok(200), src, variant=_gateway_strict, probe=pv)
+        for fault, column in CLIENT_FAULTS:
+            if fault in ("revoked", "too-deep"):
+                continue  # App Gateway checks revocation by OCSP and sets no depth: not emulated (docs/behaviour.md)
+            yield Case(f"gateway-strict-rejects-client-cert-{fault}-tls{version}", "gateway", "client-cert", column,
+                       http_reject(400, CERT_ERROR), src, variant=_gateway_strict,
+                       identity=f"consumer-client~{fault}", probe=pv)
+
+    # APIM's validate-client-certificate policy: 401
+    src = "DESIGN.md APIM validate-client-certificate row"
+    yield Case("apim-rejects-missing-client-cert-with-401", "apim", "client-cert", "none", http_reject(401), src,
+               variant=_apim_validates, identity=None)
+    yield Case("apim-accepts-valid-client-cert", "apim", "client-cert", "valid", ok(200), src,
+               variant=_apim_validates, identity="consumer-client")
+    for fault, column in CLIENT_FAULTS:
+        if fault in ("revoked", "too-deep"):
+            continue
+        yield Case(f"apim-rejects-client-cert-{fault}-with-401", "apim", "client-cert", column, http_reject(401),
+                   src, variant=_apim_validates, identity=f"consumer-client~{fault}")
+
+
+def _server_cert_cases() -> Iterator[Case]:
+    # from the client's side, at the public listener: our client must refuse the gateway's bad cert
+    yield Case("client-trusts-gateways-public-cert", "gateway", "server-cert", "valid", ok(200),
+               "DESIGN.md: public listener", via="chain")
+    for fault, column in SERVER_FAULTS:
+        yield Case(f"client-refuses-gateway-cert-{fault}", "gateway", "server-cert", column, server_untrusted(),
+                   "azure-docs #62578 (no-SNI default / wrong cert served)", via="chain",
+                   variant=_serve("gateway", fault))
+    expectations: tuple[tuple[HopName, str, Outcome, str], ...] = (
+        ("apim", "gateway-refuses-apim-cert", upstream_failure(502),
+         "DESIGN.md App Gateway backend row; azure-docs #40941 #94687"),
+        ("ingress", "apim-refuses-ingress-cert", upstream_failure(500),
+         "DESIGN.md APIM backend TLS row; REFERENCES #10"),
+        ("pod", "ingress-refuses-pod-cert", upstream_failure(502),
+         "DESIGN.md nginx upstream row; ingress-nginx #4928"),
+    )
+    for hop, stem, outcome, src in expectations:
+        for fault, column in SERVER_FAULTS:
+            yield Case(f"{stem}-{fault}", hop, "server-cert", column, outcome, src, via="chain",
+                       variant=_serve(hop, fault))
+
+
+def _passthrough(t: Topology) -> Topology:
+    """ssl-passthrough: the ingress routes the TLS stream by SNI; the pod terminates it and verifies APIM's cert."""
+    t = t.with_ingress_annotations(ssl_passthrough="true")
+    t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
+    return t.with_hop("apim", upstream__trusted_ca="pod-ca")
+
+
+def _pod_cases() -> Iterator[Case]:
+    # behind passthrough the pod's own TLS stack (Python's ssl, OpenSSL) decides: TLS alerts, not HTTP pages
+    src = "OpenSSL ssl_verify_alarm_type (X509_V_ERR → alert); DESIGN.md passthrough variant"
+    pv = {"min_version": "1.3", "max_version": "1.3"}
+    yield Case("pod-behind-passthrough-accepts-apims-client-cert", "pod", "client-cert", "valid", ok(200), src,
+               variant=_passthrough, endpoint="ingress", identity="apim-client", probe=pv)
+    yield Case("pod-behind-passthrough-rejects-missing-client-cert", "pod", "client-cert", "none",
+               tls_alert("certificate_required"), src, variant=_passthrough, endpoint="ingress", identity=None,
+               probe=pv)
+    alerts = {"unknown-ca": "unknown_ca", "expired": "certificate_expired", "not-yet-valid": "bad_certificate",
+              "wrong-eku": "unsupported_certificate", "self-signed": "unknown_ca"}
+    for fault, column in CLIENT_FAULTS:
+        if fault not in alerts:
+            continue  # the pod loads no CRL and sets no depth: those columns are the ingress's job
+        yield Case(f"pod-behind-passthrough-rejects-client-cert-{fault}", "pod", "client-cert", column,
+                   tls_alert(alerts[fault]), src, variant=_passthrough, endpoint="ingress",
+                   identity=f"apim-client~{fault}", probe=pv)
+    # re-encrypt (the default): the pod asks for the ingress's proxy-ssl client cert (optional) and verifies it
+    src = "ingress-nginx proxy-ssl-secret tls.crt → proxy_ssl_certificate; Python ssl CERT_OPTIONAL"
+    yield Case("pod-accepts-the-ingress-proxy-ssl-client-cert", "pod", "client-cert", "valid", ok(200), src,
+               check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
+    yield Case("pod-optional-client-auth-accepts-no-cert", "pod", "client-cert", "none", ok(200), src,
+               identity=None, check=lambda r, c: None if (r.json() or {}).get("peer") is None else "the pod saw a peer")
+    for fault, alert in (("unknown-ca", "unknown_ca"), ("expired", "certificate_expired")):
+        yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", dict(CLIENT_FAULTS)[fault],
+                   tls_alert(alert), src + " (a presented cert is verified even when optional)",
+                   identity=f"ingress-client~{fault}", probe=pv)
+    yield Case("chain-reaches-pod-through-passthrough", "pod", "trace", "passthrough end to end", ok(200),
+               "DESIGN.md passthrough variant", via="chain", variant=_passthrough,
+               check=lambda r, c: _expect_pod_peer(r, c, "apim-client"))
+
+
+def _protocol_cases() -> Iterator[Case]:
+    src = "DESIGN.md: TLS floor 1.2 on every listener (App Gateway policy, APIM custom properties, ingress-nginx)"
+    for hop in ("gateway", "apim", "ingress", "pod"):
+        for version in ("1.0", "1.1"):
+            yield Case(f"{hop}-refuses-tls{version}", hop, "protocol", f"TLS {version}",
+                       tls_alert("protocol_version"), src, probe={"min_version": version, "max_version": version})
+        for version in ("1.2", "1.3"):
+            yield Case(f"{hop}-accepts-tls{version}", hop, "protocol", f"TLS {version}", ok(200), src,
+                       probe={"min_version": version, "max_version": version},
+                       check=_expect_version(f"TLSv{version}"))
+        reason = "The plain HTTP request was sent to HTTPS port" if hop == "ingress" else None
+        yield Case(f"{hop}-refuses-plain-http", hop, "protocol", "plain HTTP", protocol_error(reason),
+                   "nginx 497 page; Envoy closes a non-TLS connection", probe={"plaintext": True})
+        if hop == "gateway":
+            yield Case("gateway-with-tls1.3-floor-refuses-tls1.2", hop, "protocol", "TLS 1.2 below floor",
+                       tls_alert("protocol_version"), "App Gateway SSL policy minProtocolVersion TLSv1_3",
+                       variant=_tls13_floor, probe={"min_version": "1.2", "max_version": "1.2"})
+            yield Case("chain-works-with-an-rsa-2048-cert-set", hop, "protocol", "RSA 2048 keys", ok(200),
+                       "Key Vault / App Gateway certificates are commonly RSA 2048", via="chain", variant=_rsa,
+                       check=_every_hop_tls)
+        if hop != "pod":
+            yield Case(f"{hop}-negotiates-http2", hop, "protocol", "HTTP/2 (ALPN h2)", ok(200),
+                       "App Gateway, APIM and ingress-nginx all offer h2", probe={"alpn": ("h2", "http/1.1")},
+                       check=_expect_alpn("h2"))
+
+
+def _tls13_floor(t: Topology) -> Topology:
+    """App Gateway's SSL policy with a TLS 1.3 minimum (AppGwSslPolicy20220101S allows it)."""
+    return t.with_hop("gateway", listener__min_version="1.3")
+
+
+def _rsa(t: Topology) -> Topology:
+    return t.replace(pki=dataclasses.replace(t.pki, key_type="rsa"))
+
+
+def _expect_version(version: str) -> Callable[[ProbeResult, RunningChain], str | None]:
+    def check(r: ProbeResult, c: RunningChain) -> str | None:
+        return None if r.tls_version == version else f"negotiated {r.tls_version}, expected {version}"
+
+    return check
+
+
+def _expect_alpn(proto: str) -> Callable[[ProbeResult, RunningChain], str | None]:
+    def check(r: ProbeResult, c: RunningChain) -> str | None:
+        return None if r.alpn == proto else f"ALPN {r.alpn!r}, expected {proto!r}"
+
+    return check
+
+
+def _expect_pod_peer(r: ProbeResult, c: RunningChain, leaf: str) -> str | None:
+    want = c.certs.leaf(leaf).fingerprint_sha256
+    got = ((r.json() or {}).get("peer") or {}).get("sha256")
+    return None if got == want else f"the pod saw client cert {got}, expected {leaf} ({want})"
+
+
+def _trace(r: ProbeResult) -> dict[str, dict[str, str]]:
+    return dict((r.json() or {}).get("trace") or {})
+
+
+def _every_hop_tls(r: ProbeResult, c: RunningChain) -> str | None:
+    trace = _trace(r)
+    bad = [h for h in ("gateway", "apim", "ingress", "pod") if not trace.get(h, {}).get("tls", "").startswith("TLSv1.")]
+    return f"no TLS recorded at: {', '.join(bad)} (trace: {trace})" if bad else None
+
+
+def _ingress_saw_apim(r: ProbeResult, c: RunningChain) -> str | None:
+    leaf = c.certs.leaf(c.topology.apim.upstream.client_cert or "apim-client")
+    headers = (r.json() or {}).get("headers") or {}
+    ingress = _trace(r).get("ingress", {})
+    if ingress.get("verify") != "SUCCESS":
+        return f"ingress verify={ingress.get('verify')!r}, expected SUCCESS"
+    if headers.get("ssl-client-subject-dn") != leaf.subject:
+        return f"ssl-client-subject-dn {headers.get('ssl-client-subject-dn')!r}, expected {leaf.subject!r}"
+    return None
+
+
+def _spoof_stripped(r: ProbeResult, c: RunningChain) -> str | None:
+    forged = {h: v for h, v in _trace(r).items() if "forged" in "".join(v.values())}
+    return f"a client-supplied trace header survived: {forged}" if forged else None
+
+
+SPOOF = {header_name(h): "tls=forged; verify=SUCCESS; peer_subject=CN=forged" for h in ("gateway", "apim",
+                                                                                          "ingress")}
+
+
+def _trace_cases() -> Iterator[Case]:
+    src = "DESIGN.md: TLS on every hop"
+    yield Case("every-hop-is-tls-end-to-end", "gateway", "trace", "TLS at every hop", ok(200), src, via="chain",
+               check=_every_hop_tls)
+    yield Case("ingress-verified-identity-is-apims-client-cert", "ingress", "trace", "identity at the pod", ok(200),
+               src, via="chain", check=_ingress_saw_apim)
+    yield Case("pod-sees-the-ingress-proxy-ssl-client-cert", "pod", "trace", "identity at the pod", ok(200), src,
+               via="chain", check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
+    yield Case("gateway-strips-client-supplied-trace-headers", "gateway", "trace", "spoofed trace", ok(200),
+               "REFERENCES #10 (header forwarding is spoofable)", via="chain", probe={"headers": SPOOF},
+               check=_spoof_stripped)
+    for name, path in (("script-injection", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E"),
+                       ("sql-injection", "/items?id=1%20UNION%20SELECT%20password"),
+                       ("path-traversal", "/static/../../etc/passwd")):
+        yield Case(f"gateway-waf-blocks-{name}", "gateway", "gateway", "WAF", http_reject(403),
+                   "App Gateway WAF: the gateway terminates TLS and inspects the request", via="chain",
+                   probe={"path": path})
+
+
+def _header(name: str, want: Callable[[str | None], bool], what: str) -> Callable[[ProbeResult, RunningChain],
+                                                                                  str | None]:
+    def check(r: ProbeResult, c: RunningChain) -> str | None:
+        got = ((r.json() or {}).get("headers") or {}).get(name)
+        return None if want(got) else f"upstream header {name}={got!r}, expected {what}"
+
+    return check
+
+
+def _two_ingresses_one_host(t: Topology) -> Topology:
+    """A second Ingress on the same host with no auth-tls annotations (a health path): ingress-nginx #3964."""
+    first = t.ingress.primary
+    # only what routes to the pod: none of the auth-tls-* annotations
+    health = dataclasses.replace(first, name="echo-health", path="/healthz",
+                                 annotations=MappingProxyType({"backend-protocol": "HTTPS"}))
+    return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(first, health)))
+
+
+def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
+    return _serve("pod", "unknown-ca")(t.with_ingress_annotations(proxy_ssl_verify=None))
+
+
+def _apim_validates_without_negotiation(t: Topology) -> Topology:
+    return _apim_validates(t).with_hop("apim", negotiate_client_certificate=False)
+
+
+def _apim_negotiates(t: Topology) -> Topology:
+    return t.with_hop("apim", negotiate_client_certificate=True)
+
+
+def _ca_secret(**changes: Any) -> Callable[[Topology], Topology]:
+    def variant(t: Topology) -> Topology:
+        secrets = tuple(dataclasses.replace(s, **changes) if s.name == "apim-client-ca" else s
+                        for s in t.ingress.secrets)
+        return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))
+
+    variant.__name__ = "ca_secret_" + "_".join(changes)
+    return variant
+
+
+def _cross_namespace(allow: bool) -> Callable[[Topology], Topology]:
+    def variant(t: Topology) -> Topology:
+        t = _ca_secret(namespace="security")(t).with_ingress_annotations(auth_tls_secret="security/apim-client-ca")
+        return t.replace(ingress=dataclasses.replace(t.ingress, allow_cross_namespace_resources=allow))
+
+    variant.__name__ = f"cross_namespace_ca_secret_{'allowed' if allow else 'refused'}"
+    return variant
+
+
+def _ingress_nginx_cases() -> Iterator[Case]:
+    e2e = "ingress-nginx e2e authtls.go"
+    docs = "ingress-nginx annotations docs"
+    optional = _annotations(auth_tls_verify_client="optional")
+    yield Case("ingress-optional-accepts-missing-client-cert", "ingress", "ingress-nginx", "verify optional",
+               ok(200), docs + " (auth-tls-verify-client optional)", variant=optional, identity=None,
+               check=_header("ssl-client-verify", lambda v: v == "NONE", "NONE"))
+    yield Case("ingress-optional-still-rejects-client-cert-from-unknown-ca", "ingress", "ingress-nginx",
+               "verify optional", http_reject(400, CERT_ERROR), "nginx ssl_verify_client optional",
+               variant=optional, identity="apim-client~unknown-ca")
+    yield Case("ingress-optional-passes-verified-identity", "ingress", "ingress-nginx", "verify optional", ok(200),
+               docs, variant=optional, check=_header("ssl-client-verify", lambda v: v == "SUCCESS", "SUCCESS"))
+    yield Case("ingress-optional-no-ca-lets-unknown-ca-through-marked-failed", "ingress", "ingress-nginx",
+               "verify optional_no_ca", ok(200), docs + " (optional_no_ca)",
+               variant=_annotations(auth_tls_verify_client="optional_no_ca"), identity="apim-client~unknown-ca",
+               check=_header("ssl-client-verify", lambda v: (v or "").startswith("FAILED"), "FAILED:…"))
+    yield Case("ingress-verify-off-accepts-missing-client-cert", "ingress", "ingress-nginx", "verify off", ok(200),
+               e2e + " #2 #5", variant=_annotations(auth_tls_verify_client="off"), identity=None)
+    yield Case("ingress-invalid-verify-client-value-means-on", "ingress", "ingress-nginx", "verify invalid→on",
+               http_reject(400, NO_CERT), "ingress-nginx authtls unit tests: invalid value → on",
+               variant=_annotations(auth_tls_verify_client="sometimes"), identity=None)
+    page = "https://errors.contoso.example/mtls"
+    yield Case("ingress-error-page-redirects-missing-client-cert", "ingress", "ingress-nginx", "error page", ok(302),
+               e2e + " #3", variant=_annotations(auth_tls_error_page=page), identity=None,
+               check=lambda r, c: None if r.headers.get("location") == page else
+               f"Location {r.headers.get('location')!r}, expected {page!r}")
+    yield Case("ingress-passes-client-cert-to-upstream", "ingress", "ingress-nginx", "pass cert", ok(200), e2e + " #4",
+               check=_header("ssl-client-cert", lambda v: (v or "").startswith("-----BEGIN%20CERTIFICATE-----"),
+                             "the URL-escaped PEM"))
+    yield Case("ingress-does-not-pass-client-cert-unless-asked", "ingress", "ingress-nginx", "pass cert", ok(200),
+               docs, variant=_annotations(auth_tls_pass_certificate_to_upstream=None),
+               check=_header("ssl-client-cert", lambda v: v is None, "absent"))
+    for name, regex, expect in (
+        ("rejects-non-matching-cn", "CN=notgonnamatch", http_reject(403, "client certificate unauthorized")),
+        ("accepts-matching-cn", "CN=apim-client", ok(200)),
+        ("match-cn-is-unanchored-prefix", "CN=apim", ok(200)),
+        ("match-cn-spans-the-whole-dn", "CN=.*O=Contoso", ok(200)),
+        ("match-cn-alternation", "CN=other|CN=apim-client", ok(200)),
+        ("match-cn-anchored-at-the-end-rejects", "CN=apim$", http_reject(403, "client certificate unauthorized")),
+    ):
+        yield Case(f"ingress-{name}", "ingress", "ingress-nginx", "match-cn", expect, e2e + " #6 #7 #9",
+                   variant=_annotations(auth_tls_match_cn=regex))
+    yield Case("ingress-fails-closed-without-ca-secret", "ingress", "ingress-nginx", "CA secret", http_reject(403),
+               "ingress-nginx: missing CA secret → return 403",
+               variant=_annotations(auth_tls_secret="default/does-not-exist"))
+    yield Case("ingress-fails-closed-with-malformed-ca-secret", "ingress", "ingress-nginx", "CA secret",
+               http_reject(403), "ingress-nginx: malformed CA secret → return 403",
+               variant=_ca_secret(malformed_ca=True))
+    yield Case("ingress-refuses-cross-namespace-ca-secret", "ingress", "ingress-nginx", "CA secret", http_reject(403),
+               "ingress-nginx: allow-cross-namespace-resources false", variant=_cross_namespace(False))
+    yield Case("ingress-allows-cross-namespace-ca-secret-when-enabled", "ingress", "ingress-nginx", "CA secret",
+               ok(200), "ingress-nginx: allow-cross-namespace-resources true", variant=_cross_namespace(True))
+    yield Case("ingress-auth-tls-applies-to-every-ingress-on-the-host", "ingress", "ingress-nginx", "per host",
+               http_reject(400, NO_CERT), "ingress-nginx #3964 #3200 #6013", variant=_two_ingresses_one_host,
+               identity=None, probe={"path": "/healthz"})
+    yield Case("ingress-proxy-ssl-verify-without-name-fails-on-upstream-balancer", "ingress", "ingress-nginx",
+               "proxy-ssl", upstream_failure(502), "ingress-nginx #4928 #12883",
+               variant=_annotations(proxy_ssl_name=None))
+    yield Case("ingress-proxy-ssl-verify-off-accepts-any-pod-cert", "ingress", "ingress-nginx", "proxy-ssl", ok(200),
+               "ingress-nginx: proxy-ssl-verify defaults to off (an insecure default this case documents)",
+               variant=_proxy_ssl_verify_off_pod_unknown_ca)
+
+
+def _apim_cases() -> Iterator[Case]:
+    src = "APIM docs: negotiateClientCertificate is required for client certs over HTTP/2"
+    h2 = {"alpn": ("h2",)}
+    h1 = {"alpn": ("http/1.1",)}
+    for proto, pv in (("http1", h1), ("http2", h2)):
+        yield Case(f"apim-negotiate-on-validates-client-cert-over-{proto}", "apim", "apim", f"negotiate on {proto}",
+                   ok(200), src, variant=_apim_validates, identity="consumer-client", probe=pv)
+        yield Case(f"apim-negotiate-off-never-sees-client-cert-over-{proto}", "apim", "apim",
+                   f"negotiate off {proto}", http_reject(401), src + " (policy without negotiation → 401)",
+                   variant=_apim_validates_without_negotiation,
+                   identity="consumer-client", probe=pv)
+        yield Case(f"apim-negotiate-on-without-policy-accepts-missing-cert-over-{proto}", "apim", "apim",
+                   f"negotiate on {proto}", ok(200), "APIM: negotiation only requests a cert",
+                   variant=_apim_negotiates,
+                   identity=None, probe=pv)
+    yield Case("apim-client-cert-layer-is-reached-through-the-gateway", "apim", "apim", "through gateway",
+               http_reject(401), "APIM validate-client-certificate behind App Gateway (no client cert forwarded)",
+               via="chain", variant=_apim_validates)
+
+
+CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
+    _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
+    _apim_cases, oauth_cases,
+)
+
+
+def cases() -> list[Case]:
+    """Every case, in catalogue order; ids are unique."""
+    out = [c for build in CASE_BUILDERS for c in build()]
+    seen: set[str] = set()
+    for c in out:
+        if c.id in seen:
+            raise ValueError(f"duplicate case id {c.id}")
+        seen.add(c.id)
+    return out
+
+
+CATALOGUE: tuple[Case, ...] = tuple(cases())
+

@@ -1,0 +1,130 @@
+"""The case model and its runner: a :class:`Case` says which hop it is about, how to reach it (``direct``: probe the
+hop itself as its caller would; ``chain``: send a request through the gateway), what to change in the chain first
+(``variant``), which client identity to present, and the exact :class:`~harness.probe.outcomes.Outcome` expected —
+with the source of that expectation. :func:`run_case` runs one on a chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness.errors import Unavailable
+from harness.model.topology import HopName, Topology
+from harness.probe.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from harness.probe.result import ProbeResult
+    from harness.targets.base import RunningChain
+
+__all__ = ["CERT_ERROR", "DEFAULT_IDENTITY", "NO_CERT", "Case", "CaseResult", "Group", "Skip", "run_case"]
+
+Group = Literal["client-cert", "server-cert", "protocol", "trace", "ingress-nginx", "apim", "gateway"]
+
+#: sentinel: present the identity the hop's real caller presents
+DEFAULT_IDENTITY = "<caller>"
+
+# the sentences the real components answer with (DESIGN.md behaviour table)
+NO_CERT = "No required SSL certificate was sent"
+CERT_ERROR = "The SSL certificate error"
+
+
+class Skip(Exception):
+    """The case cannot run on this target (the reason says why); the suite turns it into a skip. A target that
+    cannot give what a case asks for raises :class:`harness.errors.Unavailable`; :func:`run_case` turns it into this."""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    hop: HopName
+    group: Group
+    column: str  # the matrix column this case fills
+    expect: Outcome
+    source: str  # where the expectation comes from (DESIGN.md table row, issue number, documentation)
+    via: Literal["direct", "chain"] = "direct"
+    variant: Callable[[Topology], Topology] | None = None
+    identity: str | None = DEFAULT_IDENTITY  # leaf name (faults as "<leaf>~<fault>") or None for no client cert
+    probe: Mapping[str, Any] = field(default_factory=dict)  # extra probe() arguments (versions, alpn, path, …)
+    check: Callable[[ProbeResult, RunningChain], str | None] | None = None  # extra assertion → problem or None
+    endpoint: HopName | None = None  # the endpoint to probe when it is not ``hop`` (the pod behind passthrough)
+    #: request headers made when the case runs, on the chain it runs on (a freshly minted bearer token)
+    headers_factory: Callable[[RunningChain], Mapping[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    passed: bool
+    seen: ProbeResult
+    message: str
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# running one case
+# ------------------------------------------------------------------------------------------------------------------
+def _caller_identity(chain: RunningChain, hop: HopName) -> str | None:
+    return chain.topology.caller_of(hop).client_cert
+
+
+def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
+    """Run ``case`` on ``chain`` (or on ``chain_for(variant)``); raise :class:`Skip` if the target cannot."""
+    try:
+        return _run(case, chain, chain_for)
+    except Unavailable as exc:
+        raise Skip(str(exc)) from None
+
+
+def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
+    if case.variant is not None:
+        if not chain.mutable:
+            raise Skip(f"needs to change the chain ({case.column}); the {chain.target} target is read-only")
+        chain = chain_for(case.variant(chain.topology))
+    hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
+    if hop not in chain.endpoints:
+        raise Skip(f"the {hop} hop is not reachable from this runner on the {chain.target} target")
+    kwargs: dict[str, Any] = dict(case.probe)
+    identity = case.identity
+    if case.via == "chain":
+        identity = _caller_identity(chain, "gateway") if identity == DEFAULT_IDENTITY else identity
+    elif identity == DEFAULT_IDENTITY:
+        identity = _caller_identity(chain, hop)
+    if identity is None:
+        kwargs.update(client_cert=None, client_key=None)
+    else:
+        leaf = chain.certs.leaf(identity)
+        kwargs.update(client_cert=leaf.chain, client_key=leaf.key)
+    if case.headers_factory is not None:
+        kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
+    seen = chain.probe(hop, **kwargs)
+    problem = None if case.expect.matches(seen.outcome) else "outcome differs"
+    if problem is None and case.check is not None:
+        problem = case.check(seen, chain)
+    message = (f"{case.id}: {'PASS' if problem is None else 'FAIL — ' + problem}\n"
+               f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
+               f"  expected: {case.expect}   [source: {case.source}]\n"
+               f"  seen:     {seen.describe()}{_trace_lines(seen)}")
+    return CaseResult(case, problem is None, seen, message)
+
+
+def _variant_name(case: Case) -> str:
+    return getattr(case.variant, "__name__", "variant").replace("_", " ").strip()
+
+
+def _trace_lines(seen: ProbeResult) -> str:
+    """What each hop saw of its inbound TLS session, when the request reached the pod (the echoed hop trace)."""
+    try:
+        trace = (seen.json() or {}).get("trace") or {}
+    except Exception:  # not the pod's JSON: the request stopped before the pod
+        return ""
+    lines = []
+    for hop in ("gateway", "apim", "ingress", "pod"):
+        entry = trace.get(hop)
+        if not entry:
+            lines.append(f"    {hop:<8} (no trace entry)")
+            continue
+        peer = entry.get("peer_subject") or "no client cert"
+        verify = f" verify={entry['verify']}" if entry.get("verify") else ""
+        lines.append(f"    {hop:<8} {entry.get('tls') or 'no TLS'} {entry.get('cipher') or ''} peer={peer}{verify}")
+    return "\n  trace (what each hop saw of its inbound TLS session):\n" + "\n".join(lines)

@@ -1,0 +1,204 @@
+"""``mtls-harness certs``: generate cert sets and check them (or one certificate) statically.
+
+    mtls-harness certs generate [DIR] [--key-type ecdsa|rsa] [--force]
+    mtls-harness certs check SET_DIR [--min-days N] [--json]
+    mtls-harness certs check FILE|SECRET_DIR --ca BUNDLE [--key KEY] [--crl CRL] [--hostname NAME]
+                             [--role client|server] [--password PW] [--min-days N] [--json]
+
+Exit codes: 0 clean, 1 findings, 2 unusable input (one ``error:`` line naming the file, the problem and the fix).
+``--json`` output never contains key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, InputError, UsageError
+from harness.model.topology import default_pki_plan
+from harness.pki.certset import CertSet, cert_set_for, generate_cert_set, load_cert_set
+from harness.pki.check import CheckReport, Finding, check_ca_bundle, check_cert_set, check_identity
+from harness.pki.load import is_k8s_secret_dir, load_identity, load_k8s_secret, read_crl, read_pem_certs
+
+__all__ = ["main", "register"]
+
+_SINGLE_ONLY = ("ca", "key", "crl", "hostname", "role", "password")
+_STYLE = {"error": "red", "warning": "yellow", "info": "dim"}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``certs generate`` and ``certs check`` to the main CLI's subparsers."""
+    certs = subparsers.add_parser("certs", help="generate cert sets and check certificates",
+                                  description="Generate cert sets for the chain and check cert sets or single "
+                                              "certificates (exit 0 clean, 1 findings, 2 unusable input).")
+    sub = certs.add_subparsers(dest="certs_command", metavar="ACTION", parser_class=type(certs))
+    certs.set_defaults(func=lambda _args: _no_action(certs))
+
+    gen = sub.add_parser("generate", help="generate a cert set (every CA and leaf of the default chain)",
+                         description="Generate a cert set in DIR (default: the cache under "
+                                     "fixtures/certs/generated/). Keys are written 0600.")
+    gen.add_argument("directory", nargs="?", type=Path, metavar="DIR", help="where to write the set")
+    gen.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
+                     help="ECDSA P-256 (default, fast) or RSA 2048")
+    gen.add_argument("--force", action="store_true", help="replace a set already in DIR")
+    gen.set_defaults(func=cmd_generate)
+
+    chk = sub.add_parser("check", help="check a cert set directory, or one certificate against --ca",
+                         description="Check a cert set (PATH = a set directory) against the default topology, or "
+                                     "one certificate (PATH = a PEM file, a .pfx/.p12, or a Kubernetes secret "
+                                     "directory with tls.crt/tls.key/ca.crt) against --ca.")
+    chk.add_argument("path", type=Path, metavar="PATH")
+    chk.add_argument("--min-days", type=int, default=30, metavar="N",
+                     help="days of validity a cert must have left (default: 30)")
+    chk.add_argument("--json", action="store_true", help="print the report as JSON (no key material)")
+    single = chk.add_argument_group("single certificate")
+    single.add_argument("--ca", type=Path, metavar="BUNDLE", help="the trust anchor(s) its consumer uses (PEM)")
+    single.add_argument("--key", type=Path, metavar="KEY", help="its private key (PEM), to check they match")
+    single.add_argument("--crl", type=Path, action="append", metavar="CRL", help="a CRL to check revocation against")
+    single.add_argument("--hostname", action="append", metavar="NAME", help="a name its SANs must cover")
+    single.add_argument("--role", choices=("client", "server"), help="how it is used (default: from --hostname/EKU)")
+    single.add_argument("--password", metavar="PW", help="password of a .pfx/.p12 (or of an encrypted --key)")
+    chk.set_defaults(func=cmd_check)
+
+
+def _no_action(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    plan = default_pki_plan(args.key_type)
+    t0 = time.perf_counter()
+    if args.directory is not None:
+        cs = generate_cert_set(plan, args.directory, force=args.force)
+    elif args.force:
+        from harness.pki.certset import DEFAULT_CACHE, plan_digest
+
+        cs = generate_cert_set(plan, DEFAULT_CACHE / plan_digest(plan), force=True)
+    else:
+        cs = cert_set_for(plan)
+    _print_set(cs, time.perf_counter() - t0)
+    return 0
+
+
+def _console() -> Any:
+    """A rich console; when output is not a terminal (a pipe, a CI log) it is 200 columns wide instead of 80."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _print_set(cs: CertSet, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"cert set in {cs.directory} ({cs.plan.key_type}, {seconds * 1000:.0f} ms)")
+    for col in ("name", "kind", "subject", "issuer", "files"):
+        table.add_column(col, overflow="fold")
+    for ca in cs.plan.cas:
+        table.add_row(ca.name, "root CA" if ca.parent is None else f"intermediate under {ca.parent}",
+                      ca.common_name, ca.parent or "(self)", str(cs.ca_cert(ca.name).parent))
+    for lf in cs.plan.leaves:
+        files = cs.leaf(lf.name)
+        table.add_row(lf.name, f"{lf.usage} leaf", files.subject, files.issuer, str(files.cert.parent))
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if args.min_days < 0:
+        raise UsageError(f"--min-days {args.min_days}: must be 0 or more")
+    if not path.exists():
+        raise InputError(path, "does not exist", "pass a cert-set directory, or a certificate file with --ca")
+    if path.is_dir() and not any(path.iterdir()):
+        raise InputError(path, "is an empty directory",
+                         "pass a cert-set directory (`mtls-harness certs generate DIR` makes one)")
+    if path.is_dir() and not is_k8s_secret_dir(path):
+        given = [f"--{o}" for o in _SINGLE_ONLY if getattr(args, o) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to a single certificate, but {path} is a cert-set directory "
+                             "(drop them, or pass the certificate file)")
+        report = check_cert_set(load_cert_set(path), min_days=args.min_days)
+    else:
+        report = _check_single(path, args)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report, str(path))
+    return 0 if report.ok else 1
+
+
+def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
+    secret_findings: list[Finding] = []
+    if path.is_dir():  # a Kubernetes secret
+        secret = load_k8s_secret(path)
+        if secret.ca_crt_error:
+            secret_findings.append(Finding("secret-ca-malformed", "error",
+                                           f"ca.crt {secret.ca_crt_error}: ingress-nginx fails closed "
+                                           "(return 403 for the host)"))
+        if not secret.tls_crt:  # a CA secret (auth-tls-secret): check the CA certs themselves
+            report = check_ca_bundle(secret.ca_crt, source=str(path / "ca.crt"), min_days=args.min_days)
+            return CheckReport(report.rows, report.min_days, report.notes, tuple(secret_findings))
+    if args.ca is None:
+        raise InputError(path, "is a single certificate and no trust anchor was given",
+                         "pass --ca BUNDLE: the root CA file its consumer trusts")
+    trust = read_pem_certs(args.ca, "CA bundle")
+    if args.key is not None and not args.key.exists():
+        raise InputError(args.key, "does not exist", "check the path given to --key")
+    ident = load_identity(path, key_path=args.key, password=args.password)
+    crls = [read_crl(p) for p in args.crl or ()]
+    report = check_identity(ident, trust=trust, trust_label=args.ca.name, role=args.role,
+                            hostnames=args.hostname or (), crls=crls, min_days=args.min_days)
+    return CheckReport(report.rows, report.min_days, report.notes, tuple(secret_findings))
+
+
+def _print_report(report: CheckReport, what: str) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    table = Table(title=f"certs check {what}", show_lines=True)
+    for col in ("role", "name", "subject", "issuer", "SANs", "not after", "days left", "findings"):
+        table.add_column(col, overflow="fold")
+    for row in report.rows:
+        findings = Text()
+        for f in row.findings:
+            findings.append(f"{f.code}: {f.message}\n", style=_STYLE[f.severity])
+        if row.ok:
+            findings.append("ok", style="green")
+        days = Text(str(row.days_left), style="red" if row.days_left < report.min_days else "")
+        table.add_row(row.role, row.name, row.subject, row.issuer, "\n".join(row.sans),
+                      f"{row.not_after:%Y-%m-%d}", days, findings)
+    console.print(table)
+    for f in report.findings:
+        console.print(Text(f"{f.code}: {f.message}", style=_STYLE[f.severity]))
+    for note in report.notes:
+        console.print(Text(note, style="dim"))
+    bad = sum(not r.ok for r in report.rows) + sum(f.severity != "info" for f in report.findings)
+    console.print(Text("clean" if report.ok else f"{bad} with findings", style="green" if report.ok else "red"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stand-alone entry point (the main CLI registers the same commands)
+# ---------------------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``certs`` commands on their own: ``main(["check", "DIR"])``. Same exit codes as ``mtls-harness certs``."""
+    parser = argparse.ArgumentParser(prog="mtls-harness")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["certs", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return int(args.func(args))
+    except HarnessError as exc:
+        print(f"mtls-harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,166 @@
+"""``mtls-harness run``: the handshake suite through pytest, then the hop × case matrix and the report files.
+
+    mtls-harness run [--target local] [-n auto|N] [--report DIR] [-k EXPR] [-- PYTEST_ARGS...]
+
+It runs ``tests/e2e`` of the checkout the harness is used from (pytest's own progress, quiet), prints the matrix,
+and writes ``DIR/junit.xml``, ``DIR/results.json`` and ``DIR/index.html`` (default ``DIR``: ``reports``). The
+report comes from the same collector ``pytest tests/e2e --mtls-report DIR`` uses, so both give the same results.
+
+Exit codes: 0 every selected case passed; 1 a case failed or errored, no case was selected, or every selected case was
+skipped (a run that proved nothing is not a success); 2 bad input (an option, a report path that is a file, no suite
+found, a pytest usage error); 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.cli.options import add_config_option, apply_config_option
+from harness.errors import UsageError
+from harness.targets.base import TARGET_NAMES
+
+__all__ = ["SUITE", "cmd_run", "find_suite", "pytest_argv", "register"]
+
+#: where the handshake suite lives, relative to a checkout
+SUITE = Path("tests") / "e2e"
+_EXAMPLES = """examples:
+  mtls-harness run                              every case on the local target, report in reports/
+  mtls-harness run -n auto -k ingress           the ingress cases, one chain per CPU
+  mtls-harness run --report out -- --require-tools -x
+                                                extra pytest options after --"""
+
+
+def _workers(value: str) -> str:
+    """``-n``: ``auto`` or a whole number ≥ 0 (0: no worker processes)."""
+    if value == "auto" or (value.isdigit() and int(value) >= 0):
+        return value
+    raise argparse.ArgumentTypeError(f"-n {value!r}: give 'auto' or a number of worker processes, e.g. -n 4")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run`` to the main CLI's subparsers."""
+    run = subparsers.add_parser(
+        "run", help="run the handshake suite and write the report (matrix, JUnit XML, results.json, HTML)",
+        description="Run the e2e handshake suite (tests/e2e of this checkout) through pytest, print the hop × case\n"
+                    "matrix and write DIR/junit.xml, DIR/results.json and DIR/index.html.\n"
+                    "Exit 0: all passed; 1: a case failed, or nothing ran; 2: bad input.",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
+    run.add_argument("-n", dest="workers", type=_workers, default=None, metavar="auto|N",
+                     help="run the cases in N pytest-xdist worker processes, each with its own chain")
+    run.add_argument("--report", type=Path, default=Path("reports"), metavar="DIR",
+                     help="where the report files go (default: reports/; created when missing)")
+    run.add_argument("-k", dest="keyword", metavar="EXPR",
+                     help="only the cases whose test name matches EXPR (pytest -k; names are the case ids with _, "
+                          "e.g. -k 'ingress and expired')")
+    add_config_option(run)
+    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
+                     help="anything after -- goes to pytest unchanged (e.g. -- --require-tools -x)")
+    run.set_defaults(func=cmd_run)
+
+
+def find_suite(start: Path | None = None) -> Path:
+    """``tests/e2e`` of the checkout: the one next to this package, else under ``start`` (the current directory)."""
+    checkout = Path(__file__).resolve().parents[2]
+    candidates = [checkout / SUITE, (start or Path.cwd()).resolve() / SUITE]
+    for suite in candidates:
+        if (suite / "test_handshakes.py").is_file():
+            return suite
+    raise UsageError(f"the handshake suite was not found (looked for {' and '.join(str(c) for c in candidates)}) — "
+                     "run mtls-harness from a checkout of the repository (pip install -e .), or cd into one")
+
+
+def _prepare_report_dir(directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--report {directory}: exists and is not a directory — give a directory for the report "
+                         "files")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--report {directory}: cannot create it ({exc.strerror}) — give a writable directory") \
+            from None
+    _forget_previous_report(directory)
+    return directory
+
+
+def _forget_previous_report(directory: Path) -> None:
+    """Remove the files of an earlier report in ``directory`` (only when its results.json is ours), so a run that
+    ends before writing a new report cannot leave an old one looking current."""
+    from harness.report.collect import HTML_FILE, JUNIT_FILE
+    from harness.report.results import RESULTS_FILE, SCHEMA
+
+    results = directory / RESULTS_FILE
+    try:
+        ours = json.loads(results.read_text(encoding="utf-8")).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return
+    if ours:
+        for name in (RESULTS_FILE, HTML_FILE, JUNIT_FILE):
+            (directory / name).unlink(missing_ok=True)
+
+
+def pytest_argv(args: argparse.Namespace, suite: Path, report: Path) -> list[str]:
+    """The pytest command line ``run`` uses."""
+    from harness.report.collect import JUNIT_FILE
+
+    argv = [str(suite), "-q", "--target", args.target, "--mtls-report", str(report),
+            "--junitxml", str(report / JUNIT_FILE),
+            # xunit1: the testcase <properties> (mtls_case, mtls_hop, …) belong to that schema, not to xunit2's
+            "-o", "junit_family=xunit1",
+            # the harness package (this very CLI) is imported before pytest starts: its asserts need no rewriting
+            "-W", "ignore:Module already imported so cannot be rewritten; harness:pytest.PytestAssertRewriteWarning"]
+    if args.workers not in (None, "0"):
+        argv += ["-n", args.workers]
+    if args.keyword is not None:
+        argv += ["-k", args.keyword]
+    return [*argv, *args.pytest_args]
+
+
+def _no_case_ran(doc: dict[str, Any] | None) -> str | None:
+    """Why this run proved nothing (every selected case skipped), or None."""
+    if not doc or not doc["cases"]:
+        return None
+    s = doc["summary"]
+    if s["passed"] + s["failed"] + s["error"]:
+        return None
+    first = next((c.get("message") for c in doc["cases"] if c.get("message")), "no reason given")
+    return f"no case ran: all {s['skipped']} selected cases were skipped (first reason: {first})"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.cases.catalogue import CATALOGUE
+    from harness.report.collect import ReportCollector
+
+    apply_config_option(args.target, args.config)
+    suite = find_suite()
+    report = _prepare_report_dir(args.report)
+    if args.workers not in (None, "0") and importlib.util.find_spec("xdist") is None:
+        raise UsageError("-n needs pytest-xdist — pip install pytest-xdist, or leave -n out")
+    collector = ReportCollector(report)
+    code = int(pytest.main(pytest_argv(args, suite, report), plugins=[collector]))
+    if collector.interrupted:
+        return 130
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        selection = f"-k {args.keyword!r}" if args.keyword is not None else "the selection"
+        print(f"mtls-harness: error: no case selected — {selection} matched none of the {len(CATALOGUE)} cases "
+              "(-k matches test names: the case ids with '_' for '-' and '.', e.g. -k 'ingress and expired')",
+              file=sys.stderr)
+        return 1
+    if code == pytest.ExitCode.USAGE_ERROR:
+        print("mtls-harness: error: pytest refused the options (see its message above)", file=sys.stderr)
+        return 2
+    if code == pytest.ExitCode.OK and (why := _no_case_ran(collector.document)):
+        print(f"mtls-harness: error: {why}", file=sys.stderr)
+        return 1
+    if code == pytest.ExitCode.INTERRUPTED:
+        print("mtls-harness: error: the run was interrupted (collection errors? see pytest's output above)",
+              file=sys.stderr)
+        return 1
+    return code

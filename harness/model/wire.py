@@ -1,0 +1,59 @@
+"""The names on the wire: the hop trace (below), the stand-ins' detail header and App Gateway's Server name.
+
+The hop trace: what each hop saw of its inbound TLS session, carried to the pod in request headers.
+
+Each proxy hop sets one header, ``x-mtls-trace-<hop>``, with ``key=value`` fields separated by ``; `` (a subject DN
+may hold commas, never ``; ``). The gateway removes every trace header a client sends (spoofing is a test case),
+then each hop adds its own. The pod echoes the headers back with its own socket's facts as the last entry.
+
+Fields (empty when the hop has no value): ``tls`` (protocol, e.g. ``TLSv1.3``), ``cipher``, ``sni``,
+``peer_sha256`` (client cert SHA-256, lower-case hex without colons), ``peer_subject``, ``peer_issuer``,
+``verify`` (``SUCCESS``, ``NONE`` or ``FAILED:<reason>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "PROXY_HOPS", "TRACE_PREFIX", "header_name", "parse_entry",
+           "parse_headers"]
+
+TRACE_PREFIX: Final = "x-mtls-trace-"
+#: response header on every answer a stand-in makes itself: ``hop=…; flags=…; details=…`` (or ``rejected=…``), so a
+#: probe can tell "upstream certificate rejected" from "connection refused" behind the same status
+DETAIL_HEADER: Final = "x-harness-detail"
+#: the ``Server`` header of App Gateway's own answers (its error pages); a backend's Server header passes through
+APPGW_SERVER: Final = "Microsoft-Azure-Application-Gateway/v2"
+PROXY_HOPS: Final = ("gateway", "apim", "ingress")
+FIELDS: Final = ("tls", "cipher", "sni", "peer_sha256", "peer_subject", "peer_issuer", "verify")
+
+
+def header_name(hop: str) -> str:
+    return TRACE_PREFIX + hop
+
+
+def _norm_fp(value: str) -> str:
+    return value.replace(":", "").lower()
+
+
+def parse_entry(value: str) -> dict[str, str]:
+    """``"tls=TLSv1.3; cipher=…"`` → dict; ``-`` (Envoy's empty value) becomes ``""``."""
+    out: dict[str, str] = {}
+    for part in value.split("; "):
+        key, sep, val = part.partition("=")
+        if not sep:
+            continue
+        val = val.strip()
+        if val == "-":
+            val = ""
+        if key.strip() == "peer_sha256":
+            val = _norm_fp(val)
+        out[key.strip()] = val
+    return out
+
+
+def parse_headers(headers: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The trace entries found in ``headers`` (case-insensitive names), keyed by hop, in chain order."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    return {hop: parse_entry(lower[header_name(hop)]) for hop in PROXY_HOPS if header_name(hop) in lower}

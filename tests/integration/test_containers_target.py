@@ -1,0 +1,240 @@
+"""The containers target for real: four containers on a private docker network, only the gateway published.
+
+Needs a Docker engine (marker needs_docker) and the images `mtls-harness images build` makes when no registry is
+reachable (CI runs it first; the module builds whatever is missing). Every check that "nothing is left" asks the
+engine for containers and networks by the labels the target puts on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import StartError, ToolMissingError
+from harness.images.build import build_images
+from harness.images.resolve import ROLES, docker_client, local_image_tag
+from harness.model.topology import HOPS, default_topology
+from harness.targets.containers import ContainersTarget
+from harness.targets.docker import HOP_PORT, LABEL_HOP, LABEL_PID, LABEL_RUN
+
+pytestmark = pytest.mark.needs_docker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from harness.pytest_plugin import _docker_reachable
+
+    if not _docker_reachable():
+        pytest.skip("needs a running Docker engine")  # the marker's own skip/fail happens before this fixture
+    c = docker_client()
+    missing = [r for r in ROLES if not c.images.list(name=local_image_tag(r).split(":")[0])]
+    if missing:
+        build_images(missing, progress=lambda line: None, client=c)
+    yield c
+    c.close()
+
+
+def _ours(client, label: str) -> tuple[list[str], list[str]]:
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": label})]
+    networks = [n.name for n in client.networks.list(filters={"label": label})]
+    return containers, networks
+
+
+@pytest.fixture(scope="module")
+def running(client):
+    target = ContainersTarget(default_topology())
+    with target as chain:
+        yield target, chain
+
+
+def test_gateway_returns_the_pods_json_with_a_four_hop_tls_trace(running, record_property) -> None:
+    target, chain = running
+    record_property("start_times", json.dumps({k: round(v, 3) for k, v in target.start_times.items()}))
+    result = chain.probe("gateway")
+    assert result.outcome.kind == "ok", result.describe()
+    doc = result.json()
+    assert doc["hop"] == "pod"
+    trace = doc["trace"]
+    for hop in HOPS:
+        assert trace[hop]["tls"].startswith("TLSv1."), (hop, trace.get(hop))
+        assert trace[hop]["cipher"], (hop, trace[hop])
+    topo = chain.topology
+    apim_client = chain.certs.leaf(topo.apim.upstream.client_cert)
+    assert trace["ingress"]["peer_sha256"] == apim_client.fingerprint_sha256
+    assert trace["ingress"]["verify"] == "SUCCESS"
+    assert doc["peer"]["sha256"] == chain.certs.leaf("ingress-client").fingerprint_sha256
+    # the gateway's certificate is the one the topology names, served from inside its container
+    assert result.peer_chain[0].sha256 == chain.certs.leaf(topo.gateway.listener.server_cert).fingerprint_sha256
+
+
+def test_only_the_gateway_is_published_and_only_on_loopback(client, running) -> None:
+    target, chain = running
+    assert set(chain.endpoints) == {"gateway"}
+    assert chain.entry.host == "127.0.0.1"
+    by_hop = {}
+    for c in client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"}):
+        by_hop[c.labels[LABEL_HOP]] = c
+    assert set(by_hop) == set(HOPS)
+    gw_ports = by_hop["gateway"].attrs["NetworkSettings"]["Ports"]
+    assert [(b["HostIp"], int(b["HostPort"])) for b in gw_ports[f"{HOP_PORT}/tcp"]] == \
+           [("127.0.0.1", chain.entry.port)]
+    for hop in ("apim", "ingress", "pod"):
+        attrs = by_hop[hop].attrs
+        assert not attrs["HostConfig"]["PortBindings"], (hop, attrs["HostConfig"]["PortBindings"])
+        published = {p: b for p, b in (attrs["NetworkSettings"]["Ports"] or {}).items() if b}
+        assert published == {}, (hop, published)
+    for port in (HOP_PORT, 9901):  # what the private hops listen on inside their containers
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+
+
+def test_cases_that_probe_an_inner_hop_skip_with_a_reason(running) -> None:
+    from harness.cases.catalogue import CATALOGUE
+    from harness.cases.model import Skip, run_case
+
+    _, chain = running
+    inner = next(c for c in CATALOGUE if c.variant is None and c.via != "chain" and (c.endpoint or c.hop) == "apim")
+    with pytest.raises(Skip, match="not reachable"):
+        run_case(inner, chain, lambda topo: chain)
+    with pytest.raises(KeyError, match="not reachable on the containers target"):
+        chain.endpoint("pod")
+
+
+def test_an_ingress_only_change_is_a_hot_reload_in_the_running_container(client, running) -> None:
+    target, chain = running
+    before = {c.labels[LABEL_HOP]: c.id for c in
+              client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"})}
+    original = chain.topology
+    try:
+        variant = original.with_ingress_annotations(auth_tls_match_cn="CN=nobody-matches-this")
+        changed = target.reconfigure(variant)
+        denied = changed.probe("gateway")
+        assert denied.status == 403, denied.describe()  # ingress-nginx's match-cn answer, passed back by both Envoys
+        after = {c.labels[LABEL_HOP]: c.id for c in
+                 client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"})}
+        assert after == before  # nothing restarted
+    finally:
+        restored = target.reconfigure(original)
+    assert restored.probe("gateway").outcome.kind == "ok"
+
+
+def test_nothing_is_left_after_exit(client) -> None:
+    target = ContainersTarget(default_topology())
+    with target as chain:
+        assert chain.probe("gateway").outcome.kind == "ok"
+        label = f"{LABEL_RUN}={target.run_id}"
+        containers, networks = _ours(client, label)
+        assert len(containers) == 4
+        assert networks == [f"mtls-harness-{target.run_id}"]
+        workdir = target.workdir
+        assert workdir is not None
+        assert workdir.is_dir()
+    assert _ours(client, label) == ([], [])
+    assert not workdir.exists()
+
+
+def test_a_bad_image_name_is_one_clear_error_and_creates_nothing(client) -> None:
+    target = ContainersTarget(default_topology(), envoy_image="mtls-harness/no-such-envoy:0")
+    with pytest.raises(ToolMissingError) as info, target:
+        pass
+    assert "mtls-harness/no-such-envoy:0" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert _ours(client, f"{LABEL_RUN}={target.run_id}") == ([], [])
+
+
+def test_up_with_a_bad_image_exits_2_with_one_line(client) -> None:
+    env = {**os.environ, "MTLS_HARNESS_NGINX_IMAGE": "mtls-harness/no-such-nginx:0"}
+    out = subprocess.run([sys.executable, "-m", "harness", "up", "--target", "containers", "--duration", "0"],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "mtls-harness/no-such-nginx:0" in lines[0]
+
+
+def test_a_failed_start_removes_the_containers_that_did_start(client) -> None:
+    # the pod image exists but has no Envoy: pod and ingress start, apim cannot
+    target = ContainersTarget(default_topology(), envoy_image=local_image_tag("pod"))
+    with pytest.raises(StartError, match="apim container") as info, target:
+        pass
+    assert "envoy" in str(info.value)
+    assert _ours(client, f"{LABEL_RUN}={target.run_id}") == ([], [])
+
+
+def test_the_start_sweep_removes_only_runs_whose_owner_process_is_gone(client) -> None:
+    from harness.targets.docker import harness_labels, sweep_stale
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = done.stdout.strip()  # a process that has exited
+    dead = client.networks.create("mtls-harness-test-dead", labels=harness_labels("containers", "testdead")
+                                  | {LABEL_PID: dead_pid})
+    alive = client.networks.create("mtls-harness-test-alive", labels=harness_labels("containers", "testalive"))
+    try:
+        removed = sweep_stale(client)
+        assert "mtls-harness-test-dead" in removed
+        assert "mtls-harness-test-alive" not in removed
+        assert _ours(client, f"{LABEL_RUN}=testalive") == ([], ["mtls-harness-test-alive"])
+        assert _ours(client, f"{LABEL_RUN}=testdead") == ([], [])
+    finally:
+        for net in (dead, alive):
+            with contextlib.suppress(Exception):
+                net.remove()
+
+
+def _wait_for(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _up(tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "harness", "up", "--target", "containers", "--json"],
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "up.err", "w"), text=True, cwd=REPO)
+
+
+def test_sigint_of_up_removes_every_container_and_the_network(client, tmp_path: Path) -> None:
+    proc = _up(tmp_path)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line, (tmp_path / "up.err").read_text()
+        assert json.loads(line)["target"] == "containers"
+        label = f"{LABEL_PID}={proc.pid}"
+        containers, networks = _ours(client, label)
+        assert len(containers) == 4, containers
+        assert len(networks) == 1, networks
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) in (0, 130), (tmp_path / "up.err").read_text()
+        assert _ours(client, label) == ([], [])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+def test_sigint_during_the_start_removes_whatever_was_created(client, tmp_path: Path) -> None:
+    proc = _up(tmp_path)
+    label = f"{LABEL_PID}={proc.pid}"
+    try:
+        # interrupt as soon as the first labelled resource exists, while the rest is still being created
+        _wait_for(lambda: any(_ours(client, label)), "the first container or network of the run")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) in (0, 130), (tmp_path / "up.err").read_text()
+        assert _ours(client, label) == ([], [])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()

@@ -1,0 +1,66 @@
+"""The main CLI: usage errors are one line and exit 2; --help is true to the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import main
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("up", "run", "certs", "rotate", "images"):
+        assert f"    {command}" in out, command
+
+
+def test_unknown_option_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["up", "--no-such-option"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--no-such-option" in err
+
+
+def test_config_option_is_refused_for_the_local_target(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "attach.toml"
+    cfg.write_text("")
+    assert main(["up", "--target", "local", "--config", str(cfg)]) == 2
+    assert "--config is for --target attach or azure" in capsys.readouterr().err
+
+
+def test_missing_config_file_names_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--target", "attach", "--config", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.toml: no such file" in err
+    assert "Traceback" not in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: mtls-harness" in capsys.readouterr().out
+
+
+_CTRL_C_INSIDE_EXEC = """
+import harness.cli.main
+
+def main(argv=None):
+    # a Ctrl-C landing while source text is exec'd (a lazy import building a dataclass does that)
+    try:
+        exec("import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)")
+    except KeyboardInterrupt:
+        if {escapes}:
+            raise
+        return 0  # what `up` does: Ctrl-C is how it is stopped
+    return 1
+
+harness.cli.main.main = main
+harness.cli.main.entry()
+"""
+
+
