@@ -1,4 +1,7 @@
-"""The attach target: its TOML config, and attaching FOR REAL to a running local chain and probing through it."""
+"""The attach target: its TOML config, and attaching FOR REAL to a running local chain and probing through it
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_attach_config.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Discovery with the REAL Azure SDK and kubernetes clients against a local HTTPS fake of ARM, Key Vault and the
-Kubernetes API (tests/fakes/fake_azure.py): the facts found, read-only by construction, and the one-line errors."""
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_azure_discovery.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Wire proof: the capture analysis judges real TLS bytes and real plaintext, and real captures on real links.
+"""Wire proof: the capture analysis judges real TLS bytes and real plaintext, and real captures on real links
 
-The pure tests build capture files from bytes a real TLS handshake produced (Python's ssl over memory BIOs, a
-trustme CA) wrapped in TCP segments by scapy, so the expected facts (version, SNI, the request line) are the ones the
-test chose, not the analysis's. The root tests capture veth links of real namespaces with tcpdump while real
-servers and probes talk across them (every client inside a namespace).
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_capture.py."""
 
 from __future__ import annotations
 

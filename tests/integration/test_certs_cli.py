@@ -1,5 +1,6 @@
 """`mtls-harness certs generate|check`: exit codes 0 (clean) / 1 (findings) / 2 (unusable input), one-line errors,
-JSON without key material."""
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_certs_cli.py."""
 
 from __future__ import annotations
 

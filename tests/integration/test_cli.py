@@ -1,4 +1,6 @@
-"""The main CLI: usage errors are one line and exit 2; --help is true to the commands."""
+"""The main CLI: usage errors are one line and exit 2; --help is true to the commands
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_cli.py."""
 
 from __future__ import annotations
 

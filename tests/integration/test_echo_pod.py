@@ -1,4 +1,6 @@
-"""The echo pod as a real subprocess (python -m harness.pod.echo), probed over real TLS on 127.0.0.1."""
+"""The echo pod as a real subprocess (python -m harness.pod.echo), probed over real TLS on 127.0.0.1
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_echo_pod.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""The App Gateway and APIM stand-ins, run for real: Envoy on 127.0.0.1 in front of a stdlib HTTPS upstream.
+"""The App Gateway and APIM stand-ins, run for real: Envoy on 127.0.0.1 in front of a stdlib HTTPS upstream
 
-Each test starts the rendered Envoy (ManagedProcess, readiness from the admin /ready) and talks to it with the
-stdlib's ssl + http.client, the way a client of the real component would. Expected answers come from the behaviour
-table in DESIGN.md (App Gateway: 400 pages for mTLS Strict, 403 WAF, 502 for a backend failure; APIM: 401 for the
-validate-client-certificate policy, 500 BackendConnectionFailure) and expected identities from the cert set.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_envoy_standins.py."""
 
 from __future__ import annotations
 

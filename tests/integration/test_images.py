@@ -1,8 +1,6 @@
-"""`mtls-harness images build`: images FROM scratch out of the binaries installed here, checked by running them.
+"""`mtls-harness images build`: images FROM scratch out of the binaries installed here, checked by running them
 
-Expected values come from the components themselves (the host's `envoy --version`, `nginx -V`, the Python that runs
-these tests), never from the code under test.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_images.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""The kind target, offline: no kind binary and no control plane exist here (docs/containers.md).
+"""The kind target, offline: no kind binary and no control plane exist here (docs/containers.md)
 
-What is checked without a cluster: the one-line errors for a missing kind / kubectl / Docker (`mtls-harness up
---target kind` exits 2), the command lines against kind's CLI as its source defines it, kubectl's arguments against
-the real kubectl when one is installed, the manifests it would apply (validated offline), and — with a fake `kind`
-on PATH that records its calls — that it refuses to take over a cluster it did not create and deletes one it did.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_kind_target.py."""
 
 from __future__ import annotations
 

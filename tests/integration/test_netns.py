@@ -1,10 +1,6 @@
 """Network namespaces for --isolate: real `ip netns`, veth links, processes inside them — and nothing left behind
-after a normal stop, a failed start, a SIGINT to `mtls-harness up --isolate`, or a whole pytest session.
 
-Every client here runs inside a namespace the test created (never from the host namespace), and every address is
-from 192.0.2.0/24 (RFC 5737). The expected addresses below are the design's link plan (docs/isolation.md), written
-out by hand.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_netns.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""OAuth at the APIM hop: the local issuer, negative tokens, the policy summary, the rendered filters, `up --oauth`.
+"""OAuth at the APIM hop: the local issuer, negative tokens, the policy summary, the rendered filters, `up --oauth`
 
-Tokens are checked with PyJWT against the issuer's published JWKS (an independent verifier); the APIM stand-in's own
-verdicts on them are the e2e cases (``pytest tests/e2e -k oauth``). ``acquire_token`` runs the real azure-identity
-ClientSecretCredential (and MSAL) against a fake Entra ID token endpoint on 127.0.0.1.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_oauth.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Cert-set generation and the fault catalogue, judged by real verifiers: OpenSSL through stdlib ssl handshakes over
-127.0.0.1, ``openssl verify``, and cryptography's RFC 5280 path validator."""
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_pki.py."""
 
 from __future__ import annotations
 

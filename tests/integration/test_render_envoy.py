@@ -1,5 +1,7 @@
 """The rendered Envoy configs: their structure, that real Envoy accepts them (``--mode validate``), the SDS files,
-and the errors a bad input gets. Behaviour with traffic is in test_envoy_standins.py."""
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_render_envoy.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The rendered nginx.conf, parsed: each ingress-nginx annotation → the directive the controller renders.
+"""The rendered nginx.conf, parsed: each ingress-nginx annotation → the directive the controller renders
 
-Expected directives are ingress-nginx's (rootfs/etc/nginx/template/nginx.tmpl, internal/ingress/annotations/authtls and
-proxyssl, test/e2e/annotations/authtls.go, docs/user-guide/nginx-configuration/annotations.md) — see
-docs/ingress-nginx-fidelity.md. Every rendering is also checked by the real ``nginx -t``.
-"""
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+tests/unit/test_render_nginx.py."""
 
 from __future__ import annotations
 

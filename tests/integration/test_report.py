@@ -1,5 +1,6 @@
 """The report: the collector (in-process and under xdist), the matrix and the HTML page — from a tiny pytester suite
-with results we choose, and from real CaseResults of real cases against the local chain. No key material, ever."""
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_report.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The rotation rehearsal: plans, static checks, and live rehearsals on the real local chain under load."""
+"""The rotation rehearsal: plans, static checks, and live rehearsals on the real local chain under load
+
+The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in tests/unit/test_rotation.py."""
 
 from __future__ import annotations
 
