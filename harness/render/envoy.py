@@ -294,7 +294,11 @@ def _upstream_tls(up: Upstream, sds_dir: Path, where: str) -> dict[str, Any]:
     # SAN mismatch too (measured). The real App Gateway / APIM can; the behaviour table records the difference.
     return {"name": "envoy.transport_sockets.tls",
             "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext",
-                             "sni": up.hostname, "common_tls_context": common}}
+                             "sni": up.hostname, "common_tls_context": common,
+                             # no TLS session resumption upstream: a resumed session skips the next hop's cert, so
+                             # after that hop's cert changed (an ingress hot reload keeps nginx's session cache) the
+                             # new cert would never be verified; every new connection is a full, verified handshake
+                             "max_session_keys": 0}}
 
 
 def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -205,3 +206,25 @@ def test_two_xdist_workers_each_run_their_own_chain_without_port_clashes(pyteste
     port_sets = [set(json.loads(f.read_text())) for f in sorted(tmp_path.iterdir())]
     assert len(port_sets) == 2
     assert port_sets[0].isdisjoint(port_sets[1]), port_sets
+
+
+def test_after_an_ingress_hot_reload_apim_verifies_the_new_ingress_cert_instead_of_resuming() -> None:
+    # nginx keeps its TLS session cache across a reload; an apim that resumed its session to the ingress would never
+    # see the unknown-CA cert the ingress now serves and answer 200 (found by running the e2e suite in random order)
+    topo = default_topology()
+    target = LocalTarget(topo)
+    with target as chain:
+        first = chain.probe("gateway")
+        assert first.outcome.kind == "ok", first.describe()  # apim holds a TLS session with the ingress now
+        name = f"{topo.ingress.server_cert}~unknown-ca"
+        secrets = tuple(dataclasses.replace(s, tls=name) if s.name == topo.ingress.primary.tls_secret else s
+                        for s in topo.ingress.secrets)
+        pids = {hop: p.pid for hop, p in target._procs.items()}
+        bad = target.reconfigure(topo.replace(ingress=dataclasses.replace(topo.ingress, server_cert=name,
+                                                                          secrets=secrets)))
+        assert {hop: p.pid for hop, p in target._procs.items()} == pids  # an nginx hot reload, apim kept running
+        seen = bad.probe("gateway")
+        assert seen.outcome.kind == "upstream_failure", seen.describe()
+        assert seen.outcome.status == 500, seen.describe()
+        assert "hop=apim" in seen.headers.get("x-harness-detail", ""), seen.headers  # apim refused, not the gateway
+        assert "TLS_error" in seen.headers.get("x-harness-detail", ""), seen.headers  # a TLS failure, not a refusal

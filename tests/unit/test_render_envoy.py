@@ -111,6 +111,14 @@ def test_upstream_checks_the_next_hops_name_with_a_san_matcher(topology: Topolog
     assert sds_names(vc["validation_context_sds_secret_config"]) == ["upstream-ca"]
 
 
+@pytest.mark.parametrize("hop", ["gateway", "apim"])
+def test_upstream_never_resumes_a_tls_session(topology: Topology, certs: CertSet, tmp_path: Path, hop: str) -> None:
+    # Envoy's default (max_session_keys 1) resumes: a resumed session skips the next hop's certificate, so a cert
+    # changed behind a hot reload would go unverified (tests/integration/test_local_target.py shows it live)
+    tls = upstream_tls(bootstrap(render(topology, hop, certs, tmp_path)))
+    assert tls["max_session_keys"] == 0
+
+
 def test_upstream_without_name_check_has_no_san_matcher_but_still_checks_the_chain(
         topology: Topology, certs: CertSet, tmp_path: Path) -> None:
     t = topology.with_hop("gateway", upstream__verify_name=False)
