@@ -20,11 +20,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UsageError
 
-__all__ = ["SCHEMA", "cmd_selftest", "register"]
+if TYPE_CHECKING:
+    from harness.selftest.run import CatalogueRun, MutantResult
+
+__all__ = ["SCHEMA", "cmd_selftest", "register", "verdict"]
 
 SCHEMA = "mtls-harness/selftest/1"
 _EXAMPLES = """examples:
@@ -55,8 +58,8 @@ def register(subparsers: Any) -> None:
                    help="run only the catalogue cases whose id matches (fnmatch, e.g. 'ingress-*'; repeatable)")
     p.add_argument("--exclude-case", action="append", default=[], metavar="PATTERN",
                    help="leave out the catalogue cases whose id matches (fnmatch; repeatable)")
-    p.add_argument("--json", action="store_true", help="print one JSON document (schema %s) instead of the table"
-                   % SCHEMA)
+    p.add_argument("--json", action="store_true",
+                   help=f"print one JSON document (schema {SCHEMA}) instead of the table")
     p.add_argument("--allow-pending", action="store_true",
                    help="a mutant with a pending note (it survives until a known case lands) may survive; such a "
                         "mutant that is caught fails the run (remove its note)")
@@ -83,7 +86,7 @@ def _progress(text: str) -> None:
     print(text, end="", file=sys.stderr, flush=True)
 
 
-def _verdict(result: Any, allow_pending: bool) -> str | None:
+def verdict(result: MutantResult, allow_pending: bool) -> str | None:
     """Why this mutant fails the self-test, or None."""
     pending = result.mutant.pending
     if result.status == "caught":
@@ -128,8 +131,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if baseline.error is not None or baseline.failed:
         for case_id in baseline.failed:
             print(baseline.messages[case_id], file=sys.stderr)
-        why = baseline.error or f"{len(baseline.failed)} cases fail on the unmutated chain: {', '.join(baseline.failed)}"
-        print(f"mtls-harness: error: the baseline failed, so no mutant can be judged — {why}", file=sys.stderr)
+        reason = baseline.error or (f"{len(baseline.failed)} cases fail on the unmutated chain: "
+                                    f"{', '.join(baseline.failed)}")
+        print(f"mtls-harness: error: the baseline failed, so no mutant can be judged — {reason}", file=sys.stderr)
         return 1
     results = []
     for i, mutant in enumerate(mutants, 1):
@@ -138,7 +142,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         results.append(result)
         _progress(f" {result.status} ({result.run.seconds:.1f} s)\n")
     wall = time.perf_counter() - t0
-    failures = {r.mutant.name: why for r in results if (why := _verdict(r, args.allow_pending))}
+    failures = {r.mutant.name: why for r in results if (why := verdict(r, args.allow_pending))}
     if args.json:
         print(json.dumps(_document(baseline, results, failures, wall, len(cases)), indent=2))
     else:
@@ -146,7 +150,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _document(baseline: Any, results: list[Any], failures: dict[str, str], wall: float, n: int) -> dict[str, Any]:
+def _document(baseline: CatalogueRun, results: list[MutantResult], failures: dict[str, str], wall: float,
+              n: int) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "cases": n,
@@ -163,7 +168,7 @@ def _document(baseline: Any, results: list[Any], failures: dict[str, str], wall:
     }
 
 
-def _table(results: list[Any], failures: dict[str, str], wall: float, n: int) -> None:
+def _table(results: list[MutantResult], failures: dict[str, str], wall: float, n: int) -> None:
     width = max(len(r.mutant.name) for r in results)
     for r in results:
         mark = "FAIL" if r.mutant.name in failures else "ok  "
