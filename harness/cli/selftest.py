@@ -147,6 +147,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         print(json.dumps(_document(baseline, results, failures, wall, len(cases)), indent=2))
     else:
         _table(results, failures, wall, len(cases))
+    for name, why in failures.items():
+        print(f"mtls-harness: error: mutant {name}: {why}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -175,5 +177,3 @@ def _table(results: list[MutantResult], failures: dict[str, str], wall: float, n
         print(f"{mark} {r.mutant.name:<{width}}  {r.mutant.kind:<6}  {r.describe()}")
     caught = sum(r.status == "caught" for r in results)
     print(f"{caught} of {len(results)} mutants caught by the catalogue ({n} cases per run); wall time {wall:.0f} s")
-    for name, why in failures.items():
-        print(f"mtls-harness: error: mutant {name}: {why}", file=sys.stderr)
