@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from harness.errors import HarnessError, StartError, UsageError, WaitTimeout
 from harness.model.topology import HOPS, HopName, Topology, default_topology
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from harness.render.envoy import CertFiles, EnvoyConfig
     from harness.render.nginx import NginxConfig
 
-__all__ = ["LocalTarget", "ProcessHop", "endpoints_for"]
+__all__ = ["LocalTarget", "ProcessHop", "Tamper", "endpoints_for"]
 
 HOST = "127.0.0.1"
 #: how long one start of the chain may take before it is called failed (it takes well under a second here)
@@ -45,6 +45,15 @@ START_TIMEOUT = 20.0
 def _tcp_open(host: str, port: int) -> bool:
     with socket.create_connection((host, port), timeout=0.5):
         return True
+
+
+class Tamper(Protocol):
+    """A hook between rendering and running (the self-test's RENDER mutants): called for every hop each time its
+    config is rendered and before its process (re)starts or reloads, with the rendered config file (``None`` for the
+    pod, whose settings are its command line) and the command line; edits the file in place and returns the command
+    line to run. It makes the running chain differ from the model on purpose — never set it in normal use."""
+
+    def __call__(self, hop: str, config: Path | None, argv: list[str]) -> list[str]: ...
 
 
 @dataclass
@@ -87,8 +96,9 @@ class LocalTarget(OwnCertSet, TargetBase):
     name = "local"
 
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
-                 workdir: Path | None = None, keep_workdir: bool = False) -> None:
+                 workdir: Path | None = None, keep_workdir: bool = False, tamper: Tamper | None = None) -> None:
         self.topology = topology or default_topology()
+        self.tamper = tamper
         self._certs = certs
         self._given_workdir = workdir
         self.keep_workdir = keep_workdir
@@ -234,6 +244,8 @@ class LocalTarget(OwnCertSet, TargetBase):
                 "--min-version", listener.min_version, "--max-version", listener.max_version]
         if ca is not None:
             argv += ["--client-ca", str(ca)]
+        if self.tamper is not None:
+            argv = self.tamper("pod", None, argv)
         proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
         return ProcessHop("pod", proc, self._listening("pod", self.ports["pod"]))
 
@@ -272,7 +284,10 @@ class LocalTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
-        proc = ManagedProcess("ingress", self._argv("ingress", self._nginx.argv(nginx)), log_path=self._log("ingress"))
+        argv = self._nginx.argv(nginx)
+        if self.tamper is not None:
+            argv = self.tamper("ingress", self._nginx.conf_path, argv)
+        proc = ManagedProcess("ingress", self._argv("ingress", argv), log_path=self._log("ingress"))
         return ProcessHop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
 
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
@@ -283,7 +298,10 @@ class LocalTarget(OwnCertSet, TargetBase):
                               admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop,
                               jwks=apim_jwks(self.topology, self.certs))
         self._envoy[hop] = config
-        proc = ManagedProcess(hop, self._argv(hop, config.argv(envoy)), log_path=self._log(hop))
+        argv = config.argv(envoy)
+        if self.tamper is not None:
+            argv = self.tamper(hop, config.config_path, argv)
+        proc = ManagedProcess(hop, self._argv(hop, argv), log_path=self._log(hop))
         return ProcessHop(hop, proc, self._envoy_ready(hop, config))
 
     # -- variants ------------------------------------------------------------------------------------------------
@@ -323,6 +341,8 @@ class LocalTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
+        if self.tamper is not None:  # a reload keeps the master's command line: only the file can differ
+            self.tamper("ingress", self._nginx.conf_path, [])
         reload_nginx(self._nginx, self._procs["ingress"].pid, run_in=lambda argv: self._argv("ingress", argv))
 
     # -- access for hot-reload callers (the rotation rehearsal) ---------------------------------------------------

@@ -1,0 +1,179 @@
+"""Running the case catalogue on the local chain, unmutated and once per mutant.
+
+One local chain per run; a case's variant is reached by ``reconfigure`` (only the hops that differ restart; an
+ingress-only change is an nginx hot reload), as the pytest plugin's ``VariantChains`` does once its cache is full.
+
+The order: cases on the chain as it is first, then the variants that change only the ingress (each a hot reload of
+the ingress under a chain that has been serving), then the rest — each group in catalogue order. That is the order
+in which changes reach a real chain (the ingress's certificates and annotations change far more often than the
+rest), it keeps restarts few, and it is what exposes a proxy that resumes a TLS session across its next hop's
+reload: the chain cases of the first group leave sessions behind, the server-cert cases of the second meet them.
+
+A mutant is **caught** when a case that passed on the unmutated chain (the baseline, run first in the same order)
+fails on the mutated one. A render mutant whose edit never found its text is **not applied** (the renderer moved on;
+the mutant must be updated); a mutated chain that does not start is an **error**. Either is a failed self-test.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from harness.cases.model import Case, Skip, run_case
+from harness.errors import HarnessError
+from harness.model.topology import Topology, default_topology
+from harness.selftest.mutants import Mutant
+from harness.targets.base import RunningChain
+from harness.targets.local import LocalTarget
+
+__all__ = ["CatalogueRun", "MutantResult", "Status", "order_cases", "run_catalogue", "run_mutant", "select_cases"]
+
+Status = Literal["caught", "survived", "not-applied", "error"]
+
+
+@dataclass
+class CatalogueRun:
+    """The outcome of one catalogue run: the ids of the cases that passed, failed or skipped (with the reason)."""
+
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)  # failed case id → the runner's message
+    seconds: float = 0.0
+    error: str | None = None  # the chain could not start or change
+
+    @property
+    def ran(self) -> int:
+        return len(self.passed) + len(self.failed)
+
+
+@dataclass
+class MutantResult:
+    mutant: Mutant
+    status: Status
+    run: CatalogueRun
+    caught_by: list[str]  # cases that passed on the baseline and fail here
+    edits: int = 0  # how many rendered files or command lines a render mutant changed
+
+    def describe(self) -> str:
+        if self.status == "caught":
+            shown = ", ".join(self.caught_by[:4]) + (f", … (+{len(self.caught_by) - 4})" if len(self.caught_by) > 4
+                                                      else "")
+            return f"caught by {len(self.caught_by)} of {self.run.ran} cases: {shown}"
+        if self.status == "survived":
+            return f"NOT CAUGHT: all {self.run.ran} cases passed" + (
+                f" (pending: {self.mutant.pending})" if self.mutant.pending else "")
+        if self.status == "not-applied":
+            return ("NOT APPLIED: its edit found nothing to change in any rendered file or command line — update "
+                    "the mutant to what the renderer writes now")
+        return f"ERROR: {self.run.error}"
+
+
+def select_cases(catalogue: Sequence[Case], include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[Case]:
+    """The cases whose id matches any ``include`` pattern (all when none) and no ``exclude`` pattern (fnmatch)."""
+    inc, exc = list(include), list(exclude)
+    return [c for c in catalogue
+            if (not inc or any(fnmatch.fnmatchcase(c.id, p) for p in inc))
+            and not any(fnmatch.fnmatchcase(c.id, p) for p in exc)]
+
+
+def _group(case: Case, base: Topology) -> int:
+    if case.variant is None:
+        return 0
+    changed = case.variant(base)
+    only_ingress = (changed.replace(ingress=base.ingress) == base) if changed.ingress != base.ingress else False
+    return 1 if only_ingress or changed == base else 2
+
+
+def order_cases(cases: Sequence[Case], base: Topology) -> list[Case]:
+    """The run order (module docstring): the chain as it is, then ingress-only variants, then the rest."""
+    return sorted(cases, key=lambda c: _group(c, base))  # sorted() is stable: catalogue order within a group
+
+
+class _Tamper:
+    """A render mutant's edit as a :class:`~harness.targets.local.Tamper`, counting the edits that changed
+    something."""
+
+    def __init__(self, mutant: Mutant) -> None:
+        assert mutant.edit is not None
+        self._edit = mutant.edit
+        self.edits = 0
+
+    def __call__(self, hop: str, config: Path | None, argv: list[str]) -> list[str]:
+        argv, changed = self._edit(hop, config, argv)
+        self.edits += changed
+        return argv
+
+
+def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> CatalogueRun:
+    """Run ``cases`` in :func:`order_cases` order on one local chain whose model is ``base``."""
+    out = CatalogueRun()
+    t0 = time.perf_counter()
+    target = LocalTarget(base, tamper=tamper)
+    try:
+        chain = target.__enter__()
+    except HarnessError as exc:
+        out.error = f"the chain did not start: {exc}"
+        out.seconds = time.perf_counter() - t0
+        return out
+    current = [base]
+
+    def switch(topology: Topology) -> RunningChain:
+        if topology != current[0]:
+            target.reconfigure(topology)
+            current[0] = topology
+        assert target.chain is not None
+        return target.chain
+
+    try:
+        for case in order_cases(cases, base):
+            try:
+                # a variant case reads the base model from the chain it is given and asks switch() for its variant:
+                # the handle from the start carries the base model (it is not probed); the others probe the chain
+                # switched back to the base
+                result = run_case(case, chain if case.variant is not None else switch(base), switch)
+            except Skip as exc:
+                out.skipped[case.id] = str(exc)
+                continue
+            if result.passed:
+                out.passed.append(case.id)
+            else:
+                out.failed.append(case.id)
+                out.messages[case.id] = result.message
+            progress("." if result.passed else "F")
+    except HarnessError as exc:
+        out.error = f"the chain could not be changed into a case's variant: {exc}"
+    finally:
+        target.__exit__(None, None, None)
+        out.seconds = time.perf_counter() - t0
+    return out
+
+
+def run_mutant(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, *, key_type: str = "ecdsa",
+               progress: Callable[[str], None] = lambda _: None) -> MutantResult:
+    """Apply ``mutant`` to the local chain, run ``cases`` on it, and judge it against ``baseline``."""
+    base = default_topology(key_type)  # type: ignore[arg-type]
+    tamper = None
+    if mutant.topology is not None:
+        base = mutant.topology(base)
+    else:
+        tamper = _Tamper(mutant)
+    run = run_catalogue(cases, base, tamper=tamper, progress=progress)
+    passed_before = set(baseline.passed)
+    caught_by = [c for c in run.failed if c in passed_before]
+    edits = tamper.edits if tamper is not None else 0
+    status: Status
+    if run.error is not None:
+        status = "error"
+    elif tamper is not None and edits == 0:
+        status = "not-applied"
+    elif caught_by:
+        status = "caught"
+    else:
+        status = "survived"
+    return MutantResult(mutant, status, run, caught_by, edits)

@@ -1,0 +1,86 @@
+"""`mtls-harness selftest` on the real local chain (nginx, Envoy, the echo pod), on small case selections so each
+run takes seconds: a mutant is caught by the cases that see it, survives (exit 1) when those cases are filtered out,
+a render mutant whose text is never rendered is reported as not applied, and the resumption mutant is caught by the
+ordinary case order (chain cases, then an ingress hot reload to a bad cert). The full run is `make test-selftest`.
+Unit half: tests/unit/test_selftest.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from harness.cli.main import main
+
+pytestmark = pytest.mark.needs_chain
+
+# docs/design.md: an Envoy upstream without a trusted CA accepts any server cert — every fault the catalogue serves
+# from APIM (unknown CA, wrong SAN, expired, self-signed, missing intermediate, not yet valid, wrong EKU) gets through
+SERVER_FAULTS = ("unknown-ca", "wrong-san", "expired", "self-signed", "missing-intermediate", "not-yet-valid",
+                 "wrong-eku")
+
+
+def selftest(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    code = main(["selftest", "--json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out else {}, err
+
+
+def test_gateway_without_upstream_ca_check_is_caught_by_the_gateway_server_cert_cases(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc, err = selftest(capsys, "--only", "gateway-upstream-ca-unchecked", "--case", "gateway-refuses-apim-*",
+                              "--case", "client-trusts-gateways-public-cert")
+    assert code == 0, err
+    (m,) = doc["mutants"]
+    assert m["status"] == "caught"
+    assert sorted(m["caught_by"]) == sorted(f"gateway-refuses-apim-cert-{f}" for f in SERVER_FAULTS)
+    assert doc["baseline"]["passed"] == len(SERVER_FAULTS) + 1
+    assert "[1/1] gateway-upstream-ca-unchecked (config, gateway):" in err
+
+
+def test_a_mutant_whose_catching_cases_are_filtered_out_survives_and_fails_the_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc, err = selftest(capsys, "--only", "gateway-upstream-ca-unchecked", "--case", "gateway-refuses-apim-*",
+                              "--case", "client-trusts-gateways-public-cert", "--exclude-case", "gateway-refuses-*")
+    assert code == 1
+    (m,) = doc["mutants"]
+    assert (m["status"], m["caught_by"], m["cases_run"]) == ("survived", [], 1)
+    assert "mtls-harness: error: mutant gateway-upstream-ca-unchecked: NOT CAUGHT: all 1 cases passed" in err
+    assert doc["ok"] is False
+
+
+def test_a_render_mutant_that_finds_nothing_to_edit_is_reported_not_applied(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # no selected case renders a CRL, so there is no ssl_crl for the mutant to drop
+    code, doc, err = selftest(capsys, "--only", "ingress-crl-dropped", "--case", "ingress-accepts-apims-client-cert-*")
+    assert code == 1
+    (m,) = doc["mutants"]
+    assert (m["status"], m["edits"]) == ("not-applied", 0)
+    assert "NOT APPLIED" in err
+
+
+def test_resumption_mutant_is_caught_by_a_hot_reload_after_chain_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    # the run order puts the chain cases (which leave apim with a TLS session to nginx) before the ingress-only
+    # variants (nginx hot-reloaded to serve an untrusted cert, apim not restarted): a resumed session skips the check
+    code, doc, err = selftest(capsys, "--only", "upstream-tls-session-resumption",
+                              "--case", "every-hop-is-tls-end-to-end", "--case", "apim-refuses-ingress-cert-unknown-ca")
+    assert code == 0, err
+    (m,) = doc["mutants"]
+    assert m["caught_by"] == ["apim-refuses-ingress-cert-unknown-ca"]
+    assert m["edits"] >= 2  # both stand-ins' bootstraps
+
+
+def test_python_dash_m_harness_selftest_lists_and_refuses_unknown_names() -> None:
+    listed = subprocess.run([sys.executable, "-m", "harness", "selftest", "--list"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert "upstream-tls-session-resumption  render" in listed.stdout
+    bad = subprocess.run([sys.executable, "-m", "harness", "selftest", "--only", "nope"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "--only nope: no such mutant" in bad.stderr
+    assert "Traceback" not in bad.stderr
