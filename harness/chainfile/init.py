@@ -80,7 +80,8 @@ def chain_document(topology: Topology, policy_file: str = "apim-policy.xml") -> 
         certificates=Certificates(
             identities={lf.name: IdentityFile(pem=f"certs/{lf.name}.pem", key=f"certs/{lf.name}.key")
                         for lf in topology.pki.leaves},
-            trust={ca.name: TrustFile(pem=f"certs/{ca.name}.pem", key=f"certs/{ca.name}.key") for ca in topology.pki.cas},
+            trust={ca.name: TrustFile(pem=f"certs/{ca.name}.pem", key=f"certs/{ca.name}.key")
+                   for ca in topology.pki.cas},
         ),
         client=ClientSpec(trusted_root=topology.client.trusted_ca, host_name=topology.client.hostname,
                           certificate=topology.client.client_cert, verify_chain=topology.client.verify_chain,

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.chainfile.certs import CertMaterial, Identity, Trust, build_chain_cert_set, read_certificates, \
-    secret_material
+from harness.chainfile.certs import (
+    CertMaterial,
+    Identity,
+    Trust,
+    build_chain_cert_set,
+    read_certificates,
+    secret_material,
+)
 from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
 from harness.chainfile.policy import read_policy
 from harness.errors import InputError
@@ -156,7 +162,8 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
         if ing.annotation("ssl-passthrough") == "true" and not spec.enable_ssl_passthrough:
             warnings.append(f"Ingress {ing.namespace}/{ing.name}: ssl-passthrough is ignored by ingress-nginx "
                             "without --enable-ssl-passthrough (ingress.enable_ssl_passthrough: true)")
-            ing = ing.with_annotations(ssl_passthrough=None)
+            ingresses.append(ing.with_annotations(ssl_passthrough=None))
+            continue
         ingresses.append(ing)
     for key in spec.config_map:
         if key not in _CONFIG_MAP_KEYS:

@@ -140,9 +140,10 @@ def policy_xml(apim: Apim, auth_certificate: str | None = None) -> str:
                        'validate-not-before="true" validate-not-after="true" ignore-error="false" />')
     oauth = apim.oauth
     if oauth is not None and oauth.enabled:
+        config = f"{_ENTRA}{oauth.tenant}/v2.0/.well-known/openid-configuration"
         lines = ['        <validate-jwt header-name="Authorization" failed-validation-httpcode="401" '
                  'require-scheme="Bearer">',
-                 f"            <openid-config url={quoteattr(f'{_ENTRA}{oauth.tenant}/v2.0/.well-known/openid-configuration')} />",
+                 f"            <openid-config url={quoteattr(config)} />",
                  f"            <audiences><audience>{escape(oauth.audience)}</audience></audiences>"]
         if oauth.issuer is not None:
             lines.append(f"            <issuers><issuer>{escape(oauth.issuer)}</issuer></issuers>")

@@ -297,7 +297,7 @@ def _fix(err: Any, loc: Sequence[int | str]) -> str:
         return f"remove it or fix its spelling{f' (known here: {known})' if known else ''}"
     if kind == "literal_error":
         return f"use {err['ctx']['expected']}"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
+    if kind.endswith(("_type", "_parsing")):
         return f"give a {kind.removesuffix('_type').removesuffix('_parsing').replace('_', ' ')} here"
     return "fix the value (docs/chain-file.md)"
 
