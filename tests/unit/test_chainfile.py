@@ -53,7 +53,8 @@ def test_init_then_load_gives_back_the_reference_topology_in_every_field(referen
 def test_init_with_oauth_round_trips_the_validate_jwt_policy(tmp_path: Path) -> None:
     assert main(["init", str(tmp_path / "o"), "--oauth"]) == 0
     policy = (tmp_path / "o" / "apim-policy.xml").read_text()
-    assert "<validate-jwt" in policy and "Echo.Read" in policy
+    assert "<validate-jwt" in policy
+    assert "Echo.Read" in policy
     assert load_chain(tmp_path / "o" / "chain.yaml").topology == with_oauth(default_topology())
 
 
@@ -63,7 +64,9 @@ def test_init_writes_keys_0600_and_refuses_a_folder_with_files(reference: Path,
         assert key.stat().st_mode & 0o777 == 0o600, key
     assert main(["init", str(reference)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already holds files" in err and "--force" in err
+    assert len(err.splitlines()) == 1
+    assert "already holds files" in err
+    assert "--force" in err
 
 
 def test_the_chain_file_uses_the_products_words(reference: Path) -> None:
@@ -89,8 +92,10 @@ def test_schema_command_prints_a_json_schema_with_every_hop(capsys: pytest.Captu
 # ---------------------------------------------------------------------------------------------------------------
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _check(capsys, tmp_path / "nope.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "nope.yaml: does not exist" in err and "init" in err
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "nope.yaml: does not exist" in err
+    assert "init" in err
 
 
 def test_unknown_key_names_the_key_its_line_and_the_known_ones(reference: Path, tmp_path: Path,
@@ -101,7 +106,8 @@ def test_unknown_key_names_the_key_its_line_and_the_known_ones(reference: Path, 
     (d / "chain.yaml").write_text(text)
     line = text.splitlines().index("  listner_port: 443") + 1
     code, err = _check(capsys, d / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2
+    assert len(err.splitlines()) == 1
     assert f"chain.yaml:{line}: gateway.listner_port: unknown key" in err
     assert "known here: host_names, listener_certificate" in err
 
@@ -111,14 +117,18 @@ def test_wrong_type_names_the_value(reference: Path, tmp_path: Path, capsys: pyt
     text = (d / "chain.yaml").read_text().replace("  client_auth: optional\n", "  client_auth: maybe\n")
     (d / "chain.yaml").write_text(text)
     code, err = _check(capsys, d / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "pod.client_auth" in err and "'maybe'" in err and "'none', 'optional' or 'required'" in err
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "pod.client_auth" in err
+    assert "'maybe'" in err
+    assert "'none', 'optional' or 'required'" in err
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "chain.yaml").write_text("name: x\ngateway:\n  host_names: [a\n  b: c\n")
     code, err = _check(capsys, tmp_path / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2
+    assert len(err.splitlines()) == 1
     assert re.search(r"chain\.yaml:\d+: is not valid YAML", err)
 
 
@@ -129,8 +139,10 @@ def test_unknown_identity_name_names_the_key_and_the_ones_there_are(reference: P
                                                   "custom_domain_certificate: apim-srv")
     (d / "chain.yaml").write_text(text)
     code, err = _check(capsys, d / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "apim.custom_domain_certificate: 'apim-srv' is not an identity" in err and "apim-server" in err
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "apim.custom_domain_certificate: 'apim-srv' is not an identity" in err
+    assert "apim-server" in err
 
 
 def _pfx_chain(reference: Path, d: Path, password: bytes) -> None:
@@ -162,8 +174,11 @@ def test_wrong_pfx_password(reference: Path, tmp_path: Path, capsys: pytest.Capt
     _pfx_chain(reference, d, b"s3cret")
     monkeypatch.setenv("APIM_CLIENT_PFX_PASSWORD", "N0t-Th1s-0ne")
     code, err = _check(capsys, d / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "apim-client.pfx" in err and "wrong password" in err and "password_env" in err
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "apim-client.pfx" in err
+    assert "wrong password" in err
+    assert "password_env" in err
     assert "N0t-Th1s-0ne" not in err  # the password itself is never printed
 
 
@@ -172,8 +187,10 @@ def test_a_cert_that_does_not_match_its_key(reference: Path, tmp_path: Path,
     d = _copy(reference, tmp_path)
     (d / "certs" / "apim-server.key").write_bytes((d / "certs" / "ingress-server.key").read_bytes())
     code, err = _check(capsys, d / "chain.yaml")
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "apim-server" in err and "does not match its key" in err
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "apim-server" in err
+    assert "does not match its key" in err
     assert "PRIVATE KEY" not in err
 
 
@@ -210,4 +227,5 @@ def test_secrets_in_the_manifests_are_matched_to_the_chain_files_names(reference
     assert base64.b64decode(ca["data"]["ca.crt"]) == (d / "certs" / "apim-client-ca.pem").read_bytes()
     loaded = load_chain(d / "chain.yaml")
     secret = loaded.topology.ingress.secret("default/apim-client-ca")
-    assert secret is not None and secret.ca == ("apim-client-ca",)
+    assert secret is not None
+    assert secret.ca == ("apim-client-ca",)
