@@ -31,6 +31,8 @@ def register(subparsers: Any) -> None:
     init.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa", help="key type (default: ecdsa)")
     init.add_argument("--oauth", action="store_true", help="APIM's policy also validates an Entra ID token")
     init.add_argument("--force", action="store_true", help="replace what DIR holds")
+    init.add_argument("--example", metavar="NAME", default=None,
+                      help="write an example chain of examples/ instead: reference, partner-mtls, passthrough")
     init.set_defaults(func=cmd_init)
 
     chain = subparsers.add_parser("chain", help="the chain file: print its JSON Schema, or check one",
@@ -58,12 +60,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     from harness.pki.certset import cert_set_for
 
     topology = default_topology(args.key_type)
+    if args.example is not None:
+        from harness.chainfile.examples import example_topology
+
+        topology = example_topology(args.example)
     if args.oauth:
         from harness.oauth.issuer import with_oauth
 
         topology = with_oauth(topology)
     path = write_chain(args.directory, topology, cert_set_for(topology.pki), force=args.force)
-    print(f"wrote {path} (the reference chain; certs in {path.parent / 'certs'}, keys 0600)")
+    print(f"wrote {path} (chain {topology.name!r}; certs in {path.parent / 'certs'}, keys 0600)")
     print(f"run it: mtls-harness up --chain {path}")
     return 0
 

@@ -229,3 +229,11 @@ def test_secrets_in_the_manifests_are_matched_to_the_chain_files_names(reference
     secret = loaded.topology.ingress.secret("default/apim-client-ca")
     assert secret is not None
     assert secret.ca == ("apim-client-ca",)
+
+
+@pytest.mark.parametrize("example", ["reference", "partner-mtls", "passthrough"])
+def test_the_committed_examples_are_what_init_writes(tmp_path: Path, example: str) -> None:
+    repo = Path(__file__).resolve().parents[2] / "examples" / example
+    assert main(["init", str(tmp_path / example), "--example", example]) == 0
+    for name in ("chain.yaml", "apim-policy.xml", "k8s/ingress.yaml"):
+        assert (repo / name).read_text() == (tmp_path / example / name).read_text(), name
