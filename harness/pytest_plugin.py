@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError, ToolMissingError
+from harness.errors import HarnessError, ToolMissingError, UsageError
 from harness.model.topology import Topology, default_topology
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
@@ -53,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--isolate", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_ISOLATE")),
                     help="local target only: every hop in its own network namespace, every probe inside a namespace "
                          "with no default route (Linux, root; docs/isolation.md)")
+    group.addoption("--mtls-chain", metavar="FILE", default=os.environ.get("MTLS_HARNESS_CHAIN") or None,
+                    help="run your chain file (docs/chain-file.md) instead of the reference chain "
+                         "(default: $MTLS_HARNESS_CHAIN)")
     group.addoption("--mtls-report", metavar="DIR", default=None,
                     help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
@@ -152,27 +155,51 @@ def mtls_key_type(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--key-type"))
 
 
-@pytest.fixture(scope="session")
-def mtls_topology(mtls_key_type: str) -> Topology:
-    return default_topology(mtls_key_type)  # type: ignore[arg-type]
+_CHAIN_KEY = pytest.StashKey[Any]()
+
+
+def _chain_file(config: pytest.Config) -> Any:
+    """The ``--mtls-chain`` file loaded once per session (None without one); a bad file stops the session."""
+    if _CHAIN_KEY not in config.stash:
+        path = config.getoption("--mtls-chain")
+        loaded = None
+        if path:
+            from harness.chainfile.load import load_chain
+
+            try:
+                loaded = load_chain(path)
+            except UsageError as exc:
+                raise pytest.UsageError(f"--mtls-chain: {exc}") from None
+        config.stash[_CHAIN_KEY] = loaded
+    return config.stash[_CHAIN_KEY]
 
 
 @pytest.fixture(scope="session")
-def cert_set(mtls_topology: Topology) -> Any:
+def mtls_topology(request: pytest.FixtureRequest, mtls_key_type: str) -> Topology:
+    loaded = _chain_file(request.config)
+    return loaded.topology if loaded is not None else default_topology(mtls_key_type)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> Any:
     from harness.pki.certset import cert_set_for
 
-    return cert_set_for(mtls_topology.pki)
+    loaded = _chain_file(request.config)
+    return loaded.certs if loaded is not None else cert_set_for(mtls_topology.pki)
 
 
 def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
     """The selected target; with --isolate the local chain in network namespaces (skips where it cannot run)."""
+    loaded = _chain_file(config)
+    own = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
+                                       and topology.pki == loaded.topology.pki) else {}
     if not config.getoption("--isolate"):
-        return open_target(name, topology=topology)
+        return open_target(name, topology=topology, **own)
     from harness.isolation.netns import IsolationUnavailable
     from harness.targets.isolated import open_isolated
 
     try:
-        return open_isolated(name, topology=topology)
+        return open_isolated(name, topology=topology, **own)
     except IsolationUnavailable as exc:
         _missing(config, str(exc))
         raise  # pragma: no cover - _missing raises

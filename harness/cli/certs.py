@@ -2,6 +2,7 @@
 
     mtls-harness certs generate [DIR] [--key-type ecdsa|rsa] [--force]
     mtls-harness certs check SET_DIR [--min-days N] [--json]
+    mtls-harness certs check --chain FILE [SET_DIR] [--min-days N] [--json]
     mtls-harness certs check FILE|SECRET_DIR --ca BUNDLE [--key KEY] [--crl CRL] [--hostname NAME]
                              [--role client|server] [--password PW] [--min-days N] [--json]
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.cli.options import add_chain_option, load_chain_option
 from harness.errors import HarnessError, InputError, UsageError
 from harness.model.topology import default_pki_plan
 from harness.pki.certset import CertSet, cert_set_for, generate_cert_set, load_cert_set
@@ -49,10 +51,12 @@ def register(subparsers: Any) -> None:
     gen.set_defaults(func=cmd_generate)
 
     chk = sub.add_parser("check", help="check a cert set directory, or one certificate against --ca",
-                         description="Check a cert set (PATH = a set directory) against the default topology, or "
-                                     "one certificate (PATH = a PEM file, a .pfx/.p12, or a Kubernetes secret "
-                                     "directory with tls.crt/tls.key/ca.crt) against --ca.")
-    chk.add_argument("path", type=Path, metavar="PATH")
+                         description="Check a cert set (PATH = a set directory) against the default topology (with "
+                                     "--chain: against your chain's names and trust relations; without PATH, your "
+                                     "chain's own certificates), or one certificate (PATH = a PEM file, a .pfx/.p12, "
+                                     "or a Kubernetes secret directory with tls.crt/tls.key/ca.crt) against --ca.")
+    chk.add_argument("path", type=Path, metavar="PATH", nargs="?")
+    add_chain_option(chk)
     chk.add_argument("--min-days", type=int, default=30, metavar="N",
                      help="days of validity a cert must have left (default: 30)")
     chk.add_argument("--json", action="store_true", help="print the report as JSON (no key material)")
@@ -116,9 +120,24 @@ def _print_set(cs: CertSet, seconds: float) -> None:
 # check
 # ---------------------------------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    path: Path = args.path
     if args.min_days < 0:
         raise UsageError(f"--min-days {args.min_days}: must be 0 or more")
+    loaded = load_chain_option(args)
+    if loaded is not None and (args.path is None or (args.path.is_dir() and not is_k8s_secret_dir(args.path))):
+        given = [f"--{o}" for o in _SINGLE_ONLY if getattr(args, o) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to a single certificate, not to a chain (drop them)")
+        cs = loaded.certs if args.path is None else load_cert_set(args.path)
+        report = check_cert_set(cs, loaded.topology, min_days=args.min_days)
+        what = f"{loaded.path}" if args.path is None else f"{args.path} (chain {loaded.path})"
+        if args.json:
+            print(json.dumps(report.to_json(), indent=2))
+        else:
+            _print_report(report, what)
+        return 0 if report.ok else 1
+    if args.path is None:
+        raise UsageError("certs check: give PATH (a cert set, or a certificate with --ca), or --chain FILE")
+    path: Path = args.path
     if not path.exists():
         raise InputError(path, "does not exist", "pass a cert-set directory, or a certificate file with --ca")
     if path.is_dir() and not any(path.iterdir()):

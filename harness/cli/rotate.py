@@ -1,6 +1,7 @@
 """``mtls-harness rotate``: rehearse a certificate rotation on the local chain under load before the change window.
 
     mtls-harness rotate --current DIR --next DIR [--plan PLAN.yaml] [--duration S] [--report DIR]
+    mtls-harness rotate --chain FILE --next DIR|NEXT_CHAIN.yaml [--current DIR] [...]
                         [--workers N] [--rate R] [--tolerate-reload-resets] [--no-lint] [--show-plan] [--json]
 
 Static checks of the next set and of the plan's overlap, then the live rehearsal (progress on stderr), then the
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from harness.cli.options import add_chain_option, load_chain_option
 from harness.errors import UsageError
 
 __all__ = ["cmd_rotate", "register"]
@@ -33,9 +35,12 @@ def register(subparsers: Any) -> None:
                     "by hot reload (Envoy SDS rename, nginx SIGHUP, the pod's files + SIGHUP), probing what each "
                     "hop serves and accepts after each step. Exit 0 when no request failed and the final state is "
                     "the plan's goal, 1 otherwise, 2 for unusable input. The plan format is in docs/rotation.md.")
-    rot.add_argument("--current", type=Path, required=True, metavar="DIR", help="the cert set in service now")
-    rot.add_argument("--next", type=Path, required=True, metavar="DIR", dest="next_set",
-                     help="the cert set to rotate to (`mtls-harness certs generate DIR` makes one)")
+    rot.add_argument("--current", type=Path, metavar="DIR",
+                     help="the cert set in service now (with --chain: default the chain file's certificates)")
+    rot.add_argument("--next", type=Path, required=True, metavar="DIR|CHAIN", dest="next_set",
+                     help="the cert set to rotate to (`mtls-harness certs generate DIR` makes one), or with --chain "
+                          "a chain file naming the renewed certificates with the same identity and trust names")
+    add_chain_option(rot)
     rot.add_argument("--plan", type=Path, metavar="PLAN.yaml",
                      help="the ordered steps (default: trust new CAs, swap leaves, untrust old CAs, hop by hop)")
     rot.add_argument("--duration", type=float, default=30.0, metavar="S",
@@ -78,9 +83,26 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                                strict_resets=not args.tolerate_reload_resets, lint=not args.no_lint)
     if args.report is not None and args.report.exists() and not args.report.is_dir():
         raise UsageError(f"--report {args.report}: is a file — name a directory for the report")
-    current = load_cert_set(args.current)
-    nxt = load_cert_set(args.next_set)
-    topology = rehearsal_topology(current)
+    loaded = load_chain_option(args)
+    if loaded is None:
+        if args.current is None:
+            raise UsageError("rotate: give --current DIR (the cert set in service), or --chain FILE")
+        current = load_cert_set(args.current)
+        nxt = load_cert_set(args.next_set)
+        topology = rehearsal_topology(current)
+    else:
+        from harness.chainfile.load import load_chain
+
+        current = loaded.certs if args.current is None else load_cert_set(args.current)
+        nxt = load_chain(args.next_set).certs if args.next_set.is_file() else load_cert_set(args.next_set)
+        for label, cs in (("--current", current), ("--next", nxt)):
+            have = {c.name for c in cs.plan.cas} | {lf.name for lf in cs.plan.leaves}
+            missing = sorted(({c.name for c in loaded.topology.pki.cas}
+                              | {lf.name for lf in loaded.topology.pki.leaves}) - have)
+            if missing:
+                raise UsageError(f"{label} {cs.directory}: has no {missing[0]!r}, which chain {loaded.path} names — "
+                                 "give a set with the chain's identity and trust names")
+        topology = loaded.topology.replace(pki=current.plan)
     plan = load_plan(args.plan, topology) if args.plan is not None else None
     if args.show_plan:
         import tempfile

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.options import add_config_option, apply_config_option
+from harness.cli.options import add_chain_option, add_config_option, apply_config_option, chain_path
 from harness.errors import UsageError
 from harness.targets.base import TARGET_NAMES
 
@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
                      help="only the cases whose test name matches EXPR (pytest -k; names are the case ids with _, "
                           "e.g. -k 'ingress and expired')")
     add_config_option(run)
+    add_chain_option(run)
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="anything after -- goes to pytest unchanged (e.g. -- --require-tools -x)")
     run.set_defaults(func=cmd_run)
@@ -118,6 +119,9 @@ def pytest_argv(args: argparse.Namespace, suite: Path, report: Path) -> list[str
         argv += ["-n", args.workers]
     if args.keyword is not None:
         argv += ["-k", args.keyword]
+    chain = chain_path(args)
+    if chain is not None:  # the plugin loads it (one error line and exit 2 for a bad file)
+        argv += ["--mtls-chain", str(chain.resolve())]
     return [*argv, *args.pytest_args]
 
 

@@ -8,11 +8,21 @@ import sys
 import time
 from typing import Any
 
-from harness.cli.options import add_config_option, apply_config_option, terminate_on_sigterm
+from harness.cli.options import (
+    add_chain_option,
+    add_config_option,
+    apply_config_option,
+    load_chain_option,
+    terminate_on_sigterm,
+)
+from harness.errors import UsageError
 from harness.model.topology import HOPS
 from harness.targets.base import TARGET_NAMES, RunningChain
 
-__all__ = ["register"]
+__all__ = ["OWN_CERT_TARGETS", "register"]
+
+#: targets that run the chain themselves and so take the chain file's cert set
+OWN_CERT_TARGETS = ("local", "containers", "kind")
 
 
 def register(sub: Any) -> None:
@@ -32,6 +42,7 @@ def register(sub: Any) -> None:
     up.add_argument("--duration", type=float, metavar="SECONDS", default=None,
                     help="stop by itself after SECONDS (default: run until Ctrl-C)")
     add_config_option(up)
+    add_chain_option(up)
     up.set_defaults(func=_cmd_up)
 
 
@@ -69,13 +80,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
     terminate_on_sigterm()
     t0 = time.perf_counter()
     topology = None
-    if args.oauth:  # APIM's validate-jwt against the harness's local Entra ID issuer (docs/oauth.md)
+    options: dict[str, Any] = {}
+    loaded = load_chain_option(args)
+    if loaded is not None:
+        if args.oauth:
+            raise UsageError(f"--oauth with --chain {loaded.path}: the chain's APIM policy says whether tokens are "
+                             "checked — add validate-jwt to it, or drop --oauth")
+        topology = loaded.topology
+        if args.target in OWN_CERT_TARGETS:  # the targets that run the chain with a cert set of their own
+            options["certs"] = loaded.certs
+    elif args.oauth:  # APIM's validate-jwt against the harness's local Entra ID issuer (docs/oauth.md)
         from harness.model.topology import default_topology
         from harness.oauth.issuer import with_oauth
 
         topology = with_oauth(default_topology(args.key_type))
     try:
-        with open_target(args.target, topology=topology, key_type=args.key_type) as chain:
+        with open_target(args.target, topology=topology, key_type=args.key_type, **options) as chain:
             started_in = time.perf_counter() - t0
             if args.json:
                 doc = chain.as_dict() | {"started_in_ms": round(started_in * 1000, 1)}

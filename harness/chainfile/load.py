@@ -1,0 +1,293 @@
+"""``load_chain(path)``: a chain file and the files it names → the topology and the cert set the harness runs.
+
+    loaded = load_chain(Path("chain.yaml"))
+    with open_target("local", topology=loaded.topology, certs=loaded.certs) as chain: ...
+    for w in loaded.warnings: print(w)          # settings the harness does not model, by name
+
+Every unusable input raises :class:`~harness.errors.InputError` with one line: the file (and YAML line), the key
+path, the bad value and the fix. Paths inside the file are relative to the chain file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.chainfile.certs import (
+    CertMaterial,
+    Identity,
+    Trust,
+    build_chain_cert_set,
+    read_certificates,
+    secret_material,
+)
+from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
+from harness.chainfile.policy import read_policy
+from harness.errors import InputError
+from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_text
+from harness.model.topology import (
+    Apim,
+    ClientAuth,
+    Gateway,
+    Ingress,
+    IngressHop,
+    K8sSecret,
+    Listener,
+    Pod,
+    TLSVersion,
+    Topology,
+    Upstream,
+)
+from harness.pki.certset import CertSet
+from harness.pki.x509 import fingerprint_sha256
+
+__all__ = ["CHAIN_ENV", "LoadedChain", "load_chain"]
+
+#: the environment variable every command reads when --chain is not given
+CHAIN_ENV = "MTLS_HARNESS_CHAIN"
+
+_GATEWAY_AUTH: dict[str, ClientAuth] = {"none": "none", "Strict": "required", "Passthrough": "optional"}
+#: ingress-nginx ConfigMap keys the model holds
+_CONFIG_MAP_KEYS = ("allow-cross-namespace-resources",)
+
+
+@dataclass(frozen=True)
+class LoadedChain:
+    path: Path
+    document: ChainFile
+    topology: Topology
+    certs: CertSet
+    #: identity name -> "real" (the user's certificate and key) or "shadow" (a stand-in with the same profile)
+    mode: Mapping[str, str]
+    warnings: tuple[str, ...]
+
+
+def _tls(name: str) -> TLSVersion:
+    return TLS_NAMES[name]  # type: ignore[return-value]
+
+
+class _Resolver:
+    """Names in the chain file → plan names, with one-line errors that carry the YAML line."""
+
+    def __init__(self, path: Path, text: str, mat: CertMaterial) -> None:
+        self.path, self.text, self.mat = path, text, mat
+        self.trust_cas: Mapping[str, tuple[str, ...]] = {}
+
+    def where(self, loc: Sequence[str | int]) -> str:
+        line = line_of(self.text, loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def identity(self, name: str | None, loc: Sequence[str | int]) -> str | None:
+        if name is None:
+            return None
+        if name not in self.mat.identities:
+            raise InputError(self.where(loc), f"{'.'.join(map(str, loc))}: {name!r} is not an identity "
+                             f"(have: {', '.join(self.mat.identities) or 'none'})",
+                             "name one of certificates.identities, or add it there")
+        return name
+
+    def check_trust(self, name: str, loc: Sequence[str | int]) -> str:
+        if name not in self.mat.trusts:
+            raise InputError(self.where(loc), f"{'.'.join(map(str, loc))}: {name!r} is not a trust list "
+                             f"(have: {', '.join(self.mat.trusts) or 'none'})",
+                             "name one of certificates.trust, or add it there")
+        return name
+
+    def ca(self, names: Sequence[str] | str | None, loc: Sequence[str | int], warnings: list[str]) -> str | None:
+        """The CA name of the first trust list named (the model holds one trusted CA per consumer)."""
+        if names is None or (not isinstance(names, str) and not names):
+            return None
+        listed = [names] if isinstance(names, str) else list(names)
+        for i, n in enumerate(listed):
+            self.check_trust(n, [*loc, i] if not isinstance(names, str) else loc)
+        if len(listed) > 1:
+            warnings.append(f"{self.where(loc)}: {'.'.join(map(str, loc))}: only the first trust list "
+                            f"({listed[0]}) is modelled; {', '.join(listed[1:])} ignored")
+        return self.trust_cas[listed[0]][0]
+
+
+def _secrets(raws: Sequence[RawSecret], mat: CertMaterial, warnings: list[str]) -> list[tuple[RawSecret, str | None,
+                                                                                                   tuple[str, ...],
+                                                                                                   bool]]:
+    """The Secret manifests, their identities and trust lists matched to the chain file's by fingerprint (or added
+    under the Secret's name)."""
+    leaf_fp = {fingerprint_sha256(i.chain[0]): n for n, i in mat.identities.items()}
+    ca_fp = {fingerprint_sha256(c): n for n, t in mat.trusts.items() for c in t.certs}
+    out = []
+    for raw in raws:
+        ident, cas, malformed = secret_material(raw)
+        tls_name = None
+        if ident is not None:
+            tls_name = leaf_fp.get(fingerprint_sha256(ident.chain[0]))
+            if tls_name is None:
+                tls_name = raw.name if raw.name not in mat.identities else f"{raw.namespace}-{raw.name}"
+                mat.identities[tls_name] = Identity(tls_name, ident.chain, ident.key, raw.source)
+                leaf_fp[fingerprint_sha256(ident.chain[0])] = tls_name
+        trust_names: list[str] = []
+        unmatched = []
+        for cert in cas or ():
+            found = ca_fp.get(fingerprint_sha256(cert))
+            if found is None:
+                unmatched.append(cert)
+            elif found not in trust_names:
+                trust_names.append(found)
+        if unmatched:
+            name = raw.name if raw.name not in mat.trusts else f"{raw.namespace}-{raw.name}"
+            mat.trusts[name] = Trust(name, tuple(unmatched), None, raw.source)
+            ca_fp.update({fingerprint_sha256(c): name for c in unmatched})
+            trust_names.append(name)
+        if raw.ca_crl is not None:
+            warnings.append(f"{raw.source}: Secret {raw.ref} ca.crl is not modelled (revocation is not checked)")
+        out.append((raw, tls_name, tuple(trust_names), malformed))
+    return out
+
+
+def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _Resolver,
+                 warnings: list[str]) -> IngressHop:
+    spec = doc.ingress
+    if not man.ingresses:
+        raise InputError(r.where(["ingress", "manifests"]), "ingress.manifests hold no Ingress",
+                         "list the file or folder with your Ingress manifest")
+    primary = man.ingresses[0]
+    ingresses: list[Ingress] = []
+    for ing in man.ingresses:
+        if ing.host != primary.host:
+            warnings.append(f"Ingress {ing.namespace}/{ing.name} (host {ing.host}) is not on the chain's host "
+                            f"{primary.host}: not modelled")
+            continue
+        if ing.annotation("ssl-passthrough") == "true" and not spec.enable_ssl_passthrough:
+            warnings.append(f"Ingress {ing.namespace}/{ing.name}: ssl-passthrough is ignored by ingress-nginx "
+                            "without --enable-ssl-passthrough (ingress.enable_ssl_passthrough: true)")
+            ingresses.append(ing.with_annotations(ssl_passthrough=None))
+            continue
+        ingresses.append(ing)
+    for key in spec.config_map:
+        if key not in _CONFIG_MAP_KEYS:
+            warnings.append(f"{r.where(['ingress', 'config_map', key])}: ingress-nginx ConfigMap key {key} is not "
+                            "modelled")
+    hop = IngressHop(ingresses=tuple(ingresses), secrets=tuple(secrets), server_cert="",
+                     allow_cross_namespace_resources=spec.config_map.get("allow-cross-namespace-resources",
+                                                                         "false").lower() == "true")
+    tls = hop.secret(f"{primary.namespace}/{primary.tls_secret}")
+    if tls is None or tls.tls is None:
+        raise InputError(r.where(["ingress", "manifests"]), f"Ingress {primary.name}'s TLS Secret "
+                         f"{primary.namespace}/{primary.tls_secret} holds no certificate here",
+                         "add the Secret manifest to ingress.manifests, or list it under ingress.secrets with tls:")
+    return dataclasses.replace(hop, server_cert=tls.tls)
+
+
+def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
+    base = path.parent
+    warnings: list[str] = []
+    man = read_manifests([(_rel(base, m), f"ingress.manifests[{i}]") for i, m in enumerate(doc.ingress.manifests)])
+    warnings += man.warnings
+    mat = read_certificates(doc.certificates, base)
+    r = _Resolver(path, text, mat)
+    from_manifests = _secrets(man.secrets, mat, warnings)
+    refs = []
+    for ref, entry in doc.ingress.secrets.items():
+        ns, _, name = ref.rpartition("/")
+        loc = ["ingress", "secrets", ref]
+        tls = r.identity(entry.tls, [*loc, "tls"])
+        trusts = tuple(r.check_trust(t, [*loc, "ca", i]) for i, t in enumerate(entry.ca))
+        refs.append((name, ns or "default", tls, trusts))
+    if doc.apim.policy is not None:
+        facts = read_policy(_rel(base, doc.apim.policy))
+        warnings += facts.warnings
+    else:
+        facts = None
+    auth_cert = facts.authentication_certificate if facts else None
+    backend_cert = doc.apim.backend.client_certificate
+    if auth_cert and backend_cert and auth_cert != backend_cert:
+        raise InputError(r.where(["apim", "backend", "client_certificate"]),
+                         f"apim.backend.client_certificate {backend_cert!r} differs from the policy's "
+                         f"authentication-certificate {auth_cert!r}", "name the same identity in both, or drop one")
+    apim_client = r.identity(backend_cert or auth_cert, ["apim", "backend", "client_certificate"])
+
+    chain_certs = build_chain_cert_set(mat)
+    r.trust_cas = chain_certs.trust
+    secrets = [K8sSecret(raw.name, raw.namespace, tls=tls, ca=tuple(c for t in trusts for c in r.trust_cas[t]),
+                         malformed_ca=bad) for raw, tls, trusts, bad in from_manifests]
+    secrets += [K8sSecret(name, ns, tls=tls, ca=tuple(c for t in trusts for c in r.trust_cas[t]))
+                for name, ns, tls, trusts in refs]
+    ingress = _ingress_hop(doc, man, secrets, r, warnings)
+
+    gw = doc.gateway
+    if len(gw.host_names) > 1:
+        warnings.append(f"{r.where(['gateway', 'host_names'])}: gateway.host_names beyond the first are not modelled")
+    if gw.client_auth.mode == "Strict" and not gw.client_auth.trusted_client_certificates:
+        raise InputError(r.where(["gateway", "client_auth"]), "gateway.client_auth.mode Strict lists no "
+                         "trusted_client_certificates", "name the trust list of the client CAs")
+    bs = gw.backend_settings
+    gateway = Gateway(
+        listener=Listener(r.identity(gw.listener_certificate, ["gateway", "listener_certificate"]) or "",
+                          gw.host_names[0], _GATEWAY_AUTH[gw.client_auth.mode],
+                          r.ca(gw.client_auth.trusted_client_certificates,
+                               ["gateway", "client_auth", "trusted_client_certificates"], warnings),
+                          _tls(gw.ssl_policy.min_protocol_version), _tls(gw.ssl_policy.max_protocol_version),
+                          ("h2", "http/1.1") if gw.enable_http2 else ("http/1.1",)),
+        upstream=Upstream(bs.host_name, r.ca(bs.trusted_root_certificates,
+                                             ["gateway", "backend_settings", "trusted_root_certificates"], warnings),
+                          r.identity(bs.client_certificate, ["gateway", "backend_settings", "client_certificate"]),
+                          bs.validate_cert_chain_and_expiry, bs.validate_sni, _tls(bs.min_protocol_version),
+                          _tls(bs.max_protocol_version)),
+        waf_block=tuple(gw.waf.block_patterns) if gw.waf.enabled else (),
+    )
+    cl = doc.client
+    client = Upstream(cl.host_name or gw.host_names[0], r.ca(cl.trusted_root, ["client", "trusted_root"], warnings),
+                      r.identity(cl.certificate, ["client", "certificate"]), cl.verify_chain, cl.verify_name,
+                      _tls(cl.min_protocol_version), _tls(cl.max_protocol_version))
+    ap = doc.apim
+    be = ap.backend
+    if facts is not None and facts.validate_client_certificate and not ap.negotiate_client_certificate:
+        warnings.append(f"{r.where(['apim', 'negotiate_client_certificate'])}: the policy validates the client "
+                        "certificate but negotiate_client_certificate is false: context.Request.Certificate is null "
+                        "and APIM answers 401 to every request")
+    if len(ap.host_names) > 1:
+        warnings.append(f"{r.where(['apim', 'host_names'])}: apim.host_names beyond the first are not modelled")
+    apim = Apim(
+        listener=Listener(r.identity(ap.custom_domain_certificate, ["apim", "custom_domain_certificate"]) or "",
+                          ap.host_names[0], "none", r.ca(ap.ca_certificates, ["apim", "ca_certificates"], warnings),
+                          _tls(ap.min_protocol_version), _tls(ap.max_protocol_version),
+                          ("h2", "http/1.1") if ap.enable_http2 else ("http/1.1",)),
+        upstream=Upstream(urlsplit(be.url).hostname or "", r.ca(be.trusted_root, ["apim", "backend", "trusted_root"],
+                                                                warnings),
+                          apim_client, be.validate_certificate_chain, be.validate_certificate_name,
+                          _tls(be.min_protocol_version), _tls(be.max_protocol_version)),
+        negotiate_client_certificate=ap.negotiate_client_certificate,
+        validate_client_certificate=bool(facts and facts.validate_client_certificate),
+        oauth=facts.oauth if facts else None,
+    )
+    pd = doc.pod
+    pod = Pod(Listener(r.identity(pd.listener_certificate, ["pod", "listener_certificate"]) or "", pd.host,
+                       pd.client_auth, r.ca(pd.client_ca, ["pod", "client_ca"], warnings),
+                       _tls(pd.min_protocol_version), _tls(pd.max_protocol_version), tuple(pd.alpn)),
+              pd.name, pd.namespace)
+    topology = Topology(doc.name, chain_certs.certs.plan, client, gateway, apim, ingress, pod)
+    return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings))
+
+
+def _rel(base: Path, value: str) -> Path:
+    p = Path(os.path.expandvars(value)).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def load_chain(path: Path | str) -> LoadedChain:
+    """Load and resolve the chain file at ``path`` (one :class:`InputError` line for anything unusable)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist", "give the chain file's path (`mtls-harness init DIR` writes one)")
+    if path.is_dir():
+        if (path / "chain.yaml").is_file():
+            path = path / "chain.yaml"
+        else:
+            raise InputError(path, "is a folder without chain.yaml", "give the chain file itself")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot be read ({exc})", "give a readable UTF-8 YAML file") from None
+    return _build(path.resolve(), text, parse_chain_text(text, str(path)))

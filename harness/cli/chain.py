@@ -1,0 +1,103 @@
+"""``mtls-harness init`` and ``mtls-harness chain``: your chain as a file (docs/chain-file.md).
+
+    mtls-harness init [DIR] [--key-type ecdsa|rsa] [--oauth] [--force]   the reference chain as a chain file + certs
+    mtls-harness chain schema                                            the chain file's JSON Schema
+    mtls-harness chain check [FILE]                                      load it: warnings, identities, the hops
+
+Exit codes: 0 fine, 2 unusable input (one ``error:`` line: file, key path and YAML line, the value, the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.cli.options import CHAIN_ENV, chain_path, print_chain_notes
+from harness.errors import UsageError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    init = subparsers.add_parser(
+        "init", help="write the reference chain as a chain file plus its certs, to edit into yours",
+        description="Write the reference chain into DIR (default: ./mtls-chain): chain.yaml, its JSON Schema, the "
+                    "APIM policy XML, the Kubernetes YAML (Ingress, Secrets) and the certificates (keys 0600). "
+                    "`mtls-harness up --chain DIR/chain.yaml` runs it; docs/chain-file.md says how to make it yours.")
+    init.add_argument("directory", nargs="?", type=Path, default=Path("mtls-chain"), metavar="DIR")
+    init.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa", help="key type (default: ecdsa)")
+    init.add_argument("--oauth", action="store_true", help="APIM's policy also validates an Entra ID token")
+    init.add_argument("--force", action="store_true", help="replace what DIR holds")
+    init.add_argument("--example", metavar="NAME", default=None,
+                      help="write an example chain of examples/ instead: reference, partner-mtls, passthrough")
+    init.set_defaults(func=cmd_init)
+
+    chain = subparsers.add_parser("chain", help="the chain file: print its JSON Schema, or check one",
+                                  description="The chain file (docs/chain-file.md).")
+    sub = chain.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=type(chain))
+    chain.set_defaults(func=lambda _args: _no_action(chain))
+    schema = sub.add_parser("schema", help="print the chain file's JSON Schema (for editors and CI)")
+    schema.set_defaults(func=cmd_schema)
+    check = sub.add_parser("check", help="load a chain file: what is not modelled, each identity, each hop",
+                           description=f"Load FILE (default: ${CHAIN_ENV}) as `up --chain` would, without starting "
+                                       "anything. Exit 0 when it loads, 2 with the one line that says why not.")
+    check.add_argument("chain", nargs="?", type=Path, metavar="FILE")
+    check.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    check.set_defaults(func=cmd_check)
+
+
+def _no_action(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from harness.chainfile.init import write_chain
+    from harness.model.topology import default_topology
+    from harness.pki.certset import cert_set_for
+
+    topology = default_topology(args.key_type)
+    if args.example is not None:
+        from harness.chainfile.examples import example_topology
+
+        topology = example_topology(args.example)
+    if args.oauth:
+        from harness.oauth.issuer import with_oauth
+
+        topology = with_oauth(topology)
+    path = write_chain(args.directory, topology, cert_set_for(topology.pki), force=args.force)
+    print(f"wrote {path} (chain {topology.name!r}; certs in {path.parent / 'certs'}, keys 0600)")
+    print(f"run it: mtls-harness up --chain {path}")
+    return 0
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from harness.model.chainfile import chain_json_schema
+
+    print(json.dumps(chain_json_schema(), indent=2))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.chainfile.load import load_chain
+
+    path = chain_path(args)
+    if path is None:
+        raise UsageError(f"chain check: no chain file — give FILE or set ${CHAIN_ENV}")
+    loaded = load_chain(path)
+    t = loaded.topology
+    hops = {hop: {"host": t.listener_of(hop).hostname, "serves": t.listener_of(hop).server_cert,
+                  "client_auth": t.listener_of(hop).client_auth, "client_ca": t.listener_of(hop).client_ca}
+            for hop in t.iter_hops()}
+    if args.json:
+        print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
+                          "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory)}))
+        return 0
+    print_chain_notes(loaded)
+    for hop, info in hops.items():
+        print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}"
+              f"{' (CA ' + str(info['client_ca']) + ')' if info['client_ca'] else ''}")
+    return 0
