@@ -40,8 +40,9 @@ def register(subparsers: Any) -> None:
     certs.set_defaults(func=lambda _args: _no_action(certs))
 
     gen = sub.add_parser("generate", help="generate a cert set (every CA and leaf of the default chain)",
-                         description="Generate a cert set in DIR (default: the cache under "
-                                     "fixtures/certs/generated/). Keys are written 0600.")
+                         description="Generate a cert set in DIR (default: the cache in the user's cache "
+                                     "directory, e.g. ~/.cache/mtls-harness/cert-sets/; override with "
+                                     "MTLS_HARNESS_CERT_CACHE). Keys are written 0600.")
     gen.add_argument("directory", nargs="?", type=Path, metavar="DIR", help="where to write the set")
     gen.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
                      help="ECDSA P-256 (default, fast) or RSA 2048")
@@ -80,9 +81,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.directory is not None:
         cs = generate_cert_set(plan, args.directory, force=args.force)
     elif args.force:
-        from harness.pki.certset import DEFAULT_CACHE, plan_digest
+        from harness.pki.certset import cache_root, plan_digest
 
-        cs = generate_cert_set(plan, DEFAULT_CACHE / plan_digest(plan), force=True)
+        cs = generate_cert_set(plan, cache_root() / plan_digest(plan), force=True)
     else:
         cs = cert_set_for(plan)
     _print_set(cs, time.perf_counter() - t0)
