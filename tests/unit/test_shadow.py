@@ -99,7 +99,8 @@ def _inputs(ent: Enterprise, *, client_key: Path | None = None) -> tuple[list[Id
         [IdentityInput("ingress-server", (ent.server.cert, ent.issuing.cert)),
          IdentityInput("apim-client", (ent.client.cert, ent.issuing.cert), key=client_key),
          IdentityInput("partner", (ent.partner.cert,))],
-        [TrustInput("ingress-ca-secret", (ent.root.cert,)), TrustInput("appgw-partner-roots", (ent.partner_root.cert,))],
+        [TrustInput("ingress-ca-secret", (ent.root.cert,)),
+         TrustInput("appgw-partner-roots", (ent.partner_root.cert,))],
     )
 
 
@@ -136,7 +137,8 @@ def test_shadow_leaves_copy_subject_sans_eku_key_validity_and_depth(ent: Enterpr
         shadow = chain[0]
         assert shadow.fingerprint(hashes.SHA256()) != real.fingerprint(hashes.SHA256()), ident.name
         assert shadow.public_key() != real.public_key()
-        assert shadow.subject == real.subject and shadow.issuer == real.issuer, ident.name
+        assert shadow.subject == real.subject, ident.name
+        assert shadow.issuer == real.issuer, ident.name
         assert _ext(shadow, x509.SubjectAlternativeName) == _ext(real, x509.SubjectAlternativeName), ident.name
         assert _ext(shadow, x509.ExtendedKeyUsage) == _ext(real, x509.ExtendedKeyUsage), ident.name
         assert _key_profile(shadow) == _key_profile(real), ident.name
@@ -148,7 +150,8 @@ def test_shadow_leaves_copy_subject_sans_eku_key_validity_and_depth(ent: Enterpr
     issuing = _pem_chain(result.certs.leaf("ingress-server").chain)[1]
     assert _key_profile(issuing) == ("secp384r1", 384)
     bc = _ext(issuing, x509.BasicConstraints)
-    assert isinstance(bc, x509.BasicConstraints) and bc.path_length == 0
+    assert isinstance(bc, x509.BasicConstraints)
+    assert bc.path_length == 0
     assert (issuing.not_valid_before_utc, issuing.not_valid_after_utc) == (
         ent.issuing.cert.not_valid_before_utc, ent.issuing.cert.not_valid_after_utc)
     root = _pem_chain(result.certs.trust_bundle(result.trust["ingress-ca-secret"]))
@@ -249,7 +252,8 @@ def test_a_key_that_is_not_the_certs_is_refused_with_its_path(ent: Enterprise, t
     wrong = _key_file(tmp_path / "wrong.key", ent.client.key)
     with pytest.raises(InputError, match=r"wrong\.key: does not belong to identity 'partner'") as err:
         build_cert_set([IdentityInput("partner", (ent.partner.cert,), key=wrong)], [], tmp_path / "set")
-    assert "\n" not in str(err.value) and "PRIVATE" not in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "PRIVATE" not in str(err.value)
     assert not (tmp_path / "set").exists()  # nothing half-written
 
 
