@@ -1,11 +1,12 @@
 """``mtls-harness certs``: generate cert sets and check them (or one certificate) statically.
 
     mtls-harness certs generate [DIR] [--key-type ecdsa|rsa] [--force]
-    mtls-harness certs check SET_DIR [--min-days N] [--json]
+    mtls-harness certs check SET_DIR [--min-days N] [--json] [--strict]
     mtls-harness certs check FILE|SECRET_DIR --ca BUNDLE [--key KEY] [--crl CRL] [--hostname NAME]
-                             [--role client|server] [--password PW] [--min-days N] [--json]
+                             [--role client|server] [--password PW] [--min-days N] [--json] [--strict]
 
-Exit codes: 0 clean, 1 findings, 2 unusable input (one ``error:`` line naming the file, the problem and the fix).
+Exit codes: 0 no error (warnings are shown), 1 an error finding (with ``--strict``: any error or warning), 2 unusable
+input (one ``error:`` line naming the file, the problem and the fix).
 ``--json`` output never contains key material.
 """
 
@@ -35,7 +36,8 @@ def register(subparsers: Any) -> None:
     """Add ``certs generate`` and ``certs check`` to the main CLI's subparsers."""
     certs = subparsers.add_parser("certs", help="generate cert sets and check certificates",
                                   description="Generate cert sets for the chain and check cert sets or single "
-                                              "certificates (exit 0 clean, 1 findings, 2 unusable input).")
+                                              "certificates (exit 0 no error, 1 an error finding, 2 unusable "
+                                              "input).")
     sub = certs.add_subparsers(dest="certs_command", metavar="ACTION", parser_class=type(certs))
     certs.set_defaults(func=lambda _args: _no_action(certs))
 
@@ -55,8 +57,11 @@ def register(subparsers: Any) -> None:
                                      "directory with tls.crt/tls.key/ca.crt) against --ca.")
     chk.add_argument("path", type=Path, metavar="PATH")
     chk.add_argument("--min-days", type=int, default=30, metavar="N",
-                     help="days of validity a cert must have left (default: 30)")
+                     help="days of validity a cert should have left: fewer is an expires-soon warning (default: 30)")
     chk.add_argument("--json", action="store_true", help="print the report as JSON (no key material)")
+    chk.add_argument("--strict", action="store_true",
+                     help="fail (exit 1) on warnings too, e.g. pkilint findings and expires-soon (default: only "
+                          "errors, the findings that break a handshake or the chain's trust, fail)")
     single = chk.add_argument_group("single certificate")
     single.add_argument("--ca", type=Path, metavar="BUNDLE", help="the trust anchor(s) its consumer uses (PEM)")
     single.add_argument("--key", type=Path, metavar="KEY", help="its private key (PEM), to check they match")
@@ -136,8 +141,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        _print_report(report, str(path))
-    return 0 if report.ok else 1
+        _print_report(report, str(path), strict=args.strict)
+    return 0 if (report.clean if args.strict else report.ok) else 1
 
 
 def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
@@ -164,7 +169,7 @@ def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
     return CheckReport(report.rows, report.min_days, report.notes, tuple(secret_findings))
 
 
-def _print_report(report: CheckReport, what: str) -> None:
+def _print_report(report: CheckReport, what: str, *, strict: bool = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -175,19 +180,25 @@ def _print_report(report: CheckReport, what: str) -> None:
     for row in report.rows:
         findings = Text()
         for f in row.findings:
-            findings.append(f"{f.code}: {f.message}\n", style=_STYLE[f.severity])
-        if row.ok:
+            findings.append(f"{f.severity} {f.code}: {f.message}\n", style=_STYLE[f.severity])
+        if row.clean:
             findings.append("ok", style="green")
         days = Text(str(row.days_left), style="red" if row.days_left < report.min_days else "")
         table.add_row(row.role, row.name, row.subject, row.issuer, "\n".join(row.sans),
                       f"{row.not_after:%Y-%m-%d}", days, findings)
     console.print(table)
     for f in report.findings:
-        console.print(Text(f"{f.code}: {f.message}", style=_STYLE[f.severity]))
+        console.print(Text(f"{f.severity} {f.code}: {f.message}", style=_STYLE[f.severity]))
     for note in report.notes:
         console.print(Text(note, style="dim"))
-    bad = sum(not r.ok for r in report.rows) + sum(f.severity != "info" for f in report.findings)
-    console.print(Text("clean" if report.ok else f"{bad} with findings", style="green" if report.ok else "red"))
+    errors, warnings = report.count("error"), report.count("warning")
+    failed = not (report.clean if strict else report.ok)
+    if not errors and not warnings:
+        verdict = "clean"
+    else:
+        verdict = f"{errors} error(s), {warnings} warning(s)"
+        verdict += ": FAIL" if failed else " (warnings do not fail without --strict)" if warnings else ""
+    console.print(Text(verdict, style="red" if failed else "yellow" if warnings else "green"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
