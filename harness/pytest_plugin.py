@@ -167,7 +167,11 @@ def cert_set(mtls_topology: Topology) -> Any:
 def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
     """The selected target; with --isolate the local chain in network namespaces (skips where it cannot run)."""
     if not config.getoption("--isolate"):
-        return open_target(name, topology=topology)
+        try:
+            return open_target(name, topology=topology)
+        except ToolMissingError as exc:  # e.g. the target's extra is not installed: skip with the pip command
+            _missing(config, str(exc))
+            raise  # pragma: no cover - _missing raises
     from harness.isolation.netns import IsolationUnavailable
     from harness.targets.isolated import open_isolated
 
