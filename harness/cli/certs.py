@@ -1,6 +1,7 @@
 """``mtls-harness certs``: generate cert sets and check them (or one certificate) statically.
 
     mtls-harness certs generate [DIR] [--key-type ecdsa|rsa] [--force]
+    mtls-harness certs shadow DIR --identity NAME=CHAIN.pem [--key NAME=KEY.pem] [--trust NAME=CAS.pem] [--json]
     mtls-harness certs check SET_DIR [--min-days N] [--json] [--strict]
     mtls-harness certs check FILE|SECRET_DIR --ca BUNDLE [--key KEY] [--crl CRL] [--hostname NAME]
                              [--role client|server] [--password PW] [--min-days N] [--json] [--strict]
@@ -50,6 +51,21 @@ def register(subparsers: Any) -> None:
                      help="ECDSA P-256 (default, fast) or RSA 2048")
     gen.add_argument("--force", action="store_true", help="replace a set already in DIR")
     gen.set_defaults(func=cmd_generate)
+
+    sh = sub.add_parser("shadow", help="stand-ins for your certificates from their public parts (a shadow set)",
+                        description="Build a shadow cert set in DIR from public certificates: same subjects, SANs, "
+                                    "EKUs, key types and sizes, validity, depth and trust, harness-made keys (0600). "
+                                    "An identity whose --key is given keeps its real certificate when every "
+                                    "identity under its root has one. See fixtures/certs/README.md.")
+    sh.add_argument("directory", type=Path, metavar="DIR", help="where to write the set (empty, or a set made here)")
+    sh.add_argument("--identity", action="append", default=[], metavar="NAME=CHAIN.pem",
+                    help="a server or client identity: its PEM chain, leaf first (repeat for each)")
+    sh.add_argument("--key", action="append", default=[], metavar="NAME=KEY.pem",
+                    help="that identity's private key, to use its real certificate (a test environment)")
+    sh.add_argument("--trust", action="append", default=[], metavar="NAME=CAS.pem",
+                    help="a trust list: the CA certificates a hop trusts (repeat for each)")
+    sh.add_argument("--json", action="store_true", help="print mode per identity and CA per trust list as JSON")
+    sh.set_defaults(func=cmd_shadow)
 
     chk = sub.add_parser("check", help="check a cert set directory, or one certificate against --ca",
                          description="Check a cert set (PATH = a set directory) against the default topology, or "
@@ -116,6 +132,42 @@ def _print_set(cs: CertSet, seconds: float) -> None:
         files = cs.leaf(lf.name)
         table.add_row(lf.name, f"{lf.usage} leaf", files.subject, files.issuer, str(files.cert.parent))
     _console().print(table)
+
+
+def _pairs(values: Sequence[str], option: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"{option} {value!r}: give NAME=FILE, e.g. {option} apim-client=apim-client.pem")
+        out[name] = Path(path)
+    return out
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from harness.pki.shadow import IdentityInput, TrustInput, build_cert_set
+
+    chains, keys, trusts = (_pairs(args.identity, "--identity"), _pairs(args.key, "--key"),
+                            _pairs(args.trust, "--trust"))
+    if not chains and not trusts:
+        raise UsageError("certs shadow: give at least one --identity NAME=CHAIN.pem or --trust NAME=CAS.pem")
+    for name in keys.keys() - chains.keys():
+        raise UsageError(f"--key {name}=…: no --identity {name}=CHAIN.pem to go with it")
+    t0 = time.perf_counter()
+    result = build_cert_set(
+        [IdentityInput(n, tuple(read_pem_certs(p, "certificate chain")), keys.get(n)) for n, p in chains.items()],
+        [TrustInput(n, tuple(read_pem_certs(p, "CA bundle"))) for n, p in trusts.items()], args.directory)
+    if args.json:
+        bundles = {n: str(result.certs.trust_bundle(ca)) for n, ca in result.trust.items()}
+        print(json.dumps({"directory": str(result.certs.directory), "mode": dict(result.mode),
+                          "trust": dict(result.trust), "bundles": bundles}, indent=2))
+        return 0
+    _print_set(result.certs, time.perf_counter() - t0)
+    for name, mode in result.mode.items():
+        print(f"{name}: {mode}")
+    for name, ca in result.trust.items():
+        print(f"trust {name}: CA {ca} ({result.certs.trust_bundle(ca)})")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -87,7 +87,9 @@ class LeafSpec:
     issuer: str
     common_name: str
     usage: Usage
-    sans: tuple[str, ...] = ()  # DNS names and IP addresses; "URI:<uri>" and "email:<address>" for those types
+    # DNS names and IP addresses; "URI:<uri>" and "email:<address>" for those types; () = the common name, unless
+    # ``subject`` is given (a copied profile): then () means no subjectAltName extension, as in the original
+    sans: tuple[str, ...] = ()
     organization: str = "Contoso"
     # Optional profile overrides (the shadow PKI copies them from a real certificate; None = the harness default):
     subject: str | None = None  # RFC 4514 subject DN; replaces O=<organization>,CN=<common_name>

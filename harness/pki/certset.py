@@ -276,7 +276,8 @@ def _build_set(plan: PKIPlan, d: Path, supplied: Mapping[str, Supplied] | None =
             eku_oids = tuple(x509.ObjectIdentifier(o) for o in lf.ekus) if lf.ekus is not None else None
             leaf = issue_leaf(built[lf.issuer], lf.common_name, lf.sans, (lf.usage,), plan.key_type,
                               organization=lf.organization, subject=_subject(lf), eku_oids=eku_oids,
-                              key=_key_for(plan, lf), not_before=lf.not_before, not_after=lf.not_after)
+                              key=_key_for(plan, lf), not_before=lf.not_before, not_after=lf.not_after,
+                              exact_sans=lf.subject is not None)
         _write_leaf_dir(d / "leaves" / lf.name, leaf.cert, (leaf.cert, *line), leaf)
         expiry = min(expiry, leaf.cert.not_valid_after_utc)
     meta = {

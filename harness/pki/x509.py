@@ -266,12 +266,13 @@ def issue_leaf(
     hash_algorithm: Literal["sha256", "sha1"] = "sha256",
     subject: x509.Name | None = None,
     eku_oids: tuple[x509.ObjectIdentifier, ...] | None = None,
+    exact_sans: bool = False,
 ) -> Signed:
     """An end-entity certificate. ``issuer=None`` makes it self-signed (the "self-signed" fault).
 
     ``is_ca=True`` (the "ca-as-leaf" fault) marks it CA:TRUE with keyCertSign, everything else unchanged.
     ``subject`` replaces O=<organization>,CN=<common_name>; ``eku_oids`` replaces the EKUs ``usages`` imply (``()``:
-    no EKU extension).
+    no EKU extension). Empty ``sans`` put the common name in the SAN unless ``exact_sans`` (then: no SAN).
     """
     key = key if key is not None else new_key(key_type)
     start = not_before if not_before is not None else now() - BACKDATE
@@ -305,8 +306,9 @@ def issue_leaf(
     ekus = list(eku_oids) if eku_oids is not None else [_EKU[u] for u in usages]
     if ekus:
         b = b.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-    names = sans or (common_name,)
-    b = b.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+    names = sans or (() if exact_sans else (common_name,))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
     signer = issuer.key if issuer else key
     cert = b.sign(signer, hashes.SHA256())
     if hash_algorithm == "sha1":

@@ -88,8 +88,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     (base / "work").mkdir()
     yield Installed(base / "venv", wheel, base / "work", base / "cache", timings)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # the measured durations, for the CI log
-        reporter.write_line("wheel test timings: " + ", ".join(f"{k}: {v:.1f}s" for k, v in timings.items()))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:  # the measured durations, for the CI log
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\nwheel test timings: " + ", ".join(f"{k}: {v:.1f}s" for k, v in timings.items()))
 
 
 def test_the_wheel_carries_the_package_and_no_generated_certs(installed: Installed) -> None:
