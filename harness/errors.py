@@ -8,15 +8,31 @@ seen last and how to fix it.
 
 from __future__ import annotations
 
+import importlib.util
+
 __all__ = [
+    "EXTRAS",
     "HarnessError",
     "InputError",
+    "MissingExtra",
     "StartError",
     "ToolMissingError",
     "Unavailable",
     "UsageError",
     "WaitTimeout",
+    "need_extra",
 ]
+
+#: the optional dependency groups of pyproject.toml ([project.optional-dependencies]) by the modules they provide:
+#: heavy packages only some commands need; ``pip install 'mtls-harness[all]'`` installs every one
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "plot": ("matplotlib",),  # the rotation rehearsal's timeline plot
+    "capture": ("scapy",),  # the --isolate wire proof (packet analysis)
+    "containers": ("testcontainers", "docker"),  # the containers target
+    "kind": ("kubernetes", "kubernetes_validate", "testcontainers", "docker"),  # the kind target, manifest checks
+    "azure": ("azure.identity", "azure.mgmt.apimanagement", "azure.mgmt.network", "azure.mgmt.containerservice",
+              "azure.keyvault.certificates", "kubernetes"),  # the azure target, live Entra tokens
+}
 
 
 class HarnessError(Exception):
@@ -49,6 +65,26 @@ class ToolMissingError(UsageError):
         self.tool = tool
         self.install_hint = install_hint
         super().__init__(f"{tool} not found — {install_hint}")
+
+
+class MissingExtra(ToolMissingError):
+    """A Python package of an optional extra is not installed: one line naming the package and the pip command."""
+
+    def __init__(self, module: str, extra: str, what: str) -> None:
+        self.extra = extra
+        super().__init__(f"{module} (Python package)",
+                         f"{what} needs it: pip install 'mtls-harness[{extra}]'")
+
+
+def need_extra(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtra` unless every module of ``extra`` (see :data:`EXTRAS`) can be imported."""
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            raise MissingExtra(module, extra, what)
 
 
 class StartError(HarnessError):

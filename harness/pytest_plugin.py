@@ -194,7 +194,11 @@ def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
     own = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
                                        and topology.pki == loaded.topology.pki) else {}
     if not config.getoption("--isolate"):
-        return open_target(name, topology=topology, **own)
+        try:
+            return open_target(name, topology=topology, **own)
+        except ToolMissingError as exc:  # e.g. the target's extra is not installed: skip with the pip command
+            _missing(config, str(exc))
+            raise  # pragma: no cover - _missing raises
     from harness.isolation.netns import IsolationUnavailable
     from harness.targets.isolated import open_isolated
 

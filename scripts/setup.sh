@@ -55,6 +55,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python dependencies into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,azure]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,all]"
   echo "$want" > "$stamp"
 fi

@@ -7,7 +7,7 @@ the file: CAs by trust-list name (``<name>-2``… for the further certs of a lis
 identity's chain by a name made from their common name.
 
 Where every identity comes with its private key (a test environment), the user's own certificates are the cert set
-("real"); where one does not, the shadow PKI (:mod:`harness.pki.shadow`) makes stand-ins when it is installed.
+("real"); where one does not, the shadow PKI (:mod:`harness.pki.shadow`) makes stand-ins.
 Sets are written once per content under the cert cache's ``chains/`` folder (keys 0600) and reused.
 """
 
@@ -36,7 +36,8 @@ from harness.chainfile.k8s import RawSecret, secret_manifest
 from harness.errors import InputError
 from harness.model.chainfile import Certificates, IdentityFile, TrustFile
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
-from harness.pki.certset import DEFAULT_CACHE, FORMAT, CertSet, load_cert_set
+from harness.pki import shadow
+from harness.pki.certset import FORMAT, CertSet, cache_root, load_cert_set
 from harness.pki.load import load_k8s_secret, load_pkcs12, read_pem_certs, read_private_key
 from harness.pki.x509 import cert_pem, fingerprint_sha256, key_pem
 
@@ -273,8 +274,7 @@ def _plan(mat: CertMaterial) -> tuple[PKIPlan, dict[str, x509.Certificate], dict
 
 
 def _cache_dir() -> Path:
-    env = os.environ.get("MTLS_HARNESS_CERT_CACHE")
-    return (Path(env) if env else DEFAULT_CACHE) / "chains"
+    return cache_root() / "chains"
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -333,12 +333,6 @@ def build_chain_cert_set(mat: CertMaterial) -> ChainCerts:
 
 
 def _shadow(mat: CertMaterial, no_key: list[str]) -> ChainCerts:
-    try:
-        from harness.pki import shadow  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        ident = mat.identities[no_key[0]]
-        raise InputError(ident.source, f"identity {ident.name!r} has no private key and this version has no shadow "
-                         "PKI", "give its key (key: FILE) for a test environment") from None
     identities = [shadow.IdentityInput(i.name, i.chain, None) for i in mat.identities.values()]
     trusts = [shadow.TrustInput(t.name, t.certs) for t in mat.trusts.values()]
     blob = hashlib.sha256()

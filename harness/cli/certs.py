@@ -1,12 +1,14 @@
 """``mtls-harness certs``: generate cert sets and check them (or one certificate) statically.
 
     mtls-harness certs generate [DIR] [--key-type ecdsa|rsa] [--force]
-    mtls-harness certs check SET_DIR [--min-days N] [--json]
-    mtls-harness certs check --chain FILE [SET_DIR] [--min-days N] [--json]
+    mtls-harness certs shadow DIR --identity NAME=CHAIN.pem [--key NAME=KEY.pem] [--trust NAME=CAS.pem] [--json]
+    mtls-harness certs check SET_DIR [--min-days N] [--json] [--strict]
+    mtls-harness certs check --chain FILE [SET_DIR] [--min-days N] [--json] [--strict]
     mtls-harness certs check FILE|SECRET_DIR --ca BUNDLE [--key KEY] [--crl CRL] [--hostname NAME]
-                             [--role client|server] [--password PW] [--min-days N] [--json]
+                             [--role client|server] [--password PW] [--min-days N] [--json] [--strict]
 
-Exit codes: 0 clean, 1 findings, 2 unusable input (one ``error:`` line naming the file, the problem and the fix).
+Exit codes: 0 no error (warnings are shown), 1 an error finding (with ``--strict``: any error or warning), 2 unusable
+input (one ``error:`` line naming the file, the problem and the fix).
 ``--json`` output never contains key material.
 """
 
@@ -37,18 +39,35 @@ def register(subparsers: Any) -> None:
     """Add ``certs generate`` and ``certs check`` to the main CLI's subparsers."""
     certs = subparsers.add_parser("certs", help="generate cert sets and check certificates",
                                   description="Generate cert sets for the chain and check cert sets or single "
-                                              "certificates (exit 0 clean, 1 findings, 2 unusable input).")
+                                              "certificates (exit 0 no error, 1 an error finding, 2 unusable "
+                                              "input).")
     sub = certs.add_subparsers(dest="certs_command", metavar="ACTION", parser_class=type(certs))
     certs.set_defaults(func=lambda _args: _no_action(certs))
 
     gen = sub.add_parser("generate", help="generate a cert set (every CA and leaf of the default chain)",
-                         description="Generate a cert set in DIR (default: the cache under "
-                                     "fixtures/certs/generated/). Keys are written 0600.")
+                         description="Generate a cert set in DIR (default: the cache in the user's cache "
+                                     "directory, e.g. ~/.cache/mtls-harness/cert-sets/; override with "
+                                     "MTLS_HARNESS_CERT_CACHE). Keys are written 0600.")
     gen.add_argument("directory", nargs="?", type=Path, metavar="DIR", help="where to write the set")
     gen.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
                      help="ECDSA P-256 (default, fast) or RSA 2048")
     gen.add_argument("--force", action="store_true", help="replace a set already in DIR")
     gen.set_defaults(func=cmd_generate)
+
+    sh = sub.add_parser("shadow", help="stand-ins for your certificates from their public parts (a shadow set)",
+                        description="Build a shadow cert set in DIR from public certificates: same subjects, SANs, "
+                                    "EKUs, key types and sizes, validity, depth and trust, harness-made keys (0600). "
+                                    "An identity whose --key is given keeps its real certificate when every "
+                                    "identity under its root has one. See fixtures/certs/README.md.")
+    sh.add_argument("directory", type=Path, metavar="DIR", help="where to write the set (empty, or a set made here)")
+    sh.add_argument("--identity", action="append", default=[], metavar="NAME=CHAIN.pem",
+                    help="a server or client identity: its PEM chain, leaf first (repeat for each)")
+    sh.add_argument("--key", action="append", default=[], metavar="NAME=KEY.pem",
+                    help="that identity's private key, to use its real certificate (a test environment)")
+    sh.add_argument("--trust", action="append", default=[], metavar="NAME=CAS.pem",
+                    help="a trust list: the CA certificates a hop trusts (repeat for each)")
+    sh.add_argument("--json", action="store_true", help="print mode per identity and CA per trust list as JSON")
+    sh.set_defaults(func=cmd_shadow)
 
     chk = sub.add_parser("check", help="check a cert set directory, or one certificate against --ca",
                          description="Check a cert set (PATH = a set directory) against the default topology (with "
@@ -58,8 +77,11 @@ def register(subparsers: Any) -> None:
     chk.add_argument("path", type=Path, metavar="PATH", nargs="?")
     add_chain_option(chk)
     chk.add_argument("--min-days", type=int, default=30, metavar="N",
-                     help="days of validity a cert must have left (default: 30)")
+                     help="days of validity a cert should have left: fewer is an expires-soon warning (default: 30)")
     chk.add_argument("--json", action="store_true", help="print the report as JSON (no key material)")
+    chk.add_argument("--strict", action="store_true",
+                     help="fail (exit 1) on warnings too, e.g. pkilint findings and expires-soon (default: only "
+                          "errors, the findings that break a handshake or the chain's trust, fail)")
     single = chk.add_argument_group("single certificate")
     single.add_argument("--ca", type=Path, metavar="BUNDLE", help="the trust anchor(s) its consumer uses (PEM)")
     single.add_argument("--key", type=Path, metavar="KEY", help="its private key (PEM), to check they match")
@@ -84,9 +106,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.directory is not None:
         cs = generate_cert_set(plan, args.directory, force=args.force)
     elif args.force:
-        from harness.pki.certset import DEFAULT_CACHE, plan_digest
+        from harness.pki.certset import cache_root, plan_digest
 
-        cs = generate_cert_set(plan, DEFAULT_CACHE / plan_digest(plan), force=True)
+        cs = generate_cert_set(plan, cache_root() / plan_digest(plan), force=True)
     else:
         cs = cert_set_for(plan)
     _print_set(cs, time.perf_counter() - t0)
@@ -114,6 +136,42 @@ def _print_set(cs: CertSet, seconds: float) -> None:
         files = cs.leaf(lf.name)
         table.add_row(lf.name, f"{lf.usage} leaf", files.subject, files.issuer, str(files.cert.parent))
     _console().print(table)
+
+
+def _pairs(values: Sequence[str], option: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"{option} {value!r}: give NAME=FILE, e.g. {option} apim-client=apim-client.pem")
+        out[name] = Path(path)
+    return out
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from harness.pki.shadow import IdentityInput, TrustInput, build_cert_set
+
+    chains, keys, trusts = (_pairs(args.identity, "--identity"), _pairs(args.key, "--key"),
+                            _pairs(args.trust, "--trust"))
+    if not chains and not trusts:
+        raise UsageError("certs shadow: give at least one --identity NAME=CHAIN.pem or --trust NAME=CAS.pem")
+    for name in keys.keys() - chains.keys():
+        raise UsageError(f"--key {name}=…: no --identity {name}=CHAIN.pem to go with it")
+    t0 = time.perf_counter()
+    result = build_cert_set(
+        [IdentityInput(n, tuple(read_pem_certs(p, "certificate chain")), keys.get(n)) for n, p in chains.items()],
+        [TrustInput(n, tuple(read_pem_certs(p, "CA bundle"))) for n, p in trusts.items()], args.directory)
+    if args.json:
+        bundles = {n: str(result.certs.trust_bundle(ca)) for n, ca in result.trust.items()}
+        print(json.dumps({"directory": str(result.certs.directory), "mode": dict(result.mode),
+                          "trust": dict(result.trust), "bundles": bundles}, indent=2))
+        return 0
+    _print_set(result.certs, time.perf_counter() - t0)
+    for name, mode in result.mode.items():
+        print(f"{name}: {mode}")
+    for name, ca in result.trust.items():
+        print(f"trust {name}: CA {ca} ({result.certs.trust_bundle(ca)})")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,8 +212,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        _print_report(report, str(path))
-    return 0 if report.ok else 1
+        _print_report(report, str(path), strict=args.strict)
+    return 0 if (report.clean if args.strict else report.ok) else 1
 
 
 def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
@@ -182,7 +240,7 @@ def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
     return CheckReport(report.rows, report.min_days, report.notes, tuple(secret_findings))
 
 
-def _print_report(report: CheckReport, what: str) -> None:
+def _print_report(report: CheckReport, what: str, *, strict: bool = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -193,19 +251,25 @@ def _print_report(report: CheckReport, what: str) -> None:
     for row in report.rows:
         findings = Text()
         for f in row.findings:
-            findings.append(f"{f.code}: {f.message}\n", style=_STYLE[f.severity])
-        if row.ok:
+            findings.append(f"{f.severity} {f.code}: {f.message}\n", style=_STYLE[f.severity])
+        if row.clean:
             findings.append("ok", style="green")
         days = Text(str(row.days_left), style="red" if row.days_left < report.min_days else "")
         table.add_row(row.role, row.name, row.subject, row.issuer, "\n".join(row.sans),
                       f"{row.not_after:%Y-%m-%d}", days, findings)
     console.print(table)
     for f in report.findings:
-        console.print(Text(f"{f.code}: {f.message}", style=_STYLE[f.severity]))
+        console.print(Text(f"{f.severity} {f.code}: {f.message}", style=_STYLE[f.severity]))
     for note in report.notes:
         console.print(Text(note, style="dim"))
-    bad = sum(not r.ok for r in report.rows) + sum(f.severity != "info" for f in report.findings)
-    console.print(Text("clean" if report.ok else f"{bad} with findings", style="green" if report.ok else "red"))
+    errors, warnings = report.count("error"), report.count("warning")
+    failed = not (report.clean if strict else report.ok)
+    if not errors and not warnings:
+        verdict = "clean"
+    else:
+        verdict = f"{errors} error(s), {warnings} warning(s)"
+        verdict += ": FAIL" if failed else " (warnings do not fail without --strict)" if warnings else ""
+    console.print(Text(verdict, style="red" if failed else "yellow" if warnings else "green"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import HarnessError, StartError, ToolMissingError, WaitTimeout
+from harness.errors import HarnessError, StartError, ToolMissingError, WaitTimeout, need_extra
 from harness.model.wire import TRACE_PREFIX
 from harness.runtime import ManagedProcess, wait_until
 
@@ -314,6 +314,7 @@ def _judge(report: StreamReport, up: bytes, down: bytes) -> None:
 
 def analyze_pcap(pcap: Path, *, link: str = "", interface: str = "", namespace: str = "") -> LinkReport:
     """Judge every TCP stream (and every other packet) in one capture file; see the module docstring."""
+    need_extra("capture", "the wire proof (packet analysis of the --isolate captures)")
     from scapy.layers.inet import IP, TCP
     from scapy.utils import PcapReader
 

@@ -17,6 +17,7 @@ can say what differs from the default chain in one line.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -69,6 +70,13 @@ class CASpec:
     name: str
     common_name: str
     parent: str | None = None
+    # Optional profile overrides (the shadow PKI copies them from a real certificate; None = the harness default):
+    subject: str | None = None  # RFC 4514 subject DN; replaces O=Contoso,CN=<common_name>
+    key_type: KeyType | None = None  # else the plan's key_type
+    key_size: int | None = None  # RSA modulus bits, or the EC curve size (256, 384, 521)
+    not_before: dt.datetime | None = None  # validity window (UTC); else the harness's CA lifetime
+    not_after: dt.datetime | None = None
+    path_length: int | None = None  # basicConstraints pathLen; None = as deep as the plan needs; -1 = no limit
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,17 @@ class LeafSpec:
     issuer: str
     common_name: str
     usage: Usage
+    # DNS names and IP addresses; "URI:<uri>" and "email:<address>" for those types; () = the common name, unless
+    # ``subject`` is given (a copied profile): then () means no subjectAltName extension, as in the original
     sans: tuple[str, ...] = ()
     organization: str = "Contoso"
+    # Optional profile overrides (the shadow PKI copies them from a real certificate; None = the harness default):
+    subject: str | None = None  # RFC 4514 subject DN; replaces O=<organization>,CN=<common_name>
+    ekus: tuple[str, ...] | None = None  # dotted EKU OIDs, replacing the one ``usage`` implies; () = no EKU extension
+    key_type: KeyType | None = None  # else the plan's key_type
+    key_size: int | None = None  # RSA modulus bits, or the EC curve size (256, 384, 521)
+    not_before: dt.datetime | None = None  # validity window (UTC); else now - 1 h for LEAF_DAYS
+    not_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, need_extra
 from harness.model.topology import OAuth, Topology
 from harness.oauth.policy import JwtPolicy, RequiredClaim, validate_jwt_policy_summary
 
@@ -373,6 +373,7 @@ def acquire_token(credential: TokenCredentialLike, app_id_uri: str) -> str:
     Any azure-identity credential works (DefaultAzureCredential, ClientSecretCredential, a managed identity). A
     failure becomes one :class:`HarnessError` naming the scope and the fix; the token itself is never shown.
     """
+    need_extra("azure", "a live Entra ID token")
     from azure.core.exceptions import AzureError
 
     scope = default_scope(app_id_uri)

@@ -1,7 +1,7 @@
 """Cert sets: every CA and leaf a :class:`~harness.model.topology.PKIPlan` names, as PEM files on disk, plus bad
 variants.
 
-    cs = cert_set_for(default_pki_plan())          # generated once, cached under fixtures/certs/generated/<digest>/
+    cs = cert_set_for(default_pki_plan())          # generated once, cached under cache_root()/<digest>/
     cs.leaf("apim-client").chain                   # leaf + intermediates: what a client presents
     cs.trust_bundle("apim-client-ca")              # the root above that CA: what the ingress trusts
     cs.fault("expired", like="apim-client")        # a bad variant, made on demand and cached on disk
@@ -46,6 +46,7 @@ from harness.errors import InputError
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
 from harness.pki.faults import FAULTS, Fault, build_fault
 from harness.pki.x509 import (
+    PrivateKey,
     Signed,
     cert_pem,
     fingerprint_sha256,
@@ -53,6 +54,7 @@ from harness.pki.x509 import (
     issue_leaf,
     key_pem,
     make_crl,
+    new_key,
     now,
     write_atomic,
 )
@@ -62,6 +64,8 @@ __all__ = [
     "CertSet",
     "Fault",
     "LeafFiles",
+    "Supplied",
+    "cache_root",
     "cert_set_for",
     "generate_cert_set",
     "leaf_files_in",
@@ -74,8 +78,16 @@ __all__ = [
 FORMAT = 2
 #: a cached set is regenerated when a leaf or CRL would expire within this many days (so `certs check` stays clean)
 REFRESH_DAYS = 60
-#: where :func:`cert_set_for` caches sets; override with the MTLS_HARNESS_CERT_CACHE environment variable
-DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "fixtures" / "certs" / "generated"
+#: the environment variable that moves the cache (a CI cache directory, a test's temp dir)
+CACHE_ENV = "MTLS_HARNESS_CERT_CACHE"
+
+
+@dataclass(frozen=True)
+class Supplied:
+    """A certificate the user supplies for a plan name (with its chain's own key where a leaf needs one)."""
+
+    cert: x509.Certificate
+    key: PrivateKey | None = None  # a leaf's private key; None for a CA (its key stays with its owner)
 
 
 @dataclass(frozen=True)
@@ -93,13 +105,39 @@ class LeafFiles:
 # ---------------------------------------------------------------------------------------------------------------
 # the plan on disk
 # ---------------------------------------------------------------------------------------------------------------
+_OPTIONAL = ("subject", "ekus", "key_type", "key_size", "not_before", "not_after", "path_length")
+
+
+def _spec_to_json(spec: CASpec | LeafSpec) -> dict[str, Any]:
+    """A spec as JSON; the optional profile overrides only when set (so a plan without them keeps its digest)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in _OPTIONAL and value is None:
+            continue
+        out[f.name] = value.isoformat() if isinstance(value, dt.datetime) else value
+    return out
+
+
+def _spec_args(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for key in ("not_before", "not_after"):
+        if out.get(key) is not None:
+            out[key] = dt.datetime.fromisoformat(out[key])
+    for key in ("sans", "ekus"):
+        if out.get(key) is not None:
+            out[key] = tuple(out[key])
+    return out
+
+
 def _plan_to_json(plan: PKIPlan) -> dict[str, Any]:
-    return dataclasses.asdict(plan)
+    return {"cas": [_spec_to_json(c) for c in plan.cas], "leaves": [_spec_to_json(lf) for lf in plan.leaves],
+            "key_type": plan.key_type}
 
 
 def _plan_from_json(data: Mapping[str, Any]) -> PKIPlan:
-    cas = tuple(CASpec(**c) for c in data["cas"])
-    leaves = tuple(LeafSpec(**{**lf, "sans": tuple(lf.get("sans", ()))}) for lf in data["leaves"])
+    cas = tuple(CASpec(**_spec_args(c)) for c in data["cas"])
+    leaves = tuple(LeafSpec(**_spec_args(lf)) for lf in data["leaves"])
     return PKIPlan(cas=cas, leaves=leaves, key_type=data.get("key_type", "ecdsa"))
 
 
@@ -129,7 +167,10 @@ def _check_plan(plan: PKIPlan) -> None:
 
 
 def _path_length(plan: PKIPlan, ca: CASpec) -> int | None:
-    """Roots: unlimited. Intermediates: exactly as deep as the plan needs (0 for an issuing CA)."""
+    """Roots: unlimited. Intermediates: exactly as deep as the plan needs (0 for an issuing CA). A spec's own
+    ``path_length`` wins (-1: no limit)."""
+    if ca.path_length is not None:
+        return None if ca.path_length < 0 else ca.path_length
     if ca.parent is None:
         return None
     children = [c for c in plan.cas if c.parent == ca.name]
@@ -184,33 +225,60 @@ def _install(tmp: Path, target: Path, *, replace: bool) -> bool:
             shutil.rmtree(aside, ignore_errors=True)
 
 
-def _build_set(plan: PKIPlan, d: Path) -> None:
-    """Write every CA (with its CRL) and leaf of ``plan`` into the empty directory ``d``."""
+def _subject(spec: CASpec | LeafSpec) -> x509.Name | None:
+    return x509.Name.from_rfc4514_string(spec.subject) if spec.subject is not None else None
+
+
+def _key_for(plan: PKIPlan, spec: CASpec | LeafSpec) -> PrivateKey:
+    return new_key(spec.key_type or plan.key_type, size=spec.key_size)
+
+
+def _build_set(plan: PKIPlan, d: Path, supplied: Mapping[str, Supplied] | None = None) -> None:
+    """Write every CA (with its CRL) and leaf of ``plan`` into the empty directory ``d``. A name in ``supplied``
+    is written from the given certificates (and key) instead of being generated: no CA key, no CRL for such a CA."""
+    supplied = supplied or {}
     built: dict[str, Signed] = {}
-    pending = list(plan.cas)
+    pending = [ca for ca in plan.cas if ca.name not in supplied]
     while pending:  # parents before children (the plan was checked for cycles)
         for ca in list(pending):
             if ca.parent is None or ca.parent in built:
                 parent = built[ca.parent] if ca.parent else None
                 built[ca.name] = issue_ca(ca.common_name, plan.key_type, parent=parent,
-                                          path_length=_path_length(plan, ca))
+                                          path_length=_path_length(plan, ca), subject=_subject(ca),
+                                          key=_key_for(plan, ca), not_before=ca.not_before, not_after=ca.not_after)
                 pending.remove(ca)
-    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves}
-    expiry = min(c.cert.not_valid_after_utc for c in built.values())
+            elif ca.parent in supplied:
+                raise ValueError(f"CA {ca.name!r}: its parent {ca.parent!r} is supplied without a key, so it "
+                                 "cannot be generated under it")
+    cas = {n: s.cert for n, s in built.items()} | {n: s.cert for n, s in supplied.items() if n in
+                                                   {c.name for c in plan.cas}}
+    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves if lf.name not in supplied}
+    expiry = min(c.not_valid_after_utc for c in cas.values())
     for ca in plan.cas:
+        _write(d / "cas" / ca.name / "cert.pem", cert_pem(cas[ca.name]))
+        if ca.name in supplied:
+            continue
         signed = built[ca.name]
-        _write(d / "cas" / ca.name / "cert.pem", cert_pem(signed.cert))
         _write(d / "cas" / ca.name / "key.pem", key_pem(signed.key), 0o600)
-        serials = tuple(revoked[lf.name] for lf in plan.leaves if lf.issuer == ca.name)
+        serials = tuple(revoked[lf.name] for lf in plan.leaves if lf.issuer == ca.name and lf.name in revoked)
         crl = make_crl(signed, serials)
         _write(d / "cas" / ca.name / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         if crl.next_update_utc is not None:
             expiry = min(expiry, crl.next_update_utc)
     for lf in plan.leaves:
-        issuer = built[lf.issuer]
-        leaf = issue_leaf(issuer, lf.common_name, lf.sans, (lf.usage,), plan.key_type, organization=lf.organization)
-        chain = (leaf.cert, *(built[n].cert for n in _ca_line(plan, lf.issuer)[:-1]))
-        _write_leaf_dir(d / "leaves" / lf.name, leaf.cert, chain, leaf)
+        line = tuple(cas[n] for n in _ca_line(plan, lf.issuer)[:-1])
+        given = supplied.get(lf.name)
+        if given is not None:
+            if given.key is None:
+                raise ValueError(f"leaf {lf.name!r} is supplied without its private key")
+            leaf = Signed(given.cert, given.key)
+        else:
+            eku_oids = tuple(x509.ObjectIdentifier(o) for o in lf.ekus) if lf.ekus is not None else None
+            leaf = issue_leaf(built[lf.issuer], lf.common_name, lf.sans, (lf.usage,), plan.key_type,
+                              organization=lf.organization, subject=_subject(lf), eku_oids=eku_oids,
+                              key=_key_for(plan, lf), not_before=lf.not_before, not_after=lf.not_after,
+                              exact_sans=lf.subject is not None)
+        _write_leaf_dir(d / "leaves" / lf.name, leaf.cert, (leaf.cert, *line), leaf)
         expiry = min(expiry, leaf.cert.not_valid_after_utc)
     meta = {
         "format": FORMAT,
@@ -218,6 +286,7 @@ def _build_set(plan: PKIPlan, d: Path) -> None:
         "plan": _plan_to_json(plan),
         "revoked_serials": {k: format(v, "x") for k, v in revoked.items()},
         "expires": expiry.isoformat(),
+        "supplied": {n: fingerprint_sha256(s.cert) for n, s in sorted(supplied.items())},
     }
     _write(d / "set.json", json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
 
@@ -229,8 +298,11 @@ def _new_tmp(parent: Path, name: str) -> Path:
     return tmp
 
 
-def generate_cert_set(plan: PKIPlan, directory: Path, *, force: bool = False) -> CertSet:
-    """Generate every CA and leaf of ``plan`` into ``directory`` (absent or empty; ``force`` replaces a set)."""
+def generate_cert_set(plan: PKIPlan, directory: Path, *, force: bool = False,
+                      supplied: Mapping[str, Supplied] | None = None) -> CertSet:
+    """Generate every CA and leaf of ``plan`` into ``directory`` (absent or empty; ``force`` replaces a set).
+    Names in ``supplied`` are written from the user's certificates instead (a CA without its key, a leaf with its
+    key); :mod:`harness.pki.shadow` uses it where the user gives a key."""
     directory = Path(directory)
     _check_plan(plan)
     if directory.exists() and not directory.is_dir():
@@ -239,7 +311,7 @@ def generate_cert_set(plan: PKIPlan, directory: Path, *, force: bool = False) ->
         raise InputError(directory, "already holds files", "pass --force to replace it, or choose an empty directory")
     tmp = _new_tmp(directory.parent, directory.name)
     try:
-        _build_set(plan, tmp)
+        _build_set(plan, tmp, supplied)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -466,9 +538,17 @@ def _infer_plan(directory: Path) -> PKIPlan:
     return PKIPlan(cas=tuple(cas), leaves=tuple(leaves), key_type=key_type)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("MTLS_HARNESS_CERT_CACHE")
-    return Path(env) if env else DEFAULT_CACHE
+def cache_root() -> Path:
+    """Where :func:`cert_set_for` caches sets: ``$MTLS_HARNESS_CERT_CACHE`` if set, else ``cert-sets/`` in the
+    user's cache directory (platformdirs: ``~/.cache/mtls-harness/`` on Linux, ``~/Library/Caches/mtls-harness/``
+    on macOS, ``%LOCALAPPDATA%\\mtls-harness\\Cache\\`` on Windows) — never site-packages nor the working tree, so an
+    installed tool and a checkout behave alike and a read-only install works."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mtls-harness", appauthor=False)) / "cert-sets"
 
 
 def _fresh(directory: Path) -> bool:
@@ -481,10 +561,10 @@ def _fresh(directory: Path) -> bool:
 
 
 def cert_set_for(plan: PKIPlan) -> CertSet:
-    """The set for ``plan``, cached under fixtures/certs/generated/<plan digest>/ and reused across runs (regenerated
+    """The set for ``plan``, cached under :func:`cache_root`/<plan digest>/ and reused across runs (regenerated
     when it would expire within :data:`REFRESH_DAYS`). Safe when several processes ask at once."""
     _check_plan(plan)
-    target = _cache_root() / plan_digest(plan)
+    target = cache_root() / plan_digest(plan)
     if target.is_dir() and _fresh(target):
         return load_cert_set(target, plan)
     stale = target.is_dir()

@@ -32,7 +32,9 @@ no-eku                       warning   no extendedKeyUsage (any use allowed)
 crl-expired / crl-invalid    warning   the CRL is past nextUpdate / not signed by the cert's issuer
 not-verified                 warning   the consumer does not verify this cert (verify off in the topology)
 not-a-ca / ca-key-usage      error     a CA cert without CA:TRUE / keyCertSign
-lint:<pkilint code>          any       a pkilint finding
+lint:<pkilint code>          warning   a pkilint finding (pkilint's ERROR/WARNING; NOTICE stays info)
+
+Errors fail ``certs check`` (exit 1); warnings are shown and fail only with ``--strict``.
 ============================ ========= ========================================================================
 """
 
@@ -109,7 +111,12 @@ class CertRow:
 
     @property
     def ok(self) -> bool:
-        """No error or warning (info notes do not count)."""
+        """No error: nothing that breaks a handshake or the chain's trust (warnings do not count)."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def clean(self) -> bool:
+        """No error and no warning (info notes do not count): what ``certs check --strict`` demands."""
         return not any(f.severity != "info" for f in self.findings)
 
     def codes(self) -> list[str]:
@@ -130,6 +137,7 @@ class CertRow:
             "source": self.source,
             "used_by": list(self.used_by),
             "ok": self.ok,
+            "clean": self.clean,
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -144,7 +152,17 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows) and not any(f.severity != "info" for f in self.findings)
+        """No error anywhere (``certs check`` exits 0; warnings are shown but do not fail)."""
+        return all(r.ok for r in self.rows) and not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def clean(self) -> bool:
+        """No error and no warning anywhere (``certs check --strict`` exits 0)."""
+        return all(r.clean for r in self.rows) and not any(f.severity != "info" for f in self.findings)
+
+    def count(self, severity: Severity) -> int:
+        """How many findings of ``severity``, over every row and the report's own findings."""
+        return sum(f.severity == severity for f in (*self.findings, *(f for r in self.rows for f in r.findings)))
 
     def row(self, name: str) -> CertRow:
         for r in self.rows:
@@ -153,7 +171,8 @@ class CheckReport:
         raise KeyError(f"no row {name!r} (have: {', '.join(r.name for r in self.rows)})")
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "min_days": self.min_days, "notes": list(self.notes),
+        return {"ok": self.ok, "clean": self.clean, "errors": self.count("error"),
+                "warnings": self.count("warning"), "min_days": self.min_days, "notes": list(self.notes),
                 "findings": [f.to_json() for f in self.findings], "certs": [r.to_json() for r in self.rows]}
 
 
@@ -219,8 +238,13 @@ def _common_findings(cert: x509.Certificate, at: dt.datetime, min_days: int) -> 
 
 
 def _lint_findings(cert: x509.Certificate, issuer: x509.Certificate | None) -> list[Finding]:
+    """pkilint's findings, at most warnings: what breaks a handshake or the trust (EKU, CA:TRUE, the path, names,
+    dates, keys, hashes) is judged by the checks above with the consumer's own rules; lint is RFC-conformance that
+    TLS stacks accept, e.g. keyEncipherment on an EC key (RFC 8813 §3 forbids it; many enterprise CAs set it; an
+    OpenSSL handshake and cryptography's verifier accept such a cert: tests/unit/test_certcheck_severity.py)."""
     found = lint_cert(cert) + (lint_signer_signee(issuer, cert) if issuer is not None else [])
-    return [Finding(f"lint:{f.code}", f.severity, f"pkilint: {f.message}") for f in found]
+    return [Finding(f"lint:{f.code}", "warning" if f.severity == "error" else f.severity, f"pkilint: {f.message}")
+            for f in found]
 
 
 def check_ca(

@@ -82,11 +82,18 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def new_key(key_type: KeyType, rsa_bits: int = 2048) -> PrivateKey:
-    """ECDSA P-256 (fast: ~0.1 ms) or RSA (``rsa_bits``; 2048 takes tens of ms)."""
+#: EC curves by key size (the NIST curves TLS stacks accept)
+_CURVES: dict[int, ec.EllipticCurve] = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
+
+
+def new_key(key_type: KeyType, rsa_bits: int = 2048, *, size: int | None = None) -> PrivateKey:
+    """ECDSA (P-256 by default, fast: ~0.1 ms) or RSA (``rsa_bits``; 2048 takes tens of ms). ``size`` overrides the
+    RSA modulus or picks the EC curve (256, 384 or 521)."""
     if key_type == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-    return ec.generate_private_key(ec.SECP256R1())
+        return rsa.generate_private_key(public_exponent=65537, key_size=size or rsa_bits)
+    if size is not None and size not in _CURVES:
+        raise ValueError(f"EC key size {size}: use 256, 384 or 521 (P-256, P-384, P-521)")
+    return ec.generate_private_key(_CURVES[size or 256])
 
 
 def _name(common_name: str, organization: str) -> x509.Name:
@@ -99,8 +106,15 @@ def _name(common_name: str, organization: str) -> x509.Name:
 
 
 def _general_names(sans: tuple[str, ...]) -> list[x509.GeneralName]:
+    """DNS names and IP addresses; ``URI:<uri>`` and ``email:<address>`` for those SAN types."""
     out: list[x509.GeneralName] = []
     for san in sans:
+        if san.startswith("URI:"):
+            out.append(x509.UniformResourceIdentifier(san[4:]))
+            continue
+        if san.startswith("email:"):
+            out.append(x509.RFC822Name(san[6:]))
+            continue
         try:
             out.append(x509.IPAddress(ipaddress.ip_address(san)))
         except ValueError:
@@ -195,14 +209,19 @@ def issue_ca(
     path_length: int | None = None,
     organization: str = "Contoso",
     days: int | None = None,
+    subject: x509.Name | None = None,
+    key: PrivateKey | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> Signed:
-    """A root (``parent=None``, self-signed) or an intermediate under ``parent``."""
-    key = new_key(key_type)
-    start = now() - CA_BACKDATE
+    """A root (``parent=None``, self-signed) or an intermediate under ``parent``. ``subject``, ``key`` and the
+    validity window override the harness's profile (the shadow PKI copies them from a real CA)."""
+    key = key if key is not None else new_key(key_type)
+    start = not_before if not_before is not None else now() - CA_BACKDATE
     days = days if days is not None else (CA_DAYS if parent is None else INTERMEDIATE_DAYS)
-    subject = _name(common_name, organization)
-    end = start + dt.timedelta(days=days)
-    if parent is not None:  # an intermediate never outlives its issuer
+    subject = subject if subject is not None else _name(common_name, organization)
+    end = not_after if not_after is not None else start + dt.timedelta(days=days)
+    if parent is not None and not_after is None:  # an intermediate never outlives its issuer
         end = min(end, parent.cert.not_valid_after_utc)
     b = _builder(
         subject=subject,
@@ -245,15 +264,20 @@ def issue_leaf(
     serial: int | None = None,
     is_ca: bool = False,
     hash_algorithm: Literal["sha256", "sha1"] = "sha256",
+    subject: x509.Name | None = None,
+    eku_oids: tuple[x509.ObjectIdentifier, ...] | None = None,
+    exact_sans: bool = False,
 ) -> Signed:
     """An end-entity certificate. ``issuer=None`` makes it self-signed (the "self-signed" fault).
 
     ``is_ca=True`` (the "ca-as-leaf" fault) marks it CA:TRUE with keyCertSign, everything else unchanged.
+    ``subject`` replaces O=<organization>,CN=<common_name>; ``eku_oids`` replaces the EKUs ``usages`` imply (``()``:
+    no EKU extension). Empty ``sans`` put the common name in the SAN unless ``exact_sans`` (then: no SAN).
     """
     key = key if key is not None else new_key(key_type)
     start = not_before if not_before is not None else now() - BACKDATE
     end = not_after if not_after is not None else start + dt.timedelta(days=LEAF_DAYS)
-    subject = _name(common_name, organization)
+    subject = subject if subject is not None else _name(common_name, organization)
     b = _builder(
         subject=subject,
         issuer=issuer.cert.subject if issuer else subject,
@@ -279,10 +303,12 @@ def issue_leaf(
         ),
         critical=True,
     )
-    if usages:
-        b = b.add_extension(x509.ExtendedKeyUsage([_EKU[u] for u in usages]), critical=False)
-    names = sans or (common_name,)
-    b = b.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+    ekus = list(eku_oids) if eku_oids is not None else [_EKU[u] for u in usages]
+    if ekus:
+        b = b.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+    names = sans or (() if exact_sans else (common_name,))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
     signer = issuer.key if issuer else key
     cert = b.sign(signer, hashes.SHA256())
     if hash_algorithm == "sha1":

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.errors import InputError, UsageError
+from harness.errors import InputError, UsageError, need_extra
 from harness.model.topology import Ingress, K8sSecret, Topology
 
 if TYPE_CHECKING:
@@ -431,6 +431,7 @@ def dump_manifests(docs: Sequence[dict[str, Any]]) -> str:
 
 
 def _supported_versions() -> list[str]:
+    need_extra("kind", "validating Kubernetes manifests")
     from kubernetes_validate.utils import all_versions
 
     minors = {".".join(v.split(".")[:2]) for v in all_versions()}
@@ -483,6 +484,7 @@ def validate_manifests(docs: Sequence[Any], k8s_version: str = K8S_VERSION) -> l
 
     Returns one line per invalid document (``Kind/namespace/name: path: problem``); an empty list means all pass.
     """
+    need_extra("kind", "validating Kubernetes manifests")
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 

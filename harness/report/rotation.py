@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from harness.errors import UsageError
+from harness.errors import UsageError, need_extra
 
 if TYPE_CHECKING:
     from harness.rotation.rehearsal import RehearsalResult
@@ -36,6 +36,7 @@ def _bin_width(duration: float) -> float:
 
 def plot_timeline(result: RehearsalResult, path: Path) -> Path:
     """Requests/s and failures/s over time, steps marked; PNG or SVG by ``path``'s suffix."""
+    need_extra("plot", "the rotation timeline plot")
     import matplotlib
 
     matplotlib.use("Agg")  # no display here, and no GUI toolkit wanted

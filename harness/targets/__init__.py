@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import UsageError, need_extra
 from harness.model.topology import KeyType, Topology, default_topology
 from harness.targets.base import TARGET_NAMES, HopEndpoint, RunningChain, Target
 
@@ -15,6 +15,8 @@ def open_target(name: str, *, topology: Topology | None = None, key_type: KeyTyp
                 **options: Any) -> Target:
     """The target called ``name``, ready to be entered with ``with``."""
     topology = topology or default_topology(key_type)
+    if name in ("containers", "kind", "azure"):  # heavy SDKs come as extras: one line with the pip command
+        need_extra(name, f"the {name} target")
     if name == "local":
         from harness.targets.local import LocalTarget
 

@@ -87,11 +87,17 @@ def test_check_json_lists_findings_by_code_without_key_material(capsys: pytest.C
     assert "key.pem" not in out
 
 
-def test_min_days_beyond_the_leaf_lifetime_exits_1(capsys: pytest.CaptureFixture[str], pki_set: CertSet) -> None:
+def test_min_days_beyond_the_leaf_lifetime_warns_and_fails_only_with_strict(capsys: pytest.CaptureFixture[str],
+                                                                           pki_set: CertSet) -> None:
     code, out, _ = run(capsys, "check", pki_set.directory, "--min-days", "1000", "--json")
-    assert code == 1
-    codes = {f["code"] for r in json.loads(out)["certs"] for f in r["findings"]}
-    assert "expires-soon" in codes
+    assert code == 0
+    report = json.loads(out)
+    found = {(f["code"], f["severity"]) for r in report["certs"] for f in r["findings"]}
+    assert ("expires-soon", "warning") in found
+    assert report["errors"] == 0
+    assert report["warnings"] >= 7  # every leaf has < 1000 days left
+    strict, _, _ = run(capsys, "check", pki_set.directory, "--min-days", "1000", "--json", "--strict")
+    assert strict == 1
 
 
 # --- check one certificate --------------------------------------------------------------------------------------
