@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib.util
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -138,7 +139,7 @@ def render_manifests(
     an Ingress whose backend is not the echo pod, a duplicate object) and :class:`~harness.errors.InputError` for a
     cert file that cannot be read.
     """
-    _check_version(k8s_version)
+    _check_version(k8s_version, need_schemas=False)
     if not echo_image or any(c.isspace() for c in echo_image):
         raise UsageError(f"echo image {echo_image!r} is not an image reference — pass e.g. {ECHO_IMAGE!r}")
     _check_model(topology)
@@ -438,11 +439,14 @@ def _supported_versions() -> list[str]:
     return sorted(minors, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
-def _check_version(version: str) -> str:
-    """``1.35`` for ``1.35``, ``v1.35`` or ``1.35.8`` if kubernetes-validate has schemas for it; else a UsageError."""
+def _check_version(version: str, *, need_schemas: bool = True) -> str:
+    """``1.35`` for ``1.35``, ``v1.35`` or ``1.35.8`` if kubernetes-validate has schemas for it; else a UsageError.
+    Without ``need_schemas`` (rendering, not validating) only the form is checked when the kind extra is missing."""
     m = _VERSION.match(version) if isinstance(version, str) else None
-    supported = _supported_versions()
     minor = f"{m.group(1)}.{m.group(2)}" if m else None
+    if not need_schemas and minor is not None and importlib.util.find_spec("kubernetes_validate") is None:
+        return minor
+    supported = _supported_versions()
     if minor is None or minor not in supported:
         raise UsageError(
             f"Kubernetes version {version!r} is not one kubernetes-validate has schemas for — use a minor version "
