@@ -26,7 +26,7 @@ from harness.model.topology import HOPS, default_topology
 from harness.targets.containers import ContainersTarget
 from harness.targets.docker import HOP_PORT, LABEL_HOP, LABEL_PID, LABEL_RUN
 
-pytestmark = pytest.mark.needs_docker
+pytestmark = pytest.mark.mtls_needs_docker
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from harness.cases.model import Case
 from harness.cli.main import main
 from harness.probe.outcomes import ok
 
-needs_chain = pytest.mark.needs_chain
+needs_chain = pytest.mark.mtls_needs_chain
 
 #: two cases, one per TLS version: ``-k`` matches the test names, i.e. the ids with "_"
 SUBSET = "ingress_rejects_missing_client_cert"
@@ -138,7 +138,7 @@ def test_run_with_require_tools_turns_a_missing_tool_into_a_failure(capsys: pyte
                                                                      tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTLS_HARNESS_NGINX", str(tmp_path / "no-nginx-here"))
-    code, _, _ = run(capsys, "-k", SUBSET, "--report", tmp_path / "out", "--", "--require-tools")
+    code, _, _ = run(capsys, "-k", SUBSET, "--report", tmp_path / "out", "--", "--mtls-require-tools")
     assert code == 1
     assert {c["result"] for c in _results(tmp_path / "out")["cases"]} == {"error"}
 
