@@ -70,8 +70,10 @@ def test_the_plugins_own_names_are_all_prefixed(pytester: pytest.Pytester) -> No
     assert all(name.startswith("--mtls-") for name in names), names
     markers = [line.split(":")[0] for line in config.getini("markers")]
     ours = [m for m in markers if m.startswith("mtls_") or m in ("e2e", "needs_root", "needs_chain", "needs_docker")]
-    assert ours and all(m.startswith("mtls_") for m in ours), ours
+    assert ours, "the plugin registered no markers"
+    assert all(m.startswith("mtls_") for m in ours), ours
     fixtures = config.pluginmanager.get_plugin("mtls_harness")
     declared = [n for n in dir(fixtures) if hasattr(getattr(fixtures, n), "_pytestfixturefunction")
                 or type(getattr(fixtures, n)).__name__ == "FixtureFunctionDefinition"]
-    assert declared and all(n.startswith("mtls_") for n in declared), declared
+    assert declared, "no fixture found in the plugin"
+    assert all(n.startswith("mtls_") for n in declared), declared
