@@ -156,19 +156,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 _PROCESS_MARK = pytest.StashKey[int]()
+#: pytest sessions running in this process now (a pytester session runs inside another one)
+_SESSIONS: list[pytest.Session] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_PROCESS_MARK] = process_mark()
+    _SESSIONS.append(session)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture of THIS session left running is stopped here (a nested session, e.g.
     pytester's, leaves the outer session's chains alone)."""
     stop_all(since=session.config.stash.get(_PROCESS_MARK, 0))
+    outermost = _SESSIONS[:1] == [session]
+    with contextlib.suppress(ValueError):
+        _SESSIONS.remove(session)
     # --mtls-isolate and namespace tests: chains, runners, captures, then this run's namespaces (only names with its
-    # prefix)
-    if "harness.isolation.netns" in sys.modules:
+    # prefix) — by the outermost session only: the namespaces and isolated chains of a run are not told apart per
+    # session, so a nested one would sweep its parent's (found by running tests/unit in a random order)
+    if outermost and "harness.isolation.netns" in sys.modules:
         from harness.targets.isolated import stop_all_isolated
 
         stop_all_isolated()
