@@ -220,6 +220,13 @@ class ReportCollector:
             report.mtls = facts  # type: ignore[attr-defined]
         return report
 
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        """Each item's place in the collection as collected — before any plugin reorders the run (pytest-randomly
+        shuffles ``session.items``), so the report's order does not depend on the run's order."""
+        positions = self._positions if self._positions is not None else {}
+        positions.setdefault(item.nodeid, len(positions))
+        self._positions = positions
+
     def _position(self, item: pytest.Item) -> int:
         """The item's place in the collection (the same in every xdist worker): the report's order after the
         catalogue's."""
