@@ -13,14 +13,16 @@ run: setup  ## the main job: the handshake suite on the local target, with a rep
 # no process started, seconds; tests/integration: real nginx, Envoy, Docker, namespaces) and the handshake suite on
 # the local target, then the handshake suite on the containers target (needs Docker) and with every hop in its own
 # network namespace (needs root); without Docker or root those two skip with the reason (CI sets
-# MTLS_HARNESS_REQUIRE_TOOLS=1: they must run)
+# MTLS_HARNESS_REQUIRE_TOOLS=1: they must run, and a case that skips for a reason its target did not declare fails).
+# Every pytest run is in a random order (pytest-randomly, a dev extra): the seed is printed in the header
+# ("Using --randomly-seed=N"); reproduce an order with `pytest -p randomly --randomly-seed=N ...`.
 test: lint test-local test-selftest test-containers test-isolated
 
 test-unit: setup
-	$(PY) -m pytest -n 2 tests/unit
+	$(PY) -m pytest -p randomly -n 2 tests/unit
 
 test-local: setup
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -p randomly -n 2 tests
 
 # the self-test: every mutant of harness/selftest/mutants.py on the local chain must be caught by the case catalogue;
 # --allow-pending: a mutant whose pending note names the case it waits for may survive (and fails once it is caught)
@@ -30,10 +32,10 @@ test-selftest: setup
 test-containers: setup
 	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \
 	else echo "test-containers: no Docker engine reachable — the containers cases will skip"; fi
-	$(PY) -m pytest -n 2 tests/e2e --target containers
+	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-target containers
 
 test-isolated: setup
-	$(PY) -m pytest -n 2 tests/e2e --isolate
+	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-isolate
 
 lint: setup
 	.venv/bin/ruff check .

@@ -1,13 +1,29 @@
 """pytest plugin: options, markers and fixtures (thin wrappers over the library; everything works outside pytest too).
 
+Installed with the package (``pytest11`` entry point), so it loads in every pytest session of the venv it is
+installed in: it claims only ``mtls``-prefixed names, so it cannot collide with a project's own options, fixtures or
+markers (``tests/integration/test_plugin_names.py`` runs it next to a project with its own ``--target`` and ``chain``).
+There are no short aliases: pytest refuses a second ``--target`` with an error at start-up, and a plugin cannot know
+which names a project's conftest adds later. (``mtls-harness run`` has its own ``--target``: that command line is ours.)
+
+Options: ``--mtls-target``, ``--mtls-key-type``, ``--mtls-require-tools``, ``--mtls-isolate``, ``--mtls-report``.
+Markers: ``mtls_e2e``, ``mtls_needs_root``, ``mtls_needs_chain``, ``mtls_needs_docker``, ``mtls_needs_azure``,
+``mtls_needs_kind``.
+
 Fixtures, in layers (override the settings ones in a conftest.py):
 
-- ``mtls_target_name`` / ``mtls_key_type`` (session): settings from ``--target`` / ``--key-type``;
+- ``mtls_target_name`` / ``mtls_key_type`` (session): settings from ``--mtls-target`` / ``--mtls-key-type``;
 - ``mtls_topology`` (session): the topology the session's chain runs (default: :func:`default_topology`);
-- ``cert_set`` (session): the generated cert set for that topology, cached on disk across runs;
-- ``chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end;
-- ``chain_for`` (session): ``chain_for(variant_topology)`` → a running variant chain, started on demand and kept
-  while it is among the few most recently used, so a variant costs one start however many cases use it.
+- ``mtls_cert_set`` (session): the generated cert set for that topology, cached on disk across runs;
+- ``mtls_chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end;
+- ``mtls_chain_for`` (session): ``mtls_chain_for(variant_topology)`` → a running variant chain, started on demand
+  and kept while it is among the few most recently used, so a variant costs one start however many cases use it.
+  On a read-only target (attach, azure) it skips the test with the target's reason; a handle to a variant that has
+  since been evicted refuses to probe (:class:`~harness.targets.base.EvictedChainError`).
+
+A test that uses ``mtls_chain``/``mtls_chain_for`` and meets a hop the runner cannot reach (``Unavailable``) skips
+with the reason — *by design* when the target declared it, else (a hop the target did not declare missing) it fails
+under ``--mtls-require-tools`` like any undeclared skip.
 """
 
 from __future__ import annotations
@@ -17,25 +33,26 @@ import os
 import shutil
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError, ToolMissingError, UsageError
+from harness.errors import HarnessError, ToolMissingError, Unavailable, UsageError
 from harness.model.topology import Topology, default_topology
+from harness.report.collect import skip_case
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 
 __all__ = ["MARKERS", "VariantChains", "require_chain_components"]
 
 MARKERS = {
-    "e2e": "a handshake case run against a live chain on the selected --target",
-    "needs_root": "needs root (network namespaces, captures); skipped otherwise",
-    "needs_chain": "needs nginx and Envoy to run the local chain; skipped otherwise",
-    "needs_docker": "needs a reachable Docker engine; skipped otherwise",
-    "needs_azure": "runs only with --target azure",
-    "needs_kind": "runs only with --target kind",
+    "mtls_e2e": "a handshake case run against a live chain on the selected --mtls-target",
+    "mtls_needs_root": "needs root (network namespaces, captures); skipped otherwise",
+    "mtls_needs_chain": "needs nginx and Envoy to run the local chain; skipped otherwise",
+    "mtls_needs_docker": "needs a reachable Docker engine; skipped otherwise",
+    "mtls_needs_azure": "runs only with --mtls-target azure",
+    "mtls_needs_kind": "runs only with --mtls-target kind",
 }
 
 #: how many variant chains stay up at once (each is four processes)
@@ -44,13 +61,15 @@ VARIANT_CACHE = 3
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mtls-harness", "mTLS chain harness")
-    group.addoption("--target", choices=TARGET_NAMES, default=os.environ.get("MTLS_HARNESS_TARGET", "local"),
+    group.addoption("--mtls-target", choices=TARGET_NAMES, default=os.environ.get("MTLS_HARNESS_TARGET", "local"),
                     help="where the chain runs: local (default), containers, kind, azure, attach")
-    group.addoption("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
+    group.addoption("--mtls-key-type", choices=("ecdsa", "rsa"), default="ecdsa",
                     help="key type of the generated cert set (default: ecdsa)")
-    group.addoption("--require-tools", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_REQUIRE_TOOLS")),
-                    help="fail instead of skipping when root, Docker, nginx or Envoy is missing (CI sets this)")
-    group.addoption("--isolate", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_ISOLATE")),
+    group.addoption("--mtls-require-tools", action="store_true",
+                    default=bool(os.environ.get("MTLS_HARNESS_REQUIRE_TOOLS")),
+                    help="fail instead of skipping when root, Docker, nginx or Envoy is missing, or when a case skips "
+                         "for a reason its target did not declare (CI sets MTLS_HARNESS_REQUIRE_TOOLS)")
+    group.addoption("--mtls-isolate", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_ISOLATE")),
                     help="local target only: every hop in its own network namespace, every probe inside a namespace "
                          "with no default route (Linux, root; docs/isolation.md)")
     group.addoption("--mtls-chain", metavar="FILE", default=os.environ.get("MTLS_HARNESS_CHAIN") or None,
@@ -63,8 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    if config.getoption("--isolate", False) and config.getoption("--target", "local") != "local":
-        raise pytest.UsageError("--isolate runs the local target in network namespaces — use it with --target local")
+    if config.getoption("--mtls-isolate", False) and config.getoption("--mtls-target", "local") != "local":
+        raise pytest.UsageError("--mtls-isolate runs the local target in network namespaces — use it with "
+                                "--mtls-target local")
     if config.getoption("--mtls-report", None):
         from harness.report.collect import install
 
@@ -87,14 +107,15 @@ def _docker_reachable() -> bool:
 
 
 def _missing(config: pytest.Config, reason: str) -> None:
-    """Skip with ``reason`` — or fail when --require-tools says the environment must have everything."""
-    if config.getoption("--require-tools"):
-        pytest.fail(f"{reason} (--require-tools is set, so this is an error, not a skip)", pytrace=False)
+    """Skip with ``reason`` — or fail when --mtls-require-tools says the environment must have everything."""
+    if config.getoption("--mtls-require-tools"):
+        pytest.fail(f"{reason} (--mtls-require-tools is set, so this is an error, not a skip)", pytrace=False)
     pytest.skip(reason)
 
 
 def require_chain_components(config: pytest.Config) -> None:
-    """Skip (or fail, with --require-tools) unless nginx and Envoy are installed: for fixtures that start a chain."""
+    """Skip (or fail, with --mtls-require-tools) unless nginx and Envoy are installed: for fixtures that start a
+    chain."""
     from harness.runtime.binaries import missing_chain_components
 
     missing = missing_chain_components()
@@ -104,39 +125,60 @@ def require_chain_components(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     config = item.config
-    target = config.getoption("--target")
-    if item.get_closest_marker("needs_root") and os.geteuid() != 0:
+    target = config.getoption("--mtls-target")
+    if item.get_closest_marker("mtls_needs_root") and os.geteuid() != 0:
         _missing(config, "needs root (network namespaces / packet capture): run as root or with sudo")
-    if item.get_closest_marker("needs_chain"):
+    if item.get_closest_marker("mtls_needs_chain"):
         require_chain_components(config)
-    if item.get_closest_marker("needs_docker") and not _docker_reachable():
+    if item.get_closest_marker("mtls_needs_docker") and not _docker_reachable():
         _missing(config, "needs a running Docker engine (apt-get install docker.io; dockerd)")
-    if item.get_closest_marker("needs_azure") and target != "azure":
-        pytest.skip("runs only with --target azure")
-    if item.get_closest_marker("needs_kind") and target != "kind":
-        pytest.skip("runs only with --target kind")
+    if item.get_closest_marker("mtls_needs_azure") and target != "azure":
+        pytest.skip("runs only with --mtls-target azure")
+    if item.get_closest_marker("mtls_needs_kind") and target != "kind":
+        pytest.skip("runs only with --mtls-target kind")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A test on a live chain that meets something its target cannot give (an unreachable hop, a fault the attach
+    config cannot make) skips with the reason; an undeclared one fails under --mtls-require-tools."""
+    try:
+        return (yield)
+    except Unavailable as exc:
+        if not {"mtls_chain", "mtls_chain_for"} & set(getattr(item, "fixturenames", ())):
+            raise
+        skip_case(item, str(exc), declared=getattr(exc, "declared", True))
+        raise  # pragma: no cover - skip_case raises
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``."""
     if "mtls_target" in metafunc.fixturenames:
-        target = metafunc.config.getoption("--target")
+        target = metafunc.config.getoption("--mtls-target")
         metafunc.parametrize("mtls_target", [target], ids=[target], scope="session")
 
 
 _PROCESS_MARK = pytest.StashKey[int]()
+#: pytest sessions running in this process now (a pytester session runs inside another one)
+_SESSIONS: list[pytest.Session] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_PROCESS_MARK] = process_mark()
+    _SESSIONS.append(session)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: whatever a failing fixture of THIS session left running is stopped here (a nested session, e.g.
     pytester's, leaves the outer session's chains alone)."""
     stop_all(since=session.config.stash.get(_PROCESS_MARK, 0))
-    # --isolate and namespace tests: chains, runners, captures, then this run's namespaces (only names with its prefix)
-    if "harness.isolation.netns" in sys.modules:
+    outermost = _SESSIONS[:1] == [session]
+    with contextlib.suppress(ValueError):
+        _SESSIONS.remove(session)
+    # --mtls-isolate and namespace tests: chains, runners, captures, then this run's namespaces (only names with its
+    # prefix) — by the outermost session only: the namespaces and isolated chains of a run are not told apart per
+    # session, so a nested one would sweep its parent's (found by running tests/unit in a random order)
+    if outermost and "harness.isolation.netns" in sys.modules:
         from harness.targets.isolated import stop_all_isolated
 
         stop_all_isolated()
@@ -147,12 +189,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def mtls_target_name(request: pytest.FixtureRequest) -> str:
-    return str(request.config.getoption("--target"))
+    return str(request.config.getoption("--mtls-target"))
 
 
 @pytest.fixture(scope="session")
 def mtls_key_type(request: pytest.FixtureRequest) -> str:
-    return str(request.config.getoption("--key-type"))
+    return str(request.config.getoption("--mtls-key-type"))
 
 
 _CHAIN_KEY = pytest.StashKey[Any]()
@@ -181,7 +223,7 @@ def mtls_topology(request: pytest.FixtureRequest, mtls_key_type: str) -> Topolog
 
 
 @pytest.fixture(scope="session")
-def cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> Any:
+def mtls_cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> Any:
     from harness.pki.certset import cert_set_for
 
     loaded = _chain_file(request.config)
@@ -189,11 +231,11 @@ def cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> Any:
 
 
 def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
-    """The selected target; with --isolate the local chain in network namespaces (skips where it cannot run)."""
+    """The selected target; with --mtls-isolate the local chain in network namespaces (skips where it cannot run)."""
     loaded = _chain_file(config)
     own = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
                                        and topology.pki == loaded.topology.pki) else {}
-    if not config.getoption("--isolate"):
+    if not config.getoption("--mtls-isolate"):
         try:
             return open_target(name, topology=topology, **own)
         except ToolMissingError as exc:  # e.g. the target's extra is not installed: skip with the pip command
@@ -221,7 +263,8 @@ def _enter(config: pytest.Config, target: Any) -> RunningChain:
 
 
 @pytest.fixture(scope="session")
-def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: Topology) -> Iterator[RunningChain]:
+def mtls_chain(request: pytest.FixtureRequest, mtls_target_name: str,
+               mtls_topology: Topology) -> Iterator[RunningChain]:
     """The running chain on the selected target, shared by the whole session (per xdist worker)."""
     target = _open_target(request.config, mtls_target_name, mtls_topology)
     running = _enter(request.config, target)
@@ -233,30 +276,52 @@ def chain(request: pytest.FixtureRequest, mtls_target_name: str, mtls_topology: 
 
 class VariantChains:
     """Variant chains started on demand; with more than ``size`` up, the least recently used one is turned into the
-    new variant by ``reconfigure`` (local target, with or without --isolate: only the hops that differ restart, an
+    new variant by ``reconfigure`` (local target, with or without --mtls-isolate: only the hops that differ restart, an
     ingress-only change is an nginx hot reload) or stopped (other targets: the containers target's reconfigure
-    restarts all four containers for anything but an ingress change, and was not measured against the suite)."""
+    restarts all four containers for anything but an ingress change, and was not measured against the suite).
 
-    def __init__(self, config: pytest.Config, target_name: str, size: int = VARIANT_CACHE) -> None:
+    The handle of an evicted variant is retired (:meth:`RunningChain.evict`): it refuses to probe, instead of probing
+    a process that now runs another variant. ``base``: the session's chain — asked for its own topology, it is
+    returned; on a read-only base (attach, azure) any other variant skips the test with the target's reason instead
+    of handing back the unchanged chain as if it were the variant."""
+
+    def __init__(self, config: pytest.Config, target_name: str, size: int = VARIANT_CACHE, *,
+                 base: RunningChain | None = None, node: pytest.Item | None = None) -> None:
         self._config = config
         self._target_name = target_name
         self._size = size
+        self._base = base
+        #: the test calling it now (a skip is accounted to it)
+        self.node = node
         self._up: OrderedDict[str, tuple[Any, RunningChain]] = OrderedDict()
 
     def __call__(self, topology: Topology) -> RunningChain:
+        base = self._base
+        if base is not None and topology == base.topology:
+            return base
+        if base is not None and not base.mutable:
+            reason = base.limits.read_only
+            why = reason or f"the {base.target} chain is read-only, and its target did not declare it"
+            skip_case(self.node, why, declared=reason is not None)
         key = repr(topology)
         if key in self._up:
             self._up.move_to_end(key)
             return self._up[key][1]
         while len(self._up) >= self._size:
-            _, (old, _) = self._up.popitem(last=False)
+            _, (old, old_chain) = self._up.popitem(last=False)
             if self._target_name == "local" and len(self._up) < self._size:
+                old_chain.evict(self._evicted("reconfigured into another variant"))
                 return self._reuse(old, key, topology)
+            old_chain.evict(self._evicted("stopped"))
             old.__exit__(None, None, None)
         target = _open_target(self._config, self._target_name, topology)
         running = _enter(self._config, target)
         self._up[key] = (target, running)
         return running
+
+    def _evicted(self, what: str) -> str:
+        return (f"this handle is for a variant chain that mtls_chain_for has since {what} (only {self._size} variants "
+                "stay up at once) — call mtls_chain_for(topology) again for a handle to a running chain")
 
     def _reuse(self, target: Any, key: str, topology: Topology) -> RunningChain:
         try:
@@ -271,16 +336,29 @@ class VariantChains:
 
     def close(self) -> None:
         while self._up:
-            _, (target, _) = self._up.popitem()
+            _, (target, running) = self._up.popitem()
+            running.evict(self._evicted("stopped at the end of the session"))
             with contextlib.suppress(Exception):
                 target.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
-def chain_for(request: pytest.FixtureRequest, mtls_target_name: str) -> Iterator[Callable[[Topology], RunningChain]]:
-    """``chain_for(topology)`` → a running chain for a variant topology (started once, reused while recent)."""
-    variants = VariantChains(request.config, mtls_target_name)
+def mtls_variants(request: pytest.FixtureRequest, mtls_target_name: str,
+                  mtls_chain: RunningChain) -> Iterator[VariantChains]:
+    """The session's variant chains (use :func:`mtls_chain_for`)."""
+    variants = VariantChains(request.config, mtls_target_name, base=mtls_chain)
     try:
         yield variants
     finally:
         variants.close()
+
+
+@pytest.fixture
+def mtls_chain_for(request: pytest.FixtureRequest,
+                   mtls_variants: VariantChains) -> Iterator[Callable[[Topology], RunningChain]]:
+    """``mtls_chain_for(topology)`` → a running chain for a variant topology (started once, reused while recent)."""
+    mtls_variants.node = request.node if isinstance(request.node, pytest.Item) else None
+    try:
+        yield mtls_variants
+    finally:
+        mtls_variants.node = None

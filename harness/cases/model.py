@@ -32,7 +32,16 @@ CERT_ERROR = "The SSL certificate error"
 
 class Skip(Exception):
     """The case cannot run on this target (the reason says why); the suite turns it into a skip. A target that
-    cannot give what a case asks for raises :class:`harness.errors.Unavailable`; :func:`run_case` turns it into this."""
+    cannot give what a case asks for raises :class:`harness.errors.Unavailable`; :func:`run_case` turns it into this.
+
+    ``declared``: the target declared this limit (its :class:`~harness.targets.base.ChainLimits`, or an
+    ``Unavailable`` the target raised itself) — a skip *by design*. An undeclared skip (a hop missing that the target
+    did not declare missing, a read-only chain that did not say so) fails the run under ``--mtls-require-tools``."""
+
+    def __init__(self, reason: str, *, declared: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.declared = declared
 
 
 @dataclass(frozen=True)
@@ -72,18 +81,19 @@ def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Ru
     """Run ``case`` on ``chain`` (or on ``chain_for(variant)``); raise :class:`Skip` if the target cannot."""
     try:
         return _run(case, chain, chain_for)
-    except Unavailable as exc:
-        raise Skip(str(exc)) from None
+    except Unavailable as exc:  # the target itself said it cannot (an unreachable hop says whether it declared it)
+        raise Skip(str(exc), declared=getattr(exc, "declared", True)) from None
 
 
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
     if case.variant is not None:
         if not chain.mutable:
-            raise Skip(f"needs to change the chain ({case.column}); the {chain.target} target is read-only")
+            declared = chain.limits.read_only
+            raise Skip(declared or f"needs to change the chain ({case.column}), and the {chain.target} chain is "
+                       "read-only without the target declaring it", declared=declared is not None)
         chain = chain_for(case.variant(chain.topology))
     hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
-    if hop not in chain.endpoints:
-        raise Skip(f"the {hop} hop is not reachable from this runner on the {chain.target} target")
+    chain.endpoint(hop)  # HopUnreachable (an Unavailable) when the runner cannot reach it
     kwargs: dict[str, Any] = dict(case.probe)
     identity = case.identity
     if case.via == "chain":

@@ -2,9 +2,13 @@
 
     mtls-harness run [--target local] [-n auto|N] [--report DIR] [-k EXPR] [-- PYTEST_ARGS...]
 
-It runs ``tests/e2e`` of the checkout the harness is used from (pytest's own progress, quiet), prints the matrix,
+It runs the handshake suite that ships inside the package (``harness/suite``: the catalogue's cases and, on
+``--target azure``, the posture checks) — from any directory, installed from a wheel or from a checkout — with
+pytest's own progress (quiet), prints the matrix and the skip accounting ("N of M ran on T, K skipped by design"),
 and writes ``DIR/junit.xml``, ``DIR/results.json`` and ``DIR/index.html`` (default ``DIR``: ``reports``). The
 report comes from the same collector ``pytest tests/e2e --mtls-report DIR`` uses, so both give the same results.
+``--target`` here is this command's own option; pytest gets it as ``--mtls-target`` (the plugin claims only
+``mtls``-prefixed names).
 
 Exit codes: 0 every selected case passed; 1 a case failed or errored, no case was selected, or every selected case was
 skipped (a run that proved nothing is not a success); 2 bad input (an option, a report path that is a file, no suite
@@ -26,12 +30,12 @@ from harness.targets.base import TARGET_NAMES
 
 __all__ = ["SUITE", "cmd_run", "find_suite", "pytest_argv", "register"]
 
-#: where the handshake suite lives, relative to a checkout
-SUITE = Path("tests") / "e2e"
+#: the suite's modules inside the package (harness/suite), in the order pytest gets them
+SUITE = ("test_handshakes.py", "test_posture.py")
 _EXAMPLES = """examples:
   mtls-harness run                              every case on the local target, report in reports/
   mtls-harness run -n auto -k ingress           the ingress cases, one chain per CPU
-  mtls-harness run --report out -- --require-tools -x
+  mtls-harness run --report out -- --mtls-require-tools -x
                                                 extra pytest options after --"""
 
 
@@ -46,8 +50,9 @@ def register(subparsers: Any) -> None:
     """Add ``run`` to the main CLI's subparsers."""
     run = subparsers.add_parser(
         "run", help="run the handshake suite and write the report (matrix, JUnit XML, results.json, HTML)",
-        description="Run the e2e handshake suite (tests/e2e of this checkout) through pytest, print the hop × case\n"
-                    "matrix and write DIR/junit.xml, DIR/results.json and DIR/index.html.\n"
+        description="Run the e2e handshake suite (it ships inside the package: works from any directory) through\n"
+                    "pytest, print the hop × case matrix and write DIR/junit.xml, DIR/results.json and\n"
+                    "DIR/index.html.\n"
                     "Exit 0: all passed; 1: a case failed, or nothing ran; 2: bad input.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
@@ -61,19 +66,20 @@ def register(subparsers: Any) -> None:
     add_config_option(run)
     add_chain_option(run)
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
-                     help="anything after -- goes to pytest unchanged (e.g. -- --require-tools -x)")
+                     help="anything after -- goes to pytest unchanged (e.g. -- --mtls-require-tools -x)")
     run.set_defaults(func=cmd_run)
 
 
-def find_suite(start: Path | None = None) -> Path:
-    """``tests/e2e`` of the checkout: the one next to this package, else under ``start`` (the current directory)."""
-    checkout = Path(__file__).resolve().parents[2]
-    candidates = [checkout / SUITE, (start or Path.cwd()).resolve() / SUITE]
-    for suite in candidates:
-        if (suite / "test_handshakes.py").is_file():
-            return suite
-    raise UsageError(f"the handshake suite was not found (looked for {' and '.join(str(c) for c in candidates)}) — "
-                     "run mtls-harness from a checkout of the repository (pip install -e .), or cd into one")
+def find_suite() -> list[Path]:
+    """The suite's module files inside the installed package (``harness/suite``), wherever it is installed."""
+    spec = importlib.util.find_spec("harness.suite")
+    folder = Path(next(iter(spec.submodule_search_locations or ()), "")) if spec is not None else None
+    files = [folder / name for name in SUITE] if folder is not None else []
+    if not files or not all(f.is_file() for f in files):
+        where = folder if folder is not None else "harness.suite"
+        raise UsageError(f"the handshake suite is missing from the installed package (looked in {where}) — "
+                         "reinstall mtls-harness (pip install --force-reinstall mtls-harness)")
+    return files
 
 
 def _prepare_report_dir(directory: Path) -> Path:
@@ -105,11 +111,13 @@ def _forget_previous_report(directory: Path) -> None:
             (directory / name).unlink(missing_ok=True)
 
 
-def pytest_argv(args: argparse.Namespace, suite: Path, report: Path) -> list[str]:
+def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> list[str]:
     """The pytest command line ``run`` uses."""
     from harness.report.collect import JUNIT_FILE
 
-    argv = [str(suite), "-q", "--target", args.target, "--mtls-report", str(report),
+    argv = [*(str(f) for f in suite), "-q", "--mtls-target", args.target, "--mtls-report", str(report),
+            # the suite may sit in site-packages: pytest's cache would be written next to it
+            "-p", "no:cacheprovider",
             "--junitxml", str(report / JUNIT_FILE),
             # xunit1: the testcase <properties> (mtls_case, mtls_hop, …) belong to that schema, not to xunit2's
             "-o", "junit_family=xunit1",

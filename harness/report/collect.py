@@ -31,20 +31,31 @@ import shutil
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import pytest
 
 from harness.cases.model import DEFAULT_IDENTITY, Case, CaseResult
-from harness.report.results import case_facts, chain_facts, document, redact, seen_facts, write_json, write_text
+from harness.report.results import (
+    case_facts,
+    chain_facts,
+    document,
+    headline,
+    redact,
+    seen_facts,
+    write_json,
+    write_text,
+)
 
-__all__ = ["CASE_ATTR", "CASE_RESULT", "ReportCollector", "add_links", "case_of", "find", "install",
-           "merge_links", "remember_result"]
+__all__ = ["CASE_ATTR", "CASE_RESULT", "SKIP_INFO", "ReportCollector", "add_links", "case_of", "find", "install",
+           "merge_links", "remember_result", "skip_case"]
 
 #: the attribute of an e2e test function that holds its :class:`~harness.cases.model.Case`
 CASE_ATTR: Final = "mtls_case"
 #: where an e2e test leaves its :class:`~harness.cases.model.CaseResult` (``item.stash[CASE_RESULT]``)
 CASE_RESULT: Final = pytest.StashKey[CaseResult]()
+#: why a case skipped and whether its target declared that limit (``item.stash[SKIP_INFO] = (reason, declared)``)
+SKIP_INFO: Final = pytest.StashKey[tuple[str, bool]]()
 HTML_FILE: Final = "index.html"
 JUNIT_FILE: Final = "junit.xml"
 _LINKS_GLOB: Final = ".mtls-links-*.json"
@@ -54,6 +65,18 @@ _MESSAGE_MAX: Final = 4000
 def remember_result(node: pytest.Item, result: CaseResult) -> None:
     """Hand ``result`` to the report (a no-op for the test when no report is being written)."""
     node.stash[CASE_RESULT] = result
+
+
+def skip_case(node: pytest.Item | None, reason: str, *, declared: bool) -> NoReturn:
+    """Skip the running test because its target cannot run it. ``declared``: the target declared the limit (a skip
+    *by design*, counted as such in the report); an undeclared one fails the test instead when
+    ``--mtls-require-tools`` is set — a dropped hop or a chain turned read-only must not skip green."""
+    if node is not None:
+        node.stash[SKIP_INFO] = (reason, declared)
+        if not declared and node.config.getoption("--mtls-require-tools", default=False):
+            pytest.fail(f"undeclared skip: {reason} — the target did not declare this limit, so with "
+                        "--mtls-require-tools it is an error, not a skip", pytrace=False)
+    pytest.skip(reason)
 
 
 def case_of(item: pytest.Item) -> Case | None:
@@ -147,6 +170,8 @@ class ReportCollector:
         self._started = time.monotonic()
         self._is_worker = False
         self._junit: Path | None = None
+        #: how many e2e cases the run selected (None until known: xdist workers send it with their reports)
+        self.selected: int | None = None
 
     # --- setup ------------------------------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -183,14 +208,24 @@ class ReportCollector:
         if report.when == "call" or not report.passed:
             facts: dict[str, Any] = {"case": case_facts(case, self._identity(item, case)),
                                      "position": self._position(item)}
+            facts["selected"] = self._selected_in(item.session)
             result = item.stash.get(CASE_RESULT, None)
             if report.when == "call" and result is not None:
                 facts["seen"] = seen_facts(result)
+            if report.skipped:
+                facts["by_design"] = item.stash.get(SKIP_INFO, ("", False))[1]
             if not self._chain_sent and (topology := self._topology(item)) is not None:
                 facts["chain"] = chain_facts(topology)
                 self._chain_sent = True
             report.mtls = facts  # type: ignore[attr-defined]
         return report
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        """Each item's place in the collection as collected — before any plugin reorders the run (pytest-randomly
+        shuffles ``session.items``), so the report's order does not depend on the run's order."""
+        positions = self._positions if self._positions is not None else {}
+        positions.setdefault(item.nodeid, len(positions))
+        self._positions = positions
 
     def _position(self, item: pytest.Item) -> int:
         """The item's place in the collection (the same in every xdist worker): the report's order after the
@@ -199,10 +234,19 @@ class ReportCollector:
             self._positions = {it.nodeid: n for n, it in enumerate(item.session.items)}
         return self._positions.get(item.nodeid, len(self._positions))
 
+    def _selected_in(self, session: pytest.Session) -> int:
+        if self.selected is None:
+            self.selected = sum(1 for it in session.items if case_of(it) is not None)
+        return self.selected
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self._is_worker and session.items:  # without xdist: counted here (a controller collects nothing)
+            self.selected = sum(1 for it in session.items if case_of(it) is not None)
+
     @staticmethod
     def _topology(item: pytest.Item) -> Any:
         funcargs = getattr(item, "funcargs", {})
-        return getattr(funcargs.get("chain"), "topology", None)
+        return getattr(funcargs.get("mtls_chain"), "topology", None)
 
     def _identity(self, item: pytest.Item, case: Case) -> str | None:
         """The leaf the case presented: its own, or (for "the caller's own") the one its chain gives the caller."""
@@ -225,7 +269,10 @@ class ReportCollector:
         if self._is_worker or not isinstance(facts, Mapping):
             return
         rec = self._records.setdefault(report.nodeid, {"nodeid": report.nodeid, "result": None, "passed": None,
-                                                       "message": None, "duration_s": 0.0, "seen": None})
+                                                       "message": None, "by_design": None, "duration_s": 0.0,
+                                                       "seen": None})
+        if isinstance(facts.get("selected"), int):
+            self.selected = max(self.selected or 0, facts["selected"])
         rec.update({k: v for k, v in facts["case"].items() if k not in rec or k == "identity"})
         rec.setdefault("_position", facts.get("position", 0))
         if facts.get("seen") is not None:
@@ -233,12 +280,12 @@ class ReportCollector:
         if facts.get("chain") and self._chain is None:
             self._chain = dict(facts["chain"])
         rec["duration_s"] = round(float(rec["duration_s"]) + float(report.duration or 0.0), 4)
-        self._judge(rec, report)
+        self._judge(rec, report, bool(facts.get("by_design")))
 
     @staticmethod
-    def _judge(rec: dict[str, Any], report: pytest.TestReport) -> None:
+    def _judge(rec: dict[str, Any], report: pytest.TestReport, by_design: bool = False) -> None:
         if report.skipped and rec["result"] in (None, "skipped"):
-            rec.update(result="skipped", passed=None, message=_skip_reason(report))
+            rec.update(result="skipped", passed=None, message=_skip_reason(report), by_design=by_design)
         elif report.when == "call" and report.passed:
             rec.update(result="passed", passed=True, message=None)
         elif report.failed and report.when == "call" and rec["seen"] is not None:
@@ -274,7 +321,7 @@ class ReportCollector:
         index = {c.id: i for i, c in enumerate(CATALOGUE)}
         done = [r for r in self._records.values() if r["result"] is not None]
         done.sort(key=lambda r: (index.get(str(r["id"]), len(index)), r["_position"], r["nodeid"]))
-        tail = ("nodeid", "result", "passed", "message", "duration_s", "seen")
+        tail = ("nodeid", "result", "passed", "message", "by_design", "duration_s", "seen")
         return [{k: v for k, v in r.items() if k not in (*tail, "_position")} | {k: r[k] for k in tail}
                 for r in done]
 
@@ -287,11 +334,13 @@ class ReportCollector:
         t0 = time.perf_counter()
         self._collect_worker_links()
         self._scrub_junit()
-        if not self._records:
+        interrupted = self.interrupted or exitstatus == pytest.ExitCode.INTERRUPTED
+        if not self._records and not (interrupted and self.selected):
             return  # no e2e case ran: nothing to report (and no empty report that looks like a result)
-        target = session.config.getoption("--target", default=None)
+        target = session.config.getoption("--mtls-target", default=None)
         doc = document(self._ordered(), target=str(target or "?"), pytest_exit=int(exitstatus),
-                       duration_s=time.monotonic() - self._started, chain=self._chain, links=self._links)
+                       duration_s=time.monotonic() - self._started, chain=self._chain, links=self._links,
+                       selected=self.selected, interrupted=interrupted)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written = [write_json(doc, self.directory)]
         html_path = self.directory / HTML_FILE
@@ -331,5 +380,12 @@ class ReportCollector:
             terminalreporter.write_sep("=", "mTLS hop × case matrix")
             terminalreporter.write(buffer.getvalue())
         files = [self.written[-1], self.written[0], *([self._junit] if self._junit and self._junit.is_file() else [])]
+        summary = self.document["summary"]
+        if summary["by_design_reasons"]:
+            terminalreporter.write_line("skipped by design (the target declares it cannot run them):")
+            for why, n in summary["by_design_reasons"].items():
+                terminalreporter.write_line(f"  {n:>4} × {why}")
+        terminalreporter.write_line(f"mTLS: {headline(self.document)}",
+                                    **({"red": True, "bold": True} if self.document["interrupted"] else {}))
         terminalreporter.write_line(f"mTLS report: {', '.join(str(p) for p in files)} — "
-                                    f"{self.document['summary']['total']} cases, written in {self.report_ms:.0f} ms")
+                                    f"{summary['total']} cases, written in {self.report_ms:.0f} ms")

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from harness.model.topology import HOPS
 from harness.report.matrix import SYMBOLS, Grid, by_hop, cell_status, grids
+from harness.report.results import headline
 
 __all__ = ["EDGE_COLOURS", "HOP_TITLES", "link_for", "render_html"]
 
@@ -330,12 +331,25 @@ def _links_section(links: Mapping[str, Any] | None) -> str:
             "</tbody></table>")
 
 
+def _accounting(doc: Mapping[str, Any]) -> str:
+    """The headline ("N of M ran on T, K skipped by design" / "interrupted: …") and the by-design reasons, grouped."""
+    if "ran" not in doc["summary"]:
+        return ""
+    reasons = doc["summary"].get("by_design_reasons") or {}
+    items = "".join(f"<li>{n} × {_e(why)}</li>" for why, n in reasons.items())
+    listed = (f'<details><summary>skipped by design (the target declares it cannot run them)</summary><ul>{items}'
+              "</ul></details>") if items else ""
+    return f'<p class="headline"><b>{_e(headline(doc))}</b></p>{listed}'
+
+
 def render_html(doc: Mapping[str, Any]) -> str:
     """The report page for ``doc`` (a results document, :mod:`harness.report.results`)."""
     cases: Sequence[Mapping[str, Any]] = doc["cases"]
     s = doc["summary"]
     verdict = "failed" if s["failed"] or s["error"] else ("passed" if s["passed"] else "skipped")
     words = {"passed": "all passed", "failed": "FAILED", "skipped": "nothing ran"}[verdict]
+    if doc.get("interrupted"):
+        verdict, words = "failed", "INTERRUPTED"
     chips = "".join(f'<span class="{k}">{s[k]} {k}</span>' for k in ("passed", "failed", "error", "skipped") if s[k])
     meta = " · ".join(x for x in (
         f"target <b>{_e(doc.get('target'))}</b>", f"{s['total']} cases", f"generated {_e(doc.get('generated'))}",
@@ -357,6 +371,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
 <body><main>
 <h1><span class="verdict {verdict}">{words}</span>mTLS chain report</h1>
 <div class="muted">{meta}</div><div class="chips">{chips}</div>
+{_accounting(doc)}
 <h2>The chain</h2>
 {_diagram(doc)}
 <p class="muted">Each edge is the TLS session into the hop it points at; its colour and counts are the cases about that

@@ -9,15 +9,24 @@ Free text that comes from outside (an exception message, a log tail) is passed t
 
 Schema ``mtls-harness/results/1``::
 
-    {"schema", "generated", "target", "harness_version", "pytest_exit", "duration_s",
-     "summary": {"total", "passed", "failed", "error", "skipped"},
+    {"schema", "generated", "target", "harness_version", "pytest_exit", "duration_s", "interrupted", "headline",
+     "summary": {"total", "passed", "failed", "error", "skipped", "selected", "ran", "skipped_by_design",
+                 "skipped_other", "not_run", "by_design_reasons": {reason: count}},
      "chain": {hop: {"server_name", "client_auth", "caller_presents_cert", "min_version", "max_version"}},
      "cases": [{"id", "nodeid", "hop", "endpoint", "via", "group", "column", "expected", "expected_outcome",
-                "source", "variant", "identity", "result", "passed", "message", "duration_s", "seen": {...}|null}],
+                "source", "variant", "identity", "result", "passed", "message", "by_design", "duration_s",
+                "seen": {...}|null}],
      "links": {"gateway->apim": {"streams", "tls_versions", "bytes", "plaintext", ...}}    (optional)}
 
 ``result`` is ``passed``, ``failed`` (the hop answered differently), ``error`` (no answer to judge: the chain did not
-start, the probe raised) or ``skipped``; ``passed`` is true/false, or null when skipped.
+start, the probe raised) or ``skipped``; ``passed`` is true/false, or null when skipped. ``by_design`` (skipped cases
+only, else null): the target declared the limit that skipped it (:class:`harness.targets.base.ChainLimits`).
+
+Skip accounting: ``selected`` is how many cases the run selected (null when unknown), ``ran`` how many were run to a
+verdict (passed + failed + error), ``skipped_by_design`` the skips the target declared (their reasons counted in
+``by_design_reasons``), ``skipped_other`` every other skip, ``not_run`` the selected cases that never reported (an
+interrupted run). ``interrupted`` is true when the run was stopped (Ctrl-C); ``headline`` is the one line every report
+shows: ``"120 of 166 ran on local, 46 skipped by design"`` or ``"interrupted: 12 of 166 cases ran on local …"``.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ __all__ = [
     "chain_facts",
     "count",
     "document",
+    "headline",
     "outcome_label",
     "redact",
     "seen_facts",
@@ -248,18 +258,58 @@ def count(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
+def _accounting(records: Sequence[Mapping[str, Any]], selected: int | None, interrupted: bool) -> dict[str, Any]:
+    """The skip accounting of ``summary`` (see the module docstring). A finished run with no ``selected`` count
+    selected what it recorded; an interrupted one does not know."""
+    counts = count(records)
+    if selected is None and not interrupted:
+        selected = counts["total"]
+    by_design = [r for r in records if r["result"] == "skipped" and r.get("by_design")]
+    reasons: dict[str, int] = {}
+    for r in by_design:
+        why = str(r.get("message") or "no reason given")
+        reasons[why] = reasons.get(why, 0) + 1
+    selected = max(selected, counts["total"]) if selected is not None else None
+    return counts | {
+        "selected": selected, "ran": counts["passed"] + counts["failed"] + counts["error"],
+        "skipped_by_design": len(by_design), "skipped_other": counts["skipped"] - len(by_design),
+        "not_run": None if selected is None else selected - counts["total"],
+        "by_design_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+def headline(doc: Mapping[str, Any]) -> str:
+    """The run in one line: how many of the selected cases ran on which target, how many skipped and why in short."""
+    s = doc["summary"]
+    total = s.get("selected")
+    of = f"{s['ran']} of {total if total is not None else '?'}"
+    target = doc.get("target", "?")
+    if doc.get("interrupted"):
+        rest = [f"{s['skipped']} skipped" if s["skipped"] else "",
+                f"{s['not_run']} not reached" if s.get("not_run") else ""]
+        tail = ", ".join(x for x in rest if x)
+        return f"interrupted: {of} cases ran on {target}" + (f" ({tail})" if tail else "")
+    line = f"{of} ran on {target}, {s['skipped_by_design']} skipped by design"
+    if s["skipped_other"]:
+        line += f", {s['skipped_other']} skipped for reasons the target did not declare"
+    return line
+
+
 def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: int | None = None,
              duration_s: float | None = None, chain: Mapping[str, Any] | None = None,
-             links: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The results document for ``records`` (already in report order)."""
+             links: Mapping[str, Any] | None = None, selected: int | None = None,
+             interrupted: bool = False) -> dict[str, Any]:
+    """The results document for ``records`` (already in report order); ``selected``: how many cases the run
+    selected; ``interrupted``: the run was stopped before it finished."""
     from harness import __version__
 
     doc: dict[str, Any] = {
         "schema": SCHEMA, "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "target": target,
         "harness_version": __version__, "pytest_exit": pytest_exit,
-        "duration_s": None if duration_s is None else round(duration_s, 2),
-        "summary": count(records), "chain": dict(chain or {}), "cases": list(records),
+        "duration_s": None if duration_s is None else round(duration_s, 2), "interrupted": interrupted,
+        "summary": _accounting(records, selected, interrupted), "chain": dict(chain or {}), "cases": list(records),
     }
+    doc["headline"] = headline(doc)
     if links:
         doc["links"] = dict(links)
     return doc

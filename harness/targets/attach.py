@@ -38,6 +38,7 @@ from harness.pki.certset import CertSet, LeafFiles, leaf_files_in
 from harness.pki.faults import Fault, build_fault
 from harness.pki.x509 import cert_pem, issue_ca, key_pem, write_atomic
 from harness.targets.base import (
+    ChainLimits,
     HopEndpoint,
     RunningChain,
     TargetBase,
@@ -351,6 +352,16 @@ class AttachTarget(TargetBase):
     def reconfigure(self, topology: Topology) -> RunningChain:
         raise UsageError(f"the {self.name} target is read-only: it cannot change the chain it attached to")
 
+    def limits(self) -> ChainLimits:
+        """What this target declares it cannot run: any variant (it never changes the chain it attached to), and the
+        hops its config gives no endpoint for."""
+        where = "the azure discovery (runner.hops)" if self.name == "azure" else "the attach config"
+        return ChainLimits(
+            unreachable={hop: f"{where} gives no endpoint for the {hop} hop (the runner cannot reach it)"
+                         for hop in HOPS if hop not in self.config.hops},
+            read_only=f"the {self.name} target is read-only: it never changes the chain it attached to, so a case "
+                      "that needs a variant of the chain cannot run there")
+
     def _start(self) -> RunningChain:
         from harness.pki.load import load_identity
 
@@ -410,7 +421,7 @@ class AttachTarget(TargetBase):
         certs = AttachCertSet(certs_dir, plan, negatives=self.config.negatives,
                               owned_cas=frozenset(self.config.cas))
         self.chain = RunningChain(target=self.name, topology=topology, certs=certs, endpoints=endpoints,
-                                  mutable=False)
+                                  mutable=False, limits=self.limits())
         return self.chain
 
 

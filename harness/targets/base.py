@@ -14,15 +14,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.errors import InputError, UsageError
+from harness.errors import HarnessError, InputError, Unavailable, UsageError
 from harness.model.topology import HOPS, HopName, Topology
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.probe.result import ProbeResult
 
-__all__ = ["CONFIG_ENV", "TARGET_NAMES", "HopEndpoint", "OwnCertSet", "RunningChain", "Target", "TargetBase",
-           "config_error", "config_file", "config_path_from_env", "read_toml_config"]
+__all__ = ["CONFIG_ENV", "TARGET_NAMES", "ChainLimits", "EvictedChainError", "HopEndpoint", "HopUnreachable",
+           "OwnCertSet", "RunningChain", "Target", "TargetBase", "config_error", "config_file",
+           "config_path_from_env", "read_toml_config"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
@@ -103,6 +104,30 @@ class HopEndpoint:
         }
 
 
+@dataclass(frozen=True)
+class ChainLimits:
+    """What a target declares it cannot run, and why — a case that needs one of these skips *by design*; any other
+    skip is a surprise (a dropped hop, a chain that became read-only) and fails the run under ``--mtls-require-tools``.
+
+    ``unreachable``: hop → why the runner cannot probe it directly (e.g. only the gateway is published);
+    ``read_only``: why no variant of the chain can be made (None: variants can be made)."""
+
+    unreachable: Mapping[HopName, str] = field(default_factory=dict)
+    read_only: str | None = None
+
+
+class HopUnreachable(Unavailable):
+    """A hop the runner cannot probe on this chain. ``declared``: the target said so (:class:`ChainLimits`)."""
+
+    def __init__(self, message: str, *, declared: bool) -> None:
+        super().__init__(message)
+        self.declared = declared
+
+
+class EvictedChainError(HarnessError):
+    """A handle to a variant chain that has since been stopped or turned into another variant."""
+
+
 @dataclass
 class RunningChain:
     """A chain that is up: its topology, its cert set, and an endpoint per hop (reachable ones only)."""
@@ -114,17 +139,33 @@ class RunningChain:
     logs: Mapping[str, Path] = field(default_factory=dict)
     #: True when a case may change the chain (swap a cert, change an annotation); False on attach/azure
     mutable: bool = True
+    #: what this target declares it cannot run (see :class:`ChainLimits`)
+    limits: ChainLimits = field(default_factory=ChainLimits)
+    #: why this handle may no longer be used (set when the chain behind it was evicted), else None
+    evicted: str | None = None
 
     @property
     def entry(self) -> HopEndpoint:
         return self.endpoints["gateway"]
 
     def endpoint(self, hop: HopName) -> HopEndpoint:
+        """``hop``'s endpoint; :class:`HopUnreachable` (with the target's declared reason, when it declared one) if the
+        runner cannot reach it, :class:`EvictedChainError` if this handle's chain was evicted."""
+        if self.evicted is not None:
+            raise EvictedChainError(self.evicted)
         try:
             return self.endpoints[hop]
         except KeyError:
-            raise KeyError(f"hop {hop!r} is not reachable on the {self.target} target "
-                           f"(reachable: {', '.join(self.endpoints)})") from None
+            pass
+        why = self.limits.unreachable.get(hop)
+        if why is not None:
+            raise HopUnreachable(why, declared=True) from None
+        raise HopUnreachable(f"the {hop} hop is not reachable on the {self.target} target and the target did not "
+                             f"declare why (reachable: {', '.join(self.endpoints)})", declared=False) from None
+
+    def evict(self, why: str) -> None:
+        """Retire this handle: every later probe raises :class:`EvictedChainError` with ``why``."""
+        self.evicted = why
 
     def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
         """Probe ``hop`` as its caller would (its trust, name and identity); keyword arguments override any of them."""

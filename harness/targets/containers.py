@@ -38,7 +38,7 @@ from harness.images.resolve import docker_client, pod_packages, resolve_image
 from harness.model.topology import HOPS, HopName, Topology, default_topology
 from harness.render.envoy import render_envoy
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.base import ChainLimits, HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
 from harness.targets.docker import (
     ADMIN_PORT,
     HOP_PORT,
@@ -70,6 +70,13 @@ __all__ = ["ContainersTarget"]
 #: one start of the four containers (measured here: well under 5 s with local images)
 START_TIMEOUT: Final = 60.0
 _POD_SOURCE: Final = "/opt/mtls-harness"  # where the harness package is mounted into the pod container
+
+
+#: what the containers target cannot run, by design: only the gateway is published; the inner hops listen on the
+#: run's private docker network, which the runner (this process, on the host) does not join
+LIMITS = ChainLimits(unreachable={
+    hop: f"the {hop} hop listens only on the run's private docker network; the containers target publishes only the "
+         "gateway (on 127.0.0.1)" for hop in ("apim", "ingress", "pod")})
 
 
 class ContainersTarget(OwnCertSet, TargetBase):
@@ -190,7 +197,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         if self._nginx is not None:
             logs["ingress-error"] = self._nginx.error_log
         self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                  logs=logs)
+                                  logs=logs, limits=LIMITS)
         return self.chain
 
     def container_logs(self, hop: HopName, lines: int = 200) -> str:

@@ -46,7 +46,7 @@ from harness.images.resolve import docker_client, local_image_tag, resolve_image
 from harness.model.topology import HOPS, HopName, Topology, default_topology
 from harness.render.envoy import render_envoy
 from harness.runtime.wait import wait_until
-from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.base import ChainLimits, HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
 from harness.targets.docker import (
     HOP_PORT,
     LABEL_HOP,
@@ -178,6 +178,14 @@ def _api_error(exc: Exception) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
+#: what the kind target cannot run, by design: the gateway and the ingress are published on 127.0.0.1; apim is an
+#: Envoy container on the `kind` network and the pod is inside the cluster
+LIMITS = ChainLimits(unreachable={
+    "apim": "the apim hop listens only on the `kind` docker network; the kind target publishes the gateway and the "
+            "ingress",
+    "pod": "the pod listens only inside the kind cluster; the kind target publishes the gateway and the ingress"})
+
+
 class KindTarget(OwnCertSet, TargetBase):
     """``with KindTarget(topology) as chain:`` — ingress-nginx + the echo pod on kind, Envoy hops beside it."""
 
@@ -458,7 +466,8 @@ class KindTarget(OwnCertSet, TargetBase):
         ports: dict[HopName, int] = dict.fromkeys(HOPS, self.gateway_port)
         endpoints: dict[HopName, HopEndpoint] = {"gateway": endpoints_for(self.topology, self.certs, ports)["gateway"],
                                                  "ingress": self._ingress_endpoint()}
-        self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints)
+        self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
+                                  limits=LIMITS)
         return self.chain
 
     # -- variants and rotation -----------------------------------------------------------------------------------

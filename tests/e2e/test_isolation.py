@@ -1,4 +1,4 @@
-"""Isolation and wire proof (``pytest tests/e2e --isolate``): the chain with each hop in its own namespace.
+"""Isolation and wire proof (``pytest tests/e2e --mtls-isolate``): the chain with each hop in its own namespace.
 
 - from the internet namespace only the gateway answers; apim, the ingress and the pod are unreachable — the probe's
   ``unreachable`` outcome, no TLS at all — while their real callers reach them and complete a TLS handshake;
@@ -24,7 +24,7 @@ from harness.model.topology import Topology
 from harness.targets.base import RunningChain
 from harness.targets.isolated import IsolatedChain, IsolatedTarget, plaintext_backend
 
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
+pytestmark = [pytest.mark.mtls_e2e, pytest.mark.mtls_needs_root]
 
 #: the happy path: cases that expect success and need no variant of the chain
 HAPPY = [c for c in CATALOGUE if c.expect.kind == "ok" and c.variant is None]
@@ -32,14 +32,14 @@ HAPPY = [c for c in CATALOGUE if c.expect.kind == "ok" and c.variant is None]
 
 @pytest.fixture(autouse=True)
 def _only_with_isolate(request: pytest.FixtureRequest) -> None:
-    if not request.config.getoption("--isolate"):
-        pytest.skip("runs only with --isolate (each hop in its own network namespace)")
+    if not request.config.getoption("--mtls-isolate"):
+        pytest.skip("runs only with --mtls-isolate (each hop in its own network namespace)")
 
 
 @pytest.fixture
-def isolated(chain: RunningChain) -> IsolatedChain:
-    assert isinstance(chain, IsolatedChain), f"--isolate is on but the chain is {type(chain).__name__}"
-    return chain
+def isolated(mtls_chain: RunningChain) -> IsolatedChain:
+    assert isinstance(mtls_chain, IsolatedChain), f"--mtls-isolate is on but the chain is {type(mtls_chain).__name__}"
+    return mtls_chain
 
 
 def _no_variants(topology: Topology) -> RunningChain:

@@ -12,7 +12,7 @@ from bench import cold_start, report, run
 from bench.common import Bench, Row, Spread, bounded_loop, time_row
 
 
-@pytest.mark.needs_chain
+@pytest.mark.mtls_needs_chain
 def test_cold_start_with_one_run_reports_the_chain_each_hop_and_the_floors() -> None:
     bench = cold_start.run(runs=1, warmup=False, experiment=False)
 

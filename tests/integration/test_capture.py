@@ -17,12 +17,12 @@ from harness.isolation.capture import (
 from tests.unit.test_capture import _probe_from, _serve, network
 
 
-@pytest.mark.needs_root
-def test_real_captures_prove_tls_on_one_link_and_catch_plaintext_on_another(network, tmp_path, cert_set,
+@pytest.mark.mtls_needs_root
+def test_real_captures_prove_tls_on_one_link_and_catch_plaintext_on_another(network, tmp_path, mtls_cert_set,
                                                                            mtls_topology):
     listener = mtls_topology.pod.listener
-    leaf = cert_set.leaf(listener.server_cert)
-    trust = str(cert_set.trust_bundle(mtls_topology.server_ca_of("pod")))
+    leaf = mtls_cert_set.leaf(listener.server_cert)
+    trust = str(mtls_cert_set.trust_bundle(mtls_topology.server_ca_of("pod")))
     captures = LinkCaptures(network, tmp_path / "caps")
     servers = []
     with captures:
@@ -60,17 +60,17 @@ def test_real_captures_prove_tls_on_one_link_and_catch_plaintext_on_another(netw
     assert [x["link"] for x in summarize(proof)["links"] if not x["ok"]] == ["gateway→apim"]
 
 
-@pytest.mark.needs_root
-def test_a_capture_that_hit_its_packet_bound_does_not_pass(network, tmp_path, cert_set, mtls_topology):
+@pytest.mark.mtls_needs_root
+def test_a_capture_that_hit_its_packet_bound_does_not_pass(network, tmp_path, mtls_cert_set, mtls_topology):
     listener = mtls_topology.pod.listener
-    leaf = cert_set.leaf(listener.server_cert)
+    leaf = mtls_cert_set.leaf(listener.server_cert)
     with LinkCaptures(network, tmp_path / "caps", max_packets=4) as captures:
         server = _serve(network, "gateway", [
             sys.executable, "-m", "harness.pod.echo", "--listen", f"{network.address('gateway')}:8443",
             "--cert", str(leaf.chain), "--key", str(leaf.key)])
         try:
             _probe_from(network, "internet", network.address("gateway"), 8443, server_name=listener.hostname,
-                        trust=str(cert_set.trust_bundle(mtls_topology.server_ca_of("pod"))))
+                        trust=str(mtls_cert_set.trust_bundle(mtls_topology.server_ca_of("pod"))))
         finally:
             server.terminate()
             server.wait(timeout=10)

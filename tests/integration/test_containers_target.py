@@ -26,7 +26,7 @@ from harness.model.topology import HOPS, default_topology
 from harness.targets.containers import ContainersTarget
 from harness.targets.docker import HOP_PORT, LABEL_HOP, LABEL_PID, LABEL_RUN
 
-pytestmark = pytest.mark.needs_docker
+pytestmark = pytest.mark.mtls_needs_docker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,16 +99,19 @@ def test_only_the_gateway_is_published_and_only_on_loopback(client, running) -> 
             pass
 
 
-def test_cases_that_probe_an_inner_hop_skip_with_a_reason(running) -> None:
+def test_cases_that_probe_an_inner_hop_skip_by_design_with_a_reason(running) -> None:
     from harness.cases.catalogue import CATALOGUE
     from harness.cases.model import Skip, run_case
+    from harness.targets.base import HopUnreachable
 
     _, chain = running
     inner = next(c for c in CATALOGUE if c.variant is None and c.via != "chain" and (c.endpoint or c.hop) == "apim")
-    with pytest.raises(Skip, match="not reachable"):
+    with pytest.raises(Skip, match="the apim hop listens only on the run's private docker network") as skipped:
         run_case(inner, chain, lambda topo: chain)
-    with pytest.raises(KeyError, match="not reachable on the containers target"):
+    assert skipped.value.declared, "the containers target declares its private hops"
+    with pytest.raises(HopUnreachable, match="the containers target publishes only the gateway") as unreachable:
         chain.endpoint("pod")
+    assert unreachable.value.declared
 
 
 def test_an_ingress_only_change_is_a_hot_reload_in_the_running_container(client, running) -> None:

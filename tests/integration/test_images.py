@@ -18,7 +18,7 @@ from harness.runtime.binaries import find_envoy, find_nginx
 from tests.unit.test_images import REPO, _run_in, built, client
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_envoy_image_runs_the_same_envoy_as_this_machine(client, built) -> None:
     host = subprocess.run([str(find_envoy()), "--version"], capture_output=True, text=True, check=True).stdout
     code, out = _run_in(client, built["envoy"].tag, ["envoy", "--version"])
@@ -27,7 +27,7 @@ def test_envoy_image_runs_the_same_envoy_as_this_machine(client, built) -> None:
     assert out.split("version:")[1].strip() == host.split("version:")[1].strip()
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_nginx_image_runs_the_same_nginx_build_and_loads_the_stream_module(client, built) -> None:
     host = subprocess.run([str(find_nginx()), "-V"], capture_output=True, text=True, check=True).stderr
     code, out = _run_in(client, built["nginx"].tag, ["nginx", "-V"])
@@ -39,7 +39,7 @@ def test_nginx_image_runs_the_same_nginx_build_and_loads_the_stream_module(clien
         assert code == 0, out
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_images_are_tagged_with_the_component_version(built) -> None:
     envoy = subprocess.run([str(find_envoy()), "--version"], capture_output=True, text=True, check=True).stdout
     nginx = subprocess.run([str(find_nginx()), "-v"], capture_output=True, text=True, check=True).stderr

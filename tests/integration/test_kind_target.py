@@ -80,7 +80,7 @@ def test_without_a_docker_engine_the_error_names_it(tmp_path: Path) -> None:
     assert "none.sock" in line
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_an_existing_cluster_is_not_taken_over_without_keep_cluster(fake_kind: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_KIND_CLUSTERS", f"other\n{DEFAULT_CLUSTER}")
@@ -91,7 +91,7 @@ def test_an_existing_cluster_is_not_taken_over_without_keep_cluster(fake_kind: P
     assert verbs == [["get", "clusters"]]  # neither created nor deleted
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_a_cluster_it_failed_to_create_is_deleted_with_the_same_name(fake_kind: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_KIND_CLUSTERS", "")

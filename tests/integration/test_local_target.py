@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 
-pytestmark = pytest.mark.needs_chain
+pytestmark = pytest.mark.mtls_needs_chain
 
 
 def _pids_alive(pids: list[int]) -> list[int]:

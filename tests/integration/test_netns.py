@@ -168,12 +168,12 @@ def test_runner_refuses_to_run_from_the_host_namespace(network):
 
 
 @needs_root
-def test_runner_inside_a_namespace_probes_the_echo_pod_there(network, cert_set, mtls_topology):
+def test_runner_inside_a_namespace_probes_the_echo_pod_there(network, mtls_cert_set, mtls_topology):
     """One JSON request in, one ProbeResult out: the probe ran inside the internet namespace."""
     from harness.isolation.runner import result_from_wire
 
     listener = mtls_topology.pod.listener
-    leaf = cert_set.leaf(listener.server_cert)
+    leaf = mtls_cert_set.leaf(listener.server_cert)
     pod = subprocess.Popen(network.exec_argv("gateway", [
         sys.executable, "-m", "harness.pod.echo", "--listen", f"{network.address('gateway')}:8443",
         "--cert", str(leaf.chain), "--key", str(leaf.key)]), stderr=subprocess.PIPE, text=True)
@@ -182,7 +182,8 @@ def test_runner_inside_a_namespace_probes_the_echo_pod_there(network, cert_set, 
         assert ready
         assert "listening on" in pod.stderr.readline()
         request = {"op": "probe", "host": network.address("gateway"), "port": 8443, "kwargs": {
-            "server_name": listener.hostname, "trust": str(cert_set.trust_bundle(mtls_topology.server_ca_of("pod")))}}
+            "server_name": listener.hostname,
+            "trust": str(mtls_cert_set.trust_bundle(mtls_topology.server_ca_of("pod")))}}
         done = subprocess.run(network.exec_argv("internet", [
             sys.executable, "-m", "harness.isolation.runner", "--require-isolated", "--netns",
             network.namespaces["internet"]]), input=json.dumps(request), capture_output=True, text=True,
@@ -255,7 +256,8 @@ def test_a_pytest_session_with_isolate_leaves_no_namespace_or_process(tmp_path):
         import json, pathlib
         from harness.isolation.netns import namespace_inode
 
-        def test_chain_is_up(chain):
+        def test_chain_is_up(mtls_chain):
+            chain = mtls_chain
             doc = chain.as_dict()["isolated"]
             doc["inodes"] = [namespace_inode(n) for n in doc["namespaces"].values()]
             pathlib.Path({str(out)!r}).write_text(json.dumps(doc))
@@ -263,7 +265,7 @@ def test_a_pytest_session_with_isolate_leaves_no_namespace_or_process(tmp_path):
     """))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
     env.update(MTLS_HARNESS_RUN_ID=run_id)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--isolate",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--mtls-isolate",
                            "test_inner.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

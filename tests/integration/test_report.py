@@ -34,7 +34,12 @@ def test_collector_records_each_case_as_passed_failed_skipped_or_error(pytester:
     assert set(by_id) == {"ingress-rejects-missing-cert", "ingress-rejects-expired-cert", "pod-rejects-unknown-ca",
                           "gateway-accepts-tls1.3"}  # test_not_a_case is no case
     assert [by_id[i]["result"] for i in sorted(by_id)] == ["error", "failed", "passed", "skipped"]
-    assert doc["summary"] == {"total": 4, "passed": 1, "failed": 1, "error": 1, "skipped": 1}
+    assert doc["summary"] == {"total": 4, "passed": 1, "failed": 1, "error": 1, "skipped": 1, "selected": 4,
+                              "ran": 3, "skipped_by_design": 0, "skipped_other": 1, "not_run": 0,
+                              "by_design_reasons": {}}  # a plain pytest.skip is not a declared limit
+    assert doc["headline"] == "3 of 4 ran on local, 0 skipped by design, 1 skipped for reasons the target did not " \
+                              "declare"
+    assert doc["interrupted"] is False
     failed = by_id["ingress-rejects-expired-cert"]
     assert failed["passed"] is False
     assert failed["expected"] == "http_reject(400)"
@@ -139,4 +144,5 @@ def test_real_results_report_the_served_chain_and_the_hop_trace(
     assert all(entry["tls"].startswith("TLSv1.") for entry in trace.values())
     assert trace["ingress"]["verify"] == "SUCCESS"
     assert by_id["client-refuses-gateway-cert-unknown-ca"]["seen"]["outcome"]["kind"] == "server_untrusted"
-    assert doc["summary"] == {"total": 5, "passed": 4, "failed": 1, "error": 0, "skipped": 0}
+    assert {k: doc["summary"][k] for k in ("total", "passed", "failed", "error", "skipped", "ran")} == \
+        {"total": 5, "passed": 4, "failed": 1, "error": 0, "skipped": 0, "ran": 5}

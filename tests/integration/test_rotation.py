@@ -79,14 +79,22 @@ def test_the_pod_reloads_its_mounted_certs_on_sighup_and_keeps_them_when_the_fil
 def test_default_plan_passes_with_no_failed_request_and_reports_its_figures(pki_set: CertSet, nxt: CertSet,
                                                                             tmp_path: Path) -> None:
     lines: list[str] = []
-    # 16 steps mean 8 nginx reloads under load: on a loaded CI box one of apim's keep-alive requests can still meet a
-    # closing nginx worker on its retry too. Such resets are reported apart (and fail a strict run: the default);
-    # this test is about certificate failures, of which there must be none.
+    # 16 steps mean 8 nginx reloads under load (plus the recycling ones): on a loaded CI box one of apim's keep-alive
+    # requests can still meet a closing nginx worker on its retry too. Such resets are reported apart (and fail a
+    # strict run: the CLI's default); this test is about certificate failures, of which there must be none — and the
+    # resets are BOUNDED: a reload closes each old keep-alive connection once, and each load worker has one request
+    # in flight, so a reload can cost at most one request per worker (its next request goes to the new workers).
+    # More than reloads × workers resets means something other than the reloads is closing connections.
+    # Measured here (2 cores shared, 2026-11): 0 resets in 5 of 5 rehearsals of this plan.
     result = rehearse(pki_set, nxt, None, options=replace(FAST, strict_resets=False), progress=lines.append)
     paths = write_rotation_report(result, tmp_path / "report")
 
     assert result.passed, "\n".join(result.verdict_lines())
     assert result.failed_requests == 0
+    nginx_reloads = sum(1 for s in result.steps if s.step is not None and s.step.hop == "ingress") + \
+        sum(1 for s in result.steps if s.recycled)
+    assert nginx_reloads >= 8
+    assert result.resets <= nginx_reloads * FAST.workers, [r.as_dict() for s in result.steps for r in s.resets]
     assert result.records
     assert sum(s.requests for s in result.steps) == len(result.records)
     assert all(s.requests > 0 for s in result.steps), [(s.index, s.requests) for s in result.steps]

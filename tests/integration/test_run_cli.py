@@ -21,7 +21,7 @@ from harness.cases.model import Case
 from harness.cli.main import main
 from harness.probe.outcomes import ok
 
-needs_chain = pytest.mark.needs_chain
+needs_chain = pytest.mark.mtls_needs_chain
 
 #: two cases, one per TLS version: ``-k`` matches the test names, i.e. the ids with "_"
 SUBSET = "ingress_rejects_missing_client_cert"
@@ -138,7 +138,7 @@ def test_run_with_require_tools_turns_a_missing_tool_into_a_failure(capsys: pyte
                                                                      tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTLS_HARNESS_NGINX", str(tmp_path / "no-nginx-here"))
-    code, _, _ = run(capsys, "-k", SUBSET, "--report", tmp_path / "out", "--", "--require-tools")
+    code, _, _ = run(capsys, "-k", SUBSET, "--report", tmp_path / "out", "--", "--mtls-require-tools")
     assert code == 1
     assert {c["result"] for c in _results(tmp_path / "out")["cases"]} == {"error"}
 
@@ -167,13 +167,14 @@ def test_run_refuses_a_report_path_that_is_a_file(capsys: pytest.CaptureFixture[
 
 def test_run_without_the_suite_says_where_it_looked(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(harness.cli.run, "SUITE", Path("tests") / "not-here")
+    monkeypatch.setattr(harness.cli.run, "SUITE", ("test_not_here.py",))
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "--report", tmp_path / "out")
     assert code == 2
     line = _our_error_line(err)
-    assert "the handshake suite was not found" in line
-    assert str(tmp_path / "tests" / "not-here") in line
+    assert "the handshake suite is missing from the installed package" in line
+    assert str(Path(harness.cli.run.__file__).parents[1] / "suite") in line
+    assert "reinstall mtls-harness" in line
 
 
 @needs_chain
@@ -181,7 +182,7 @@ def test_run_and_plain_pytest_report_the_same_results(capsys: pytest.CaptureFixt
     keyword = "gateway_refuses_tls1_0 or ingress_rejects_missing_client_cert_tls1_2 or every_hop"
     assert run(capsys, "-k", keyword, "--report", tmp_path / "run")[0] == 0
     suite = harness.cli.run.find_suite()
-    code = pytest.main([str(suite), "-q", "-p", "no:cacheprovider", "-k", keyword,
+    code = pytest.main([*(str(f) for f in suite), "-q", "-p", "no:cacheprovider", "-k", keyword,
                         "--mtls-report", str(tmp_path / "pytest")])
     capsys.readouterr()
     assert code == 0
@@ -197,13 +198,14 @@ def test_run_and_plain_pytest_report_the_same_results(capsys: pytest.CaptureFixt
 
 
 @needs_chain
-def test_python_m_harness_run_for_real(tmp_path: Path) -> None:
+def test_python_m_harness_run_for_real_from_a_directory_that_is_not_a_checkout(tmp_path: Path) -> None:
     report = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "-k", "gateway_refuses_tls1_0 or pod_accepts_tls1_3",
                            "--report", str(report)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mTLS hop × case matrix" in proc.stdout
+    assert "mTLS: 2 of 2 ran on local, 0 skipped by design" in proc.stdout  # the suite ships in the package
     assert "Traceback" not in proc.stderr
     doc = _results(report)
     assert [(c["id"], c["result"]) for c in doc["cases"]] == [("gateway-refuses-tls1.0", "passed"),

@@ -196,11 +196,13 @@ def test_attached_chain_is_read_only_and_variant_cases_skip(tmp_path, certs):
         with pytest.raises(UsageError, match="read-only"):
             target.reconfigure(chain.topology)
         variant_case = next(c for c in CATALOGUE if c.variant is not None)
-        with pytest.raises(Skip, match="read-only"):
+        with pytest.raises(Skip, match="read-only") as skipped:
             run_case(variant_case, chain, lambda t: pytest.fail("must not start a variant"))
+        assert skipped.value.declared, "the attach target declares that it is read-only"
         ingress_case = next(c for c in CATALOGUE if c.hop == "ingress" and c.variant is None)
-        with pytest.raises(Skip, match="not reachable"):
+        with pytest.raises(Skip, match="gives no endpoint for the ingress hop") as skipped:
             run_case(ingress_case, chain, lambda t: chain)
+        assert skipped.value.declared, "the attach target declares the hops its config does not name"
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def _run_in(client, image: str, command: list[str]) -> tuple[int, str]:
         container.remove(force=True)
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_pod_image_runs_this_python_with_the_harness_and_the_pods_imports(client, built) -> None:
     script = "import sys, harness.pod.echo, cryptography.x509; print(sys.version)"
     code, out = _run_in(client, built["pod"].tag, ["python3", "-c", script])
@@ -50,7 +50,7 @@ def test_pod_image_runs_this_python_with_the_harness_and_the_pods_imports(client
     assert out.strip() == sys.version.strip()
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_images_are_one_layer_from_scratch_without_a_shell(client, built) -> None:
     for b in built.values():
         image = client.images.get(b.tag)
@@ -61,7 +61,7 @@ def test_images_are_one_layer_from_scratch_without_a_shell(client, built) -> Non
             _run_in(client, b.tag, ["/bin/sh", "-c", "true"])
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_a_missing_official_image_falls_back_to_the_local_build(client, built) -> None:
     from docker.errors import ImageNotFound
 
@@ -76,7 +76,7 @@ def test_a_missing_official_image_falls_back_to_the_local_build(client, built) -
     assert resolve_image(client, "envoy") == built["envoy"].tag
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_an_official_image_present_locally_is_preferred(client, built, monkeypatch) -> None:
     import secrets
 
@@ -94,7 +94,7 @@ def test_an_official_image_present_locally_is_preferred(client, built, monkeypat
     assert client.images.get(built["nginx"].tag)  # the local build is untouched
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_an_explicit_image_that_is_missing_is_one_clear_error(client, monkeypatch) -> None:
     monkeypatch.setenv("MTLS_HARNESS_POD_IMAGE", "mtls-harness/no-such-image:0")
     with pytest.raises(ToolMissingError) as info:

@@ -221,7 +221,7 @@ def _calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-@pytest.mark.needs_docker
+@pytest.mark.mtls_needs_docker
 def test_a_missing_echo_image_says_to_run_images_build(fake_kind: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTLS_HARNESS_POD_IMAGE", "mtls-harness/no-such-pod:0")
     with pytest.raises(ToolMissingError, match="images build") as info, KindTarget(default_topology()):

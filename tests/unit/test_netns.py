@@ -37,7 +37,7 @@ PLAN = {
     "pod": {"192.0.2.14/30"},
 }
 
-needs_root = pytest.mark.needs_root
+needs_root = pytest.mark.mtls_needs_root
 
 
 def _ip(*args: str) -> str:

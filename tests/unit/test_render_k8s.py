@@ -121,6 +121,12 @@ def topology() -> Topology:
 
 
 @pytest.fixture(scope="module")
+def cert_set(mtls_cert_set: CertSet) -> CertSet:
+    """The plugin's cached cert set (the plugin names its fixtures mtls_*; this module keeps the short name)."""
+    return mtls_cert_set
+
+
+@pytest.fixture(scope="module")
 def docs(topology: Topology, cert_set: Any) -> list[dict[str, Any]]:
     return render_manifests(topology, cert_set)
 

@@ -135,8 +135,8 @@ class Rendered:
 # fixtures
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def certs(cert_set: CertSet) -> CertSet:
-    return cert_set
+def certs(mtls_cert_set: CertSet) -> CertSet:
+    return mtls_cert_set
 
 
 @pytest.fixture

@@ -291,4 +291,4 @@ def test_real_results_matrix_puts_each_case_on_its_hop(real_results: tuple[list[
     assert any("✗ 400 no cert" in ln for ln in rows("ingress"))  # the failure first in its cell …
     assert "✓ 400 no cert" in out  # … the passing case of the same cell below it
     assert any("✓ alert protocol_version" in ln for ln in rows("gateway"))
-    assert "5 mTLS cases on the local target: 1 failed, 4 passed" in out
+    assert "5 of 5 ran on local, 0 skipped by design — 1 failed, 4 passed" in out

@@ -32,7 +32,7 @@ PLANS = REPO / "fixtures" / "rotation"
 FAST = RehearsalOptions(duration=2.0, min_dwell=0.3, lint=False)
 
 
-live = pytest.mark.needs_chain
+live = pytest.mark.mtls_needs_chain
 
 
 @pytest.fixture(scope="module")
