@@ -103,6 +103,7 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     mark = chain.evidence_mark()
     seen = chain.probe(hop, **kwargs)
     found = _attributed(case, seen, chain, mark, hop)
+    seen = dataclasses.replace(seen, outcome=found.outcome)  # what was seen, with who decided it and why
     problem = _problem(case.expect, found.outcome, chain)
     if problem is None and case.check is not None:
         problem = case.check(seen, chain)
@@ -110,8 +111,7 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     message = (f"{case.id}: {'PASS' if problem is None else 'FAIL — ' + problem}\n"
                f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
                f"  expected: {case.expect}   [source: {case.source}]\n"
-               f"  seen:     {found.outcome.attribution() if found.outcome.is_rejection else ''} "
-               f"{seen.describe()}{evidence}{_trace_lines(seen)}")
+               f"  seen:     {seen.describe()}{evidence}{_trace_lines(seen)}")
     return CaseResult(case, problem is None, seen, message)
 
 

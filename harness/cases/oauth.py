@@ -4,9 +4,9 @@ Every case runs on a variant with ``topology.apim.oauth`` on and sends ``Authori
 the case runs (:attr:`harness.cases.model.Case.headers_factory`), so time-bound tokens are fresh. Tokens come from the
 local issuer whose JWKS the APIM stand-in trusts (:class:`harness.oauth.issuer.LocalIssuer`); each negative token
 breaks one thing only. APIM answers every refusal with 401 and the policy's message (written here from APIM's
-validate-jwt reference, not taken from the renderer); on the local target the stand-in's ``x-harness-detail`` header also carries Envoy's reason,
-which each negative case asserts as its cause (``token:<jwt_authn reason>``) with apim as the deciding hop, so a token
-refused for the wrong reason fails its case.
+validate-jwt reference, not taken from the renderer); on the local target the stand-in's ``x-harness-detail``
+header also carries Envoy's reason, which each negative case asserts as its cause (``token:<jwt_authn reason>``) with
+apim as the deciding hop, so a token refused for the wrong reason fails its case.
 
 Layer independence (variant: OAuth and validate-client-certificate both on): a good token does not get a bad client
 cert through, and a good client cert does not get a bad token through.
@@ -178,10 +178,10 @@ def oauth_cases() -> Iterator[Case]:
     yield case("apim-oauth-rejects-token-from-another-tenant-with-401", "wrong issuer", reject, other_tenant,
                reason="token:Jwt_issuer_is_not_configured")
     yield case("apim-oauth-rejects-token-signed-by-unknown-key-with-401", "unknown signing key", reject, unknown_key,
-               reason="token:Jwks_doesn't_have_key_to_match_kid")
+               reason="token:Jwks_doesn't_have_key_to_match_kid_or_alg_from_Jwt")
     yield case("apim-oauth-rejects-unsigned-alg-none-token-with-401", "alg none", reject, alg_none,
-               reason="token:jwt_authn_access_denied",
-               source=_SRC + " (require-signed-tokens default true); jwt_authn refuses the empty signature")
+               reason="token:Jwt_is_not_in_the_form_of_Header.Payload.Signature_with_two_dots_and_3_sections",
+               source=_SRC + " (require-signed-tokens default true); jwt_authn reads the unsigned token as malformed (measured)")
     yield case("apim-oauth-rejects-tampered-claims-with-401", "tampered payload", reject, tampered,
                reason="token:Jwt_verification_fails")
     yield case("apim-oauth-rejects-token-without-expiry-with-401", "no exp", reject, no_expiry,
