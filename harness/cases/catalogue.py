@@ -11,9 +11,17 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from harness.cases.cross_domain import (
+    SPOOF,
+    apim_validates,
+    cross_domain_cases,
+    gateway_strict,
+    stripped_by,
+    stripping_cases,
+)
 from harness.cases.oauth import oauth_cases
 from harness.model.topology import HopName, Topology
-from harness.model.wire import header_name
+from harness.model.wire import PROXY_HOPS
 from harness.probe.outcomes import (
     http_reject,
     ok,
@@ -34,14 +42,8 @@ __all__ = ["CATALOGUE", "cases"]
 # ------------------------------------------------------------------------------------------------------------------
 # topology variants (small named functions, so ids and reports can say what changed)
 # ------------------------------------------------------------------------------------------------------------------
-def _gateway_strict(t: Topology) -> Topology:
-    client = dataclasses.replace(t.client, client_cert="consumer-client")
-    strict = t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
-    return strict.replace(client=client)
-
-
-def _apim_validates(t: Topology) -> Topology:
-    return t.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+_gateway_strict = gateway_strict
+_apim_validates = apim_validates
 
 
 def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
@@ -329,13 +331,6 @@ def _ingress_saw_apim(r: ProbeResult, c: RunningChain) -> str | None:
     return None
 
 
-def _spoof_stripped(r: ProbeResult, c: RunningChain) -> str | None:
-    forged = {h: v for h, v in _trace(r).items() if "forged" in "".join(v.values())}
-    return f"a client-supplied trace header survived: {forged}" if forged else None
-
-
-SPOOF = {header_name(h): "tls=forged; verify=SUCCESS; peer_subject=CN=forged" for h in ("gateway", "apim",
-                                                                                          "ingress")}
 
 
 def _trace_cases() -> Iterator[Case]:
@@ -348,7 +343,7 @@ def _trace_cases() -> Iterator[Case]:
                via="chain", check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
     yield Case("gateway-strips-client-supplied-trace-headers", "gateway", "trace", "spoofed trace", ok(200),
                "REFERENCES #10 (header forwarding is spoofable)", via="chain", probe={"headers": SPOOF},
-               check=_spoof_stripped)
+               check=stripped_by("gateway", tuple(PROXY_HOPS)))
     for name, path in (("script-injection", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E"),
                        ("sql-injection", "/items?id=1%20UNION%20SELECT%20password"),
                        ("path-traversal", "/static/../../etc/passwd")):
@@ -498,7 +493,7 @@ def _apim_cases() -> Iterator[Case]:
 
 CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
     _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
-    _apim_cases, oauth_cases,
+    _apim_cases, oauth_cases, cross_domain_cases, stripping_cases,
 )
 
 

@@ -54,6 +54,9 @@ class Case:
     endpoint: HopName | None = None  # the endpoint to probe when it is not ``hop`` (the pod behind passthrough)
     #: request headers made when the case runs, on the chain it runs on (a freshly minted bearer token)
     headers_factory: Callable[[RunningChain], Mapping[str, str]] | None = None
+    #: trust the probe with the caller's configured CA (``topology.caller_of(hop).trusted_ca``), not with the root of
+    #: the cert the hop serves: a hop serving a valid cert of ANOTHER trust domain must be refused by its caller
+    caller_trust: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,10 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     else:
         leaf = chain.certs.leaf(identity)
         kwargs.update(client_cert=leaf.chain, client_key=leaf.key)
+    if case.caller_trust:
+        trusted = chain.topology.caller_of(hop).trusted_ca  # the probed hop's caller: the client for a chain case
+        if trusted:
+            kwargs["trust"] = chain.certs.trust_bundle(trusted)
     if case.headers_factory is not None:
         kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
     mark = chain.evidence_mark()

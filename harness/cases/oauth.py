@@ -181,7 +181,8 @@ def oauth_cases() -> Iterator[Case]:
                reason="token:Jwks_doesn't_have_key_to_match_kid_or_alg_from_Jwt")
     yield case("apim-oauth-rejects-unsigned-alg-none-token-with-401", "alg none", reject, alg_none,
                reason="token:Jwt_is_not_in_the_form_of_Header.Payload.Signature_with_two_dots_and_3_sections",
-               source=_SRC + " (require-signed-tokens default true); jwt_authn reads the unsigned token as malformed (measured)")
+               source=_SRC + " (require-signed-tokens default true); jwt_authn reads the unsigned token as "
+                             "malformed (measured)")
     yield case("apim-oauth-rejects-tampered-claims-with-401", "tampered payload", reject, tampered,
                reason="token:Jwt_verification_fails")
     yield case("apim-oauth-rejects-token-without-expiry-with-401", "no exp", reject, no_expiry,
