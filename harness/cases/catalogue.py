@@ -7,15 +7,22 @@ Ids read as behaviour and are the same on every target; a case a target cannot r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from harness.cases.cross_domain import (
+    SPOOF,
+    apim_validates,
+    cross_domain_cases,
+    gateway_strict,
+    stripped_by,
+    stripping_cases,
+)
 from harness.cases.oauth import oauth_cases
 from harness.model.topology import HopName, Topology
-from harness.model.wire import header_name
+from harness.model.wire import PROXY_HOPS
 from harness.probe.outcomes import (
-    Outcome,
     http_reject,
     ok,
     protocol_error,
@@ -35,14 +42,8 @@ __all__ = ["CATALOGUE", "cases"]
 # ------------------------------------------------------------------------------------------------------------------
 # topology variants (small named functions, so ids and reports can say what changed)
 # ------------------------------------------------------------------------------------------------------------------
-def _gateway_strict(t: Topology) -> Topology:
-    client = dataclasses.replace(t.client, client_cert="consumer-client")
-    strict = t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
-    return strict.replace(client=client)
-
-
-def _apim_validates(t: Topology) -> Topology:
-    return t.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+_gateway_strict = gateway_strict
+_apim_validates = apim_validates
 
 
 def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
@@ -88,6 +89,51 @@ SERVER_FAULTS: tuple[tuple[str, str], ...] = (
     ("not-yet-valid", "not yet valid"), ("wrong-eku", "wrong EKU"),
 )
 
+# The cause each verifier reports for each fault, as measured here (docs/behaviour.md, "Causes as each hop reports
+# them"). OpenSSL (nginx, the pod, our client) and BoringSSL (Envoy) word some faults differently; an unknown CA and a
+# missing intermediate read the same to every verifier ("no trusted issuer").
+NGINX_CLIENT_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "unknown-issuer", "expired": "expired", "not-yet-valid": "not-yet-valid", "wrong-eku": "wrong-eku",
+    "self-signed": "self-signed", "revoked": "revoked", "too-deep": "unknown-issuer",
+})
+#: the stand-ins' Lua sees only "validated or not" and the dates (harness/render/envoy_lua.py)
+ENVOY_CLIENT_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "not-trusted", "expired": "expired", "not-yet-valid": "not-yet-valid", "wrong-eku": "not-trusted",
+    "self-signed": "not-trusted",
+})
+POD_CLIENT_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "unknown-issuer", "expired": "expired", "not-yet-valid": "not-yet-valid", "wrong-eku": "wrong-eku",
+    "self-signed": "self-signed",
+})
+ENVOY_SERVER_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "unknown-issuer", "wrong-san": "name-mismatch", "expired": "expired", "self-signed": "unknown-issuer",
+    "missing-intermediate": "unknown-issuer", "not-yet-valid": "not-yet-valid", "wrong-eku": "wrong-eku",
+})
+NGINX_SERVER_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "unknown-issuer", "wrong-san": "name-mismatch", "expired": "expired", "self-signed": "self-signed",
+    "missing-intermediate": "unknown-issuer", "not-yet-valid": "not-yet-valid", "wrong-eku": "wrong-eku",
+})
+OPENSSL_SERVER_CAUSES: Final[Mapping[str, str]] = MappingProxyType({
+    "unknown-ca": "unknown-issuer", "wrong-san": "name-mismatch", "expired": "expired", "self-signed": "self-signed",
+    "missing-intermediate": "unknown-issuer", "not-yet-valid": "not-yet-valid", "wrong-eku": "wrong-eku",
+})
+#: who checks each hop's server cert, and where that checker writes its reason
+CALLER_OF: Final[Mapping[str, str]] = MappingProxyType({"gateway": "client", "apim": "gateway", "ingress": "apim",
+                                                         "pod": "ingress"})
+CAUSE_EVIDENCE: Final[Mapping[str, str]] = MappingProxyType({
+    "client": "OpenSSL's verify message", "gateway": "the stand-in's detail header (Envoy response-code details)",
+    "apim": "the stand-in's detail header (Envoy response-code details)", "ingress": "nginx error.log",
+})
+#: (hop serving the cert, case id stem, the status its caller answers, source)
+UPSTREAM_CHECKS: Final[tuple[tuple[HopName, str, int, str], ...]] = (
+    ("apim", "gateway-refuses-apim-cert", 502, "DESIGN.md App Gateway backend row; azure-docs #40941 #94687"),
+    ("ingress", "apim-refuses-ingress-cert", 500, "DESIGN.md APIM backend TLS row; REFERENCES #10"),
+    ("pod", "ingress-refuses-pod-cert", 502, "DESIGN.md nginx upstream row; ingress-nginx #4928"),
+)
+MATCH_CN_REJECT: Final = http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
+#: the ingress answers 403 itself (``return 403``), without contacting the pod: its access log says so
+FAIL_CLOSED: Final = http_reject(403, hop="ingress", cause="forbidden")
+
 
 def _client_cert_cases() -> Iterator[Case]:
     # the ingress (ingress-nginx, ssl_verify_client on): nginx's 400 pages, TLS 1.2 and 1.3 alike
@@ -95,13 +141,15 @@ def _client_cert_cases() -> Iterator[Case]:
     for version in ("1.2", "1.3"):
         pv = {"min_version": version, "max_version": version}
         yield Case(f"ingress-rejects-missing-client-cert-tls{version}", "ingress", "client-cert", "none",
-                   http_reject(400, NO_CERT), src, identity=None, probe=pv)
+                   http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), src, identity=None, probe=pv)
         yield Case(f"ingress-accepts-apims-client-cert-tls{version}", "ingress", "client-cert", "valid", ok(200),
                    src, probe=pv)
         for fault, column in CLIENT_FAULTS:
             variant = _ingress_crl if fault == "revoked" else None
             yield Case(f"ingress-rejects-client-cert-{fault}-tls{version}", "ingress", "client-cert", column,
-                       http_reject(400, CERT_ERROR), src, variant=variant, identity=f"apim-client~{fault}", probe=pv)
+                       http_reject(400, CERT_ERROR, hop="ingress", cause=NGINX_CLIENT_CAUSES[fault]),
+                       src + "; cause: nginx error.log at info (measured)", variant=variant,
+                       identity=f"apim-client~{fault}", probe=pv)
     # OpenSSL's verify depth counts the intermediates between the leaf and the trust anchor
     # (X509_VERIFY_PARAM_set_depth): ingress-nginx's default depth 1 admits ONE intermediate and refuses two
     # (measured here; see docs/behaviour.md)
@@ -117,27 +165,31 @@ def _client_cert_cases() -> Iterator[Case]:
     for version in ("1.2", "1.3"):
         pv = {"min_version": version, "max_version": version}
         yield Case(f"gateway-strict-rejects-missing-client-cert-tls{version}", "gateway", "client-cert", "none",
-                   http_reject(400, NO_CERT), src, variant=_gateway_strict, identity=None, probe=pv)
+                   http_reject(400, NO_CERT, hop="gateway", cause="no-client-cert"), src, variant=_gateway_strict,
+                   identity=None, probe=pv)
         yield Case(f"gateway-strict-accepts-valid-client-cert-tls{version}", "gateway", "client-cert", "valid",
                    ok(200), src, variant=_gateway_strict, probe=pv)
         for fault, column in CLIENT_FAULTS:
             if fault in ("revoked", "too-deep"):
                 continue  # App Gateway checks revocation by OCSP and sets no depth: not emulated (docs/behaviour.md)
             yield Case(f"gateway-strict-rejects-client-cert-{fault}-tls{version}", "gateway", "client-cert", column,
-                       http_reject(400, CERT_ERROR), src, variant=_gateway_strict,
+                       http_reject(400, CERT_ERROR, hop="gateway", cause=ENVOY_CLIENT_CAUSES[fault]),
+                       src + "; cause: the stand-in's detail header", variant=_gateway_strict,
                        identity=f"consumer-client~{fault}", probe=pv)
 
     # APIM's validate-client-certificate policy: 401
     src = "DESIGN.md APIM validate-client-certificate row"
-    yield Case("apim-rejects-missing-client-cert-with-401", "apim", "client-cert", "none", http_reject(401), src,
-               variant=_apim_validates, identity=None)
+    yield Case("apim-rejects-missing-client-cert-with-401", "apim", "client-cert", "none",
+               http_reject(401, hop="apim", cause="no-client-cert"), src, variant=_apim_validates, identity=None)
     yield Case("apim-accepts-valid-client-cert", "apim", "client-cert", "valid", ok(200), src,
                variant=_apim_validates, identity="consumer-client")
     for fault, column in CLIENT_FAULTS:
         if fault in ("revoked", "too-deep"):
             continue
-        yield Case(f"apim-rejects-client-cert-{fault}-with-401", "apim", "client-cert", column, http_reject(401),
-                   src, variant=_apim_validates, identity=f"consumer-client~{fault}")
+        yield Case(f"apim-rejects-client-cert-{fault}-with-401", "apim", "client-cert", column,
+                   http_reject(401, hop="apim", cause=ENVOY_CLIENT_CAUSES[fault]),
+                   src + "; cause: the stand-in's detail header", variant=_apim_validates,
+                   identity=f"consumer-client~{fault}")
 
 
 def _server_cert_cases() -> Iterator[Case]:
@@ -145,21 +197,18 @@ def _server_cert_cases() -> Iterator[Case]:
     yield Case("client-trusts-gateways-public-cert", "gateway", "server-cert", "valid", ok(200),
                "DESIGN.md: public listener", via="chain")
     for fault, column in SERVER_FAULTS:
-        yield Case(f"client-refuses-gateway-cert-{fault}", "gateway", "server-cert", column, server_untrusted(),
-                   "azure-docs #62578 (no-SNI default / wrong cert served)", via="chain",
+        yield Case(f"client-refuses-gateway-cert-{fault}", "gateway", "server-cert", column,
+                   server_untrusted(hop="client", cause=OPENSSL_SERVER_CAUSES[fault]),
+                   "azure-docs #62578 (no-SNI default / wrong cert served); cause: OpenSSL's verify message",
+                   via="chain",
                    variant=_serve("gateway", fault))
-    expectations: tuple[tuple[HopName, str, Outcome, str], ...] = (
-        ("apim", "gateway-refuses-apim-cert", upstream_failure(502),
-         "DESIGN.md App Gateway backend row; azure-docs #40941 #94687"),
-        ("ingress", "apim-refuses-ingress-cert", upstream_failure(500),
-         "DESIGN.md APIM backend TLS row; REFERENCES #10"),
-        ("pod", "ingress-refuses-pod-cert", upstream_failure(502),
-         "DESIGN.md nginx upstream row; ingress-nginx #4928"),
-    )
-    for hop, stem, outcome, src in expectations:
+    for hop, stem, status, src in UPSTREAM_CHECKS:
+        caller = CALLER_OF[hop]
         for fault, column in SERVER_FAULTS:
-            yield Case(f"{stem}-{fault}", hop, "server-cert", column, outcome, src, via="chain",
-                       variant=_serve(hop, fault))
+            causes = NGINX_SERVER_CAUSES if caller == "ingress" else ENVOY_SERVER_CAUSES
+            yield Case(f"{stem}-{fault}", hop, "server-cert", column,
+                       upstream_failure(status, hop=caller, cause=causes[fault]),
+                       src + f"; cause: {CAUSE_EVIDENCE[caller]} (measured)", via="chain", variant=_serve(hop, fault))
 
 
 def _passthrough(t: Topology) -> Topology:
@@ -176,7 +225,8 @@ def _pod_cases() -> Iterator[Case]:
     yield Case("pod-behind-passthrough-accepts-apims-client-cert", "pod", "client-cert", "valid", ok(200), src,
                variant=_passthrough, endpoint="ingress", identity="apim-client", probe=pv)
     yield Case("pod-behind-passthrough-rejects-missing-client-cert", "pod", "client-cert", "none",
-               tls_alert("certificate_required"), src, variant=_passthrough, endpoint="ingress", identity=None,
+               tls_alert("certificate_required", hop="pod", cause="no-client-cert"), src, variant=_passthrough,
+               endpoint="ingress", identity=None,
                probe=pv)
     alerts = {"unknown-ca": "unknown_ca", "expired": "certificate_expired", "not-yet-valid": "bad_certificate",
               "wrong-eku": "unsupported_certificate", "self-signed": "unknown_ca"}
@@ -184,7 +234,8 @@ def _pod_cases() -> Iterator[Case]:
         if fault not in alerts:
             continue  # the pod loads no CRL and sets no depth: those columns are the ingress's job
         yield Case(f"pod-behind-passthrough-rejects-client-cert-{fault}", "pod", "client-cert", column,
-                   tls_alert(alerts[fault]), src, variant=_passthrough, endpoint="ingress",
+                   tls_alert(alerts[fault], hop="pod", cause=POD_CLIENT_CAUSES[fault]), src + "; cause: the pod's log",
+                   variant=_passthrough, endpoint="ingress",
                    identity=f"apim-client~{fault}", probe=pv)
     # re-encrypt (the default): the pod asks for the ingress's proxy-ssl client cert (optional) and verifies it
     src = "ingress-nginx proxy-ssl-secret tls.crt → proxy_ssl_certificate; Python ssl CERT_OPTIONAL"
@@ -194,7 +245,8 @@ def _pod_cases() -> Iterator[Case]:
                identity=None, check=lambda r, c: None if (r.json() or {}).get("peer") is None else "the pod saw a peer")
     for fault, alert in (("unknown-ca", "unknown_ca"), ("expired", "certificate_expired")):
         yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", dict(CLIENT_FAULTS)[fault],
-                   tls_alert(alert), src + " (a presented cert is verified even when optional)",
+                   tls_alert(alert, hop="pod", cause=POD_CLIENT_CAUSES[fault]),
+                   src + " (a presented cert is verified even when optional); cause: the pod's log",
                    identity=f"ingress-client~{fault}", probe=pv)
     yield Case("chain-reaches-pod-through-passthrough", "pod", "trace", "passthrough end to end", ok(200),
                "DESIGN.md passthrough variant", via="chain", variant=_passthrough,
@@ -206,7 +258,8 @@ def _protocol_cases() -> Iterator[Case]:
     for hop in ("gateway", "apim", "ingress", "pod"):
         for version in ("1.0", "1.1"):
             yield Case(f"{hop}-refuses-tls{version}", hop, "protocol", f"TLS {version}",
-                       tls_alert("protocol_version"), src, probe={"min_version": version, "max_version": version})
+                       tls_alert("protocol_version", hop=hop, cause="protocol-version"), src,
+                       probe={"min_version": version, "max_version": version})
         for version in ("1.2", "1.3"):
             yield Case(f"{hop}-accepts-tls{version}", hop, "protocol", f"TLS {version}", ok(200), src,
                        probe={"min_version": version, "max_version": version},
@@ -216,7 +269,8 @@ def _protocol_cases() -> Iterator[Case]:
                    "nginx 497 page; Envoy closes a non-TLS connection", probe={"plaintext": True})
         if hop == "gateway":
             yield Case("gateway-with-tls1.3-floor-refuses-tls1.2", hop, "protocol", "TLS 1.2 below floor",
-                       tls_alert("protocol_version"), "App Gateway SSL policy minProtocolVersion TLSv1_3",
+                       tls_alert("protocol_version", hop="gateway", cause="protocol-version"),
+                       "App Gateway SSL policy minProtocolVersion TLSv1_3",
                        variant=_tls13_floor, probe={"min_version": "1.2", "max_version": "1.2"})
             yield Case("chain-works-with-an-rsa-2048-cert-set", hop, "protocol", "RSA 2048 keys", ok(200),
                        "Key Vault / App Gateway certificates are commonly RSA 2048", via="chain", variant=_rsa,
@@ -277,13 +331,6 @@ def _ingress_saw_apim(r: ProbeResult, c: RunningChain) -> str | None:
     return None
 
 
-def _spoof_stripped(r: ProbeResult, c: RunningChain) -> str | None:
-    forged = {h: v for h, v in _trace(r).items() if "forged" in "".join(v.values())}
-    return f"a client-supplied trace header survived: {forged}" if forged else None
-
-
-SPOOF = {header_name(h): "tls=forged; verify=SUCCESS; peer_subject=CN=forged" for h in ("gateway", "apim",
-                                                                                          "ingress")}
 
 
 def _trace_cases() -> Iterator[Case]:
@@ -296,11 +343,12 @@ def _trace_cases() -> Iterator[Case]:
                via="chain", check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
     yield Case("gateway-strips-client-supplied-trace-headers", "gateway", "trace", "spoofed trace", ok(200),
                "REFERENCES #10 (header forwarding is spoofable)", via="chain", probe={"headers": SPOOF},
-               check=_spoof_stripped)
+               check=stripped_by("gateway", tuple(PROXY_HOPS)))
     for name, path in (("script-injection", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E"),
                        ("sql-injection", "/items?id=1%20UNION%20SELECT%20password"),
                        ("path-traversal", "/static/../../etc/passwd")):
-        yield Case(f"gateway-waf-blocks-{name}", "gateway", "gateway", "WAF", http_reject(403),
+        yield Case(f"gateway-waf-blocks-{name}", "gateway", "gateway", "WAF",
+                   http_reject(403, hop="gateway", cause="waf"),
                    "App Gateway WAF: the gateway terminates TLS and inspects the request", via="chain",
                    probe={"path": path})
 
@@ -362,7 +410,8 @@ def _ingress_nginx_cases() -> Iterator[Case]:
                ok(200), docs + " (auth-tls-verify-client optional)", variant=optional, identity=None,
                check=_header("ssl-client-verify", lambda v: v == "NONE", "NONE"))
     yield Case("ingress-optional-still-rejects-client-cert-from-unknown-ca", "ingress", "ingress-nginx",
-               "verify optional", http_reject(400, CERT_ERROR), "nginx ssl_verify_client optional",
+               "verify optional", http_reject(400, CERT_ERROR, hop="ingress", cause="unknown-issuer"),
+               "nginx ssl_verify_client optional; cause: nginx error.log (measured)",
                variant=optional, identity="apim-client~unknown-ca")
     yield Case("ingress-optional-passes-verified-identity", "ingress", "ingress-nginx", "verify optional", ok(200),
                docs, variant=optional, check=_header("ssl-client-verify", lambda v: v == "SUCCESS", "SUCCESS"))
@@ -373,7 +422,8 @@ def _ingress_nginx_cases() -> Iterator[Case]:
     yield Case("ingress-verify-off-accepts-missing-client-cert", "ingress", "ingress-nginx", "verify off", ok(200),
                e2e + " #2 #5", variant=_annotations(auth_tls_verify_client="off"), identity=None)
     yield Case("ingress-invalid-verify-client-value-means-on", "ingress", "ingress-nginx", "verify invalid→on",
-               http_reject(400, NO_CERT), "ingress-nginx authtls unit tests: invalid value → on",
+               http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"),
+               "ingress-nginx authtls unit tests: invalid value → on",
                variant=_annotations(auth_tls_verify_client="sometimes"), identity=None)
     page = "https://errors.contoso.example/mtls"
     yield Case("ingress-error-page-redirects-missing-client-cert", "ingress", "ingress-nginx", "error page", ok(302),
@@ -387,30 +437,32 @@ def _ingress_nginx_cases() -> Iterator[Case]:
                docs, variant=_annotations(auth_tls_pass_certificate_to_upstream=None),
                check=_header("ssl-client-cert", lambda v: v is None, "absent"))
     for name, regex, expect in (
-        ("rejects-non-matching-cn", "CN=notgonnamatch", http_reject(403, "client certificate unauthorized")),
+        ("rejects-non-matching-cn", "CN=notgonnamatch", MATCH_CN_REJECT),
         ("accepts-matching-cn", "CN=apim-client", ok(200)),
         ("match-cn-is-unanchored-prefix", "CN=apim", ok(200)),
         ("match-cn-spans-the-whole-dn", "CN=.*O=Contoso", ok(200)),
         ("match-cn-alternation", "CN=other|CN=apim-client", ok(200)),
-        ("match-cn-anchored-at-the-end-rejects", "CN=apim$", http_reject(403, "client certificate unauthorized")),
+        ("match-cn-anchored-at-the-end-rejects", "CN=apim$", MATCH_CN_REJECT),
     ):
         yield Case(f"ingress-{name}", "ingress", "ingress-nginx", "match-cn", expect, e2e + " #6 #7 #9",
                    variant=_annotations(auth_tls_match_cn=regex))
-    yield Case("ingress-fails-closed-without-ca-secret", "ingress", "ingress-nginx", "CA secret", http_reject(403),
+    yield Case("ingress-fails-closed-without-ca-secret", "ingress", "ingress-nginx", "CA secret", FAIL_CLOSED,
                "ingress-nginx: missing CA secret → return 403",
                variant=_annotations(auth_tls_secret="default/does-not-exist"))
     yield Case("ingress-fails-closed-with-malformed-ca-secret", "ingress", "ingress-nginx", "CA secret",
-               http_reject(403), "ingress-nginx: malformed CA secret → return 403",
+               FAIL_CLOSED, "ingress-nginx: malformed CA secret → return 403",
                variant=_ca_secret(malformed_ca=True))
-    yield Case("ingress-refuses-cross-namespace-ca-secret", "ingress", "ingress-nginx", "CA secret", http_reject(403),
+    yield Case("ingress-refuses-cross-namespace-ca-secret", "ingress", "ingress-nginx", "CA secret", FAIL_CLOSED,
                "ingress-nginx: allow-cross-namespace-resources false", variant=_cross_namespace(False))
     yield Case("ingress-allows-cross-namespace-ca-secret-when-enabled", "ingress", "ingress-nginx", "CA secret",
                ok(200), "ingress-nginx: allow-cross-namespace-resources true", variant=_cross_namespace(True))
     yield Case("ingress-auth-tls-applies-to-every-ingress-on-the-host", "ingress", "ingress-nginx", "per host",
-               http_reject(400, NO_CERT), "ingress-nginx #3964 #3200 #6013", variant=_two_ingresses_one_host,
+               http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), "ingress-nginx #3964 #3200 #6013",
+               variant=_two_ingresses_one_host,
                identity=None, probe={"path": "/healthz"})
     yield Case("ingress-proxy-ssl-verify-without-name-fails-on-upstream-balancer", "ingress", "ingress-nginx",
-               "proxy-ssl", upstream_failure(502), "ingress-nginx #4928 #12883",
+               "proxy-ssl", upstream_failure(502, hop="ingress", cause="name-mismatch"),
+               "ingress-nginx #4928 #12883; cause: nginx error.log (measured)",
                variant=_annotations(proxy_ssl_name=None))
     yield Case("ingress-proxy-ssl-verify-off-accepts-any-pod-cert", "ingress", "ingress-nginx", "proxy-ssl", ok(200),
                "ingress-nginx: proxy-ssl-verify defaults to off (an insecure default this case documents)",
@@ -425,7 +477,8 @@ def _apim_cases() -> Iterator[Case]:
         yield Case(f"apim-negotiate-on-validates-client-cert-over-{proto}", "apim", "apim", f"negotiate on {proto}",
                    ok(200), src, variant=_apim_validates, identity="consumer-client", probe=pv)
         yield Case(f"apim-negotiate-off-never-sees-client-cert-over-{proto}", "apim", "apim",
-                   f"negotiate off {proto}", http_reject(401), src + " (policy without negotiation → 401)",
+                   f"negotiate off {proto}", http_reject(401, hop="apim", cause="no-client-cert"),
+                   src + " (policy without negotiation → 401)",
                    variant=_apim_validates_without_negotiation,
                    identity="consumer-client", probe=pv)
         yield Case(f"apim-negotiate-on-without-policy-accepts-missing-cert-over-{proto}", "apim", "apim",
@@ -433,13 +486,14 @@ def _apim_cases() -> Iterator[Case]:
                    variant=_apim_negotiates,
                    identity=None, probe=pv)
     yield Case("apim-client-cert-layer-is-reached-through-the-gateway", "apim", "apim", "through gateway",
-               http_reject(401), "APIM validate-client-certificate behind App Gateway (no client cert forwarded)",
+               http_reject(401, hop="apim", cause="no-client-cert"),
+               "APIM validate-client-certificate behind App Gateway (no client cert forwarded)",
                via="chain", variant=_apim_validates)
 
 
 CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
     _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
-    _apim_cases, oauth_cases,
+    _apim_cases, oauth_cases, cross_domain_cases, stripping_cases,
 )
 
 

@@ -6,10 +6,13 @@ with the source of that expectation. :func:`run_case` runs one on a chain.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+from harness.cases.evidence import Attribution, attribute
 from harness.errors import Unavailable
 from harness.model.topology import HopName, Topology
 from harness.probe.outcomes import Outcome
@@ -60,6 +63,9 @@ class Case:
     endpoint: HopName | None = None  # the endpoint to probe when it is not ``hop`` (the pod behind passthrough)
     #: request headers made when the case runs, on the chain it runs on (a freshly minted bearer token)
     headers_factory: Callable[[RunningChain], Mapping[str, str]] | None = None
+    #: trust the probe with the caller's configured CA (``topology.caller_of(hop).trusted_ca``), not with the root of
+    #: the cert the hop serves: a hop serving a valid cert of ANOTHER trust domain must be refused by its caller
+    caller_trust: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,17 +111,65 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     else:
         leaf = chain.certs.leaf(identity)
         kwargs.update(client_cert=leaf.chain, client_key=leaf.key)
+    if case.caller_trust:
+        trusted = chain.topology.caller_of(hop).trusted_ca  # the probed hop's caller: the client for a chain case
+        if trusted:
+            kwargs["trust"] = chain.certs.trust_bundle(trusted)
     if case.headers_factory is not None:
         kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
+    mark = chain.evidence_mark()
     seen = chain.probe(hop, **kwargs)
-    problem = None if case.expect.matches(seen.outcome) else "outcome differs"
+    found = _attributed(case, seen, chain, mark, hop)
+    seen = dataclasses.replace(seen, outcome=found.outcome)  # what was seen, with who decided it and why
+    problem = _problem(case.expect, found.outcome, chain)
     if problem is None and case.check is not None:
         problem = case.check(seen, chain)
+    evidence = f"\n  evidence: {found.evidence}" if found.evidence else ""
     message = (f"{case.id}: {'PASS' if problem is None else 'FAIL — ' + problem}\n"
                f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
                f"  expected: {case.expect}   [source: {case.source}]\n"
-               f"  seen:     {seen.describe()}{_trace_lines(seen)}")
+               f"  seen:     {seen.describe()}{evidence}{_trace_lines(seen)}")
     return CaseResult(case, problem is None, seen, message)
+
+
+#: bounded re-reads of the logs when the deciding hop's line is not there yet (the pod logs a failed handshake from
+#: its connection thread, nginx writes its access log after the answer has gone out)
+EVIDENCE_READS: Final = 6
+EVIDENCE_PAUSE: Final = 0.05
+
+
+def _terminator(chain: RunningChain, hop: HopName) -> str:
+    """The hop whose TLS stack answers a probe of ``hop``'s port (the pod behind ssl-passthrough)."""
+    return "pod" if hop == "ingress" and chain.topology.passthrough else hop
+
+
+def _attributed(case: Case, seen: ProbeResult, chain: RunningChain, mark: Mapping[str, int],
+                hop: HopName) -> Attribution:
+    """The seen outcome with the deciding hop and cause from that hop's evidence (harness.cases.evidence)."""
+    from harness.probe.http import page_reason
+
+    page = page_reason(seen.status, seen.headers, seen.body) if seen.status else None
+    found = Attribution(seen.outcome, "")
+    for attempt in range(EVIDENCE_READS):
+        found = attribute(seen.outcome, chain.evidence_since(mark), terminator=_terminator(chain, hop),
+                          headers=seen.headers, page=page)
+        if not case.expect.is_rejection or case.expect.attribution_matches(found.outcome) or not chain.logs:
+            break
+        if attempt + 1 < EVIDENCE_READS:
+            time.sleep(EVIDENCE_PAUSE * (attempt + 1))
+    return found
+
+
+def _problem(expect: Outcome, seen: Outcome, chain: RunningChain) -> str | None:
+    """Why ``seen`` does not satisfy ``expect`` (None when it does): the outcome first, then who decided and why."""
+    if not dataclasses.replace(expect, hop=None, cause=None).matches(seen):
+        return "outcome differs"
+    if expect.attribution_matches(seen):
+        return None
+    if seen.hop is None and seen.cause is None and not chain.logs:
+        return None  # this target exposes no hop's evidence (attach, azure): the answer is all there is to judge
+    return (f"refused for another cause or by another hop: expected {expect.attribution()}, "
+            f"seen {seen.attribution()}")
 
 
 def _variant_name(case: Case) -> str:

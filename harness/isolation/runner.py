@@ -86,7 +86,8 @@ def result_to_wire(result: Any) -> dict[str, Any]:
     """A :class:`~harness.probe.handshake.ProbeResult` as JSON-safe data, losslessly (body as base64)."""
     o = result.outcome
     return {
-        "outcome": {"kind": o.kind, "status": o.status, "alert": o.alert, "reason": o.reason},
+        "outcome": {"kind": o.kind, "status": o.status, "alert": o.alert, "reason": o.reason, "hop": o.hop,
+                    "cause": o.cause},
         "tls_version": result.tls_version, "cipher": result.cipher, "alpn": result.alpn,
         "peer_chain": [{"subject": c.subject, "issuer": c.issuer, "sans": list(c.sans), "sha256": c.sha256,
                         "serial": str(c.serial), "not_before": c.not_before.isoformat(),
@@ -107,7 +108,8 @@ def result_from_wire(doc: Mapping[str, Any]) -> Any:
                            serial=int(c["serial"]), not_before=dt.datetime.fromisoformat(c["not_before"]),
                            not_after=dt.datetime.fromisoformat(c["not_after"])) for c in doc["peer_chain"])
     return ProbeResult(
-        outcome=Outcome(o["kind"], status=o["status"], alert=o["alert"], reason=o["reason"]),
+        outcome=Outcome(o["kind"], status=o["status"], alert=o["alert"], reason=o["reason"], hop=o.get("hop"),
+                        cause=o.get("cause")),
         tls_version=doc["tls_version"], cipher=doc["cipher"], alpn=doc["alpn"], peer_chain=chain,
         status=doc["status"], headers=dict(doc["headers"]), body=base64.b64decode(doc["body"]),
         elapsed=float(doc["elapsed"]), error=doc["error"], target=doc["target"], server_name=doc["server_name"],

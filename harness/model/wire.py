@@ -8,7 +8,9 @@ then each hop adds its own. The pod echoes the headers back with its own socket'
 
 Fields (empty when the hop has no value): ``tls`` (protocol, e.g. ``TLSv1.3``), ``cipher``, ``sni``,
 ``peer_sha256`` (client cert SHA-256, lower-case hex without colons), ``peer_subject``, ``peer_issuer``,
-``verify`` (``SUCCESS``, ``NONE`` or ``FAILED:<reason>``).
+``verify`` (``SUCCESS``, ``NONE`` or ``FAILED:<reason>``); optionally ``stripped`` (the trace-header hops,
+comma-separated, whose headers arrived from this hop's caller and which this hop removed or replaced: its own
+evidence, so a forged header is attributed to the hop that stopped it).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "PROXY_HOPS", "TRACE_PREFIX", "header_name", "parse_entry",
-           "parse_headers"]
+__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "PROXY_HOPS", "STRIPPED_FIELD", "TRACE_PREFIX", "header_name",
+           "parse_entry", "parse_headers"]
 
 TRACE_PREFIX: Final = "x-mtls-trace-"
 #: response header on every answer a stand-in makes itself: ``hop=…; flags=…; details=…`` (or ``rejected=…``), so a
@@ -27,6 +29,8 @@ DETAIL_HEADER: Final = "x-harness-detail"
 APPGW_SERVER: Final = "Microsoft-Azure-Application-Gateway/v2"
 PROXY_HOPS: Final = ("gateway", "apim", "ingress")
 FIELDS: Final = ("tls", "cipher", "sni", "peer_sha256", "peer_subject", "peer_issuer", "verify")
+#: an optional field the local stand-ins add (not every deployment's trace snippets have it; see the module docstring)
+STRIPPED_FIELD: Final = "stripped"
 
 
 def header_name(hop: str) -> str:

@@ -17,7 +17,8 @@ seen                                       outcome
 connect refused / unreachable / timed out  ``unreachable(reason)``
 our verification of the server's chain     ``server_untrusted(reason)``, reason = OpenSSL's verify message
 fails                                      ("certificate has expired", "unable to get local issuer certificate",
-                                           "Hostname mismatch, …")
+                                           "Hostname mismatch, …"); hop ``client``, cause from
+                                           :func:`harness.probe.causes.cause_of`
 a TLS alert received (during the           ``tls_alert(name)``, name from :data:`ALERTS` (OpenSSL reason
 handshake or on the first read after it)   ``TLSV13_ALERT_CERTIFICATE_REQUIRED`` → ``certificate_required``)
 any other TLS failure, EOF or reset        ``protocol_error(reason)`` (e.g. ``WRONG_VERSION_NUMBER``: the port
@@ -73,6 +74,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from harness.errors import InputError, UsageError
+from harness.probe.causes import cause_of
 from harness.probe.http import (
     UPSTREAM_DETAILS,
     UPSTREAM_FAILURES,
@@ -186,7 +188,9 @@ def _alert_name(exc: ssl.SSLError) -> str | None:
 def _classify_exception(exc: BaseException, phase_key: str, plaintext: bool) -> Outcome:
     phase = _PHASES.get(phase_key, phase_key)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return server_untrusted(exc.verify_message or exc.reason or str(exc))
+        # the deciding hop is our own client: its verify message is the cause (harness.probe.causes)
+        message = exc.verify_message or exc.reason or str(exc)
+        return server_untrusted(message, hop="client", cause=cause_of(message))
     if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         name = _alert_name(exc)
         if name:

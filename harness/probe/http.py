@@ -13,6 +13,7 @@ both into outcomes. A complete answer is classified by :func:`classify_response`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 import json
 import re
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from harness.model.wire import DETAIL_HEADER
+from harness.probe.causes import detail_attribution
 from harness.probe.outcomes import Outcome, http_reject, ok, upstream_failure
 
 __all__ = [
@@ -353,9 +355,22 @@ def page_reason(status: int, headers: Mapping[str, str], body: bytes) -> str | N
 
 
 def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-    """The outcome of a complete HTTP answer (the table in this module's docstring, HTTP rows)."""
+    """The outcome of a complete HTTP answer (the table in this module's docstring, HTTP rows); a stand-in's detail
+    header, where present, names the hop that made the answer and its cause (:mod:`harness.probe.causes`)."""
     if 200 <= status < 400:
         return ok(status)
+    return _attributed(_classify_error(status, headers, body), headers)
+
+
+def _attributed(outcome: Outcome, headers: Mapping[str, str]) -> Outcome:
+    found = detail_attribution(headers)
+    if found is None:
+        return outcome
+    hop, cause = found
+    return dataclasses.replace(outcome, hop=hop, cause=cause)
+
+
+def _classify_error(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     detail = headers.get(DETAIL_HEADER, "")
     if detail and any(d in detail for d in UPSTREAM_DETAILS):
         return upstream_failure(status, detail)

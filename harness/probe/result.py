@@ -102,7 +102,8 @@ class ProbeResult:
         except UnicodeDecodeError:
             body = {"body_base64": base64.b64encode(self.body).decode()}
         o = self.outcome
-        return {"outcome": {"kind": o.kind, "status": o.status, "alert": o.alert, "reason": o.reason},
+        return {"outcome": {"kind": o.kind, "status": o.status, "alert": o.alert, "reason": o.reason, "hop": o.hop,
+                            "cause": o.cause},
                 "target": self.target, "server_name": self.server_name, "client_cert": self.client_cert,
                 "tls_version": self.tls_version, "cipher": self.cipher, "alpn": self.alpn,
                 "peer_chain": [c.as_dict() for c in self.peer_chain], "status": self.status,

@@ -47,6 +47,7 @@ from harness.render.envoy_lua import (
     APIM_500_JSON,
     LUA_METADATA_KEY,
     LUA_METADATA_NAMESPACE,
+    LUA_STRIPPED_KEY,
     apim_lua,
     appgw_page,
     gateway_lua,
@@ -88,8 +89,12 @@ _TRACE_VALUE: Final = "; ".join([
     "peer_subject=%DOWNSTREAM_PEER_SUBJECT%",
     "peer_issuer=%DOWNSTREAM_PEER_ISSUER%",
     f"verify=%DYNAMIC_METADATA({LUA_METADATA_NAMESPACE}:{LUA_METADATA_KEY})%",
+    f"stripped=%DYNAMIC_METADATA({LUA_METADATA_NAMESPACE}:{LUA_STRIPPED_KEY})%",
 ])
-_DETAIL_VALUE: Final = "hop={hop}; flags=%RESPONSE_FLAGS%; details=%RESPONSE_CODE_DETAILS%"
+#: the detail header on a stand-in's own upstream-failure answer: the deciding hop, Envoy's flags and details, and
+#: the upstream TLS failure reason (the verify error, e.g. "…certificate_has_expired…"; measured in docs/behaviour.md)
+_DETAIL_VALUE: Final = ("hop={hop}; flags=%RESPONSE_FLAGS%; details=%RESPONSE_CODE_DETAILS%; "
+                        "upstream=%UPSTREAM_TRANSPORT_FAILURE_REASON%")
 
 
 class CertFiles(Protocol):

@@ -92,6 +92,12 @@ class NginxConfig:
     error_log: Path
     listen_port: int
 
+    @property
+    def access_log(self) -> Path:
+        """One line per request in ingress-nginx's default ``log-format-upstream`` ($upstream_addr and
+        $upstream_status are ``-`` when the ingress answered itself)."""
+        return self.prefix / "logs" / "access.log"
+
     def argv(self, nginx: Path) -> list[str]:
         """Run in the foreground (master + one worker), so the process that starts it owns it."""
         return [str(nginx), "-p", f"{self.prefix}/", "-c", str(self.conf_path), "-g", "daemon off;"]
@@ -162,8 +168,16 @@ def _addr(host: str, port: int) -> str:
 
 #: the ingress hop's trace entry (harness/model/wire.py). nginx 1.22 has only a SHA-1 client fingerprint
 #: ($ssl_client_fingerprint) and no hash function, so peer_sha256 stays empty: the pod computes it from ssl-client-cert.
+#: ``stripped`` names the ingress's own trace header when a caller sent one (the ingress replaces it): its evidence
+#: that a forged header reached it, so a case can tell which hop stopped stripping.
 TRACE_VALUE = ("tls=$ssl_protocol; cipher=$ssl_cipher; sni=$ssl_server_name; peer_sha256=; "
-               "peer_subject=$ssl_client_s_dn; peer_issuer=$ssl_client_i_dn; verify=$ssl_client_verify")
+               "peer_subject=$ssl_client_s_dn; peer_issuer=$ssl_client_i_dn; verify=$ssl_client_verify; "
+               "stripped=$mtls_trace_inbound")
+#: ingress-nginx's default ``log-format-upstream`` (its configmap docs), the format its access log lines have
+LOG_FORMAT_UPSTREAM = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                       '"$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+                       '[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length '
+                       '$upstream_response_time $upstream_status $req_id')
 
 
 def _proxy_ssl_server_lines(p: ProxySSL | None) -> list[str]:
@@ -221,6 +235,7 @@ def _location(server: ServerPlan, loc: LocationPlan) -> list[str]:
         f'set $location_path  {_q(loc.path)};',
         "",
         "set $proxy_upstream_name " + _q(loc.upstream_name) + ";",
+        'set $proxy_alternative_upstream_name "";',
         "set $proxy_host          $proxy_upstream_name;",
         "set $pass_access_scheme  $scheme;",
         "set $pass_server_port    $server_port;",
@@ -277,6 +292,7 @@ def _server(server: ServerPlan, listen: str, fake_cert: Path) -> list[str]:
         f"listen {listen} ssl http2;",
         "",
         'set $proxy_upstream_name "-";',
+        'set $proxy_alternative_upstream_name "";',
         "",
     ]
     auth = server.auth
@@ -328,13 +344,19 @@ def _conf(
     tmp = prefix / "tmp"
     http = [
         *(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
-        f"access_log {prefix / 'logs' / 'access.log'};",
+        f"log_format upstreaminfo '{LOG_FORMAT_UPSTREAM}';",
+        f"access_log {prefix / 'logs' / 'access.log'} upstreaminfo;",
         "server_tokens off;",
         "keepalive_timeout 75s;",
         "",
         "map $http_upgrade $connection_upgrade {",
         "    default          upgrade;",
         "    ''               close;",
+        "}",
+        "# mtls-harness hop trace (not part of ingress-nginx): did a caller send the ingress's own trace header?",
+        f"map $http_{header_name('ingress').replace('-', '_')} $mtls_trace_inbound {{",
+        '    ""        "";',
+        '    default   "ingress";',
         "}",
         "map $http_x_request_id $req_id {",
         "    default   $http_x_request_id;",
@@ -368,6 +390,7 @@ def _conf(
         '    server_name "_" ;',
         f"    listen {https_listen} default_server ssl http2;",
         '    set $proxy_upstream_name "-";',
+        '    set $proxy_alternative_upstream_name "";',
         "    location / {",
         "        return 404;",
         "    }",

@@ -175,6 +175,37 @@ class RunningChain:
         kwargs = ep.probe_kwargs() | overrides
         return probe(ep.host, ep.port, **kwargs)
 
+    # -- evidence: what each hop wrote about a request, read back after the probe ------------------------------
+    def evidence_mark(self) -> dict[str, int]:
+        """The current size of every log this chain exposes (pass it to :meth:`evidence_since` after a probe)."""
+        mark: dict[str, int] = {}
+        for name, path in self.logs.items():
+            try:
+                mark[name] = path.stat().st_size
+            except OSError:
+                mark[name] = 0
+        return mark
+
+    def evidence_since(self, mark: Mapping[str, int], *, limit: int = 256 * 1024) -> dict[str, str]:
+        """The text each log gained since ``mark`` (at most ``limit`` bytes each), keyed by log name
+        (``ingress-error``, ``ingress-access``, ``pod``, ``gateway-access``, …); logs that did not grow are left out.
+        A target whose hops' logs are out of reach exposes none, and this returns ``{}``."""
+        out: dict[str, str] = {}
+        for name, path in self.logs.items():
+            start = mark.get(name, 0)
+            try:
+                with path.open("rb") as fh:
+                    size = fh.seek(0, 2)
+                    if size < start:  # the log was replaced (a restarted hop): read the new file from its start
+                        start = 0
+                    if size == start:
+                        continue
+                    fh.seek(start)
+                    out[name] = fh.read(limit).decode(errors="replace")
+            except OSError:
+                continue
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,

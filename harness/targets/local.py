@@ -147,10 +147,21 @@ class LocalTarget(OwnCertSet, TargetBase):
             topology=self.topology,
             certs=self.certs,
             endpoints=endpoints,
-            logs={name: p.log_path for name, p in self._procs.items()}
-            | ({"ingress-error": self._nginx.error_log} if self._nginx else {}),
+            logs=self._evidence_logs(),
         )
         return self.chain
+
+    def _evidence_logs(self) -> dict[str, Path]:
+        """Every log a case reads its evidence from: each process's output (the pod logs failed handshakes), nginx's
+        error and access logs, the Envoy stand-ins' access logs."""
+        logs: dict[str, Path] = {name: p.log_path for name, p in self._procs.items()}
+        if self._nginx is not None:
+            logs |= {"ingress-error": self._nginx.error_log, "ingress-access": self._nginx.access_log}
+        for hop in ("gateway", "apim"):
+            config = self._envoy.get(hop)
+            if config is not None:
+                logs[f"{hop}-access"] = config.access_log
+        return logs
 
     def _launch(self, hops: list[ProcessHop]) -> None:
         """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""

@@ -95,7 +95,8 @@ def test_run_exits_1_when_a_case_fails_and_the_report_names_it(capsys: pytest.Ca
     (case,) = _results(tmp_path)["cases"]
     assert case["id"] == wrongly_expected.id
     assert case["result"] == "failed"
-    assert case["message"] == ("expected ok(200), seen http_reject(400, 'No required SSL certificate was sent')")
+    assert case["message"] == ("expected ok(200), seen http_reject(400, 'No required SSL certificate was sent') "
+                               "by ingress for no-client-cert")
     assert "✗ 400 no cert" in out
 
 

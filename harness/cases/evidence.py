@@ -1,0 +1,97 @@
+"""Which hop decided a refusal, and why — read from that hop's own evidence after a probe.
+
+The probe already fills ``hop``/``cause`` where the answer itself says (a stand-in's ``x-harness-detail`` header, our
+own client's verify error: :mod:`harness.probe.causes`). Everything else is in a hop's logs, read from the mark
+taken before the probe (:meth:`harness.targets.base.RunningChain.evidence_mark`):
+
+=================  ===========================================================================================
+log                decision lines (measured here; docs/behaviour.md)
+=================  ===========================================================================================
+``ingress-error``  ``client SSL certificate verify error: (10:certificate has expired)``, ``client sent no
+                   required SSL certificate``, ``upstream SSL certificate verify error: (…)``, ``upstream SSL
+                   certificate does not match "…"``, ``connect() failed (111: Connection refused) while
+                   connecting to upstream``, ``SSL_do_handshake() failed (…unsupported protocol)``
+``ingress-access`` ingress-nginx's ``log-format-upstream`` line with ``$upstream_addr`` ``-``: the ingress answered
+                   itself (``return 403``), the cause is its page
+``pod``            ``handshake failed: SSLCertVerificationError: certificate has expired``, ``handshake failed:
+                   SSLError: PEER_DID_NOT_RETURN_A_CERTIFICATE`` (alerts the pod *received* are not its decisions)
+=================  ===========================================================================================
+
+A TLS alert is sent by the TLS terminator of the probed port (the pod behind ssl-passthrough): the alert's hop is
+that terminator, its cause the terminator's log line if it wrote one, else the alert's meaning
+(:data:`harness.probe.causes.ALERT_CAUSES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from harness.probe.causes import ALERT_CAUSES, cause_of
+from harness.probe.outcomes import Outcome
+
+__all__ = ["Attribution", "attribute"]
+
+_NGINX_DECISIONS: Final = re.compile(
+    r"client SSL certificate verify error: \(\d+:[^)]*\)"
+    r"|client sent no required SSL certificate"
+    r"|upstream SSL certificate verify error: \(\d+:[^)]*\)"
+    r'|upstream SSL certificate does not match "[^"]*"'
+    r"|connect\(\) failed \(\d+: [^)]*\) while connecting to upstream"
+    r"|SSL_do_handshake\(\) failed \(SSL: error:[0-9A-Fa-f]+:SSL routines::unsupported protocol\)")
+# the pod's own verdicts; "…ALERT…" reasons are alerts the pod received (another hop decided), EOF is a side effect
+_POD_DECISIONS: Final = re.compile(r"handshake failed: (?:SSLCertVerificationError: .*"
+                                   r"|SSLError: (?!.*ALERT)(?:PEER_DID_NOT_RETURN_A_CERTIFICATE|UNSUPPORTED_PROTOCOL)"
+                                   r"[^\n]*)")
+# ingress-nginx log-format-upstream: … "$request" $status … [$proxy_upstream_name] [$alt] $upstream_addr …
+_ACCESS: Final = re.compile(r'"[^"]*" (\d{3}) \d+ .*\[[^\]]*\] \[[^\]]*\] (\S+) \S+ \S+ (\S+) \S+$')
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The outcome with ``hop``/``cause`` filled, and the evidence line they come from (for the case's message)."""
+
+    outcome: Outcome
+    evidence: str
+
+
+def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, headers: Mapping[str, str],
+              page: str | None) -> Attribution:
+    """Fill ``seen.hop``/``seen.cause`` from ``evidence`` (log name → text written during the probe).
+
+    ``terminator`` is the hop whose TLS stack answered the probe's handshake; ``headers`` the answer's headers (the
+    detail header, already read by the probe); ``page`` the answer's page reason.
+    """
+    if seen.hop is not None:
+        detail = headers.get("x-harness-detail")
+        return Attribution(seen, f"{seen.hop}'s detail header: {detail}" if detail else f"{seen.hop}: {seen.reason}")
+    if seen.kind == "tls_alert":
+        line = _last(_POD_DECISIONS, evidence.get("pod", "")) if terminator == "pod" else \
+            _last(_NGINX_DECISIONS, evidence.get("ingress-error", "")) if terminator == "ingress" else None
+        cause = cause_of(line) if line else ALERT_CAUSES.get(seen.alert or "")
+        where = f"{terminator}'s log: {line}" if line else f"the alert {seen.alert} {terminator} sent"
+        return Attribution(dataclasses.replace(seen, hop=terminator, cause=cause), where)
+    if seen.kind not in ("http_reject", "upstream_failure"):
+        return Attribution(seen, "")
+    line = _last(_NGINX_DECISIONS, evidence.get("ingress-error", ""))
+    if line:
+        return Attribution(dataclasses.replace(seen, hop="ingress", cause=cause_of(line)),
+                           f"ingress's error log: {line}")
+    line = _last(_POD_DECISIONS, evidence.get("pod", ""))
+    if line:
+        return Attribution(dataclasses.replace(seen, hop="pod", cause=cause_of(line)), f"pod's log: {line}")
+    for access in reversed(evidence.get("ingress-access", "").splitlines()):
+        m = _ACCESS.search(access)
+        if m and int(m.group(1)) == seen.status and m.group(2) == "-":
+            cause = cause_of(page) or ("forbidden" if seen.status == 403 else None)
+            return Attribution(dataclasses.replace(seen, hop="ingress", cause=cause),
+                               f"ingress's access log (answered itself, no upstream): {access.strip()}")
+    return Attribution(seen, "no hop's evidence names this answer")
+
+
+def _last(pattern: re.Pattern[str], text: str) -> str | None:
+    found = pattern.findall(text)
+    return found[-1] if found else None
