@@ -167,12 +167,6 @@ def _pod_asks_no_client_cert(at: str, config: Path | None, argv: list[str]) -> t
 # ------------------------------------------------------------------------------------------------------------------
 # the catalogue
 # ------------------------------------------------------------------------------------------------------------------
-_CROSS_DOMAIN = ("needs a cross-domain case: a VALID leaf from another trust domain of the chain presented to the "
-                 "ingress (issue 15 'Cross-domain cases', branch causes); the unknown-CA fault uses a rogue root that "
-                 "no bundle holds, so an over-broad ca.crt passes every current case")
-_ATTRIBUTION = ("needs a stripping-attribution case (issue 15 'Attribution of stripping', branch causes): APIM strips "
-                "the forged ingress/apim headers and the gateway overwrites its own, so the spoofing case still sees "
-                "no forged value")
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("ingress-proxy-ssl-verify-off", "config", "ingress",
@@ -186,7 +180,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("ingress-trusts-every-ca", "config", "ingress",
            "ingress: the auth-tls CA secret's ca.crt holds every root of the cert set",
            "issue 15 (an over-broad ca.crt is a common production mistake): any client of any domain gets in",
-           topology=_ingress_trusts_every_ca, pending=_CROSS_DOMAIN),
+           topology=_ingress_trusts_every_ca),
     Mutant("ingress-verify-depth-raised", "config", "ingress",
            "ingress: auth-tls-verify-depth 2 (a client cert two intermediates deep is accepted)",
            "ingress-nginx annotations docs (auth-tls-verify-depth, default 1); OpenSSL X509_VERIFY_PARAM_set_depth",
@@ -215,7 +209,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("gateway-keeps-trace-headers", "render", "gateway",
            "gateway: client-supplied hop-trace headers are not stripped",
            "REFERENCES #10 (forwarded identity headers are spoofable); docs/design.md 'TLS on every hop'",
-           edit=_envoy_edit("gateway", _keep_inbound_trace_headers), pending=_ATTRIBUTION),
+           edit=_envoy_edit("gateway", _keep_inbound_trace_headers)),
     Mutant("apim-accepts-any-client-cert", "render", "apim",
            "APIM: validate-client-certificate treats every presented certificate as valid",
            "APIM validate-client-certificate policy docs (validate-trust, validate-revocation)",
