@@ -195,7 +195,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         endpoints: dict[HopName, HopEndpoint] = {"gateway": gateway}
         logs = {f"{hop}-access": cfg.access_log for hop, cfg in self._envoy.items()}
         if self._nginx is not None:
-            logs["ingress-error"] = self._nginx.error_log
+            logs |= {"ingress-error": self._nginx.error_log, "ingress-access": self._nginx.access_log}
         self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
                                   logs=logs, limits=LIMITS)
         return self.chain
