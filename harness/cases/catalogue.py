@@ -164,7 +164,7 @@ def _server_cert_cases() -> Iterator[Case]:
 
 def _passthrough(t: Topology) -> Topology:
     """ssl-passthrough: the ingress routes the TLS stream by SNI; the pod terminates it and verifies APIM's cert."""
-    t = t.with_ingress_annotations(ssl_passthrough="true")
+    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
     t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
     return t.with_hop("apim", upstream__trusted_ca="pod-ca")
 

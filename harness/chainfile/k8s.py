@@ -131,9 +131,17 @@ def _ingress(doc: dict[str, Any], where: str, warnings: list[str]) -> Ingress:
             annotations[key.removeprefix(ANNOTATION_PREFIX)] = str(value)
         else:
             warnings.append(f"{where}: Ingress {name}: annotation {key} is not ingress-nginx's (ignored)")
+    path_type = str(paths[0].get("pathType") or "Prefix")
+    if path_type not in ("Prefix", "Exact", "ImplementationSpecific"):
+        raise InputError(where, f"Ingress {name}: pathType {path_type!r} is not a Kubernetes path type",
+                         "use Prefix, Exact or ImplementationSpecific")
+    created = meta.get("creationTimestamp")
     return Ingress(name=name, host=str(rule["host"]), tls_secret=str(tls[0]["secretName"]),
                    service=str(backend["name"]), service_port=port, namespace=str(meta.get("namespace") or "default"),
-                   path=str(paths[0].get("path") or "/"), annotations=MappingProxyType(annotations))
+                   path=str(paths[0].get("path") or "/"), annotations=MappingProxyType(annotations),
+                   path_type=path_type,
+                   creation_timestamp=created.isoformat() if hasattr(created, "isoformat") else
+                   (str(created) if created else None))
 
 
 def read_manifests(paths: list[tuple[Path, str]]) -> Manifests:
