@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from harness.cases.fidelity import fidelity_cases
 from harness.cases.oauth import oauth_cases
 from harness.model.topology import HopName, Topology
 from harness.model.wire import header_name
@@ -439,7 +440,7 @@ def _apim_cases() -> Iterator[Case]:
 
 CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
     _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
-    _apim_cases, oauth_cases,
+    _apim_cases, oauth_cases, fidelity_cases,
 )
 
 
