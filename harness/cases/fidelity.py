@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from harness.cases.model import NO_CERT, Case
+from harness.cases.model import NO_CERT, Case, Group
 from harness.model.topology import Topology
 from harness.probe.outcomes import http_reject, ok, server_untrusted
 from harness.render.nginx_admission import admission_refusal
@@ -59,8 +59,8 @@ def _tls_secret_for_another_host(t: Topology) -> Topology:
 def _older_optional_ingress(t: Topology) -> Topology:
     """A second Ingress on the host, created BEFORE the primary one, with auth-tls-verify-client optional."""
     primary = dataclasses.replace(t.ingress.primary, creation_timestamp="2026-01-02T00:00:00Z")
-    older = dataclasses.replace(primary, name="echo-reports", path="/reports", creation_timestamp="2026-01-01T00:00:00Z",
-                                annotations=MappingProxyType({**primary.annotations,
+    older = dataclasses.replace(primary, name="echo-reports", path="/reports",
+                                creation_timestamp="2026-01-01T00:00:00Z", annotations=MappingProxyType({**primary.annotations,
                                                               "auth-tls-verify-client": "optional"}))
     return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(primary, older)))
 
@@ -146,7 +146,7 @@ def _not_from_pod(r: ProbeResult, c: RunningChain) -> str | None:
 
 # -- the cases ------------------------------------------------------------------------------------------------------
 def fidelity_cases() -> Iterator[Case]:
-    g = "ingress-nginx"
+    g: Group = "ingress-nginx"
     # 1 ssl-passthrough
     yield Case("ingress-ignores-ssl-passthrough-without-the-controller-flag", "ingress", g, "passthrough flag off",
                ok(200), f"{SRC} pkg/flags/flags.go 150 (default false); docs annotations.md 594-600",

@@ -140,8 +140,14 @@ def _ingress(doc: dict[str, Any], where: str, warnings: list[str]) -> Ingress:
                    service=str(backend["name"]), service_port=port, namespace=str(meta.get("namespace") or "default"),
                    path=str(paths[0].get("path") or "/"), annotations=MappingProxyType(annotations),
                    path_type=path_type,
-                   creation_timestamp=created.isoformat() if hasattr(created, "isoformat") else
-                   (str(created) if created else None))
+                   creation_timestamp=_timestamp(created))
+
+
+def _timestamp(value: Any) -> str | None:
+    """metadata.creationTimestamp as RFC 3339 (YAML may have parsed it into a datetime already)."""
+    if not value:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def read_manifests(paths: list[tuple[Path, str]]) -> Manifests:

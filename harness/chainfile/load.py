@@ -47,8 +47,8 @@ from harness.model.topology import (
     parse_go_bool,
 )
 from harness.pki.certset import CertSet
-from harness.render.nginx_admission import admission_refusal, annotation_warnings
 from harness.pki.x509 import fingerprint_sha256
+from harness.render.nginx_admission import admission_refusal, annotation_warnings
 
 __all__ = ["CHAIN_ENV", "LoadedChain", "load_chain"]
 

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 __all__ = [
     "ANNOTATION_PREFIX",
+    "CONTROLLER_DEFAULTS",
     "HOPS",
     "Apim",
     "CASpec",
-    "CONTROLLER_DEFAULTS",
     "ClientAuth",
     "ControllerSettings",
     "Gateway",
