@@ -59,9 +59,9 @@ def _tls_secret_for_another_host(t: Topology) -> Topology:
 def _older_optional_ingress(t: Topology) -> Topology:
     """A second Ingress on the host, created BEFORE the primary one, with auth-tls-verify-client optional."""
     primary = dataclasses.replace(t.ingress.primary, creation_timestamp="2026-01-02T00:00:00Z")
+    annotations = MappingProxyType({**primary.annotations, "auth-tls-verify-client": "optional"})
     older = dataclasses.replace(primary, name="echo-reports", path="/reports",
-                                creation_timestamp="2026-01-01T00:00:00Z", annotations=MappingProxyType({**primary.annotations,
-                                                              "auth-tls-verify-client": "optional"}))
+                                creation_timestamp="2026-01-01T00:00:00Z", annotations=annotations)
     return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(primary, older)))
 
 
