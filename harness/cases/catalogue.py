@@ -19,6 +19,7 @@ from harness.cases.cross_domain import (
     stripped_by,
     stripping_cases,
 )
+from harness.cases.fidelity import fidelity_cases
 from harness.cases.oauth import oauth_cases
 from harness.model.topology import HopName, Topology
 from harness.model.wire import PROXY_HOPS
@@ -213,7 +214,7 @@ def _server_cert_cases() -> Iterator[Case]:
 
 def _passthrough(t: Topology) -> Topology:
     """ssl-passthrough: the ingress routes the TLS stream by SNI; the pod terminates it and verifies APIM's cert."""
-    t = t.with_ingress_annotations(ssl_passthrough="true")
+    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
     t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
     return t.with_hop("apim", upstream__trusted_ca="pod-ca")
 
@@ -493,7 +494,7 @@ def _apim_cases() -> Iterator[Case]:
 
 CASE_BUILDERS: tuple[Callable[[], Iterator[Case]], ...] = (
     _client_cert_cases, _server_cert_cases, _pod_cases, _protocol_cases, _trace_cases, _ingress_nginx_cases,
-    _apim_cases, oauth_cases, cross_domain_cases, stripping_cases,
+    _apim_cases, oauth_cases, cross_domain_cases, stripping_cases, fidelity_cases,
 )
 
 

@@ -39,7 +39,7 @@ def _partner_mtls() -> Topology:
 
 def _passthrough() -> Topology:
     t = default_topology().replace(name="passthrough")
-    t = t.with_ingress_annotations(ssl_passthrough="true")
+    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
     t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
     # the pod's mounted Secret carries the CA it now verifies with (render/k8s.py: the pod listener decides it)
     secrets = tuple(dataclasses.replace(s, ca=("apim-client-ca",)) if s.name == "echo-tls" else s

@@ -117,9 +117,10 @@ def chain_document(topology: Topology, policy_file: str = "apim-policy.xml") -> 
                 max_protocol_version=_v(ap.upstream.max_version)),  # type: ignore[arg-type]
         ),
         ingress=IngressSpec(
-            enable_ssl_passthrough=topology.passthrough,
-            config_map={"allow-cross-namespace-resources": "true"} if topology.ingress.allow_cross_namespace_resources
-            else {},
+            enable_ssl_passthrough=topology.ingress.controller.enable_ssl_passthrough,
+            config_map={**({"allow-cross-namespace-resources": "true"}
+                           if topology.ingress.allow_cross_namespace_resources else {}),
+                        **topology.ingress.controller.config},
             manifests=["k8s"],
         ),
         pod=PodSpec(name=pd.name, namespace=pd.namespace, host=pd.listener.hostname,

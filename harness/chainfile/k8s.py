@@ -131,9 +131,23 @@ def _ingress(doc: dict[str, Any], where: str, warnings: list[str]) -> Ingress:
             annotations[key.removeprefix(ANNOTATION_PREFIX)] = str(value)
         else:
             warnings.append(f"{where}: Ingress {name}: annotation {key} is not ingress-nginx's (ignored)")
+    path_type = str(paths[0].get("pathType") or "Prefix")
+    if path_type not in ("Prefix", "Exact", "ImplementationSpecific"):
+        raise InputError(where, f"Ingress {name}: pathType {path_type!r} is not a Kubernetes path type",
+                         "use Prefix, Exact or ImplementationSpecific")
+    created = meta.get("creationTimestamp")
     return Ingress(name=name, host=str(rule["host"]), tls_secret=str(tls[0]["secretName"]),
                    service=str(backend["name"]), service_port=port, namespace=str(meta.get("namespace") or "default"),
-                   path=str(paths[0].get("path") or "/"), annotations=MappingProxyType(annotations))
+                   path=str(paths[0].get("path") or "/"), annotations=MappingProxyType(annotations),
+                   path_type=path_type,
+                   creation_timestamp=_timestamp(created))
+
+
+def _timestamp(value: Any) -> str | None:
+    """metadata.creationTimestamp as RFC 3339 (YAML may have parsed it into a datetime already)."""
+    if not value:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def read_manifests(paths: list[tuple[Path, str]]) -> Manifests:

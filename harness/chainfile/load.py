@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from harness.chainfile.certs import (
@@ -29,6 +30,7 @@ from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
 from harness.chainfile.policy import read_policy
 from harness.errors import InputError
 from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_text
+from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
 from harness.model.topology import (
     Apim,
     ClientAuth,
@@ -44,6 +46,7 @@ from harness.model.topology import (
 )
 from harness.pki.certset import CertSet
 from harness.pki.x509 import fingerprint_sha256
+from harness.render.nginx_admission import admission_refusal, annotation_warnings
 
 __all__ = ["CHAIN_ENV", "LoadedChain", "load_chain"]
 
@@ -52,7 +55,12 @@ CHAIN_ENV = "MTLS_HARNESS_CHAIN"
 
 _GATEWAY_AUTH: dict[str, ClientAuth] = {"none": "none", "Strict": "required", "Passthrough": "optional"}
 #: ingress-nginx ConfigMap keys the model holds
-_CONFIG_MAP_KEYS = ("allow-cross-namespace-resources",)
+_CONFIG_MAP_KEYS = ("allow-cross-namespace-resources", *CONTROLLER_DEFAULTS)
+_BOOL_KEYS = ("allow-cross-namespace-resources", "ssl-session-cache", "ssl-session-tickets", "use-http2", "hsts",
+              "hsts-include-subdomains", "hsts-preload", "proxy-ssl-location-only", "allow-snippet-annotations",
+              "ssl-reject-handshake")
+_INT_KEYS = ("hsts-max-age", "upstream-keepalive-connections", "upstream-keepalive-timeout",
+             "upstream-keepalive-requests")
 
 
 @dataclass(frozen=True)
@@ -159,19 +167,34 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
             warnings.append(f"Ingress {ing.namespace}/{ing.name} (host {ing.host}) is not on the chain's host "
                             f"{primary.host}: not modelled")
             continue
-        if ing.annotation("ssl-passthrough") == "true" and not spec.enable_ssl_passthrough:
+        if parse_go_bool(ing.annotation("ssl-passthrough")) and not spec.enable_ssl_passthrough:
             warnings.append(f"Ingress {ing.namespace}/{ing.name}: ssl-passthrough is ignored by ingress-nginx "
                             "without --enable-ssl-passthrough (ingress.enable_ssl_passthrough: true)")
-            ingresses.append(ing.with_annotations(ssl_passthrough=None))
-            continue
         ingresses.append(ing)
-    for key in spec.config_map:
+    config: dict[str, str] = {}
+    for key, value in spec.config_map.items():
         if key not in _CONFIG_MAP_KEYS:
             warnings.append(f"{r.where(['ingress', 'config_map', key])}: ingress-nginx ConfigMap key {key} is not "
                             "modelled")
+            continue
+        bad = ((key in _BOOL_KEYS and parse_go_bool(value) is None)
+               or (key in _INT_KEYS and not value.strip().isdigit()))
+        if bad:
+            kind = "a boolean (true/false)" if key in _BOOL_KEYS else "a whole number"
+            raise InputError(r.where(["ingress", "config_map", key]), f"ingress.config_map {key}: {value!r} is not "
+                             f"{kind}", f"write {key}: \"{CONTROLLER_DEFAULTS.get(key, 'false')}\" (the default)")
+        if key != "allow-cross-namespace-resources":
+            config[key] = value
     hop = IngressHop(ingresses=tuple(ingresses), secrets=tuple(secrets), server_cert="",
-                     allow_cross_namespace_resources=spec.config_map.get("allow-cross-namespace-resources",
-                                                                         "false").lower() == "true")
+                     allow_cross_namespace_resources=bool(parse_go_bool(
+                         spec.config_map.get("allow-cross-namespace-resources", "false"))),
+                     controller=ControllerSettings(spec.enable_ssl_passthrough, MappingProxyType(config)))
+    for ing in ingresses:
+        refusal = admission_refusal(ing, hop.controller)
+        if refusal is not None:
+            raise InputError(r.where(["ingress", "manifests"]), refusal.split(" — ")[0],
+                             refusal.split(" — ")[-1] + " (the admission webhook refuses the Ingress)")
+    warnings += annotation_warnings(hop)
     tls = hop.secret(f"{primary.namespace}/{primary.tls_secret}")
     if tls is None or tls.tls is None:
         raise InputError(r.where(["ingress", "manifests"]), f"Ingress {primary.name}'s TLS Secret "

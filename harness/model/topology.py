@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
+
 __all__ = [
     "ANNOTATION_PREFIX",
     "HOPS",
@@ -58,7 +60,6 @@ HOPS: tuple[HopName, ...] = ("gateway", "apim", "ingress", "pod")
 
 #: ingress-nginx's annotation prefix (the controller's default ``--annotations-prefix``)
 ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # PKI plan: which CAs and leaves the chain needs
@@ -236,6 +237,9 @@ class K8sSecret:
     ca: tuple[str, ...] = ()
     crl: str | None = None
     malformed_ca: bool = False
+    #: the version of this Secret the controller synced before this one (an UPDATE): when this version cannot be
+    #: stored, the controller keeps serving that one (store/backend_ssl.go 38-50)
+    last_good: K8sSecret | None = None
 
     @property
     def ref(self) -> str:
@@ -244,6 +248,11 @@ class K8sSecret:
 
 def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
+
+
+def _timestamp(value: str) -> str:
+    """An RFC 3339 UTC timestamp as a sortable string (metav1.Time has second precision; "Z" and "+00:00" agree)."""
+    return value.replace("+00:00", "Z").split(".")[0].rstrip("Z")
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,11 @@ class Ingress:
     namespace: str = "default"
     path: str = "/"
     annotations: Mapping[str, str] = field(default_factory=_frozen)
+    #: Prefix | Exact | ImplementationSpecific (networking.k8s.io/v1 HTTPIngressPath.pathType)
+    path_type: str = "Prefix"
+    #: metadata.creationTimestamp (RFC 3339, e.g. "2026-01-02T03:04:05Z"); None: created when applied, after every
+    #: Ingress that has one. The controller merges the Ingresses of a host oldest first (store.go 1102-1115)
+    creation_timestamp: str | None = None
 
     def annotation(self, key: str, default: str | None = None) -> str | None:
         return self.annotations.get(key, default)
@@ -289,10 +303,31 @@ class IngressHop:
     #: the controller's ConfigMap key allow-cross-namespace-resources (default false: an auth-tls-secret or
     #: proxy-ssl-secret in another namespace is refused)
     allow_cross_namespace_resources: bool = False
+    #: the controller's flags and other ConfigMap keys
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
 
     @property
     def primary(self) -> Ingress:
         return self.ingresses[0]
+
+    def in_controller_order(self) -> tuple[Ingress, ...]:
+        """The Ingresses as the controller lists them (store.go 1102-1115): oldest creationTimestamp first; equal
+        timestamps by ``namespace/name`` DESCENDING (``in > jn``); Ingresses without a timestamp last, in model
+        order (an apply creates them now)."""
+        dated = sorted((i for i in self.ingresses if i.creation_timestamp), key=lambda i: f"{i.namespace}/{i.name}",
+                       reverse=True)
+        dated.sort(key=lambda i: _timestamp(i.creation_timestamp or ""))  # stable: ties keep the name order
+        return (*dated, *(i for i in self.ingresses if not i.creation_timestamp))
+
+    @property
+    def passthrough(self) -> bool:
+        """ssl-passthrough as the controller applies it: only with ``--enable-ssl-passthrough``; any Ingress of the
+        host with the annotation (Go ParseBool) turns it on (controller.go 1384-1436); the backend is the Ingress
+        owning ``/`` (controller.go 666-682), so without one nothing is passed through."""
+        if not self.controller.enable_ssl_passthrough:
+            return False
+        on = any(parse_go_bool(i.annotation("ssl-passthrough")) for i in self.ingresses)
+        return on and any(i.path == "/" for i in self.ingresses)
 
     @property
     def host(self) -> str:
@@ -335,8 +370,8 @@ class Topology:
     # -- views ---------------------------------------------------------------------------------------------------
     @property
     def passthrough(self) -> bool:
-        """True when the ingress passes TLS through to the pod (annotation ssl-passthrough)."""
-        return self.ingress.primary.annotation("ssl-passthrough", "false") == "true"
+        """True when the ingress passes TLS through to the pod (:attr:`IngressHop.passthrough`)."""
+        return self.ingress.passthrough
 
     def caller_of(self, hop: HopName) -> Upstream:
         """How the hop before ``hop`` talks to it: its trusted CA, expected name and client identity."""
@@ -371,7 +406,14 @@ class Topology:
             # behind TLS passthrough the ingress's port carries the pod's own TLS session
             return self.pod.listener if hop == "pod" else dataclasses.replace(self.pod.listener,
                                                                                hostname=self.ingress.host)
+        # the first Ingress (controller order) whose auth-tls Secret holds a CA sets auth-tls for the host
+        # (controller.go 766-775)
         ing = self.ingress.primary
+        for cand in self.ingress.in_controller_order():
+            found = self.ingress.secret(cand.annotation("auth-tls-secret") or "")
+            if found is not None and found.ca:
+                ing = cand
+                break
         auth_secret = self.ingress.secret(ing.annotation("auth-tls-secret") or "")
         mode = ing.annotation("auth-tls-verify-client", "on") if auth_secret else "off"
         client_auth: ClientAuth = {"off": "none", "optional": "optional", "optional_no_ca": "optional"}.get(
@@ -406,6 +448,23 @@ class Topology:
             if nested:
                 direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
         return dataclasses.replace(self, **{hop: dataclasses.replace(part, **direct)})
+
+    def with_controller(self, *, enable_ssl_passthrough: bool | None = None, **config: str | None) -> Topology:
+        """A variant with the ingress controller's flag and ConfigMap keys changed (``ssl_protocols="TLSv1.3"``:
+        underscores become dashes; ``None`` removes a key, so it takes the controller's default)."""
+        ctl = self.ingress.controller
+        data = dict(ctl.config)
+        for key, value in config.items():
+            name = key.replace("_", "-")
+            if name not in CONTROLLER_DEFAULTS:
+                raise ValueError(f"ConfigMap key {name!r} is not modelled (known: {', '.join(CONTROLLER_DEFAULTS)})")
+            if value is None:
+                data.pop(name, None)
+            else:
+                data[name] = value
+        flag = ctl.enable_ssl_passthrough if enable_ssl_passthrough is None else enable_ssl_passthrough
+        new = ControllerSettings(enable_ssl_passthrough=flag, config=MappingProxyType(data))
+        return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, controller=new))
 
     def with_ingress_annotations(self, **changes: str | None) -> Topology:
         """A variant whose primary Ingress has these annotations set or removed (``None``)."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.errors import InputError, UsageError, need_extra
+from harness.model.controller import CONTROLLER_DEFAULTS
 from harness.model.topology import Ingress, K8sSecret, Topology
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ __all__ = [
     "POD_TLS_SECRET",
     "dump_manifests",
     "ingress_nginx_manifest_url",
+    "render_controller_args",
     "render_controller_config",
     "render_manifests",
     "validate_manifests",
@@ -151,7 +153,7 @@ def render_manifests(
     docs += [_secret(s, certs) for s in secrets]
     docs.append(_deployment(topology, pod_secret, certs, echo_image))
     docs += _services(topology)
-    docs += [_ingress(ing) for ing in topology.ingress.ingresses]
+    docs += [_ingress(ing) for ing in topology.ingress.in_controller_order()]  # oldest first, as created
     _check_unique(docs)
     return docs
 
@@ -338,6 +340,8 @@ def _services(topology: Topology) -> list[dict[str, Any]]:
 def _ingress(ing: Ingress) -> dict[str, Any]:
     meta = _meta(ing.name, ing.namespace)
     meta["annotations"] = ing.full_annotations()
+    if ing.creation_timestamp:  # the API server sets its own on create; apply order keeps the model's order
+        meta["creationTimestamp"] = ing.creation_timestamp
     backend = {"service": {"name": ing.service, "port": {"number": ing.service_port}}}
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -349,7 +353,7 @@ def _ingress(ing: Ingress) -> dict[str, Any]:
             "rules": [
                 {
                     "host": ing.host,
-                    "http": {"paths": [{"path": ing.path, "pathType": "Prefix", "backend": backend}]},
+                    "http": {"paths": [{"path": ing.path, "pathType": ing.path_type, "backend": backend}]},
                 }
             ],
         },
@@ -364,12 +368,21 @@ def render_controller_config(topology: Topology) -> dict[str, Any]:
     controller's default for ``allow-cross-namespace-resources`` is "false"), so a reused cluster holds no leftovers.
     """
     flag = "true" if topology.ingress.allow_cross_namespace_resources else "false"
+    ctl = topology.ingress.controller
+    # every modelled key, the chain's value or the controller's default: the same values render_nginx renders
+    data = {"allow-cross-namespace-resources": flag, **{key: ctl.get(key) for key in CONTROLLER_DEFAULTS}}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta("ingress-nginx-controller", "ingress-nginx"),
-        "data": {"allow-cross-namespace-resources": flag},
+        "data": data,
     }
+
+
+def render_controller_args(topology: Topology) -> list[str]:
+    """The controller flags the chain sets, to append to the kind deploy.yaml's controller container ``args``
+    (that manifest has no ``--enable-ssl-passthrough``: deploy/static/provider/kind/deploy.yaml 425-434)."""
+    return ["--enable-ssl-passthrough"] if topology.ingress.controller.enable_ssl_passthrough else []
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import datetime as dt
 import grp
 import os
 import pwd
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.errors import UsageError
+from harness.model.controller import ControllerSettings
 from harness.model.topology import Topology
 from harness.model.wire import header_name
 from harness.pki.certset import CertSet
@@ -51,14 +53,10 @@ from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, pla
 
 __all__ = ["STREAM_INSTALL_HINT", "NginxConfig", "Passthrough", "render_nginx", "uses_passthrough"]
 
-#: ingress-nginx's default ``ssl-ciphers`` (internal/ingress/controller/config/config.go)
-SSL_CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"
-)
-#: ingress-nginx's default ``ssl-protocols``; nginx 1.22's own default lacks TLSv1.3
-SSL_PROTOCOLS = "TLSv1.2 TLSv1.3"
+#: the controller's nginx (1.27.1, images/nginx/rootfs/build.sh:21) offers TLS 1.0-1.3 upstream when no
+#: proxy_ssl_protocols is rendered (ngx_http_proxy_module.c@release-1.27.1 3736-3739); nginx 1.22's compiled-in
+#: default has no TLSv1.3 (@release-1.22.1 3726-3728), so the controller's default is written out here
+UPSTREAM_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"
 #: the controller's default certificate (internal/net/ssl/ssl.go getFakeHostSSLCert), served for unknown SNI
 FAKE_CERT_CN = "Kubernetes Ingress Controller Fake Certificate"
 STREAM_INSTALL_HINT = "install the nginx stream module: `apt-get install libnginx-mod-stream` (Debian/Ubuntu)"
@@ -220,13 +218,19 @@ def _proxy_ssl_location_lines(p: ProxySSL | None) -> list[str]:
     return lines
 
 
-def _location(server: ServerPlan, loc: LocationPlan) -> list[str]:
+def _location(server: ServerPlan, loc: LocationPlan, https_upstreams: set[str]) -> list[str]:
+    where = f"= {loc.path}" if loc.exact else loc.path
+    if loc.default_backend:  # the controller's default backend (no --default-backend-service): 404
+        return [f"location {where} {{", "    # the host's root: ingress-nginx's default backend", "    return 404;",
+                "}"]
     if loc.backend_protocol not in ("HTTP", "HTTPS", "AUTO_HTTP"):
         raise UsageError(
             f"Ingress {loc.namespace}/{loc.ingress}: backend-protocol {loc.backend_protocol} is not supported by the "
             "local ingress stand-in (the echo pod speaks HTTPS) — use HTTPS or HTTP"
         )
     scheme = {"HTTP": "http://", "HTTPS": "https://", "AUTO_HTTP": "$scheme://"}[loc.backend_protocol]
+    if loc.upstream_name in https_upstreams:  # an SSLPassthrough upstream: buildProxyPass forces https://
+        scheme = "https://"
     body = [
         f'set $namespace      {_q(loc.namespace)};',
         f'set $ingress_name   {_q(loc.ingress)};',
@@ -281,20 +285,30 @@ def _location(server: ServerPlan, loc: LocationPlan) -> list[str]:
     else:
         body += [f"# Location denied. Reason: {_q(loc.denied)}", "return 503;"]
     body += _proxy_ssl_location_lines(loc.proxy_ssl)
-    return [f"location {loc.path} {{", *("    " + b if b else "" for b in body), "}"]
+    return [f"location {where} {{", *("    " + b if b else "" for b in body), "}"]
 
 
-def _server(server: ServerPlan, listen: str, fake_cert: Path) -> list[str]:
+def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSettings) -> list[str]:
     cert = server.tls_pem or fake_cert
+    http2 = " http2" if ctl.flag("use-http2") else ""
     lines = [
         f"server_name {_q(server.host)} ;",
         "# http2: a listen parameter in nginx 1.22 (nginx.tmpl's `http2 on;` needs nginx >= 1.25.1)",
-        f"listen {listen} ssl http2;",
+        f"listen {listen} ssl{http2};",
         "",
         'set $proxy_upstream_name "-";',
         'set $proxy_alternative_upstream_name "";',
         "",
     ]
+    if not server.cert_covers_host:
+        lines += ["# the TLS Secret's certificate does not cover this host: the controller serves its fake",
+                  "# certificate (controller.go 1465-1495)", ""]
+    if server.tls_pem is not None and ctl.flag("hsts"):
+        # lua_ingress.lua 178-188: HSTS only over HTTPS for a host with a configured (non-fake) certificate
+        hsts = f"max-age={ctl.get('hsts-max-age')}"
+        hsts += "; includeSubDomains" if ctl.flag("hsts-include-subdomains") else ""
+        hsts += "; preload" if ctl.flag("hsts-preload") else ""
+        lines += [f'add_header Strict-Transport-Security "{hsts}" always;', ""]
     auth = server.auth
     if auth is not None and auth.match_cn:
         lines += [f"if ( $ssl_client_s_dn !~ {_q(auth.match_cn)} ) {{",
@@ -311,17 +325,21 @@ def _server(server: ServerPlan, listen: str, fake_cert: Path) -> list[str]:
             lines.append(f"ssl_crl                                 {auth.crl_file};")
         if auth.error_page:
             lines.append(f"error_page 495 496 = {auth.error_page};")
-    lines += _proxy_ssl_server_lines(server.proxy_ssl)
+    if not ctl.flag("proxy-ssl-location-only"):  # controller.go 777-788
+        lines += _proxy_ssl_server_lines(server.proxy_ssl)
     lines.append("")
+    root = next((loc for loc in server.locations if loc.path == "/" and not loc.exact), None)
+    https_upstreams = ({root.upstream_name} if root is not None and not root.default_backend
+                       and server.passthrough_upstream_https and not server.passthrough else set())
     for loc in server.locations:
-        lines += _location(server, loc)
+        lines += _location(server, loc, https_upstreams)
     return [f"## start server {server.host}", "server {", *("    " + x if x else "" for x in lines), "}",
             f"## end server {server.host}", ""]
 
 
 def _conf(
     *, prefix: Path, pid: Path, error_log: Path, servers: list[ServerPlan], https_listen: str, public: str,
-    pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str],
+    pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str], ctl: ControllerSettings,
 ) -> str:
     head = ["# Rendered by mtls-harness (harness/render/nginx.py) from Ingress annotations, after ingress-nginx's",
             "# nginx.tmpl. Do not edit: re-render and reload.", ""]
@@ -342,6 +360,16 @@ def _conf(
         "",
     ]
     tmp = prefix / "tmp"
+    keepalive = int(ctl.get("upstream-keepalive-connections"))
+    keepalive_lines = [  # nginx.tmpl 534-539
+        f"    keepalive {keepalive};",
+        f"    keepalive_time {ctl.get('upstream-keepalive-time')};",
+        f"    keepalive_timeout  {ctl.get('upstream-keepalive-timeout')}s;",
+        f"    keepalive_requests {ctl.get('upstream-keepalive-requests')};",
+    ] if keepalive > 0 else []
+    session = ([f"ssl_session_cache shared:SSL:{ctl.get('ssl-session-cache-size')};",  # nginx.tmpl 461-464
+                f"ssl_session_timeout {ctl.get('ssl-session-timeout')};"] if ctl.flag("ssl-session-cache") else [])
+    http2 = " http2" if ctl.flag("use-http2") else ""
     http = [
         *(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f"log_format upstreaminfo '{LOG_FORMAT_UPSTREAM}';",
@@ -351,7 +379,8 @@ def _conf(
         "",
         "map $http_upgrade $connection_upgrade {",
         "    default          upgrade;",
-        "    ''               close;",
+        # nginx.tmpl 380-388: with upstream keepalive the upstream connection is kept ('' instead of close)
+        "    ''               " + ("''" if keepalive > 0 else "close") + ";",
         "}",
         "# mtls-harness hop trace (not part of ingress-nginx): did a caller send the ingress's own trace header?",
         f"map $http_{header_name('ingress').replace('-', '_')} $mtls_trace_inbound {{",
@@ -366,29 +395,36 @@ def _conf(
         "server_name_in_redirect off;",
         "port_in_redirect        off;",
         "",
-        f"ssl_protocols {SSL_PROTOCOLS};",
+        f"ssl_protocols {ctl.get('ssl-protocols')};",
         "ssl_early_data off;",
-        "ssl_session_cache shared:SSL:10m;",
-        "ssl_session_timeout 10m;",
-        "ssl_session_tickets off;",
+        *session,
+        f"ssl_session_tickets {'on' if ctl.flag('ssl-session-tickets') else 'off'};",
         "ssl_buffer_size 4k;",
-        f"ssl_ciphers '{SSL_CIPHERS}';",
+        f"ssl_ciphers '{ctl.get('ssl-ciphers')}';",
         "ssl_prefer_server_ciphers on;",
         "ssl_ecdh_curve auto;",
         f"ssl_certificate     {fake_cert};",
         f"ssl_certificate_key {fake_cert};",
         "",
-        "proxy_ssl_session_reuse on;",
+        "# nginx.tmpl 504 renders `on`, but the controller's Lua balancer never saves or sets an upstream session",
+        "# (lua-nginx-module ngx_http_lua_balancer.c@v0.10.28 830-855; openresty/lua-resty-core#67): no resumption",
+        "proxy_ssl_session_reuse off;",
+        "# the upstream protocols of the controller's nginx 1.27.1 when no proxy-ssl-secret renders its own",
+        f"proxy_ssl_protocols {UPSTREAM_PROTOCOLS};",
         "",
-        "# ingress-nginx balances in Lua behind this one name; here it is the pod's address",
+        "# ingress-nginx balances in Lua behind this one name and retries on the balancer's next pick",
+        "# (balancer.lua 354 set_more_tries); here the pod's address three times (= proxy_next_upstream_tries)",
+        "# with max_fails=0, so a rejected pod cert is tried three times and never marks the pod down",
         "upstream upstream_balancer {",
-        f"    server {pod};",
+        *(f"    server {pod} max_fails=0;" for _ in range(3)),
+        *keepalive_lines,
         "}",
         "",
         "# the catch-all server: unknown SNI gets the default (fake) certificate and a 404",
         "server {",
         '    server_name "_" ;',
-        f"    listen {https_listen} default_server ssl http2;",
+        f"    listen {https_listen} default_server ssl{http2};",
+        *(["    ssl_reject_handshake on;"] if ctl.flag("ssl-reject-handshake") else []),
         '    set $proxy_upstream_name "-";',
         '    set $proxy_alternative_upstream_name "";',
         "    location / {",
@@ -398,15 +434,16 @@ def _conf(
         "",
     ]
     for server in servers:
-        http += _server(server, https_listen, fake_cert)
+        http += _server(server, https_listen, fake_cert, ctl)
     out = [*head, "http {", *("    " + x if x else "" for x in http), "}", ""]
     if passthrough:
-        route = [f"{host} {addr};" for host, addr in passthrough.items()]
+        # pkg/tcpproxy/tcp.go 44-56: the SNI must equal the host exactly (no wildcard, no case folding); nginx's
+        # map compares plain strings case-insensitively, so each host is a case-sensitive regex
+        route = [f'"~^{re.escape(host)}$" {addr};' for host, addr in passthrough.items()]
         stream = [
             "# ingress-nginx --enable-ssl-passthrough: its Go TCP proxy (pkg/tcpproxy) reads the SNI and pipes the",
             "# connection to the passthrough host's backend untouched; everything else goes to the TLS servers above",
             "map $ssl_preread_server_name $mtls_passthrough_backend {",
-            "    hostnames;",
             *("    " + r for r in route),
             f"    default {https_listen};",
             "}",
@@ -463,6 +500,6 @@ def render_nginx(
     )
     text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
                  https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
-                 stream_module=stream_module, passthrough=passthrough_to)
+                 stream_module=stream_module, passthrough=passthrough_to, ctl=hop.controller)
     _write_atomic(config.conf_path, text.encode())
     return config

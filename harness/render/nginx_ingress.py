@@ -19,6 +19,7 @@ The behaviours worth knowing (each cited in docs/ingress-nginx-fidelity.md):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from harness.errors import UsageError
+from harness.model.controller import parse_go_bool
 from harness.model.topology import ANNOTATION_PREFIX, Ingress, IngressHop, K8sSecret
 from harness.pki.certset import CertSet
+from harness.render.nginx_admission import admission_refusal, re2_error
 
 __all__ = [
     "AuthTLS",
@@ -53,8 +56,6 @@ _ON_OFF = re.compile(r"^(on|off)$")
 _PROTOCOLS = re.compile(r"^(TLSv1\.2|TLSv1\.3| )*$")
 _CIPHERS = re.compile(r"^[A-Za-z0-9\+:\_\-!]*$")
 _INT = re.compile(r"^[+-]?\d+$")
-_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 _BACKEND_PROTOCOLS = ("auto_http", "http", "https", "grpc", "grpcs", "fcgi")
 
 
@@ -66,14 +67,8 @@ def _regex_validator(regex: re.Pattern[str]) -> Callable[[str], bool]:
     return check
 
 
-def _match_cn_valid(value: str) -> bool:  # CommonNameAnnotationValidator
-    if not value.startswith("CN="):
-        return False
-    try:
-        re.compile(value[3:])
-    except re.error:
-        return False
-    return True
+def _match_cn_valid(value: str) -> bool:  # CommonNameAnnotationValidator: Go regexp, i.e. RE2 syntax
+    return value.startswith("CN=") and re2_error(value[3:]) is None
 
 
 def _server_name_valid(value: str) -> bool:  # ValidateServerName
@@ -170,7 +165,17 @@ class _SecretStore:
         raise _SecretError(f'secret "{ref}" not found in local store')
 
     def _sync(self, ref: str) -> SecretFiles:
-        secret = self._find(ref)
+        secret = self._find(ref)  # a deleted (missing) Secret is never kept: store.go 684 removes it
+        try:
+            return self._sync_secret(ref, secret)
+        except _SecretError:
+            if secret.last_good is None:
+                raise
+            # store/backend_ssl.go 38-50: an UPDATE that cannot be stored returns before sslStore.Update, so the
+            # controller keeps the last good version (its PEM file, CA and SHA)
+            return self._sync_secret(ref, secret.last_good)
+
+    def _sync_secret(self, ref: str, secret: K8sSecret) -> SecretFiles:
         base = ref.replace("/", "-")  # namespace/secretName -> namespace-secretName
         tls: tuple[bytes, bytes] | None = None
         if secret.tls is not None:
@@ -273,6 +278,8 @@ class LocationPlan:
     backend_protocol: str  # upper-case, as buildProxyPass switches on it
     proxy_ssl: ProxySSL | None
     denied: str | None  # the first LocationDenied reason: the location answers 503
+    exact: bool = False  # ``location = <path>`` (pathType Exact, or the exact half of a Prefix path)
+    default_backend: bool = False  # the host's ``/`` placeholder: the controller's default backend (404)
 
     @property
     def upstream_name(self) -> str:  # controller/util.go upstreamName
@@ -287,6 +294,10 @@ class ServerPlan:
     auth_error: str = ""  # non-empty: the host fails closed (return 403)
     proxy_ssl: ProxySSL | None = None
     passthrough: bool = False
+    #: ssl-passthrough annotated but the controller flag is off: the root upstream is still marked SSLPassthrough,
+    #: so its locations proxy with https:// (controller.go 978-992, template.go 752-760)
+    passthrough_upstream_https: bool = False
+    cert_covers_host: bool = True  # False: the Secret's cert does not cover the host (the fake cert is served)
     locations: list[LocationPlan] = field(default_factory=list)
 
 
@@ -326,7 +337,7 @@ def _parse_auth_tls(ing: Ingress, store: _SecretStore, allow_cross_ns: bool) -> 
     if not ok:
         raise a.reject("auth-tls-error-page", str(a.raw("auth-tls-error-page")), "is not a URL or @location")
     pass_raw = a.raw("auth-tls-pass-certificate-to-upstream")
-    if pass_raw is not None and pass_raw not in _GO_BOOLS:
+    if pass_raw is not None and parse_go_bool(pass_raw) is None:
         raise a.reject("auth-tls-pass-certificate-to-upstream", pass_raw, "is not a boolean")
     match_cn, ok = a.string("auth-tls-match-cn", _match_cn_valid)
     if not ok:
@@ -338,7 +349,7 @@ def _parse_auth_tls(ing: Ingress, store: _SecretStore, allow_cross_ns: bool) -> 
         verify_client=verify,
         verify_depth=depth or 1,
         error_page=error_page or "",
-        pass_certificate=_GO_BOOLS.get(pass_raw or "false", False),
+        pass_certificate=bool(parse_go_bool(pass_raw or "false")),
         match_cn=match_cn or "",
     )
 
@@ -396,18 +407,60 @@ def wants_passthrough(ing: Ingress) -> bool:
     value = a.raw("ssl-passthrough")
     if value is None:
         return False
-    if value not in _GO_BOOLS:
-        raise a.reject("ssl-passthrough", value, "is not a boolean")
-    return _GO_BOOLS[value]
+    on = parse_go_bool(value)
+    if on is None:
+        raise a.reject("ssl-passthrough", value, "is not a Go boolean (strconv.ParseBool: true, True, 1, …)")
+    return on
+
+
+def _covers(pem: bytes, host: str) -> bool:
+    """Go's ``x509.Certificate.VerifyHostname`` as the controller applies it (controller.go 1465-1495,
+    certificate.go 34-65): a DNS SAN equal to the host or a ``*.`` wildcard for exactly one label, case-insensitive;
+    the CN only when the certificate has no DNS SAN."""
+    cert = x509.load_pem_x509_certificates(pem)[0]
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not names:
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    host = host.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def _locations(ing: Ingress, template: LocationPlan) -> list[LocationPlan]:
+    """controller.go + location.go 34-100 (updateServerLocations): a Prefix path other than ``/`` becomes
+    ``location = /p`` plus ``location /p/``, so ``/px`` does not match it (e2e pathtype_prefix.go 35-70)."""
+    if ing.path_type == "Exact":
+        return [dataclasses.replace(template, exact=True)]
+    if ing.path_type != "Prefix" or ing.path == "/":
+        return [template]
+    base = ing.path.rstrip("/")
+    return [dataclasses.replace(template, path=base, exact=True), dataclasses.replace(template, path=base + "/")]
 
 
 def plan_servers(
     hop: IngressHop, certs: CertSet, ssl_dir: Path, write: Writer, *, allow_cross_namespace: bool = False
 ) -> list[ServerPlan]:
-    """One :class:`ServerPlan` per host, in the order hosts first appear; Secrets' files are written via ``write``."""
+    """One :class:`ServerPlan` per host, the Ingresses taken in the controller's order
+    (:meth:`~harness.model.topology.IngressHop.in_controller_order`); Secrets' files are written via ``write``.
+
+    Raises :class:`UsageError` with one line for an Ingress the admission webhook refuses.
+    """
+    for ing in hop.ingresses:
+        refusal = admission_refusal(ing, hop.controller)
+        if refusal is not None:
+            raise UsageError(refusal + "; the admission webhook refuses the Ingress")
     store = _SecretStore(hop, certs, ssl_dir, write)
     servers: dict[str, ServerPlan] = {}
-    for ing in hop.ingresses:
+    cert_decided: set[str] = set()
+    for ing in hop.in_controller_order():
         server = servers.setdefault(ing.host, ServerPlan(host=ing.host))
         denied: str | None = None
         try:
@@ -424,14 +477,28 @@ def plan_servers(
             server.auth = auth
         if server.proxy_ssl is None or server.proxy_ssl.ca_file is None:
             server.proxy_ssl = proxy_ssl
-        if server.tls_pem is None:  # no usable TLS secret: the host is served with the default certificate
-            server.tls_pem = store.host_cert(f"{ing.namespace}/{ing.tls_secret}")
-        server.passthrough = server.passthrough or (wants_passthrough(ing) and ing.path == "/")
-        if any(loc.path == ing.path for loc in server.locations):
-            continue  # the first Ingress to claim a path on a host keeps it
-        server.locations.append(LocationPlan(
-            path=ing.path, namespace=ing.namespace, ingress=ing.name, service=ing.service,
-            service_port=ing.service_port, backend_protocol=_backend_protocol(ing), proxy_ssl=proxy_ssl,
-            denied=denied,
-        ))
+        if ing.host not in cert_decided and ing.tls_secret:
+            # controller.go 1448-1495: the oldest Ingress with a TLS section decides; a Secret that is unusable or
+            # whose cert does not cover the host gives the fake certificate, and later Ingresses are not tried
+            cert_decided.add(ing.host)
+            pem = store.host_cert(f"{ing.namespace}/{ing.tls_secret}")
+            server.cert_covers_host = pem is not None and _covers(pem.read_bytes(), ing.host)
+            server.tls_pem = pem if server.cert_covers_host else None
+        if wants_passthrough(ing):  # controller.go 1384-1392, 1434-1436: any Ingress of the host turns it on
+            server.passthrough = hop.controller.enable_ssl_passthrough
+            server.passthrough_upstream_https = True
+        template = LocationPlan(path=ing.path, namespace=ing.namespace, ingress=ing.name, service=ing.service,
+                                service_port=ing.service_port, backend_protocol=_backend_protocol(ing),
+                                proxy_ssl=proxy_ssl, denied=denied)
+        for loc in _locations(ing, template):
+            if any(have.path == loc.path and have.exact == loc.exact for have in server.locations):
+                continue  # the first Ingress to claim a path (and type) on a host keeps it: controller.go 816-852
+            server.locations.append(loc)
+    for server in servers.values():
+        if not any(loc.path == "/" and not loc.exact for loc in server.locations):
+            # createServers (controller.go 1374-1381): every host has a root location, the default backend's
+            server.locations.append(LocationPlan(path="/", namespace="", ingress="", service="", service_port=0,
+                                                 backend_protocol="HTTP", proxy_ssl=None, denied=None,
+                                                 default_backend=True))
+            server.passthrough = False  # controller.go 666-682: the passthrough backend is the `/` location's
     return list(servers.values())

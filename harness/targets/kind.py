@@ -351,7 +351,7 @@ class KindTarget(OwnCertSet, TargetBase):
     def _install_ingress_nginx(self) -> None:
         assert self.workdir is not None
         manifest = self.workdir / "ingress-nginx.yaml"
-        manifest.write_bytes(self._manifest_bytes())
+        manifest.write_bytes(_with_controller_args(self._manifest_bytes(), self.topology))
         t0 = time.perf_counter()
         _run(kubectl_apply_argv(self.kubectl, self.kubeconfig, manifest), "kubectl apply (ingress-nginx)", 300)
         _run(kubectl_wait_controller_argv(self.kubectl, self.kubeconfig), "ingress-nginx controller ready",
@@ -522,3 +522,21 @@ class KindTarget(OwnCertSet, TargetBase):
         except WaitTimeout as exc:
             raise StartError(str(exc)) from None
         return seen[0]
+
+
+def _with_controller_args(data: bytes, topology: Topology) -> bytes:
+    """The verified deploy.yaml with the chain's controller flags appended to the controller container's args."""
+    import yaml
+
+    from harness.render.k8s import render_controller_args
+
+    extra = render_controller_args(topology)
+    if not extra:
+        return data
+    docs = list(yaml.safe_load_all(data))
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                if container.get("name") == "controller":
+                    container["args"] = [*container.get("args", []), *extra]
+    return yaml.safe_dump_all(docs, sort_keys=False).encode()

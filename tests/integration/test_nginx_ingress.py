@@ -498,7 +498,7 @@ def test_a_reload_nginx_refuses_raises_and_the_old_config_keeps_serving(
 def test_ssl_passthrough_hands_the_tls_session_to_the_pod_untouched(
     topology: Topology, certs: CertSet, tmp_path: Path
 ) -> None:
-    variant = topology.with_ingress_annotations(ssl_passthrough="true")
+    variant = topology.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
     apim = certs.leaf("apim-client")
     # behind passthrough the pod itself verifies APIM's client cert
     with https_upstream(certs.leaf("pod-server"), certs.trust_bundle("apim-client-ca")) as pod, \

@@ -230,7 +230,8 @@ def test_backend_protocol_picks_the_scheme_to_upstream_balancer(render: RenderFn
     assert r.location().args_of("proxy_pass") == [f"{scheme}://upstream_balancer"]
     upstream = r.http.one("upstream")
     assert upstream.args == ["upstream_balancer"]
-    assert upstream.args_of("server") == ["127.0.0.1:19443"]
+    # three entries for the controller's proxy_next_upstream_tries 3 (config.go 868; balancer.lua 354)
+    assert [d.args for d in upstream.all("server")] == [["127.0.0.1:19443", "max_fails=0"]] * 3
 
 
 def test_proxy_ssl_secret_alone_renders_the_proxy_ssl_defaults(render: RenderFn, base: Topology) -> None:
@@ -305,9 +306,10 @@ def test_two_ingresses_on_one_host_share_one_server_block(render: RenderFn, base
     r = render(base.replace(ingress=dataclasses.replace(base.ingress, ingresses=(primary, other))))
     servers = [s for s in r.http.all("server") if s.args_of("server_name") == [HOST]]
     assert len(servers) == 1
-    assert [loc.args for loc in servers[0].all("location")] == [["/"], ["/metrics"]]
+    # a Prefix path is split in two (ingress-nginx location.go 34-100; e2e pathtype_prefix.go 35-70)
+    assert [loc.args for loc in servers[0].all("location")] == [["/"], ["=", "/metrics"], ["/metrics/"]]
     assert servers[0].args_of("ssl_verify_client") == ["on"]  # auth-tls applies to the whole host
-    upstream_names = [d.args[1] for d in r.location("/metrics").all("set") if d.args[0] == "$proxy_upstream_name"]
+    upstream_names = [d.args[1] for d in r.location("/metrics/").all("set") if d.args[0] == "$proxy_upstream_name"]
     assert upstream_names == ["default-metrics-8443"]  # controller/util.go upstreamName: <ns>-<service>-<port>
 
 
@@ -324,7 +326,7 @@ def test_the_ingress_trace_header_names_the_session_variables(render: RenderFn) 
 
 
 def test_ssl_passthrough_routes_the_host_by_sni_in_a_stream_block(render: RenderFn, base: Topology) -> None:
-    r = render(base.with_ingress_annotations(ssl_passthrough="true"))
+    r = render(base.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True))
     module = r.conf.all("load_module")
     assert len(module) <= 1
     assert all(Path(m.args[0]).is_file() for m in module)
@@ -333,10 +335,13 @@ def test_ssl_passthrough_routes_the_host_by_sni_in_a_stream_block(render: Render
     assert front.args_of("listen") == ["127.0.0.1:18443"]
     assert front.args_of("ssl_preread") == ["on"]
     routes = {d.name: d.args for d in stream.one("map").block or []}
-    assert routes[HOST] == ["127.0.0.1:19443"]
+    # a case-sensitive regex (the parser here keeps a quoted token's mark and drops the backslashes): exact SNI,
+    # as ingress-nginx's pkg/tcpproxy/tcp.go 44-56 compares it
+    assert {k.lstrip("\x00"): v for k, v in routes.items()}.get(f"~^{HOST}$") == ["127.0.0.1:19443"], routes
     internal = routes["default"][0]
     assert r.server().args_of("listen")[0] == internal != "127.0.0.1:18443"
-    again = render(base.with_ingress_annotations(ssl_passthrough="true"))  # stable across re-renders (hot reload)
+    # stable across re-renders (hot reload)
+    again = render(base.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True))
     assert again.server().args_of("listen")[0] == internal
 
 
@@ -349,7 +354,8 @@ def test_passthrough_without_the_stream_module_names_the_package(render: RenderF
     fake.chmod(0o755)
     monkeypatch.setenv("MTLS_HARNESS_NGINX", str(fake))
     with pytest.raises(ToolMissingError, match="libnginx-mod-stream"):
-        render(base.with_ingress_annotations(ssl_passthrough="true"), check=False)
+        render(base.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True),
+               check=False)
 
 
 def test_fail_closed_and_optional_renderings_pass_nginx_t(render: RenderFn, base: Topology) -> None:

@@ -115,7 +115,8 @@ def test_consumer_with_verification_off_is_a_warning(pki_set: CertSet) -> None:
 def test_passthrough_puts_the_pod_cert_before_apim(pki_set_copy: CertSet) -> None:
     """With ssl-passthrough APIM sees the pod's cert: APIM must trust the pod's CA, and its SANs must cover the
     ingress host."""
-    topo = default_topology().with_ingress_annotations(ssl_passthrough="true")
+    topo = default_topology().with_ingress_annotations(ssl_passthrough="true").with_controller(
+        enable_ssl_passthrough=True)
     row = check_cert_set(pki_set_copy, topo, lint=False).row("pod-server")
     assert row.codes() == ["unknown-issuer"]  # APIM still trusts ingress-ca only
     assert "apim → ingress" in row.findings[0].message

@@ -204,7 +204,7 @@ def test_unmodelled_settings_are_warnings_by_name(reference: Path, tmp_path: Pat
         "<choose><when condition=\"@(context.Request.Certificate == null)\">"
         "<return-response><set-status code=\"403\" /></return-response></when></choose>"
         "</inbound><backend><base /></backend><outbound><base /></outbound></policies>")
-    text = (d / "chain.yaml").read_text().replace("ingress:\n", "ingress:\n  config_map:\n    ssl-ciphers: HIGH\n")
+    text = (d / "chain.yaml").read_text().replace("ingress:\n", "ingress:\n  config_map:\n    proxy-body-size: 8m\n")
     (d / "chain.yaml").write_text(text)
     ingress = next(yaml.safe_load_all((d / "k8s" / "ingress.yaml").read_text()))
     ingress["metadata"]["annotations"]["kubernetes.io/ingress.class"] = "nginx"
@@ -212,7 +212,7 @@ def test_unmodelled_settings_are_warnings_by_name(reference: Path, tmp_path: Pat
     loaded = load_chain(d / "chain.yaml")
     text = "\n".join(loaded.warnings)
     assert "<rate-limit>" in text
-    assert "ssl-ciphers" in text
+    assert "proxy-body-size" in text
     assert "kubernetes.io/ingress.class" in text
     assert "ConfigMap is not modelled" in text
     # the expression form of the client-cert check is the check; without negotiation APIM answers 401 to everything

@@ -482,7 +482,8 @@ def test_controller_configmap_carries_allow_cross_namespace_resources(
     cm = render_controller_config(t)
     assert (cm["kind"], cm["metadata"]["namespace"], cm["metadata"]["name"]) == (
         "ConfigMap", "ingress-nginx", "ingress-nginx-controller")
-    assert cm["data"] == {"allow-cross-namespace-resources": value}
+    assert cm["data"]["allow-cross-namespace-resources"] == value
+    assert cm["data"]["annotations-risk-level"] == "High"  # every modelled key is written (config.go 769)
     assert validate_manifests([cm]) == []
 
 
