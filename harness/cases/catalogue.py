@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.cases.cross_domain import (
+    FAKE_CERT_SOURCE,
     SPOOF,
     apim_validates,
     cross_domain_cases,
@@ -207,9 +208,22 @@ def _server_cert_cases() -> Iterator[Case]:
         caller = CALLER_OF[hop]
         for fault, column in SERVER_FAULTS:
             causes = NGINX_SERVER_CAUSES if caller == "ingress" else ENVOY_SERVER_CAUSES
-            yield Case(f"{stem}-{fault}", hop, "server-cert", column,
-                       upstream_failure(status, hop=caller, cause=causes[fault]),
-                       src + f"; cause: {CAUSE_EVIDENCE[caller]} (measured)", via="chain", variant=_serve(hop, fault))
+            cause, why = causes[fault], f"; cause: {CAUSE_EVIDENCE[caller]} (measured)"
+            if hop == "ingress" and fault == "wrong-san":
+                # ingress-nginx never serves a Secret's cert that does not cover the host: it serves its fake
+                # certificate instead, which apim refuses as self-signed (the name check: the passthrough case below)
+                cause, why = "self-signed", FAKE_CERT_SOURCE
+            yield Case(f"{stem}-{fault}", hop, "server-cert", column, upstream_failure(status, hop=caller, cause=cause),
+                       src + why, via="chain", variant=_serve(hop, fault))
+    # behind ssl-passthrough the pod's own cert reaches apim (the controller picks no cert): apim's name check
+    yield Case("apim-refuses-pod-cert-wrong-san-behind-passthrough", "pod", "server-cert", "wrong name",
+               upstream_failure(500, hop="apim", cause="name-mismatch"),
+               "DESIGN.md APIM backend TLS row; docs/fidelity.md row 1 (passthrough); cause: the stand-in's detail "
+               "header (measured)", via="chain", variant=_passthrough_serving_wrong_san)
+
+
+def _passthrough_serving_wrong_san(t: Topology) -> Topology:
+    return _serve("pod", "wrong-san")(_passthrough(t))
 
 
 def _passthrough(t: Topology) -> Topology:

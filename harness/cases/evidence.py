@@ -86,7 +86,7 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
     for access in reversed(evidence.get("ingress-access", "").splitlines()):
         m = _ACCESS.search(access)
         if m and int(m.group(1)) == seen.status and m.group(2) == "-":
-            cause = cause_of(page) or ("forbidden" if seen.status == 403 else None)
+            cause = cause_of(page) or {403: "forbidden", 404: "no-route"}.get(seen.status)
             return Attribution(dataclasses.replace(seen, hop="ingress", cause=cause),
                                f"ingress's access log (answered itself, no upstream): {access.strip()}")
     return Attribution(seen, "no hop's evidence names this answer")

@@ -151,7 +151,8 @@ def fidelity_cases() -> Iterator[Case]:
     yield Case("ingress-ignores-ssl-passthrough-without-the-controller-flag", "ingress", g, "passthrough flag off",
                ok(200), f"{SRC} pkg/flags/flags.go 150 (default false); docs annotations.md 594-600",
                variant=_passthrough_annotation_only, check=_served_by_nginx)
-    yield Case("ingress-passthrough-matches-sni-exactly", "ingress", g, "passthrough SNI", server_untrusted(),
+    yield Case("ingress-passthrough-matches-sni-exactly", "ingress", g, "passthrough SNI",
+               server_untrusted(hop="client", cause="unknown-issuer"),
                f"{SRC} pkg/tcpproxy/tcp.go 44-56 (s.Hostname == host)", variant=_passthrough_enabled,
                probe={"server_name": "ECHO.AKS.CONTOSO.EXAMPLE"}, check=_served_by_nginx)
     # 2 TLS 1.3 to the pod with backend-protocol HTTPS alone
@@ -160,7 +161,8 @@ def fidelity_cases() -> Iterator[Case]:
                via="chain", variant=_tls13_only_pod_backend_protocol_alone, check=_pod_tls("TLSv1.3"))
     # 3 host certificate choice
     yield Case("ingress-serves-the-fake-cert-when-the-secret-does-not-cover-the-host", "ingress", g,
-               "host certificate", server_untrusted(), f"{SRC} controller.go 1465-1495; docs how-it-works.md 25-29",
+               "host certificate", server_untrusted(hop="client", cause="self-signed"),
+               f"{SRC} controller.go 1465-1495; docs how-it-works.md 25-29",
                variant=_tls_secret_for_another_host, check=_served_fake_cert)
     # 4 annotations the webhook refuses
     snippet = _annotation_change(configuration_snippet="return 418;")
@@ -179,7 +181,8 @@ def fidelity_cases() -> Iterator[Case]:
                variant=_applied(lookahead, "ingress_lookahead_match_cn_refused"),
                check=_refused(lookahead, "auth-tls-match-cn", "(?!apim-client)", "RE2"))
     # 7 paths
-    yield Case("ingress-prefix-api-does-not-match-apix", "ingress", g, "path Prefix", http_reject(404),
+    yield Case("ingress-prefix-api-does-not-match-apix", "ingress", g, "path Prefix",
+               http_reject(404, hop="ingress", cause="no-route"),
                f"{SRC} location.go 34-100; e2e pathtype_prefix.go 35-70; Kubernetes Ingress path types",
                variant=_prefix_api, probe={"path": "/apix"}, check=_not_from_pod)
     yield Case("ingress-prefix-api-matches-api-subpaths", "ingress", g, "path Prefix", ok(200),
@@ -189,5 +192,5 @@ def fidelity_cases() -> Iterator[Case]:
                ok(200), f"{SRC} store/backend_ssl.go 38-50 (no sslStore.Update on error)",
                variant=_ca_secret_updated_to_malformed)
     yield Case("ingress-keeps-the-last-good-ca-and-still-refuses-no-cert", "ingress", g, "secret update",
-               http_reject(400, NO_CERT), f"{SRC} store/backend_ssl.go 38-50",
+               http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), f"{SRC} store/backend_ssl.go 38-50",
                variant=_ca_secret_updated_to_malformed, identity=None)

@@ -43,6 +43,7 @@ CAUSES: Final[Mapping[str, str]] = MappingProxyType({
     "upstream-reset": "the upstream closed the connection without an answer",
     "waf": "the WAF rule matched the request",
     "match-cn": "the client cert's subject DN does not match auth-tls-match-cn",
+    "no-route": "the hop answered 404 itself: no location of the host matches the path (the default backend)",
     "forbidden": "the hop answered 403 itself, without contacting its upstream (e.g. a fail-closed CA secret)",
     "token": "the bearer token was refused (the token cause carries jwt_authn's reason: token:<reason>)",
 })
