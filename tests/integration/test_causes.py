@@ -17,7 +17,7 @@ from harness.cases.model import Case, CaseResult, run_case
 from harness.model.topology import Topology, default_topology
 from harness.targets.local import LocalTarget
 
-pytestmark = pytest.mark.needs_chain
+pytestmark = pytest.mark.mtls_needs_chain
 
 BY_ID = {c.id: c for c in CATALOGUE}
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli.main import main
 
-pytestmark = pytest.mark.needs_chain
+pytestmark = pytest.mark.mtls_needs_chain
 
 # docs/design.md: an Envoy upstream without a trusted CA accepts any server cert — every fault the catalogue serves
 # from APIM (unknown CA, wrong SAN, expired, self-signed, missing intermediate, not yet valid, wrong EKU) gets through

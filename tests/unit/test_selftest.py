@@ -187,15 +187,23 @@ def test_case_selection_by_pattern() -> None:
                           for c in chosen)
 
 
-def _result(name: str, status: Any) -> MutantResult:
-    return MutantResult(mutant_named(name), status, CatalogueRun(passed=["a"]), ["a"] if status == "caught" else [])
+def _result(name: str, status: Any, pending: str | None = None) -> MutantResult:
+    mutant = mutant_named(name)
+    if pending is not None:
+        mutant = dataclasses.replace(mutant, pending=pending)
+    return MutantResult(mutant, status, CatalogueRun(passed=["a"]), ["a"] if status == "caught" else [])
 
 
 def test_a_pending_mutant_may_survive_only_with_allow_pending_and_a_caught_one_flags_its_stale_note() -> None:
-    pending, plain = "ingress-trusts-every-ca", "ingress-crl-dropped"
-    assert verdict(_result(pending, "survived"), allow_pending=True) is None
-    assert "NOT CAUGHT" in (verdict(_result(pending, "survived"), allow_pending=False) or "")
-    assert "remove its pending note" in (verdict(_result(pending, "caught"), allow_pending=True) or "")
+    # no mutant is pending today: make one so (as a mutant whose catching case is not written yet would be)
+    plain = "ingress-crl-dropped"
+
+    def _result_pending(status: Any) -> MutantResult:
+        return _result("ingress-trusts-every-ca", status, pending="needs a cross-domain case")
+
+    assert verdict(_result_pending("survived"), allow_pending=True) is None
+    assert "NOT CAUGHT" in (verdict(_result_pending("survived"), allow_pending=False) or "")
+    assert "remove its pending note" in (verdict(_result_pending("caught"), allow_pending=True) or "")
     assert "NOT CAUGHT" in (verdict(_result(plain, "survived"), allow_pending=True) or "")
     assert "NOT APPLIED" in (verdict(_result(plain, "not-applied"), allow_pending=True) or "")
     assert verdict(_result(plain, "caught"), allow_pending=False) is None
