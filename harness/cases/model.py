@@ -92,6 +92,11 @@ def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Ru
         return _run(case, chain, chain_for)
     except Unavailable as exc:  # the target itself said it cannot (an unreachable hop says whether it declared it)
         raise Skip(str(exc), declared=getattr(exc, "declared", True)) from None
+    except KeyError as exc:  # a check looked a reference name up (``c.certs.leaf("ingress-client")``)
+        reason = _reference_lookup(exc, chain.topology)
+        if reason is None:
+            raise
+        raise Skip(reason, declared=True) from None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -141,15 +146,25 @@ def needs_reference(case: Case, topology: Topology) -> str | None:
         try:
             wanted += _refs(case.variant(topology))
         except KeyError as exc:  # the variant itself looked a reference name up (PKIPlan.leaf / .ca)
-            found = _NAMED.search(str(exc.args[0]) if exc.args else "")
-            if found is None:
+            reason = _reference_lookup(exc, topology)
+            if reason is None:
                 raise
-            wanted.append(found.group(1).partition("~")[0])
+            return reason
     for name in wanted:
         if not _has(topology, name) and _has(_reference(), name):
-            return (f"needs the reference chain's {name}; the catalogue generated from your chain comes with "
-                    "issue 17")
+            return _needs(name)
     return None
+
+
+def _needs(name: str) -> str:
+    return f"needs the reference chain's {name}; the catalogue generated from your chain comes with issue 17"
+
+
+def _reference_lookup(exc: KeyError, topology: Topology) -> str | None:
+    """The skip reason when ``exc`` is a PKIPlan lookup of a reference name ``topology`` lacks, else None."""
+    found = _NAMED.search(str(exc.args[0]) if exc.args else "")
+    name = found.group(1).partition("~")[0] if found else ""
+    return _needs(name) if name and not _has(topology, name) and _has(_reference(), name) else None
 
 
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
