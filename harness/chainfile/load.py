@@ -49,7 +49,7 @@ from harness.model.topology import (
 )
 from harness.pki.certset import CertSet
 from harness.pki.x509 import fingerprint_sha256
-from harness.render.envoy import render_envoy
+from harness.render.envoy import EnvoyHop, render_envoy
 from harness.render.nginx import Passthrough, render_nginx, uses_passthrough
 from harness.render.nginx_admission import admission_refusal, annotation_warnings
 
@@ -228,7 +228,8 @@ def _dry_render(topology: Topology, certs: CertSet, man: Manifests, fallback: st
     with tempfile.TemporaryDirectory(prefix="mtls-harness-check-") as tmp:
         work = Path(tmp)
         try:
-            for i, hop in enumerate(("gateway", "apim")):
+            hops: tuple[EnvoyHop, ...] = ("gateway", "apim")
+            for i, hop in enumerate(hops):
                 render_envoy(topology, hop, certs, listen=(local, 10 + i), upstream=(local, 20 + i),
                              admin=(local, 30 + i), workdir=work / hop,
                              jwks={"keys": []} if hop == "apim" and topology.apim.oauth else None)
