@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives import hashes
+
 from harness.chainfile.certs import (
     CertMaterial,
     Identity,
@@ -29,7 +31,7 @@ from harness.chainfile.certs import (
     secret_material,
 )
 from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
-from harness.chainfile.policy import read_policy
+from harness.chainfile.policy import PolicyFacts, read_policy
 from harness.errors import InputError, UsageError
 from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_text
 from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
@@ -208,6 +210,26 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
     return dataclasses.replace(hop, server_cert=tls.tls)
 
 
+def _policy_identity(facts: PolicyFacts, mat: CertMaterial, policy: Path) -> str | None:
+    """The identity the policy's ``authentication-certificate`` names (certificate-id, or thumbprint: SHA-1 of the
+    certificate, as APIM shows it), with the policy file in the error."""
+    have = ", ".join(mat.identities) or "none"
+    if facts.authentication_certificate is not None:
+        if facts.authentication_certificate not in mat.identities:
+            raise InputError(policy, f"authentication-certificate certificate-id={facts.authentication_certificate!r}"
+                             f" is not an identity of the chain file (have: {have})",
+                             "certificate-id must equal a name under certificates.identities: rename one of them")
+        return facts.authentication_certificate
+    if facts.authentication_thumbprint is not None:
+        for name, ident in mat.identities.items():
+            if ident.chain[0].fingerprint(hashes.SHA1()).hex().upper() == facts.authentication_thumbprint:  # noqa: S303
+                return name
+        raise InputError(policy, f"authentication-certificate thumbprint={facts.authentication_thumbprint} matches no "
+                         f"identity's certificate (have: {have})",
+                         "add the certificate under certificates.identities, or fix the thumbprint (SHA-1, hex)")
+    return None
+
+
 _ANNOTATION_ERROR = re.compile(r"^Ingress (?P<ref>[^\s:]+/[^\s:]+): annotation \S*?(?P<key>[\w.-]+)=")
 
 
@@ -261,13 +283,13 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
         warnings += facts.warnings
     else:
         facts = None
-    auth_cert = facts.authentication_certificate if facts else None
+    auth_cert = _policy_identity(facts, mat, _rel(base, doc.apim.policy)) if facts and doc.apim.policy else None
     backend_cert = doc.apim.backend.client_certificate
     if auth_cert and backend_cert and auth_cert != backend_cert:
         raise InputError(r.where(["apim", "backend", "client_certificate"]),
                          f"apim.backend.client_certificate {backend_cert!r} differs from the policy's "
                          f"authentication-certificate {auth_cert!r}", "name the same identity in both, or drop one")
-    apim_client = r.identity(backend_cert or auth_cert, ["apim", "backend", "client_certificate"])
+    apim_client = r.identity(backend_cert, ["apim", "backend", "client_certificate"]) or auth_cert
 
     chain_certs = build_chain_cert_set(mat)
     r.trust_cas = chain_certs.trust
