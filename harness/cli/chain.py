@@ -46,7 +46,9 @@ def register(subparsers: Any) -> None:
     schema.set_defaults(func=cmd_schema)
     check = sub.add_parser("check", help="load a chain file: what is not modelled, each identity, each hop",
                            description=f"Load FILE (default: ${CHAIN_ENV}) as `up --chain` would, without starting "
-                                       "anything. Exit 0 when it loads, 2 with the one line that says why not.")
+                                       "anything (the Envoy and nginx configs are rendered into a throwaway "
+                                       "folder, so what `up` refuses, check refuses). Exit 0 when it loads, 2 with "
+                                       "the one line that says why not.")
     check.add_argument("chain", nargs="?", type=Path, metavar="FILE")
     check.add_argument("--json", action="store_true", help="print the result as one JSON document")
     check.set_defaults(func=cmd_check)
