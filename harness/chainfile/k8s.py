@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -46,6 +47,14 @@ class Manifests:
     ingresses: tuple[Ingress, ...]
     secrets: tuple[RawSecret, ...]
     warnings: tuple[str, ...]
+    #: ``ns/name`` of each Ingress → ``file:line`` of its document, and of each annotation (key without the prefix)
+    ingress_sources: Mapping[str, str] = field(default_factory=dict)
+    annotation_sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def source_of(self, ingress_ref: str, annotation: str | None = None) -> str | None:
+        """``file:line`` of the Ingress ``ns/name`` (of its annotation when it is there), or None."""
+        lines = self.annotation_sources.get(ingress_ref, {})
+        return lines.get(annotation or "") or self.ingress_sources.get(ingress_ref)
 
 
 def _files(path: Path, key: str) -> list[Path]:
@@ -59,7 +68,7 @@ def _files(path: Path, key: str) -> list[Path]:
     return [path]
 
 
-def _documents(path: Path) -> list[tuple[int, Any]]:
+def _documents(path: Path) -> list[tuple[int, Any, Any]]:
     text = path.read_text(encoding="utf-8")
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -69,8 +78,24 @@ def _documents(path: Path) -> list[tuple[int, Any]]:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise InputError(where, f"is not valid YAML ({getattr(exc, 'problem', None) or exc})",
                          "fix the YAML syntax at that line") from None
-    return [(n.start_mark.line + 1 if n is not None else 1, d) for n, d in zip(nodes, docs, strict=True)
+    return [(n.start_mark.line + 1 if n is not None else 1, d, n) for n, d in zip(nodes, docs, strict=True)
             if d is not None]
+
+
+def _annotation_lines(node: Any, file: Path) -> dict[str, str]:
+    """Annotation key (without the ingress-nginx prefix) → ``file:line`` of it, from the composed YAML node."""
+    def child(n: Any, key: str) -> Any:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == key:
+                    return v
+        return None
+
+    annotations = child(child(node, "metadata"), "annotations")
+    if not isinstance(annotations, yaml.MappingNode):
+        return {}
+    return {str(k.value).removeprefix(ANNOTATION_PREFIX): f"{file}:{k.start_mark.line + 1}"
+            for k, _ in annotations.value if isinstance(k, yaml.ScalarNode)}
 
 
 def _decode(value: Any, where: str, key: str, *, base64_data: bool) -> bytes:
@@ -155,18 +180,23 @@ def read_manifests(paths: list[tuple[Path, str]]) -> Manifests:
     ingresses: list[Ingress] = []
     secrets: list[RawSecret] = []
     warnings: list[str] = []
+    sources: dict[str, str] = {}
+    annotation_sources: dict[str, dict[str, str]] = {}
     for path, key in paths:
         for file in _files(path, key):
-            for line, doc in _documents(file):
+            for line, doc, node in _documents(file):
                 where = f"{file}:{line}"
                 kind = doc.get("kind") if isinstance(doc, dict) else None
                 if kind == "Ingress":
-                    ingresses.append(_ingress(doc, where, warnings))
+                    ing = _ingress(doc, where, warnings)
+                    ingresses.append(ing)
+                    sources[f"{ing.namespace}/{ing.name}"] = where
+                    annotation_sources[f"{ing.namespace}/{ing.name}"] = _annotation_lines(node, file)
                 elif kind == "Secret":
                     secrets.append(_secret(doc, where, warnings))
                 else:
                     warnings.append(f"{where}: {kind or 'a document without kind'} is not modelled (ignored)")
-    return Manifests(tuple(ingresses), tuple(secrets), tuple(warnings))
+    return Manifests(tuple(ingresses), tuple(secrets), tuple(warnings), sources, annotation_sources)
 
 
 def secret_manifest(path: Path, key: str) -> RawSecret:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import hashes
 
 from harness.chainfile.certs import (
     CertMaterial,
@@ -27,11 +31,12 @@ from harness.chainfile.certs import (
     secret_material,
 )
 from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
-from harness.chainfile.policy import read_policy
-from harness.errors import InputError
+from harness.chainfile.policy import PolicyFacts, read_policy
+from harness.errors import InputError, UsageError
 from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_text
 from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
 from harness.model.topology import (
+    ANNOTATION_PREFIX,
     Apim,
     ClientAuth,
     Gateway,
@@ -46,6 +51,8 @@ from harness.model.topology import (
 )
 from harness.pki.certset import CertSet
 from harness.pki.x509 import fingerprint_sha256
+from harness.render.envoy import EnvoyHop, render_envoy
+from harness.render.nginx import Passthrough, render_nginx, uses_passthrough
 from harness.render.nginx_admission import admission_refusal, annotation_warnings
 
 __all__ = ["CHAIN_ENV", "LoadedChain", "load_chain"]
@@ -192,8 +199,8 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
     for ing in ingresses:
         refusal = admission_refusal(ing, hop.controller)
         if refusal is not None:
-            raise InputError(r.where(["ingress", "manifests"]), refusal.split(" — ")[0],
-                             refusal.split(" — ")[-1] + " (the admission webhook refuses the Ingress)")
+            raise _at_manifest(UsageError(refusal + "; the admission webhook refuses the Ingress"), man,
+                               r.where(["ingress", "manifests"]))
     warnings += annotation_warnings(hop)
     tls = hop.secret(f"{primary.namespace}/{primary.tls_secret}")
     if tls is None or tls.tls is None:
@@ -201,6 +208,59 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
                          f"{primary.namespace}/{primary.tls_secret} holds no certificate here",
                          "add the Secret manifest to ingress.manifests, or list it under ingress.secrets with tls:")
     return dataclasses.replace(hop, server_cert=tls.tls)
+
+
+def _policy_identity(facts: PolicyFacts, mat: CertMaterial, policy: Path) -> str | None:
+    """The identity the policy's ``authentication-certificate`` names (certificate-id, or thumbprint: SHA-1 of the
+    certificate, as APIM shows it), with the policy file in the error."""
+    have = ", ".join(mat.identities) or "none"
+    if facts.authentication_certificate is not None:
+        if facts.authentication_certificate not in mat.identities:
+            raise InputError(policy, f"authentication-certificate certificate-id={facts.authentication_certificate!r}"
+                             f" is not an identity of the chain file (have: {have})",
+                             "certificate-id must equal a name under certificates.identities: rename one of them")
+        return facts.authentication_certificate
+    if facts.authentication_thumbprint is not None:
+        for name, ident in mat.identities.items():
+            if ident.chain[0].fingerprint(hashes.SHA1()).hex().upper() == facts.authentication_thumbprint:  # noqa: S303
+                return name
+        raise InputError(policy, f"authentication-certificate thumbprint={facts.authentication_thumbprint} matches no "
+                         f"identity's certificate (have: {have})",
+                         "add the certificate under certificates.identities, or fix the thumbprint (SHA-1, hex)")
+    return None
+
+
+_ANNOTATION_ERROR = re.compile(r"^Ingress (?P<ref>[^\s:]+/[^\s:]+): annotation \S*?(?P<key>[\w.-]+)=")
+
+
+def _at_manifest(exc: UsageError, man: Manifests, fallback: str) -> InputError:
+    """``exc`` (a renderer's "Ingress ns/name: annotation …" line) located at the manifest's file:line."""
+    message = str(exc)
+    found = _ANNOTATION_ERROR.match(message)
+    where = (man.source_of(found["ref"], found["key"].removeprefix(ANNOTATION_PREFIX)) if found else None) or fallback
+    problem, _, fix = message.partition(" — ")
+    return InputError(where, problem, fix or "fix the value")
+
+
+def _dry_render(topology: Topology, certs: CertSet, man: Manifests, fallback: str) -> None:
+    """Render every config ``up`` renders — the two Envoy stand-ins, nginx as ingress-nginx renders the Ingresses —
+    into a throwaway folder, so what ``up`` refuses the load (and ``chain check``) refuses too, at the manifest's
+    line. Nothing starts; the ports are placeholders."""
+    local = "127.0.0.1"
+    with tempfile.TemporaryDirectory(prefix="mtls-harness-check-") as tmp:
+        work = Path(tmp)
+        try:
+            hops: tuple[EnvoyHop, ...] = ("gateway", "apim")
+            for i, hop in enumerate(hops):
+                render_envoy(topology, hop, certs, listen=(local, 10 + i), upstream=(local, 20 + i),
+                             admin=(local, 30 + i), workdir=work / hop,
+                             jwks={"keys": []} if hop == "apim" and topology.apim.oauth else None)
+            render_nginx(topology, certs, listen=(local, 40), pod=(local, 41), workdir=work / "ingress",
+                         passthrough=Passthrough(None, 42) if uses_passthrough(topology) else None)
+        except InputError:
+            raise
+        except UsageError as exc:
+            raise _at_manifest(exc, man, fallback) from None
 
 
 def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
@@ -223,13 +283,13 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
         warnings += facts.warnings
     else:
         facts = None
-    auth_cert = facts.authentication_certificate if facts else None
+    auth_cert = _policy_identity(facts, mat, _rel(base, doc.apim.policy)) if facts and doc.apim.policy else None
     backend_cert = doc.apim.backend.client_certificate
     if auth_cert and backend_cert and auth_cert != backend_cert:
         raise InputError(r.where(["apim", "backend", "client_certificate"]),
                          f"apim.backend.client_certificate {backend_cert!r} differs from the policy's "
                          f"authentication-certificate {auth_cert!r}", "name the same identity in both, or drop one")
-    apim_client = r.identity(backend_cert or auth_cert, ["apim", "backend", "client_certificate"])
+    apim_client = r.identity(backend_cert, ["apim", "backend", "client_certificate"]) or auth_cert
 
     chain_certs = build_chain_cert_set(mat)
     r.trust_cas = chain_certs.trust
@@ -291,6 +351,7 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
                        _tls(pd.min_protocol_version), _tls(pd.max_protocol_version), tuple(pd.alpn)),
               pd.name, pd.namespace)
     topology = Topology(doc.name, chain_certs.certs.plan, client, gateway, apim, ingress, pod)
+    _dry_render(topology, chain_certs.certs, man, r.where(["ingress", "manifests"]))
     return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings))
 
 

@@ -8,8 +8,9 @@ Read (APIM policy reference, learn.microsoft.com/azure/api-management/api-manage
   ``context.Request.Certificate == null || !context.Request.Certificate.Verify()``) — modelled as the same check;
 - ``validate-jwt`` / ``validate-azure-ad-token`` — an Entra ID bearer token (tenant, audience, issuer, ``scp`` /
   ``roles``), read with :func:`harness.oauth.policy.validate_jwt_policy_summary`;
-- ``authentication-certificate certificate-id=NAME`` — the client certificate APIM presents to the backend (an
-  identity of the chain file).
+- ``authentication-certificate certificate-id=NAME`` — the client certificate APIM presents to the backend (NAME must
+  equal an identity name of the chain file); ``thumbprint=HEX`` names it by its SHA-1 thumbprint (the identity whose
+  certificate has it); ``body=`` (an inline PFX) is not modelled.
 
 Every other element is returned as a warning naming it (the stand-in does not enforce it).
 """
@@ -40,6 +41,8 @@ class PolicyFacts:
     oauth: OAuth | None
     authentication_certificate: str | None
     warnings: tuple[str, ...]
+    #: ``authentication-certificate thumbprint=…`` (upper-case hex, no separators), when the policy names it so
+    authentication_thumbprint: str | None = None
 
 
 def _tenant_from(urls: tuple[str, ...]) -> str | None:
@@ -92,11 +95,15 @@ def _walk(el: ET.Element, where: str, facts: dict[str, object], warnings: list[s
                 warnings.append(f"{where}: validate-client-certificate <identities> (thumbprint / subject / issuer "
                                 "matching) is not modelled: any cert from the CA certificates passes")
         elif tag == "authentication-certificate":
-            cert_id = child.get("certificate-id")
-            if cert_id is None:
-                raise InputError(where, "authentication-certificate has no certificate-id (thumbprint and body are "
-                                 "not modelled)", "name the chain file's identity in certificate-id")
-            facts["auth"] = cert_id
+            cert_id, thumbprint = child.get("certificate-id"), child.get("thumbprint")
+            if cert_id is not None:
+                facts["auth"] = cert_id
+            elif thumbprint is not None:
+                facts["thumbprint"] = thumbprint.replace(":", "").replace(" ", "").upper()
+            else:
+                raise InputError(where, "authentication-certificate has neither certificate-id nor thumbprint (an "
+                                 "inline body= PFX is not modelled)", "name the chain file's identity in "
+                                 "certificate-id, or give the certificate's thumbprint")
         elif tag in _READ:
             continue
         elif tag == "when" and _CERT_EXPR in (child.get("condition") or ""):
@@ -123,7 +130,8 @@ def read_policy(path: Path) -> PolicyFacts:
     facts: dict[str, object] = {}
     _walk(_wrap(root), str(path), facts, warnings)
     return PolicyFacts(bool(facts.get("vcc")), _oauth(xml, str(path), warnings),
-                       str(facts["auth"]) if "auth" in facts else None, tuple(warnings))
+                       str(facts["auth"]) if "auth" in facts else None, tuple(warnings),
+                       str(facts["thumbprint"]) if "thumbprint" in facts else None)
 
 
 def _wrap(root: ET.Element) -> ET.Element:

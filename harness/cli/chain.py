@@ -13,10 +13,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.options import CHAIN_ENV, chain_path, print_chain_notes
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.model.topology import Topology
 
 __all__ = ["register"]
 
@@ -43,7 +46,9 @@ def register(subparsers: Any) -> None:
     schema.set_defaults(func=cmd_schema)
     check = sub.add_parser("check", help="load a chain file: what is not modelled, each identity, each hop",
                            description=f"Load FILE (default: ${CHAIN_ENV}) as `up --chain` would, without starting "
-                                       "anything. Exit 0 when it loads, 2 with the one line that says why not.")
+                                       "anything (the Envoy and nginx configs are rendered into a throwaway "
+                                       "folder, so what `up` refuses, check refuses). Exit 0 when it loads, 2 with "
+                                       "the one line that says why not.")
     check.add_argument("chain", nargs="?", type=Path, metavar="FILE")
     check.add_argument("--json", action="store_true", help="print the result as one JSON document")
     check.set_defaults(func=cmd_check)
@@ -90,14 +95,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = load_chain(path)
     t = loaded.topology
     hops = {hop: {"host": t.listener_of(hop).hostname, "serves": t.listener_of(hop).server_cert,
-                  "client_auth": t.listener_of(hop).client_auth, "client_ca": t.listener_of(hop).client_ca}
+                  "client_auth": t.listener_of(hop).client_auth, "client_ca": t.listener_of(hop).client_ca,
+                  "client_auth_by": "TLS handshake" if t.listener_of(hop).client_auth != "none" else ""}
             for hop in t.iter_hops()}
+    hops["apim"].update(_apim_client_auth(t))
     if args.json:
         print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
                           "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory)}))
         return 0
     print_chain_notes(loaded)
     for hop, info in hops.items():
-        print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}"
-              f"{' (CA ' + str(info['client_ca']) + ')' if info['client_ca'] else ''}")
+        by = f" by the {info['client_auth_by']}" if info["client_auth_by"] else ""
+        ca = f" (CA {info['client_ca']})" if info["client_ca"] and info["client_auth"] != "none" else ""
+        print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}{by}{ca}")
     return 0
+
+
+def _apim_client_auth(t: Topology) -> dict[str, str]:
+    """APIM's client-cert check as the service does it: negotiateClientCertificate asks for the cert in the TLS
+    handshake, the validate-client-certificate policy (or its context.Request.Certificate form) decides: 401 for a
+    missing cert or one not from the CA certificates (learn.microsoft.com/azure/api-management/
+    api-management-howto-mutual-certificates-for-clients)."""
+    apim = t.apim
+    if apim.validate_client_certificate and apim.negotiate_client_certificate:
+        return {"client_auth": "required", "client_auth_by": "policy validate-client-certificate (HTTP 401)"}
+    if apim.validate_client_certificate:
+        return {"client_auth": "required",
+                "client_auth_by": "policy validate-client-certificate without negotiateClientCertificate: no "
+                                  "cert reaches it, every request gets 401"}
+    if apim.negotiate_client_certificate:
+        return {"client_auth": "optional",
+                "client_auth_by": "TLS handshake (negotiateClientCertificate; no policy verifies the cert)"}
+    return {}

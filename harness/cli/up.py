@@ -19,7 +19,7 @@ from harness.errors import UsageError
 from harness.model.topology import HOPS
 from harness.targets.base import TARGET_NAMES, RunningChain
 
-__all__ = ["OWN_CERT_TARGETS", "register"]
+__all__ = ["OWN_CERT_TARGETS", "register", "try_curl"]
 
 #: targets that run the chain themselves and so take the chain file's cert set
 OWN_CERT_TARGETS = ("local", "containers", "kind")
@@ -63,12 +63,25 @@ def _print_chain(chain: RunningChain, started_in: float) -> None:
     console.print(table)
     console.print(f"cert set: {chain.certs.directory} (trust bundles in bundles/, identities in leaves/)",
                   soft_wrap=True)
+    console.print(try_curl(chain), soft_wrap=True)
+    console.print("Ctrl-C stops the chain.")
+
+
+def try_curl(chain: RunningChain) -> str:
+    """The ``try: curl …`` line: with ``--cert``/``--key`` (the client identity's files, never their content) when the
+    gateway asks for a client certificate (App Gateway mTLS Strict / Passthrough)."""
     gw = chain.entry
     inside = " ".join(getattr(chain, "client_argv_prefix", []))  # --isolate: clients run in the internet namespace
-    console.print(
-        f"try: {inside + ' ' if inside else ''}curl --cacert {gw.trust} --resolve {gw.server_name}:{gw.port}:{gw.host} "
-        f"https://{gw.server_name}:{gw.port}/", soft_wrap=True)
-    console.print("Ctrl-C stops the chain.")
+    cert = ""
+    asks = chain.topology.gateway.listener.client_auth != "none"
+    if asks and gw.client_cert is not None and gw.client_key is not None:
+        cert = f"--cert {gw.client_cert} --key {gw.client_key} "
+    line = (f"try: {inside + ' ' if inside else ''}curl {cert}--cacert {gw.trust} "
+            f"--resolve {gw.server_name}:{gw.port}:{gw.host} https://{gw.server_name}:{gw.port}/")
+    if asks and not cert:
+        line += ("\n(the gateway asks for a client certificate: give curl --cert/--key of an identity its trusted "
+                 "client CA issued — with --chain, set client.certificate)")
+    return line
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -105,6 +118,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             deadline = None if args.duration is None else time.monotonic() + args.duration
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+            print(f"stopped after {args.duration:g} s (--duration); stopping the chain", file=sys.stderr)
     except KeyboardInterrupt:
         print("stopping the chain", file=sys.stderr)
     return 0

@@ -71,6 +71,7 @@ __all__ = [
     "leaf_files_in",
     "load_cert_set",
     "plan_digest",
+    "set_is_complete",
     "write_trust_bundle",
 ]
 
@@ -560,12 +561,26 @@ def _fresh(directory: Path) -> bool:
     return bool(meta.get("format") == FORMAT and expires - now() > dt.timedelta(days=REFRESH_DAYS))
 
 
+def set_is_complete(directory: Path, plan: PKIPlan) -> bool:
+    """Every file ``plan`` needs is in the set at ``directory``: each CA's cert.pem (key.pem and crl.pem unless the
+    user supplied the CA), each leaf's cert.pem, chain.pem and key.pem. A set cached by an older version, or one
+    a person pruned, is incomplete — :func:`cert_set_for` then regenerates it instead of failing later."""
+    try:
+        supplied = set(json.loads((directory / "set.json").read_text()).get("supplied") or {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    need = [directory / "cas" / ca.name / f for ca in plan.cas
+            for f in (("cert.pem",) if ca.name in supplied else ("cert.pem", "key.pem", "crl.pem"))]
+    need += [directory / "leaves" / lf.name / f for lf in plan.leaves for f in ("cert.pem", "chain.pem", "key.pem")]
+    return all(p.is_file() for p in need)
+
+
 def cert_set_for(plan: PKIPlan) -> CertSet:
     """The set for ``plan``, cached under :func:`cache_root`/<plan digest>/ and reused across runs (regenerated
     when it would expire within :data:`REFRESH_DAYS`). Safe when several processes ask at once."""
     _check_plan(plan)
     target = cache_root() / plan_digest(plan)
-    if target.is_dir() and _fresh(target):
+    if target.is_dir() and _fresh(target) and set_is_complete(target, plan):
         return load_cert_set(target, plan)
     stale = target.is_dir()
     tmp = _new_tmp(target.parent, target.name)

@@ -414,6 +414,11 @@ def topology_consumers(topology: Topology, ca_certs: Mapping[str, x509.Certifica
         if caller.client_cert:
             client = plan.leaf(caller.client_cert)
             checked = listener.client_auth != "none" and listener.client_ca is not None
+            apim = topology.apim
+            if hop == "apim" and apim.negotiate_client_certificate and apim.validate_client_certificate:
+                # APIM: negotiateClientCertificate asks for the cert, the validate-client-certificate policy (or its
+                # context.Request.Certificate form) checks it against the CA certificates: 401 otherwise
+                checked = listener.client_ca is not None
             out.setdefault(client.name, []).append(Consumer(
                 label=f"{hop} ← {_PREV[hop]} (client cert)",
                 trust=anchors(listener.client_ca if checked and listener.client_ca else client.issuer),

@@ -88,6 +88,8 @@ def rehearse(current: CertSet, nxt: CertSet, plan: RotationPlan | None = None, *
         say(f"plan {plan.name!r}: {len(plan.steps)} steps; static checks: {len(static.errors)} errors, "
             f"{len(static.warnings)} warnings, {len(static.predicted)} predicted broken links, "
             f"{len(static.final)} final-state gaps")
+        for line in static.warnings:  # errors are in the verdict; warnings only here (and in --json)
+            say(f"  warning: {line}")
         for i, p in static.predicted:
             say(f"  predicted: {'before any step' if i == 0 else f'step {i}'}: {p}")
         t0 = time.perf_counter()
