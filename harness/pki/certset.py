@@ -254,7 +254,8 @@ def _build_set(plan: PKIPlan, d: Path, supplied: Mapping[str, Supplied] | None =
                                  "cannot be generated under it")
     cas = {n: s.cert for n, s in built.items()} | {n: s.cert for n, s in supplied.items() if n in
                                                    {c.name for c in plan.cas}}
-    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves if lf.name not in supplied}
+    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves  # a serial for each CRL issued here
+               if lf.name not in supplied or lf.issuer in built}
     expiry = min(c.not_valid_after_utc for c in cas.values())
     for ca in plan.cas:
         _write(d / "cas" / ca.name / "cert.pem", cert_pem(cas[ca.name]))

@@ -52,7 +52,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness.errors import InputError
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
 from harness.pki.certset import CertSet, Supplied, generate_cert_set, load_cert_set, plan_digest
-from harness.pki.x509 import PrivateKey, Signed, cert_pem, fingerprint_sha256, issue_ca, key_pem, new_key
+from harness.pki.x509 import (
+    PrivateKey,
+    Signed,
+    cert_pem,
+    fingerprint_sha256,
+    issue_ca,
+    issue_leaf,
+    key_pem,
+    new_key,
+)
 
 __all__ = ["IdentityInput", "ShadowResult", "TrustInput", "build_cert_set", "shadow_plan"]
 
@@ -433,6 +442,32 @@ def _stable_cas(sh: _Shadow, cache: Path) -> dict[str, Signed]:
     return out
 
 
+def _stable_leaves(sh: _Shadow, cas: Mapping[str, Signed], cache: Path, fps: Mapping[str, str]) -> dict[str, Signed]:
+    """The shadow of every identity that runs as a stand-in, one per real leaf certificate and shadow issuer (kept
+    like the CAs): an identity whose certificate the next chain file does not change serves the same shadow."""
+    out: dict[str, Signed] = {}
+    for lf in sh.plan.leaves:
+        if lf.name in sh.supplied or lf.issuer not in cas:
+            continue
+        issuer = cas[lf.issuer]
+        ident = hashlib.sha256(repr((fps[lf.name], fingerprint_sha256(issuer.cert), lf.subject, lf.sans, lf.ekus,
+                                     lf.key_type, lf.key_size, lf.not_before, lf.not_after)).encode()
+                               ).hexdigest()[:24]
+        d = cache / f"leaf-{ident}"
+        found = _cached_ca(d)
+        if found is None:
+            found = issue_leaf(issuer, lf.common_name, lf.sans, (lf.usage,), lf.key_type or sh.plan.key_type,
+                               organization=lf.organization,
+                               subject=x509.Name.from_rfc4514_string(lf.subject) if lf.subject else None,
+                               eku_oids=tuple(x509.ObjectIdentifier(o) for o in lf.ekus) if lf.ekus is not None
+                               else None, key=new_key(lf.key_type or sh.plan.key_type, size=lf.key_size),
+                               not_before=lf.not_before, not_after=lf.not_after, exact_sans=lf.subject is not None)
+            _keep_ca(d, found)
+            found = _cached_ca(d) or found
+        out[lf.name] = found
+    return out
+
+
 def _keep_ca(d: Path, ca: Signed) -> None:
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.tmp-"))
@@ -452,15 +487,18 @@ def build_cert_set(identities: Sequence[IdentityInput], trusts: Sequence[TrustIn
                    ca_cache: Path | None = None) -> ShadowResult:
     """The cert set for a chain given by its public certificates (module docstring), written to ``directory``.
 
-    Shadow CAs come from ``ca_cache`` (default: ``shadow-cas/`` next to ``directory``), one per real CA
-    certificate, so two sets made there from chain files that share a CA certificate share its shadow."""
+    Shadow CAs and leaves come from ``ca_cache`` (default: ``shadow-cas/`` next to ``directory``), one per real
+    certificate, so two sets made from chain files that share a certificate share its shadow (cert and key)."""
     directory = Path(directory)
     if not identities and not trusts:
         raise InputError(directory, "was asked for a shadow set of no certificates",
                          "give at least one identity or trust list")
     sh = _shadow(identities, trusts)
     cache = Path(ca_cache) if ca_cache is not None else directory.parent / "shadow-cas"
-    supplied = {**sh.supplied, **{n: Supplied(ca.cert, ca.key) for n, ca in _stable_cas(sh, cache).items()}}
+    cas = _stable_cas(sh, cache)
+    fps = {i.name: fingerprint_sha256(i.chain[0]) for i in identities}
+    supplied = {**sh.supplied, **{n: Supplied(s.cert, s.key) for n, s in
+                                  {**cas, **_stable_leaves(sh, cas, cache, fps)}.items()}}
     if directory.is_dir() and _same_set(directory, sh.plan, supplied):
         certs = load_cert_set(directory, sh.plan)
     else:
