@@ -22,6 +22,11 @@ Rules:
 - **Real or shadow, per root.** A root's tree is used as the user's own certificates when every identity under it
   comes with its key and every CA above them was given; otherwise the whole tree is shadowed (a shadow leaf cannot
   be signed by a real CA, and a trust list holds one version of a root), and ``mode`` says so per identity.
+- **Names from the chain file.** A CA takes the name of the trust list that holds it (single-cert lists first,
+  then ``<list>``, ``<list>-2``… by position), else a name made from its common name.
+- **Stable shadows.** Each shadow CA and leaf is kept under ``ca_cache`` keyed by the real certificate's
+  fingerprint (and its shadow issuer's): a current and a next chain file that share a certificate share its shadow,
+  so a leaf-only renewal rotates no root and a new intermediate keeps its root.
 - A key that does not belong to its certificate, an encrypted key, a self-signed identity, an unsupported key type
   or a trust list with several roots is one :class:`~harness.errors.InputError` line.
 
