@@ -7,7 +7,9 @@ the file: CAs by trust-list name (``<name>-2``… for the further certs of a lis
 identity's chain by a name made from their common name.
 
 Where every identity comes with its private key (a test environment), the user's own certificates are the cert set
-("real"); where one does not, the shadow PKI (:mod:`harness.pki.shadow`) makes stand-ins.
+("real"); where one does not, the shadow PKI (:mod:`harness.pki.shadow`) makes stand-ins — per root: an identity
+whose key is given runs real when every identity under its root has one. Either way the set is a
+:class:`ChainCertSet` whose ``origin`` holds the user's certificates and files (``certs check --chain`` judges those).
 Sets are written once per content under the cert cache's ``chains/`` folder (keys 0600) and reused.
 """
 
@@ -41,8 +43,8 @@ from harness.pki.certset import FORMAT, CertSet, cache_root, load_cert_set
 from harness.pki.load import load_k8s_secret, load_pkcs12, read_pem_certs, read_private_key
 from harness.pki.x509 import cert_pem, fingerprint_sha256, key_pem
 
-__all__ = ["CertMaterial", "ChainCerts", "Identity", "Trust", "build_chain_cert_set", "read_certificates",
-           "secret_material"]
+__all__ = ["CertMaterial", "ChainCertSet", "ChainCerts", "Identity", "Origin", "Trust", "build_chain_cert_set",
+           "read_certificates", "secret_material"]
 
 Mode = Literal["shadow", "real"]
 
@@ -70,8 +72,27 @@ class CertMaterial:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What a chain's cert set stands for: the user's own certificates, by plan name, with their files."""
+
+    identities: Mapping[str, Identity]  # leaf name -> the user's identity (chain, key if given, source file)
+    cas: Mapping[str, tuple[x509.Certificate, str] | None]  # CA name -> the user's cert and its file (None: a root
+    # nobody gave, which the shadow PKI synthesized from what it signs)
+    mode: Mapping[str, Mode]
+
+
+class ChainCertSet(CertSet):
+    """A cert set made from a chain file; ``origin`` holds the user's certificates it runs (real) or stands in for
+    (shadow), so checks judge the user's certificates and name the user's files."""
+
+    def __init__(self, cs: CertSet, origin: Origin) -> None:
+        super().__init__(cs.directory, cs.plan, cs.revoked_serials)
+        self.origin = origin
+
+
+@dataclass(frozen=True)
 class ChainCerts:
-    certs: CertSet
+    certs: ChainCertSet
     trust: Mapping[str, tuple[str, ...]]  # trust-list name -> its CA names in the plan
     mode: Mapping[str, Mode]  # identity name -> how it is run
 
@@ -306,9 +327,8 @@ def _write_set(d: Path, plan: PKIPlan, ca_certs: Mapping[str, x509.Certificate],
 def build_chain_cert_set(mat: CertMaterial) -> ChainCerts:
     """The cert set the chain runs with: the user's own certificates when every identity has its key, else the
     shadow PKI's stand-ins."""
-    no_key = [i.name for i in mat.identities.values() if i.key is None]
-    if no_key:
-        return _shadow(mat, no_key)
+    if any(i.key is None for i in mat.identities.values()):
+        return _shadow(mat)
     plan, ca_certs, trust_cas = _plan(mat)
     blob = hashlib.sha256(json.dumps(dataclasses.asdict(plan), sort_keys=True).encode())
     for cert in [*ca_certs.values(), *(c for i in mat.identities.values() for c in i.chain)]:
@@ -329,15 +349,32 @@ def build_chain_cert_set(mat: CertMaterial) -> ChainCerts:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return ChainCerts(load_cert_set(target, plan), trust_cas, dict.fromkeys(mat.identities, "real"))
+    mode: dict[str, Mode] = dict.fromkeys(mat.identities, "real")
+    origin = Origin(dict(mat.identities), {n: (c, _source_of(mat, c)) for n, c in ca_certs.items()}, mode)
+    return ChainCerts(ChainCertSet(load_cert_set(target, plan), origin), trust_cas, mode)
 
 
-def _shadow(mat: CertMaterial, no_key: list[str]) -> ChainCerts:
-    identities = [shadow.IdentityInput(i.name, i.chain, None) for i in mat.identities.values()]
+def _source_of(mat: CertMaterial, cert: x509.Certificate) -> str:
+    """The file of the chain that gives ``cert``: a trust list's, else the identity file that carries it."""
+    for trust in mat.trusts.values():
+        if cert in trust.certs:
+            return trust.source
+    return next((i.source for i in mat.identities.values() if cert in i.chain), "")
+
+
+def _shadow(mat: CertMaterial) -> ChainCerts:
+    """Stand-ins per root where a key is missing; identities with their key (and their whole root given) run real."""
+    identities = [shadow.IdentityInput(i.name, i.chain, i.key) for i in mat.identities.values()]  # type: ignore[arg-type]
     trusts = [shadow.TrustInput(t.name, t.certs) for t in mat.trusts.values()]
     blob = hashlib.sha256()
     for cert in [c for i in mat.identities.values() for c in i.chain] + [c for t in mat.trusts.values()
                                                                            for c in t.certs]:
         blob.update(fingerprint_sha256(cert).encode())
-    result = shadow.build_cert_set(identities, trusts, _cache_dir() / f"shadow-{blob.hexdigest()[:16]}")
-    return ChainCerts(result.certs, {k: (v,) for k, v in result.trust.items()}, dict(result.mode))
+    blob.update(repr(sorted(i.name for i in mat.identities.values() if i.key is not None)).encode())
+    result = shadow.build_cert_set(identities, trusts, _cache_dir() / f"shadow-{blob.hexdigest()[:16]}",
+                                   ca_cache=_cache_dir() / "shadow-cas")
+    origin = Origin(dict(mat.identities),
+                    {n: None if c is None else (c, _source_of(mat, c)) for n, c in result.real.items()},
+                    dict(result.mode))
+    return ChainCerts(ChainCertSet(result.certs, origin), {k: (v,) for k, v in result.trust.items()},
+                      dict(result.mode))

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.chainfile.certs import ChainCertSet
 from harness.cli.options import add_chain_option, load_chain_option
 from harness.errors import HarnessError, InputError, UsageError
 from harness.model.topology import default_pki_plan
@@ -185,14 +186,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         given = [f"--{o}" for o in _SINGLE_ONLY if getattr(args, o) is not None]
         if given:
             raise UsageError(f"{', '.join(given)} apply to a single certificate, not to a chain (drop them)")
-        cs = loaded.certs if args.path is None else load_cert_set(args.path)
-        report = check_cert_set(cs, loaded.topology, min_days=args.min_days)
+        if args.path is None and isinstance(loaded.certs, ChainCertSet):  # the user's own certificates
+            from harness.chainfile.check import check_chain_certs
+
+            report = check_chain_certs(loaded.certs, loaded.topology, min_days=args.min_days)
+        else:  # a set directory, checked against the chain's names and trust relations
+            cs = loaded.certs if args.path is None else load_cert_set(args.path)
+            report = check_cert_set(cs, loaded.topology, min_days=args.min_days)
         what = f"{loaded.path}" if args.path is None else f"{args.path} (chain {loaded.path})"
         if args.json:
             print(json.dumps(report.to_json(), indent=2))
         else:
-            _print_report(report, what)
-        return 0 if report.ok else 1
+            _print_report(report, what, strict=args.strict)
+        return 0 if (report.clean if args.strict else report.ok) else 1
     if args.path is None:
         raise UsageError("certs check: give PATH (a cert set, or a certificate with --ca), or --chain FILE")
     path: Path = args.path

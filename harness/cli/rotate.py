@@ -18,10 +18,14 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.options import add_chain_option, load_chain_option
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.chainfile.load import LoadedChain
+    from harness.model.topology import PKIPlan
 
 __all__ = ["cmd_rotate", "register"]
 
@@ -75,6 +79,30 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _same_names(label: str, given: Path, plan: PKIPlan, loaded: LoadedChain) -> None:
+    """The set names every CA and identity of the chain, each CA under the same parent (one line naming the file the
+    user gave — a chain file or a set directory — never a cache folder)."""
+    want = {c.name: c.parent for c in loaded.topology.pki.cas}
+    have = {c.name: c.parent for c in plan.cas}
+    file = given.is_file()
+    for name in [lf.name for lf in loaded.topology.pki.leaves if lf.name not in {x.name for x in plan.leaves}]:
+        raise UsageError(f"{label} {given}: has no identity {name!r}, which chain {loaded.path} names — "
+                         + ("give the next chain file the same identity names" if file else
+                            "give a set with the chain's identity names"))
+    for name in sorted(set(want) - set(have)):
+        extra = sorted(set(have) - set(want))
+        raise UsageError(
+            f"{label} {given}: has no CA {name!r} (the name chain {loaded.path} gives it"
+            + (f"; this file has {', '.join(extra)} instead" if extra else "") + ") — "
+            + ("a CA named by no trust list is named from its common name, which a renewal may change: list that "
+               "CA under certificates.trust with the same name in both chain files" if file else
+               "give a set with the chain's CA names"))
+    for name in sorted(n for n in want if want[n] != have[n]):
+        raise UsageError(f"{label} {given}: CA {name!r} is issued by {have[name] or 'itself'}, in chain "
+                         f"{loaded.path} by {want[name] or 'itself'} — the rehearsal rotates certificates, not the "
+                         "shape of the PKI: keep each CA under the same parent name")
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
     from harness.pki.certset import load_cert_set
     from harness.rotation.rehearsal import RehearsalOptions, load_plan, rehearsal_topology, rehearse
@@ -95,13 +123,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
         current = loaded.certs if args.current is None else load_cert_set(args.current)
         nxt = load_chain(args.next_set).certs if args.next_set.is_file() else load_cert_set(args.next_set)
-        for label, cs in (("--current", current), ("--next", nxt)):
-            have = {c.name for c in cs.plan.cas} | {lf.name for lf in cs.plan.leaves}
-            missing = sorted(({c.name for c in loaded.topology.pki.cas}
-                              | {lf.name for lf in loaded.topology.pki.leaves}) - have)
-            if missing:
-                raise UsageError(f"{label} {cs.directory}: has no {missing[0]!r}, which chain {loaded.path} names — "
-                                 "give a set with the chain's identity and trust names")
+        for label, cs, given in (("--current", current, args.current or loaded.path), ("--next", nxt, args.next_set)):
+            _same_names(label, given, cs.plan, loaded)
         topology = loaded.topology.replace(pki=current.plan)
     plan = load_plan(args.plan, topology) if args.plan is not None else None
     if args.show_plan:

@@ -88,7 +88,7 @@ class Supplied:
     """A certificate the user supplies for a plan name (with its chain's own key where a leaf needs one)."""
 
     cert: x509.Certificate
-    key: PrivateKey | None = None  # a leaf's private key; None for a CA (its key stays with its owner)
+    key: PrivateKey | None = None  # a leaf's private key; a CA's only when it issues here (a stable shadow CA)
 
 
 @dataclass(frozen=True)
@@ -236,9 +236,11 @@ def _key_for(plan: PKIPlan, spec: CASpec | LeafSpec) -> PrivateKey:
 
 def _build_set(plan: PKIPlan, d: Path, supplied: Mapping[str, Supplied] | None = None) -> None:
     """Write every CA (with its CRL) and leaf of ``plan`` into the empty directory ``d``. A name in ``supplied``
-    is written from the given certificates (and key) instead of being generated: no CA key, no CRL for such a CA."""
+    is written from the given certificates (and key) instead of being generated: a CA supplied without its key gets
+    no key file and no CRL; one supplied with its key issues its children and CRL like a generated one."""
     supplied = supplied or {}
-    built: dict[str, Signed] = {}
+    built: dict[str, Signed] = {n: Signed(s.cert, s.key) for n, s in supplied.items()
+                                if s.key is not None and n in {c.name for c in plan.cas}}
     pending = [ca for ca in plan.cas if ca.name not in supplied]
     while pending:  # parents before children (the plan was checked for cycles)
         for ca in list(pending):
@@ -253,11 +255,12 @@ def _build_set(plan: PKIPlan, d: Path, supplied: Mapping[str, Supplied] | None =
                                  "cannot be generated under it")
     cas = {n: s.cert for n, s in built.items()} | {n: s.cert for n, s in supplied.items() if n in
                                                    {c.name for c in plan.cas}}
-    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves if lf.name not in supplied}
+    revoked = {lf.name: x509.random_serial_number() for lf in plan.leaves  # a serial for each CRL issued here
+               if lf.name not in supplied or lf.issuer in built}
     expiry = min(c.not_valid_after_utc for c in cas.values())
     for ca in plan.cas:
         _write(d / "cas" / ca.name / "cert.pem", cert_pem(cas[ca.name]))
-        if ca.name in supplied:
+        if ca.name not in built:
             continue
         signed = built[ca.name]
         _write(d / "cas" / ca.name / "key.pem", key_pem(signed.key), 0o600)
@@ -335,6 +338,11 @@ class CertSet:
 
     def __repr__(self) -> str:
         return f"CertSet({str(self.directory)!r}, {len(self.plan.cas)} CAs, {len(self.plan.leaves)} leaves)"
+
+    @property
+    def revoked_serials(self) -> Mapping[str, int]:
+        """Leaf name -> the serial its CA's CRL lists for the leaf's "revoked" fault variant."""
+        return dict(self._revoked)
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def leaf(self, name: str) -> LeafFiles:

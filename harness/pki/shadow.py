@@ -22,6 +22,11 @@ Rules:
 - **Real or shadow, per root.** A root's tree is used as the user's own certificates when every identity under it
   comes with its key and every CA above them was given; otherwise the whole tree is shadowed (a shadow leaf cannot
   be signed by a real CA, and a trust list holds one version of a root), and ``mode`` says so per identity.
+- **Names from the chain file.** A CA takes the name of the trust list that holds it (single-cert lists first,
+  then ``<list>``, ``<list>-2``… by position), else a name made from its common name.
+- **Stable shadows.** Each shadow CA and leaf is kept under ``ca_cache`` keyed by the real certificate's
+  fingerprint (and its shadow issuer's): a current and a next chain file that share a certificate share its shadow,
+  so a leaf-only renewal rotates no root and a new intermediate keeps its root.
 - A key that does not belong to its certificate, an encrypted key, a self-signed identity, an unsupported key type
   or a trust list with several roots is one :class:`~harness.errors.InputError` line.
 
@@ -31,8 +36,12 @@ serve the same shadow certs); a different cert set there is replaced; any other 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +57,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness.errors import InputError
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
 from harness.pki.certset import CertSet, Supplied, generate_cert_set, load_cert_set, plan_digest
-from harness.pki.x509 import PrivateKey, fingerprint_sha256
+from harness.pki.x509 import (
+    PrivateKey,
+    Signed,
+    cert_pem,
+    fingerprint_sha256,
+    issue_ca,
+    issue_leaf,
+    key_pem,
+    new_key,
+)
 
 __all__ = ["IdentityInput", "ShadowResult", "TrustInput", "build_cert_set", "shadow_plan"]
 
@@ -61,7 +79,7 @@ class IdentityInput:
 
     name: str  # the identity's name in the chain file; becomes the leaf name in the cert set
     chain: tuple[x509.Certificate, ...]  # leaf first, then intermediates, as the user's file gives them
-    key: Path | None = None  # the private key file when the user gives one (a test environment)
+    key: Path | PrivateKey | None = None  # its private key (a file, or already loaded) when the user gives one
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,8 @@ class ShadowResult:
     plan: PKIPlan
     trust: Mapping[str, str]  # trust list name -> the CA name to put in Listener.client_ca / Upstream.trusted_ca
     mode: Mapping[str, Mode]  # per identity
+    #: CA name -> the user's certificate it stands for (None: a root nobody gave, synthesized from its children)
+    real: Mapping[str, x509.Certificate | None] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,25 +281,30 @@ def _leaf_spec(name: str, cert: x509.Certificate, issuer: str) -> LeafSpec:
 # ---------------------------------------------------------------------------------------------------------------
 def _read_key(ident: IdentityInput) -> PrivateKey:
     assert ident.key is not None
-    try:
-        data = ident.key.read_bytes()
-    except OSError as exc:
-        raise InputError(ident.key, f"cannot be read ({exc.strerror})", f"check the key path of {ident.name!r}"
-                         ) from None
-    try:
-        key = (serialization.load_pem_private_key(data, None) if b"-----BEGIN" in data
-               else serialization.load_der_private_key(data, None))
-    except TypeError:
-        raise InputError(ident.key, "is an encrypted private key",
-                         f"give {ident.name!r} an unencrypted key file (kept 0600), or no key for a shadow") from None
-    except ValueError:
-        raise InputError(ident.key, "holds no readable private key", "give a PEM or DER private key") from None
+    where: Path | str = f"identity {ident.name!r}'s key"
+    if isinstance(ident.key, Path):
+        where = ident.key
+        try:
+            data = ident.key.read_bytes()
+        except OSError as exc:
+            raise InputError(ident.key, f"cannot be read ({exc.strerror})", f"check the key path of {ident.name!r}"
+                             ) from None
+        try:
+            key: object = (serialization.load_pem_private_key(data, None) if b"-----BEGIN" in data
+                           else serialization.load_der_private_key(data, None))
+        except TypeError:
+            raise InputError(ident.key, "is an encrypted private key", f"give {ident.name!r} an unencrypted key "
+                             "file (kept 0600), or no key for a shadow") from None
+        except ValueError:
+            raise InputError(ident.key, "holds no readable private key", "give a PEM or DER private key") from None
+    else:
+        key = ident.key
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise InputError(ident.key, f"is a {type(key).__name__}", "give an RSA or EC key")
+        raise InputError(where, f"is a {type(key).__name__}", "give an RSA or EC key")
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     mine = key.public_key().public_bytes(serialization.Encoding.DER, pub)
     if mine != ident.chain[0].public_key().public_bytes(serialization.Encoding.DER, pub):
-        raise InputError(ident.key, f"does not belong to identity {ident.name!r}'s certificate "
+        raise InputError(where, f"does not belong to identity {ident.name!r}'s certificate "
                          f"({ident.chain[0].subject.rfc4514_string()})",
                          "give the key that goes with that certificate, or no key to use a shadow")
     return key
@@ -291,6 +316,8 @@ class _Shadow:
     supplied: Mapping[str, Supplied]
     trust: Mapping[str, str]
     mode: Mapping[str, Mode]
+    ids: Mapping[str, str]  # CA name -> what it stands for: the real cert's fingerprint, or "synth:<issuer>:<aki>"
+    real: Mapping[str, x509.Certificate | None]
 
 
 def shadow_plan(identities: Sequence[IdentityInput], trusts: Sequence[TrustInput]) -> tuple[
@@ -319,15 +346,24 @@ def _shadow(identities: Sequence[IdentityInput], trusts: Sequence[TrustInput]) -
         if ca.cert is not None and not _self_signed(ca.cert):
             ca.parent = pool.issuer_of(ca.cert)
     leaf_ca = {i.name: pool.issuer_of(i.chain[0]) for i in identities}
-    # names: from the CN, unique against each other and the identities
+    # names: the trust list's name where a trust list names the CA (lists of one cert first, then the others in
+    # order: <list>, <list>-2… by position), else from the CN; unique against each other and the identities
     taken = set(names)
-    for ca in sorted(pool.cas.values(), key=lambda c: (len(_line(c)), c.subject.rfc4514_string())):
-        base = _slug(_cn(ca.subject, "ca"))
+
+    def claim(ca: _CA, base: str) -> None:
         name, n = base, 2
         while name in taken:
             name, n = f"{base}-{n}", n + 1
         ca.name = name
         taken.add(name)
+
+    for t in sorted(trusts, key=lambda t: len(t.certs) > 1):
+        for i, cert in enumerate(t.certs):
+            if not (ca := pool.add(cert)).name:
+                claim(ca, t.name if i == 0 else f"{t.name}-{i + 1}")
+    for ca in sorted(pool.cas.values(), key=lambda c: (len(_line(c)), c.subject.rfc4514_string())):
+        if not ca.name:
+            claim(ca, _slug(_cn(ca.subject, "ca")))
     # real or shadow, per root tree
     under: dict[str, list[str]] = {}
     for who, ca in leaf_ca.items():
@@ -355,7 +391,8 @@ def _shadow(identities: Sequence[IdentityInput], trusts: Sequence[TrustInput]) -
             raise InputError(f"trust list {t.name!r}", f"holds {len(roots)} roots ({', '.join(roots)}); the "
                              "harness models one root per trust list", "keep one root in it")
         trust[t.name] = roots[0]
-    return _Shadow(plan, supplied, trust, mode)
+    ids = {ca.name: fp for fp, ca in pool.cas.items()}
+    return _Shadow(plan, supplied, trust, mode, ids, {ca.name: ca.cert for ca in pool.cas.values()})
 
 
 def _same_set(directory: Path, plan: PKIPlan, supplied: Mapping[str, Supplied]) -> bool:
@@ -367,22 +404,115 @@ def _same_set(directory: Path, plan: PKIPlan, supplied: Mapping[str, Supplied]) 
     return bool(meta.get("digest") == plan_digest(plan) and meta.get("supplied", {}) == want)
 
 
-def build_cert_set(identities: Sequence[IdentityInput], trusts: Sequence[TrustInput], directory: Path
-                   ) -> ShadowResult:
-    """The cert set for a chain given by its public certificates (module docstring), written to ``directory``."""
+def _cached_ca(d: Path) -> Signed | None:
+    try:
+        cert = x509.load_pem_x509_certificate((d / "cert.pem").read_bytes())
+        key = serialization.load_pem_private_key((d / "key.pem").read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return None
+    return Signed(cert, key)
+
+
+def _stable_cas(sh: _Shadow, cache: Path) -> dict[str, Signed]:
+    """The shadow of every CA that is not the user's own, one per real CA certificate: kept under ``cache`` by the
+    real cert's fingerprint (and its parent shadow's), so the current and the next chain file get the very same
+    shadow CA (cert and key) for a CA certificate they share — a leaf-only renewal rotates no root."""
+    out: dict[str, Signed] = {}
+    pending = [ca for ca in sh.plan.cas if ca.name not in sh.supplied]
+    while pending:
+        for ca in [c for c in pending if c.parent is None or c.parent in out]:
+            pending.remove(ca)
+            parent = out[ca.parent] if ca.parent else None
+            profile = (sh.ids[ca.name], fingerprint_sha256(parent.cert) if parent else "", ca.subject,
+                       ca.key_type, ca.key_size, ca.path_length)
+            if sh.real.get(ca.name) is None:  # a root nobody gave: its window is where it was first needed
+                ident = hashlib.sha256(repr(profile).encode()).hexdigest()[:24]
+            else:
+                ident = hashlib.sha256(repr((*profile, ca.not_before, ca.not_after)).encode()).hexdigest()[:24]
+            d = cache / ident
+            found = _cached_ca(d)
+            if found is None:
+                length = None if ca.path_length is None or ca.path_length < 0 else ca.path_length
+                found = issue_ca(ca.common_name, ca.key_type or sh.plan.key_type, parent=parent, path_length=length,
+                                 subject=x509.Name.from_rfc4514_string(ca.subject) if ca.subject else None,
+                                 key=new_key(ca.key_type or sh.plan.key_type, size=ca.key_size),
+                                 not_before=ca.not_before, not_after=ca.not_after)
+                _keep_ca(d, found)
+                found = _cached_ca(d) or found  # another process may have kept its own first
+            out[ca.name] = found
+        if pending and not any(c.parent is None or c.parent in out for c in pending):
+            break  # a parent is the user's own CA without its key: generate_cert_set names it
+    return out
+
+
+def _stable_leaves(sh: _Shadow, cas: Mapping[str, Signed], cache: Path, fps: Mapping[str, str]) -> dict[str, Signed]:
+    """The shadow of every identity that runs as a stand-in, one per real leaf certificate and shadow issuer (kept
+    like the CAs): an identity whose certificate the next chain file does not change serves the same shadow."""
+    out: dict[str, Signed] = {}
+    for lf in sh.plan.leaves:
+        if lf.name in sh.supplied or lf.issuer not in cas:
+            continue
+        issuer = cas[lf.issuer]
+        ident = hashlib.sha256(repr((fps[lf.name], fingerprint_sha256(issuer.cert), lf.subject, lf.sans, lf.ekus,
+                                     lf.key_type, lf.key_size, lf.not_before, lf.not_after)).encode()
+                               ).hexdigest()[:24]
+        d = cache / f"leaf-{ident}"
+        found = _cached_ca(d)
+        if found is None:
+            found = issue_leaf(issuer, lf.common_name, lf.sans, (lf.usage,), lf.key_type or sh.plan.key_type,
+                               organization=lf.organization,
+                               subject=x509.Name.from_rfc4514_string(lf.subject) if lf.subject else None,
+                               eku_oids=tuple(x509.ObjectIdentifier(o) for o in lf.ekus) if lf.ekus is not None
+                               else None, key=new_key(lf.key_type or sh.plan.key_type, size=lf.key_size),
+                               not_before=lf.not_before, not_after=lf.not_after, exact_sans=lf.subject is not None)
+            _keep_ca(d, found)
+            found = _cached_ca(d) or found
+        out[lf.name] = found
+    return out
+
+
+def _keep_ca(d: Path, ca: Signed) -> None:
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.tmp-"))
+    try:
+        (tmp / "cert.pem").write_bytes(cert_pem(ca.cert))
+        fd = os.open(tmp / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_pem(ca.key))
+        tmp.rename(d)
+    except OSError:
+        pass  # lost the race to another process (its CA is used), or an unwritable cache (this run's CA is used)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_cert_set(identities: Sequence[IdentityInput], trusts: Sequence[TrustInput], directory: Path, *,
+                   ca_cache: Path | None = None) -> ShadowResult:
+    """The cert set for a chain given by its public certificates (module docstring), written to ``directory``.
+
+    Shadow CAs and leaves come from ``ca_cache`` (default: ``shadow-cas/`` next to ``directory``), one per real
+    certificate, so two sets made from chain files that share a certificate share its shadow (cert and key)."""
     directory = Path(directory)
     if not identities and not trusts:
         raise InputError(directory, "was asked for a shadow set of no certificates",
                          "give at least one identity or trust list")
     sh = _shadow(identities, trusts)
-    if directory.is_dir() and _same_set(directory, sh.plan, sh.supplied):
+    cache = Path(ca_cache) if ca_cache is not None else directory.parent / "shadow-cas"
+    cas = _stable_cas(sh, cache)
+    fps = {i.name: fingerprint_sha256(i.chain[0]) for i in identities}
+    supplied = {**sh.supplied, **{n: Supplied(s.cert, s.key) for n, s in
+                                  {**cas, **_stable_leaves(sh, cas, cache, fps)}.items()}}
+    if directory.is_dir() and _same_set(directory, sh.plan, supplied):
         certs = load_cert_set(directory, sh.plan)
     else:
         if directory.is_dir() and any(directory.iterdir()) and not (directory / "set.json").is_file():
             raise InputError(directory, "holds files that are not a cert set",
                              "choose an empty directory (or one the harness made) for the shadow set")
         try:
-            certs = generate_cert_set(sh.plan, directory, force=True, supplied=sh.supplied)
+            certs = generate_cert_set(sh.plan, directory, force=True, supplied=supplied)
         except ValueError as exc:  # a name that cannot be a file name
             raise InputError("identities", str(exc), "rename the identity in the chain file") from None
-    return ShadowResult(certs, sh.plan, MappingProxyType(dict(sh.trust)), MappingProxyType(dict(sh.mode)))
+    return ShadowResult(certs, sh.plan, MappingProxyType(dict(sh.trust)), MappingProxyType(dict(sh.mode)),
+                        MappingProxyType(dict(sh.real)))

@@ -138,3 +138,45 @@ def test_a_key_that_is_not_the_certs_is_one_line_and_exit_2(made: Made, tmp_path
     assert "server.key: does not belong to identity 'partner-app'" in lines[0]
     assert "PRIVATE" not in done.stderr
     assert not (tmp_path / "set").exists()
+
+
+def test_certs_check_chain_flags_the_users_sha1_cert_by_identity_name_and_real_fingerprint(tmp_path: Path) -> None:
+    """Issue 16 bug 4: with public certs only, `certs check --chain` judges the user's certificates, not the
+    stand-ins (a stand-in is signed SHA-256 whatever the real one is)."""
+    import os
+
+    import yaml
+
+    env = {**os.environ, "MTLS_HARNESS_CERT_CACHE": str(tmp_path / "cache")}
+    chain = tmp_path / "chain"
+    done = subprocess.run([*MTLS_HARNESS, "init", str(chain)], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    doc = yaml.safe_load((chain / "chain.yaml").read_text())
+    for entry in [*doc["certificates"]["identities"].values(), *doc["certificates"]["trust"].values()]:
+        entry.pop("key", None)  # public certificates only
+    (chain / "chain.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    certs = chain / "certs"
+    issuer = _ssl("x509", "-in", "ingress-client.pem", "-noout", "-issuer", "-nameopt", "RFC2253", cwd=certs)
+    ca = next(p.stem for p in certs.glob("*.pem") if p.stem != "ingress-client" and _ssl(
+        "x509", "-in", p.name, "-noout", "-subject", "-nameopt", "RFC2253", cwd=certs).split("=", 1)[1]
+        == issuer.split("=", 1)[1])
+    (certs / "client.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                      "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:ingress.client.example\n")
+    _ssl("req", "-new", "-key", "ingress-client.key", "-out", "ic.csr", "-subj", "/O=Contoso/CN=ingress-client",
+         cwd=certs)
+    _ssl("x509", "-req", "-sha1", "-in", "ic.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+         "-out", "ingress-client.pem", "-days", "200", "-extfile", "client.ext", cwd=certs)
+    text = _ssl("x509", "-in", "ingress-client.pem", "-noout", "-text", cwd=certs)
+    assert re.search(r"Signature Algorithm: (ecdsa-with-SHA1|sha1WithRSAEncryption)", text)
+    real_fp = _ssl("x509", "-in", "ingress-client.pem", "-noout", "-fingerprint", "-sha256", cwd=certs)
+    real_fp = real_fp.strip().split("=", 1)[1].replace(":", "").lower()
+    done = subprocess.run([*MTLS_HARNESS, "certs", "check", "--chain", str(chain / "chain.yaml"), "--json"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 1, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["certs"]}
+    row = rows["ingress-client"]
+    assert row["fingerprint_sha256"] == real_fp
+    assert row["source"] == str(certs / "ingress-client.pem")
+    assert [f["code"] for f in row["findings"] if f["severity"] == "error"] == ["sha1-signature"]
+    assert "ingress-client=shadow" in done.stderr  # it runs as a stand-in, but the check is of the user's cert
