@@ -39,7 +39,8 @@ from harness.errors import InputError
 from harness.model.chainfile import Certificates, IdentityFile, TrustFile
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
 from harness.pki import shadow
-from harness.pki.certset import FORMAT, CertSet, cache_root, load_cert_set
+from harness.pki.cache import cache_root
+from harness.pki.certset import FORMAT, CertSet, load_cert_set
 from harness.pki.load import load_k8s_secret, load_pkcs12, read_pem_certs, read_private_key
 from harness.pki.x509 import cert_pem, fingerprint_sha256, key_pem
 

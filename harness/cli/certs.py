@@ -107,7 +107,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.directory is not None:
         cs = generate_cert_set(plan, args.directory, force=args.force)
     elif args.force:
-        from harness.pki.certset import cache_root, plan_digest
+        from harness.pki.cache import cache_root
+        from harness.pki.certset import plan_digest
 
         cs = generate_cert_set(plan, cache_root() / plan_digest(plan), force=True)
     else:

@@ -44,6 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.errors import InputError
 from harness.model.topology import CASpec, KeyType, LeafSpec, PKIPlan
+from harness.pki.cache import cache_root
 from harness.pki.faults import FAULTS, Fault, build_fault
 from harness.pki.x509 import (
     PrivateKey,
@@ -65,7 +66,6 @@ __all__ = [
     "Fault",
     "LeafFiles",
     "Supplied",
-    "cache_root",
     "cert_set_for",
     "generate_cert_set",
     "leaf_files_in",
@@ -79,8 +79,6 @@ __all__ = [
 FORMAT = 2
 #: a cached set is regenerated when a leaf or CRL would expire within this many days (so `certs check` stays clean)
 REFRESH_DAYS = 60
-#: the environment variable that moves the cache (a CI cache directory, a test's temp dir)
-CACHE_ENV = "MTLS_HARNESS_CERT_CACHE"
 
 
 @dataclass(frozen=True)
@@ -545,19 +543,6 @@ def _infer_plan(directory: Path) -> PKIPlan:
     if first is not None and first.public_key_algorithm_oid.dotted_string == "1.2.840.113549.1.1.1":
         key_type = "rsa"
     return PKIPlan(cas=tuple(cas), leaves=tuple(leaves), key_type=key_type)
-
-
-def cache_root() -> Path:
-    """Where :func:`cert_set_for` caches sets: ``$MTLS_HARNESS_CERT_CACHE`` if set, else ``cert-sets/`` in the
-    user's cache directory (platformdirs: ``~/.cache/mtls-harness/`` on Linux, ``~/Library/Caches/mtls-harness/``
-    on macOS, ``%LOCALAPPDATA%\\mtls-harness\\Cache\\`` on Windows) — never site-packages nor the working tree, so an
-    installed tool and a checkout behave alike and a read-only install works."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mtls-harness", appauthor=False)) / "cert-sets"
 
 
 def _fresh(directory: Path) -> bool:
