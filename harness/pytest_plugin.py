@@ -40,7 +40,7 @@ import pytest
 
 from harness.errors import HarnessError, ToolMissingError, Unavailable, UsageError
 from harness.model.topology import Topology, default_topology
-from harness.report.collect import skip_case
+from harness.report.collect import IDENTITY_MODES, skip_case
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 
@@ -212,6 +212,7 @@ def _chain_file(config: pytest.Config) -> Any:
                 loaded = load_chain(path)
             except UsageError as exc:
                 raise pytest.UsageError(f"--mtls-chain: {exc}") from None
+            config.stash[IDENTITY_MODES] = dict(loaded.mode)
         config.stash[_CHAIN_KEY] = loaded
     return config.stash[_CHAIN_KEY]
 

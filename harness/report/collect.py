@@ -47,9 +47,11 @@ from harness.report.results import (
     write_text,
 )
 
-__all__ = ["CASE_ATTR", "CASE_RESULT", "SKIP_INFO", "ReportCollector", "add_links", "case_of", "find", "install",
-           "merge_links", "remember_result", "skip_case"]
+__all__ = ["CASE_ATTR", "CASE_RESULT", "IDENTITY_MODES", "SKIP_INFO", "ReportCollector", "add_links", "case_of",
+           "find", "install", "merge_links", "remember_result", "skip_case"]
 
+#: per identity of the session's chain file, "real" or "shadow" (the pytest plugin sets it when --mtls-chain is given)
+IDENTITY_MODES = pytest.StashKey[dict[str, str]]()
 #: the attribute of an e2e test function that holds its :class:`~harness.cases.model.Case`
 CASE_ATTR: Final = "mtls_case"
 #: where an e2e test leaves its :class:`~harness.cases.model.CaseResult` (``item.stash[CASE_RESULT]``)
@@ -340,7 +342,8 @@ class ReportCollector:
         target = session.config.getoption("--mtls-target", default=None)
         doc = document(self._ordered(), target=str(target or "?"), pytest_exit=int(exitstatus),
                        duration_s=time.monotonic() - self._started, chain=self._chain, links=self._links,
-                       selected=self.selected, interrupted=interrupted)
+                       selected=self.selected, interrupted=interrupted,
+                       identities=session.config.stash.get(IDENTITY_MODES, None))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written = [write_json(doc, self.directory)]
         html_path = self.directory / HTML_FILE

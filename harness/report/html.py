@@ -374,6 +374,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
 {_accounting(doc)}
 <h2>The chain</h2>
 {_diagram(doc)}
+{_identities(doc.get("identities"))}
 <p class="muted">Each edge is the TLS session into the hop it points at; its colour and counts are the cases about that
 session (green: all passed, red: any failed, grey dashed: none ran). Click an edge for its cases.</p>
 {_failures(cases)}
@@ -387,3 +388,12 @@ session (green: all passed, red: any failed, grey dashed: none ran). Click an ed
 subjects, issuers, SANs, serials and SHA-256 fingerprints — never key material or key paths.</footer>
 </main></body></html>
 """
+
+
+def _identities(modes: Any) -> str:
+    """Per identity of a chain file: its own certificate ("real") or a shadow-PKI stand-in ("shadow")."""
+    if not modes:
+        return ""
+    items = ", ".join(f"{_e(name)}: <b>{_e(mode)}</b>" for name, mode in sorted(modes.items()))
+    return (f'<p class="muted">Certificates per identity of the chain file — real: your certificate and key; '
+            f"shadow: a stand-in with the same profile and trust, harness-made key — {items}</p>")

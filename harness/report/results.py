@@ -298,7 +298,7 @@ def headline(doc: Mapping[str, Any]) -> str:
 def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: int | None = None,
              duration_s: float | None = None, chain: Mapping[str, Any] | None = None,
              links: Mapping[str, Any] | None = None, selected: int | None = None,
-             interrupted: bool = False) -> dict[str, Any]:
+             interrupted: bool = False, identities: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The results document for ``records`` (already in report order); ``selected``: how many cases the run
     selected; ``interrupted``: the run was stopped before it finished."""
     from harness import __version__
@@ -312,6 +312,8 @@ def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: 
     doc["headline"] = headline(doc)
     if links:
         doc["links"] = dict(links)
+    if identities:  # a chain file's identities: "real" (the user's cert and key) or "shadow" (a stand-in)
+        doc["identities"] = dict(identities)
     return doc
 
 

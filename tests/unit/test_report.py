@@ -292,3 +292,15 @@ def test_real_results_matrix_puts_each_case_on_its_hop(real_results: tuple[list[
     assert "✓ 400 no cert" in out  # … the passing case of the same cell below it
     assert any("✓ alert protocol_version" in ln for ln in rows("gateway"))
     assert "5 of 5 ran on local, 0 skipped by design — 1 failed, 4 passed" in out
+
+
+def test_a_chain_files_identities_say_real_or_shadow_in_results_and_html() -> None:
+    from harness.report.html import render_html
+    from harness.report.results import document
+
+    doc = document([], target="local", identities={"payments-api-pod": "shadow", "partner-client": "real"})
+    assert doc["identities"] == {"payments-api-pod": "shadow", "partner-client": "real"}
+    page = render_html(doc)
+    assert "payments-api-pod: <b>shadow</b>" in page
+    assert "partner-client: <b>real</b>" in page
+    assert "identities" not in document([], target="local")  # the reference chain: nothing to say
