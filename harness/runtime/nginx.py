@@ -48,7 +48,14 @@ def render_ingress(
     is for a target whose nginx image may not hold the module (containers: an official image has none).
     """
     passthrough = passthrough_for(Path(workdir).resolve() / "run") if uses_passthrough(topology) else None
-    headers_more = headers_more_module(find_nginx()) if clear_server_header else None
+    headers_more: HeadersMore | None = None
+    if clear_server_header:
+        nginx = find_nginx()
+        if nginx not in _HEADERS_MORE_CACHE:
+            # the first render of this process checks the topology before nginx runs (`nginx -V`): an Ingress the
+            # controller refuses fails here with its one-line reason; the render below overwrites every file
+            render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough)
+        headers_more = headers_more_module(nginx)
     return render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough,
                         headers_more=headers_more)
 
