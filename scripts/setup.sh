@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ci=0
 [ "${1:-}" = "--ci" ] && ci=1
 
-packages=(nginx-light libnginx-mod-stream)
+packages=(nginx-light libnginx-mod-stream libnginx-mod-http-headers-more-filter)
 [ $ci = 1 ] && packages+=(docker.io tcpdump iproute2)
 
 missing=()

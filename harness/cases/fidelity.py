@@ -9,13 +9,17 @@ refusal line names the annotation, its value and the rule.
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from harness.cases.model import NO_CERT, Case, Group
+from harness.cases.model import NO_CERT, Case, Group, Skip
+from harness.errors import HarnessError
 from harness.model.topology import Topology
-from harness.probe.outcomes import http_reject, ok, server_untrusted
+from harness.probe.outcomes import http_reject, ok, server_untrusted, upstream_failure
 from harness.render.nginx_admission import admission_refusal
 
 if TYPE_CHECKING:
@@ -144,6 +148,121 @@ def _not_from_pod(r: ProbeResult, c: RunningChain) -> str | None:
     return f"the pod answered ({kind}): the request matched the Ingress" if "json" in kind else None
 
 
+# -- row 9: connections to the pod -----------------------------------------------------------------------------------
+#: ingress-nginx's defaults (config.go 866-868: proxy-next-upstream "error timeout", 3 tries)
+TRIES = 3
+#: bounded re-reads of a log the check needs (nginx writes its access log after the answer went out)
+LOG_READS, LOG_PAUSE = 8, 0.05
+#: at most this many requests to meet a connection the ingress opened for the request (each one closes the one it
+#: came on, so idle pooled connections drain)
+FRESH_TRIES = 8
+
+
+def _pod_serves_unknown_ca(t: Topology) -> Topology:
+    return t.with_hop("pod", listener__server_cert=f"{t.listener_of('pod').server_cert}~unknown-ca")
+
+
+def _as_apim(c: RunningChain) -> dict[str, Any]:
+    """probe() arguments presenting the ingress's caller's client cert (what the case's own probe presented)."""
+    name = c.topology.caller_of("ingress").client_cert
+    if name is None:
+        return {"client_cert": None, "client_key": None}
+    leaf = c.certs.leaf(name)
+    return {"client_cert": leaf.chain, "client_key": leaf.key}
+
+
+def _pod_entry(r: ProbeResult) -> dict[str, str]:
+    """The pod's own trace entry (its connection facts: harness.model.wire.POD_FIELDS), {} when the pod did not
+    answer."""
+    try:
+        entry = ((r.json() or {}).get("trace") or {}).get("pod") or {}
+    except HarnessError:  # not the pod's JSON: no entry
+        return {}
+    return {str(k): str(v) for k, v in entry.items()}
+
+
+def _no_server_header(r: ProbeResult, c: RunningChain) -> str | None:
+    """Neither the ingress's own page (the case's probe) nor the pod's answer through it has a Server header."""
+    if "server" in r.headers:
+        return f"the ingress's own {r.status} page has `Server: {r.headers['server']}`; ingress-nginx sends none"
+    proxied = c.probe("ingress", **_as_apim(c))
+    if proxied.status != 200:
+        return f"the pod's answer through the ingress: {proxied.describe()}"
+    if "server" in proxied.headers:
+        return (f"the pod's answer through the ingress has `Server: {proxied.headers['server']}`; ingress-nginx "
+                "sends none")
+    return None
+
+
+def _same_pod_connection(r: ProbeResult, c: RunningChain) -> str | None:
+    """A second request through the ingress reaches the pod on the connection the first one used."""
+    first = _pod_entry(r)
+    second = _pod_entry(c.probe("ingress", **_as_apim(c)))
+    if not first.get("connection") or not second.get("connection"):
+        return f"the pod reported no connection (first {first or 'no answer'}, second {second or 'no answer'})"
+    if first["connection"] != second["connection"]:
+        return (f"the second request reached the pod on connection {second['connection']}, the first on "
+                f"{first['connection']}: the ingress did not keep the pod connection alive")
+    if int(second["connection_requests"]) != int(first["connection_requests"]) + 1:
+        return f"request {second['connection_requests']} on connection {second['connection']}, expected the next one"
+    return None
+
+
+def _full_handshake_on_a_new_connection(r: ProbeResult, c: RunningChain) -> str | None:
+    """The case's probe asked the pod to close its connection (``/close``); the next connection the ingress opens to
+    the pod is a full handshake (the pod's ``session_reused`` is false)."""
+    first = _pod_entry(r)
+    if first.get("session_reused") != "false":
+        return f"the pod's connection {first.get('connection', '?')} resumed a TLS session ({first or 'no answer'})"
+    for _ in range(FRESH_TRIES):
+        seen = _pod_entry(c.probe("ingress", path="/close", **_as_apim(c)))
+        if not seen:
+            return "the pod did not answer through the ingress"
+        if seen["connection_requests"] == "1" and seen["connection"] != first.get("connection"):
+            if seen["session_reused"] != "false":
+                return (f"the ingress's new connection {seen['connection']} to the pod resumed the TLS session of "
+                        f"an earlier one; ingress-nginx never resumes to a pod")
+            return None
+    return f"no request in {FRESH_TRIES} came on a connection the ingress opened for it"
+
+
+def _tried(times: int) -> Check:
+    """One request through the ingress to a pod whose cert it rejects: ``times`` upstream tries in the ingress's
+    access log line for that request ($upstream_status in ingress-nginx's log-format-upstream) and as many
+    ``upstream SSL certificate verify error`` lines in its error log. (Not the pod's log: nginx checks the pod's cert
+    after the handshake completed, so the pod sees a handshake succeed and the connection close.)"""
+
+    def check(r: ProbeResult, c: RunningChain) -> str | None:
+        if "ingress-access" not in c.logs or "ingress-error" not in c.logs:
+            raise Skip(f"the {c.target} target exposes no ingress access and error logs: the tries cannot be "
+                       "counted", declared=True)
+        rid = f"mtls-tries-{uuid.uuid4().hex}"
+        mark = c.evidence_mark()
+        again = c.probe("ingress", headers={"x-request-id": rid}, **_as_apim(c))
+        if again.status != 502:
+            return f"the request to count the tries on got {again.describe()}"
+        line, refused = "", 0
+        for attempt in range(LOG_READS):
+            logs = c.evidence_since(mark)
+            line = next((x for x in logs.get("ingress-access", "").splitlines() if x.endswith(" " + rid)), "")
+            refused = logs.get("ingress-error", "").count("upstream SSL certificate verify error")
+            if line:
+                break
+            time.sleep(LOG_PAUSE * (attempt + 1))
+        found = re.search(r"((?:\d{3}|-)(?:, (?:\d{3}|-))*) " + re.escape(rid) + "$", line)
+        if not found:
+            return f"no access log line for request {rid} (seen: {line!r})"
+        statuses = found.group(1).split(", ")
+        if len(statuses) != times:
+            return (f"the ingress tried the pod {len(statuses)} time(s) ($upstream_status {found.group(1)!r}), "
+                    f"expected {times}")
+        if refused != times:
+            return f"the ingress logged {refused} upstream verify error(s) for the request, expected {times}"
+        return None
+
+    return check
+
+
 # -- the cases ------------------------------------------------------------------------------------------------------
 def fidelity_cases() -> Iterator[Case]:
     g: Group = "ingress-nginx"
@@ -194,3 +313,20 @@ def fidelity_cases() -> Iterator[Case]:
     yield Case("ingress-keeps-the-last-good-ca-and-still-refuses-no-cert", "ingress", g, "secret update",
                http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), f"{SRC} store/backend_ssl.go 38-50",
                variant=_ca_secret_updated_to_malformed, identity=None)
+    # 9 connections to the pod, and the Server header
+    yield Case("ingress-sends-no-server-header", "ingress", g, "no Server header",
+               http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"),
+               f"{SRC} config.go 828 (server-tokens false); nginx.tmpl 338-341 (more_clear_headers Server)",
+               identity=None, check=_no_server_header)
+    yield Case("ingress-keeps-the-pod-connection-alive-between-requests", "ingress", g, "upstream keepalive",
+               ok(200), f"{SRC} config.go 888-891 (upstream-keepalive-*); nginx.tmpl 380-388, 534-539",
+               check=_same_pod_connection)
+    yield Case("ingress-never-resumes-a-tls-session-to-the-pod", "ingress", g, "no upstream resumption", ok(200),
+               f"{SRC} nginx.tmpl 504 with lua-nginx-module ngx_http_lua_balancer.c@v0.10.28 830-855 (no session "
+               "saved or set); openresty/lua-resty-core#67", probe={"path": "/close"},
+               check=_full_handshake_on_a_new_connection)
+    yield Case("ingress-tries-a-rejected-pod-cert-three-times", "ingress", g, "upstream tries",
+               upstream_failure(502, hop="ingress", cause="unknown-issuer"),
+               f"{SRC} config.go 866-868 (proxy-next-upstream error timeout, 3 tries); balancer.lua 354 "
+               "(set_more_tries); nginx ngx_http_upstream.c@release-1.27.1 1794-1800, 1830-1832; cause: nginx "
+               "error.log (measured)", variant=_pod_serves_unknown_ca, check=_tried(TRIES))

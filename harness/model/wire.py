@@ -11,6 +11,11 @@ Fields (empty when the hop has no value): ``tls`` (protocol, e.g. ``TLSv1.3``), 
 ``verify`` (``SUCCESS``, ``NONE`` or ``FAILED:<reason>``); optionally ``stripped`` (the trace-header hops,
 comma-separated, whose headers arrived from this hop's caller and which this hop removed or replaced: its own
 evidence, so a forged header is attributed to the hop that stopped it).
+
+The pod's own entry (in the JSON it answers with, not a header) adds :data:`POD_FIELDS` about the TCP/TLS connection
+the request came in on: ``connection`` (the pod's number for it, counted from 1 since the pod started),
+``connection_requests`` (this request's place on it, from 1: a pooled connection shows 2, 3, …) and
+``session_reused`` (``true`` when that connection's handshake resumed an earlier TLS session, else ``false``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "PROXY_HOPS", "STRIPPED_FIELD", "TRACE_PREFIX", "header_name",
-           "parse_entry", "parse_headers"]
+__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "POD_FIELDS", "PROXY_HOPS", "STRIPPED_FIELD", "TRACE_PREFIX",
+           "header_name", "parse_entry", "parse_headers"]
 
 TRACE_PREFIX: Final = "x-mtls-trace-"
 #: response header on every answer a stand-in makes itself: ``hop=…; flags=…; details=…`` (or ``rejected=…``), so a
@@ -29,6 +34,8 @@ DETAIL_HEADER: Final = "x-harness-detail"
 APPGW_SERVER: Final = "Microsoft-Azure-Application-Gateway/v2"
 PROXY_HOPS: Final = ("gateway", "apim", "ingress")
 FIELDS: Final = ("tls", "cipher", "sni", "peer_sha256", "peer_subject", "peer_issuer", "verify")
+#: the pod's own entry only: its inbound connection (see the module docstring)
+POD_FIELDS: Final = ("connection", "connection_requests", "session_reused")
 #: an optional field the local stand-ins add (not every deployment's trace snippets have it; see the module docstring)
 STRIPPED_FIELD: Final = "stripped"
 

@@ -7,8 +7,11 @@
 Every method and path gets ``200`` and the document :func:`echo_document` builds: the request line, the pod's own
 TLS session (version, cipher, SNI, ALPN), the client certificate it verified (``peer``), all request headers
 (names lower-cased) and the hop trace — the ``x-mtls-trace-*`` entries of the proxies in front
-(:mod:`harness.model.wire`) plus the pod's own entry in the same field names. ``/status/NNN`` answers with status NNN
-(so a test can show that an app's own 503 is passed through, not rewritten).
+(:mod:`harness.model.wire`) plus the pod's own entry in the same field names, with the connection the request came on
+(``connection``: the pod's number for it; ``connection_requests``: the request's place on it; ``session_reused``:
+whether its handshake resumed a TLS session), so a test sees upstream keep-alive and resumption.
+``/status/NNN`` answers with status NNN (so a test can show that an app's own 503 is passed through, not rewritten);
+``/close`` answers the echo with ``Connection: close`` and closes the connection (so a test can end a pooled one).
 
 ingress-nginx passes the client certificate it verified as ``ssl-client-cert`` (URL-escaped PEM) but nginx 1.22 has
 no SHA-256 variable, so the pod fills the ingress entry's ``peer_sha256`` from that header when it is empty.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -46,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from harness.model.wire import FIELDS, parse_headers
+from harness.model.wire import FIELDS, POD_FIELDS, parse_headers
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_BODY", "EchoServer", "echo_document", "main", "make_context"]
 
@@ -66,6 +70,7 @@ _VERSIONS: Final = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, 
                     "1.3": ssl.TLSVersion.TLSv1_3}
 _CLIENT_AUTH: Final = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _STATUS_PATH: Final = re.compile(r"/status/(\d{3})")
+_CLOSE_PATH: Final = "/close"
 
 
 def _log(line: str) -> None:
@@ -98,8 +103,9 @@ def _pem_sha256(pem: str) -> str | None:
 
 
 def echo_document(*, method: str, path: str, headers: Sequence[tuple[str, str]], tls: dict[str, str | None],
-                  peer_der: bytes | None, body: bytes) -> dict[str, Any]:
-    """The JSON the pod answers with (pure: the handler gathers the facts, this arranges them)."""
+                  peer_der: bytes | None, body: bytes, connection: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON the pod answers with (pure: the handler gathers the facts, this arranges them). ``connection``: the
+    :data:`~harness.model.wire.POD_FIELDS` of the connection the request came on (empty when not given)."""
     merged: dict[str, str] = {}
     for name, value in headers:
         key = name.lower()
@@ -113,7 +119,7 @@ def echo_document(*, method: str, path: str, headers: Sequence[tuple[str, str]],
     own = {"tls": tls.get("version") or "", "cipher": tls.get("cipher") or "", "sni": tls.get("sni") or "",
            "peer_sha256": peer["sha256"] if peer else "", "peer_subject": peer["subject"] if peer else "",
            "peer_issuer": peer["issuer"] if peer else "", "verify": "SUCCESS" if peer else "NONE"}
-    trace["pod"] = {f: own[f] for f in FIELDS}
+    trace["pod"] = {f: own[f] for f in FIELDS} | {f: (connection or {}).get(f, "") for f in POD_FIELDS}
     return {"hop": "pod", "method": method, "path": path, "tls": tls, "peer": peer, "headers": merged,
             "trace": trace, "body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
 
@@ -200,9 +206,14 @@ class _Handler(BaseHTTPRequestHandler):
             if not 200 <= status <= 599:
                 self._answer(400, {"error": f"/status/{status}: use a status from 200 to 599"})
                 return
+        conn = self.server.connection_of(self.request)
+        conn.requests += 1
+        facts = {"connection": str(conn.number), "connection_requests": str(conn.requests),
+                 "session_reused": "true" if self.request.session_reused else "false"}
         doc = echo_document(method=self.command, path=self.path, headers=list(self.headers.items()),
-                            tls=self._tls_facts(), peer_der=self.request.getpeercert(binary_form=True), body=body)
-        self._answer(status, doc)
+                            tls=self._tls_facts(), peer_der=self.request.getpeercert(binary_form=True), body=body,
+                            connection=facts)
+        self._answer(status, doc, close=urllib.parse.urlsplit(self.path).path == _CLOSE_PATH)
 
     def _answer(self, status: int, doc: dict[str, Any], *, close: bool = False) -> None:
         data = json.dumps(doc).encode() if status not in (204, 304) else b""
@@ -221,11 +232,22 @@ class _Handler(BaseHTTPRequestHandler):
         sock: ssl.SSLSocket = self.request
         der = sock.getpeercert(binary_form=True)
         peer = hashlib.sha256(der).hexdigest()[:16] if der else "none"
+        conn = self.server.connection_of(sock)
         _log(f'{self.client_address[0]}:{self.client_address[1]} "{self.requestline}" {code} '
-             f"tls={sock.version()} sni={self.server.sni_of(sock) or '-'} peer={peer}")
+             f"tls={sock.version()} sni={self.server.sni_of(sock) or '-'} peer={peer} conn={conn.number} "
+             f"resumed={'yes' if sock.session_reused else 'no'}")
 
     def log_message(self, format: str, *args: Any) -> None:
         _log(f"{self.client_address[0]}:{self.client_address[1]} " + (format % args))
+
+
+class _Connection:
+    """The pod's number for one accepted connection and how many requests came on it."""
+
+    __slots__ = ("number", "requests")
+
+    def __init__(self, number: int) -> None:
+        self.number, self.requests = number, 0
 
 
 class EchoServer(ThreadingHTTPServer):
@@ -237,6 +259,8 @@ class EchoServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sni: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._connections: weakref.WeakKeyDictionary[Any, _Connection] = weakref.WeakKeyDictionary()
+        self._numbers = itertools.count(1)
         self.use_context(context)
         super().__init__(address, _Handler)
 
@@ -260,17 +284,26 @@ class EchoServer(ThreadingHTTPServer):
     def sni_of(self, sock: ssl.SSLSocket) -> str | None:
         return self._sni.get(sock)
 
+    def connection_of(self, sock: ssl.SSLSocket) -> _Connection:
+        """The pod's record of ``sock`` (numbered when it was accepted)."""
+        conn = self._connections.get(sock)
+        if conn is None:
+            conn = self._connections[sock] = _Connection(next(self._numbers))
+        return conn
+
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(HANDSHAKE_TIMEOUT)
+        number = self.connection_of(request).number
         try:
             request.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-            _log(f"{client_address[0]}:{client_address[1]} handshake failed: {type(exc).__name__}: {reason}")
+            _log(f"{client_address[0]}:{client_address[1]} conn={number} handshake failed: {type(exc).__name__}: "
+                 f"{reason}")
             return
         super().finish_request(request, client_address)
 

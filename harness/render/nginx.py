@@ -20,7 +20,10 @@ cannot do what the controller's Lua does, the rendering says so in a comment:
 - ``error_log`` at ``info`` (the controller's default is ``notice``), because nginx logs client-certificate
   verify failures only at ``info``;
 - ssl-passthrough: the controller's Go TCP proxy routes by SNI; here an nginx ``stream {}`` with ``ssl_preread`` does
-  (Debian: ``apt-get install libnginx-mod-stream``).
+  (Debian: ``apt-get install libnginx-mod-stream``);
+- no ``Server`` header: the controller's nginx has the headers-more module built in and renders
+  ``more_clear_headers Server`` (nginx.tmpl 338-341); here the dynamic module is loaded (Debian:
+  ``apt-get install libnginx-mod-http-headers-more-filter``) — without it the header stays and the conf says so.
 
 Everything the process needs is under ``workdir`` (the nginx prefix), so nginx runs without root. Every file is written
 to a temp file and renamed into place, the PEM files first and nginx.conf last, so re-rendering into the same workdir
@@ -51,7 +54,8 @@ from harness.model.wire import header_name
 from harness.pki.certset import CertSet
 from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, plan_servers, wants_passthrough
 
-__all__ = ["STREAM_INSTALL_HINT", "NginxConfig", "Passthrough", "render_nginx", "uses_passthrough"]
+__all__ = ["HEADERS_MORE_INSTALL_HINT", "STREAM_INSTALL_HINT", "HeadersMore", "NginxConfig", "Passthrough",
+           "render_nginx", "uses_passthrough"]
 
 #: the controller's nginx (1.27.1, images/nginx/rootfs/build.sh:21) offers TLS 1.0-1.3 upstream when no
 #: proxy_ssl_protocols is rendered (ngx_http_proxy_module.c@release-1.27.1 3736-3739); nginx 1.22's compiled-in
@@ -60,6 +64,16 @@ UPSTREAM_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"
 #: the controller's default certificate (internal/net/ssl/ssl.go getFakeHostSSLCert), served for unknown SNI
 FAKE_CERT_CN = "Kubernetes Ingress Controller Fake Certificate"
 STREAM_INSTALL_HINT = "install the nginx stream module: `apt-get install libnginx-mod-stream` (Debian/Ubuntu)"
+HEADERS_MORE_INSTALL_HINT = ("install the headers-more module: `apt-get install libnginx-mod-http-headers-more-filter` "
+                             "(Debian/Ubuntu)")
+
+
+@dataclass(frozen=True)
+class HeadersMore:
+    """The headers-more module, which ``more_clear_headers Server`` needs: its ``load_module`` argument, or None when
+    nginx has it built in (as the controller's nginx does: images/nginx/rootfs/build.sh)."""
+
+    module: str | None
 
 
 @dataclass(frozen=True)
@@ -340,6 +354,7 @@ def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSet
 def _conf(
     *, prefix: Path, pid: Path, error_log: Path, servers: list[ServerPlan], https_listen: str, public: str,
     pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str], ctl: ControllerSettings,
+    headers_more: HeadersMore | None,
 ) -> str:
     head = ["# Rendered by mtls-harness (harness/render/nginx.py) from Ingress annotations, after ingress-nginx's",
             "# nginx.tmpl. Do not edit: re-render and reload.", ""]
@@ -347,6 +362,8 @@ def _conf(
         head.append(f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};")
     if stream_module:
         head.append(f"load_module {stream_module};")
+    if headers_more is not None and headers_more.module:
+        head.append(f"load_module {headers_more.module};")
     head += [
         "worker_processes 1;",
         f"pid {pid};",
@@ -374,7 +391,11 @@ def _conf(
         *(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f"log_format upstreaminfo '{LOG_FORMAT_UPSTREAM}';",
         f"access_log {prefix / 'logs' / 'access.log'} upstreaminfo;",
+        # nginx.tmpl 338-341 (server-tokens false, config.go 828): `server_tokens off` alone still sends
+        # `Server: nginx`; more_clear_headers removes it from every answer, the ingress's own pages included
         "server_tokens off;",
+        *(["more_clear_headers Server;"] if headers_more is not None else
+          ["# NOT the controller: nginx has no headers-more module here, so `Server: nginx` is still sent"]),
         "keepalive_timeout 75s;",
         "",
         "map $http_upgrade $connection_upgrade {",
@@ -462,7 +483,7 @@ def _conf(
 # ---------------------------------------------------------------------------------------------------------------
 def render_nginx(
     topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path,
-    passthrough: Passthrough | None = None,
+    passthrough: Passthrough | None = None, headers_more: HeadersMore | None = None,
 ) -> NginxConfig:
     """Write the ingress Secrets' PEM files and nginx.conf under ``workdir``, as ingress-nginx would render them.
 
@@ -470,7 +491,8 @@ def render_nginx(
     Raises :class:`~harness.errors.UsageError` for an Ingress ingress-nginx would reject outright (an annotation its
     validator refuses). An Ingress with ssl-passthrough needs ``passthrough`` (the stream module and the internal
     port, found by :func:`harness.runtime.nginx.passthrough_for`); :func:`harness.runtime.nginx.render_ingress` does
-    both.
+    both. ``headers_more`` (the module, found by :func:`harness.runtime.nginx.headers_more_module`) removes the
+    ``Server`` header as the controller does; without it ``Server: nginx`` stays and nginx.conf says so.
     """
     prefix = Path(workdir).resolve()
     ssl_dir, run_dir, log_dir = prefix / "ssl", prefix / "run", prefix / "logs"
@@ -500,6 +522,7 @@ def render_nginx(
     )
     text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
                  https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
-                 stream_module=stream_module, passthrough=passthrough_to, ctl=hop.controller)
+                 stream_module=stream_module, passthrough=passthrough_to, ctl=hop.controller,
+                 headers_more=headers_more)
     _write_atomic(config.conf_path, text.encode())
     return config

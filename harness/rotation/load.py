@@ -10,9 +10,10 @@ request; the others keep one connection alive. New handshakes are what a certifi
 connections show whether a reload drops requests already in flight.
 
 Every request is recorded. A failed one is attributed to the hop that refused it, from what came back: the
-``x-harness-detail`` header of a stand-in's own answer (``hop=apim; flags=UF; details=…TLS_error…``), the ``Server``
-header (``nginx`` is the ingress, App Gateway's server line the gateway), APIM's JSON error shape, the echo pod's
-JSON, and for a failure before any HTTP answer (handshake refused, connection reset) the entry hop itself. The reason
+``x-harness-detail`` header of a stand-in's own answer (``hop=apim; flags=UF; details=…TLS_error…``), the ingress's
+own page (:func:`ingress_page`: nginx's error-page tail, or the controller's match-cn refusal — NOT the ``Server``
+header, which ingress-nginx removes), App Gateway's ``Server`` line, APIM's JSON error shape, the echo pod's JSON,
+and for a failure before any HTTP answer (handshake refused, connection reset) the entry hop itself. The reason
 is the page's key sentence (:func:`harness.probe.handshake.page_reason`), e.g. ``ingress 400 "The SSL certificate
 error"``.
 
@@ -53,7 +54,16 @@ __all__ = [
     "RequestRecord",
     "attribute_exception",
     "attribute_response",
+    "ingress_page",
 ]
+
+#: the tail of every page nginx makes itself with ``server_tokens off`` (ngx_http_special_response.c 35-36, the same at
+#: release-1.22.1 and release-1.27.1): ingress-nginx renders ``server_tokens off`` (nginx.tmpl 338) and keeps nginx's
+#: own error pages (custom-http-errors is empty by default), so its 400/403/404/502 pages end with it
+NGINX_PAGE_TAIL: Final = b"<hr><center>nginx</center>"
+#: the body of ingress-nginx's auth-tls-match-cn refusal (nginx.tmpl 918 ``return 403 "client certificate
+#: unauthorized"``): a text answer without nginx's page around it
+MATCH_CN_BODY: Final = b"client certificate unauthorized"
 
 #: hard ceilings, whatever the caller asks for: the load generator shares a small host with the chain it measures
 MAX_WORKERS: Final = 16
@@ -191,8 +201,10 @@ def attribute_response(status: int, headers: Mapping[str, str], body: bytes) -> 
     """(hop that answered with a failure or None for success, reason, outcome) for a complete HTTP answer.
 
     ``headers`` with lower-case names. The hop: a stand-in's :data:`DETAIL_HEADER` names itself; otherwise the
-    ``Server`` header (nginx → ingress, App Gateway → gateway), APIM's JSON error (``statusCode``), the echo pod's JSON
-    (``"hop": "pod"``); anything else is called ``unknown``.
+    ingress's own page (:func:`ingress_page`), App Gateway's ``Server`` line, APIM's JSON error (``statusCode``), the
+    echo pod's JSON (``"hop": "pod"``); anything else is called ``unknown``. The ingress is NOT found by a
+    ``Server: nginx`` header: ingress-nginx sends none (``more_clear_headers Server``, nginx.tmpl 338-341), and App
+    Gateway adds its own Server line to an answer that has none.
     """
     outcome = classify_response(status, headers, body)
     if outcome.kind == "ok":
@@ -209,7 +221,7 @@ def attribute_response(status: int, headers: Mapping[str, str], body: bytes) -> 
     doc: object = None
     with contextlib.suppress(ValueError):
         doc = json.loads(body[:65536]) if body[:1] == b"{" else None
-    if "nginx" in server:
+    if ingress_page(status, body):
         hop = "ingress"
     elif APPGW_SERVER.lower() in server:
         hop = "gateway"
@@ -220,6 +232,13 @@ def attribute_response(status: int, headers: Mapping[str, str], body: bytes) -> 
     else:
         hop = "unknown"
     return hop, reason, str(outcome)
+
+
+def ingress_page(status: int, body: bytes) -> bool:
+    """True when ``body`` is a page the ingress (nginx, as ingress-nginx renders it) made itself: nginx's error-page
+    tail (:data:`NGINX_PAGE_TAIL`) or the match-cn 403 text (:data:`MATCH_CN_BODY`)."""
+    head = body[:65536]
+    return NGINX_PAGE_TAIL in head or (status == 403 and head.strip() == MATCH_CN_BODY)
 
 
 def attribute_exception(exc: BaseException, entry_hop: str = "gateway") -> tuple[str, str, str]:

@@ -1,7 +1,8 @@
-"""nginx control: the stream module's path, the ssl-passthrough port, ``nginx -t`` and the SIGHUP hot reload.
+"""nginx control: the stream and headers-more modules' paths, the ssl-passthrough port, ``nginx -t`` and the SIGHUP
+hot reload.
 
 The files are rendered by :mod:`harness.render.nginx`; :func:`render_ingress` adds what only this machine can tell
-(which nginx binary, which free port) and renders.
+(which nginx binary and modules, which free port) and renders.
 """
 
 from __future__ import annotations
@@ -19,20 +20,44 @@ from harness.errors import StartError, ToolMissingError
 from harness.model.topology import Topology
 from harness.pki.certset import CertSet
 from harness.pki.x509 import write_atomic
-from harness.render.nginx import STREAM_INSTALL_HINT, NginxConfig, Passthrough, render_nginx, uses_passthrough
+from harness.render.nginx import (
+    HEADERS_MORE_INSTALL_HINT,
+    STREAM_INSTALL_HINT,
+    HeadersMore,
+    NginxConfig,
+    Passthrough,
+    render_nginx,
+    uses_passthrough,
+)
 from harness.runtime.binaries import find_nginx
 from harness.runtime.ports import free_port
 from harness.runtime.wait import wait_until
 
-__all__ = ["passthrough_for", "reload_nginx", "render_ingress", "stream_module_path"]
+__all__ = ["headers_more_module", "passthrough_for", "reload_nginx", "render_ingress", "stream_module_path"]
 
 
 def render_ingress(
-    topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path
+    topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path,
+    clear_server_header: bool = True,
 ) -> NginxConfig:
-    """:func:`~harness.render.nginx.render_nginx`, with the stream module and internal port ssl-passthrough needs."""
+    """:func:`~harness.render.nginx.render_nginx`, with the stream module and internal port ssl-passthrough needs and
+    the headers-more module that removes the ``Server`` header as the controller does (nginx.tmpl 338-341).
+
+    Where the installed nginx has no headers-more module, the ingress still sends ``Server: nginx``: one line on
+    stderr says so (once per process) and the rendered nginx.conf says so in a comment. ``clear_server_header=False``
+    is for a target whose nginx image may not hold the module (containers: an official image has none).
+    """
     passthrough = passthrough_for(Path(workdir).resolve() / "run") if uses_passthrough(topology) else None
-    return render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough)
+    headers_more: HeadersMore | None = None
+    if clear_server_header:
+        nginx = find_nginx()
+        if nginx not in _HEADERS_MORE_CACHE:
+            # the first render of this process checks the topology before nginx runs (`nginx -V`): an Ingress the
+            # controller refuses fails here with its one-line reason; the render below overwrites every file
+            render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough)
+        headers_more = headers_more_module(nginx)
+    return render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough,
+                        headers_more=headers_more)
 
 
 def passthrough_for(run_dir: Path) -> Passthrough:
@@ -41,6 +66,46 @@ def passthrough_for(run_dir: Path) -> Passthrough:
 
 
 _STREAM_CACHE: dict[Path, str | None] = {}
+_HEADERS_MORE_CACHE: dict[Path, HeadersMore | None] = {}
+_VERSION_INFO: dict[Path, str] = {}
+#: the dynamic module file Debian's libnginx-mod-http-headers-more-filter installs in nginx's modules path
+HEADERS_MORE_SO = "ngx_http_headers_more_filter_module.so"
+
+
+def _version_info(nginx: Path) -> str:
+    """``nginx -V`` (its configure arguments), run once per binary."""
+    if nginx not in _VERSION_INFO:
+        try:
+            out = subprocess.run([str(nginx), "-V"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ToolMissingError("nginx", f"could not run `{nginx} -V`: {exc}") from None
+        _VERSION_INFO[nginx] = out.stderr + out.stdout
+    return _VERSION_INFO[nginx]
+
+
+def _modules_dir(nginx: Path, info: str) -> Path:
+    modules = re.search(r"--modules-path=(\S+)", info)
+    return Path(modules.group(1)) if modules else nginx.parent.parent / "lib" / "nginx" / "modules"
+
+
+def headers_more_module(nginx: Path) -> HeadersMore | None:
+    """The headers-more module of ``nginx`` (built in, or the dynamic module in its modules path, found the way the
+    stream module is), or None when it has none — then one line on stderr says so and what to install."""
+    if nginx in _HEADERS_MORE_CACHE:
+        return _HEADERS_MORE_CACHE[nginx]
+    info = _version_info(nginx)
+    found: HeadersMore | None = None
+    if re.search(r"--add-module=\S*headers-more", info):
+        found = HeadersMore(module=None)
+    else:
+        candidate = _modules_dir(nginx, info) / HEADERS_MORE_SO
+        if candidate.is_file():
+            found = HeadersMore(module=str(candidate))
+    if found is None:
+        sys.stderr.write(f"mtls-harness: {nginx} has no headers-more module, so the ingress sends `Server: nginx` "
+                         f"(ingress-nginx sends none) — {HEADERS_MORE_INSTALL_HINT}\n")
+    _HEADERS_MORE_CACHE[nginx] = found
+    return found
 
 
 def stream_module_path(nginx: Path) -> str | None:
@@ -50,18 +115,12 @@ def stream_module_path(nginx: Path) -> str | None:
     """
     if nginx in _STREAM_CACHE:
         return _STREAM_CACHE[nginx]
-    try:
-        out = subprocess.run([str(nginx), "-V"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ToolMissingError("nginx", f"could not run `{nginx} -V`: {exc}") from None
-    info = out.stderr + out.stdout
+    info = _version_info(nginx)
     result: str | None
     if re.search(r"--with-stream(\s|$)", info):
         result = None
     elif "--with-stream=dynamic" in info:
-        modules = re.search(r"--modules-path=(\S+)", info)
-        base = Path(modules.group(1)) if modules else nginx.parent.parent / "lib" / "nginx" / "modules"
-        candidate = base / "ngx_stream_module.so"
+        candidate = _modules_dir(nginx, info) / "ngx_stream_module.so"
         if not candidate.is_file():
             raise ToolMissingError("nginx stream module", f"{candidate} is missing — {STREAM_INSTALL_HINT}")
         result = str(candidate)

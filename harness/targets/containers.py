@@ -254,8 +254,11 @@ class ContainersTarget(OwnCertSet, TargetBase):
         from harness.runtime.nginx import render_ingress
 
         assert self.workdir is not None
+        # no headers-more: neither the official nginx image nor `images build`'s carries it, so this ingress still
+        # sends `Server: nginx` (docs/fidelity.md row 9)
         self._nginx = render_ingress(self.topology, self.certs, listen=("0.0.0.0", HOP_PORT),
-                                   pod=(self._pod_address(), HOP_PORT), workdir=self.workdir / "ingress")
+                                   pod=(self._pod_address(), HOP_PORT), workdir=self.workdir / "ingress",
+                                   clear_server_header=False)
         return self._nginx
 
     def _ingress(self) -> ContainerHop:

@@ -4,13 +4,17 @@ The tests that start processes (nginx, Envoy, Docker, a subprocess); the others 
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
+import ssl
 import subprocess
+from typing import Any
 
 import pytest
 
 from harness.model.topology import POD_HOST
-from harness.model.wire import FIELDS
+from harness.model.wire import FIELDS, POD_FIELDS
 from harness.probe.outcomes import ok
 from harness.runtime import free_port, wait_until
 from tests.unit.test_echo_pod import _argv, call, certs, pod, start_pod
@@ -33,8 +37,10 @@ def test_pod_echoes_request_its_tls_session_and_the_client_cert_it_verified(cert
     assert doc["headers"]["host"] == f"{POD_HOST}:{pod[1]}"
     assert doc["trace"]["pod"] == {"tls": result.tls_version, "cipher": result.cipher, "sni": POD_HOST,
                                    "peer_sha256": client.fingerprint_sha256, "peer_subject": client.subject,
-                                   "peer_issuer": client.issuer, "verify": "SUCCESS"}
-    assert list(doc["trace"]["pod"]) == list(FIELDS)
+                                   "peer_issuer": client.issuer, "verify": "SUCCESS",
+                                   "connection": doc["trace"]["pod"]["connection"], "connection_requests": "1",
+                                   "session_reused": "false"}
+    assert list(doc["trace"]["pod"]) == [*FIELDS, *POD_FIELDS]
     assert result.peer_chain[0].sha256 == certs.leaf("pod-server").fingerprint_sha256
 
 
@@ -102,3 +108,68 @@ def test_pod_bad_arguments_exit_2_with_one_line(certs, tmp_path, change, fragmen
     assert len(lines) == 1, out.stderr
     assert fragment in lines[0], out.stderr
     assert not (tmp_path / "ready").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the connection a request came on (docs/fidelity.md row 9: keep-alive and resumption seen from the pod)
+# ---------------------------------------------------------------------------------------------------------------
+def _raw_get(sock: ssl.SSLSocket, path: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """One HTTP/1.1 GET on an open TLS socket: the response headers (lower-case) and the pod's JSON."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {POD_HOST}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the pod closed the connection before answering {path}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in head.decode().split("\r\n")[1:])}
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return headers, json.loads(body)
+
+
+def _client_context(certs) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certs.trust_bundle("pod-ca")))
+    client = certs.leaf("ingress-client")
+    ctx.load_cert_chain(str(client.chain), str(client.key))
+    return ctx
+
+
+def _tls_client(certs, port: int, session: ssl.SSLSession | None = None,
+                ctx: ssl.SSLContext | None = None) -> ssl.SSLSocket:
+    ctx = ctx or _client_context(certs)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname=POD_HOST, session=session)
+
+
+def test_pod_reports_the_connection_and_the_requests_on_it(certs, pod) -> None:
+    with _tls_client(certs, pod[1]) as sock:
+        first = _raw_get(sock, "/")[1]["trace"]["pod"]
+        second = _raw_get(sock, "/")[1]["trace"]["pod"]
+    with _tls_client(certs, pod[1]) as sock:
+        other = _raw_get(sock, "/")[1]["trace"]["pod"]
+    assert (first["connection_requests"], second["connection_requests"]) == ("1", "2")
+    assert first["connection"] == second["connection"] != other["connection"]
+    assert other["connection_requests"] == "1"
+
+
+def test_pod_reports_a_resumed_tls_session(certs, pod) -> None:
+    # the client offers the session of its first connection: the pod's OpenSSL resumes it, and says so
+    ctx = _client_context(certs)
+    with _tls_client(certs, pod[1], ctx=ctx) as sock:
+        fresh = _raw_get(sock, "/")[1]["trace"]["pod"]
+        session = sock.session
+    assert session is not None
+    with _tls_client(certs, pod[1], session=session, ctx=ctx) as sock:
+        resumed = _raw_get(sock, "/")[1]["trace"]["pod"]
+        assert sock.session_reused
+    assert (fresh["session_reused"], resumed["session_reused"]) == ("false", "true")
+
+
+def test_pod_close_path_answers_then_closes_the_connection(certs, pod) -> None:
+    with _tls_client(certs, pod[1]) as sock:
+        headers, doc = _raw_get(sock, "/close")
+        assert headers["connection"] == "close"
+        assert doc["path"] == "/close"
+        assert sock.recv(1) == b""  # the pod closed its side

@@ -16,7 +16,7 @@ from harness.errors import UsageError
 from harness.model.topology import Topology, default_topology
 from harness.pki.certset import cert_set_for
 from harness.render.k8s import render_controller_args, render_controller_config
-from harness.render.nginx import render_nginx
+from harness.render.nginx import HeadersMore, render_nginx
 from harness.render.nginx_admission import admission_refusal, annotation_warnings
 
 
@@ -51,6 +51,26 @@ def test_controller_defaults_are_written_out(tmp_path: Path) -> None:
     for line in ("keepalive 320;", "keepalive_time 1h;", "keepalive_timeout  60s;", "keepalive_requests 10000;",
                  "proxy_ssl_session_reuse off;", "proxy_ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;"):
         assert line in conf
+
+
+def test_the_server_header_is_cleared_with_the_headers_more_module(tmp_path: Path) -> None:
+    # nginx.tmpl 338-341 (server-tokens false, config.go 828): server_tokens off + more_clear_headers Server
+    t = default_topology()
+    module = "/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so"
+    cfg = render_nginx(t, cert_set_for(t.pki), listen=("127.0.0.1", 18443), pod=("127.0.0.1", 19443),
+                       workdir=tmp_path / "ingress", headers_more=HeadersMore(module=module))
+    conf = cfg.conf_path.read_text()
+    assert f"\nload_module {module};\n" in conf
+    assert "server_tokens off;" in conf
+    assert "more_clear_headers Server;" in conf
+
+
+def test_without_the_headers_more_module_the_conf_says_the_server_header_stays(tmp_path: Path) -> None:
+    conf = _conf(default_topology(), tmp_path)
+    assert "server_tokens off;" in conf
+    assert "more_clear_headers" not in conf
+    assert "load_module" not in conf
+    assert "`Server: nginx` is still sent" in conf
 
 
 def test_the_passthrough_flag_reaches_the_controller_args_and_the_model() -> None:

@@ -133,13 +133,36 @@ def test_load_bounds_refuse_values_beyond_the_ceilings(field: str, value: float)
         LoadBounds(**{field: value})  # type: ignore[arg-type]
 
 
+#: nginx 1.22's page with server_tokens off, as the ingress sends it (measured here; ngx_http_special_response.c 35-36)
+NGINX_CERT_ERROR_PAGE = (b"<html>\r\n<head><title>400 The SSL certificate error</title></head>\r\n<body>\r\n"
+                         b"<center><h1>400 Bad Request</h1></center>\r\n<center>The SSL certificate error</center>\r\n"
+                         b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
 def test_attribution_names_the_ingress_for_an_nginx_client_cert_page() -> None:
-    page = (b"<html>\r\n<head><title>400 The SSL certificate error</title></head>\r\n<body>\r\n"
-            b"<center><h1>400 Bad Request</h1></center>\r\n<center>The SSL certificate error</center>\r\n"
-            b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
-    hop, reason, outcome = attribute_response(400, {"server": "nginx", "content-type": "text/html"}, page)
+    hop, reason, outcome = attribute_response(400, {"content-type": "text/html"}, NGINX_CERT_ERROR_PAGE)
     assert (hop, reason) == ("ingress", "The SSL certificate error")
     assert outcome.startswith("http_reject(400")
+
+
+def test_attribution_names_the_ingress_by_its_page_not_by_the_server_header_app_gateway_appended() -> None:
+    # ingress-nginx sends no Server header (more_clear_headers Server, nginx.tmpl 338-341); the gateway stand-in
+    # appends App Gateway's own to an answer without one (server_header_transformation APPEND_IF_ABSENT)
+    headers = {"server": "Microsoft-Azure-Application-Gateway/v2", "content-type": "text/html"}
+    assert attribute_response(400, headers, NGINX_CERT_ERROR_PAGE)[:2] == ("ingress", "The SSL certificate error")
+
+
+def test_attribution_names_the_ingress_for_its_match_cn_refusal() -> None:
+    # nginx.tmpl 918: return 403 "client certificate unauthorized" (a text answer, not an nginx page)
+    hop, reason, _ = attribute_response(403, {"content-type": "application/octet-stream"},
+                                        b"client certificate unauthorized")
+    assert (hop, reason) == ("ingress", "client certificate unauthorized")
+
+
+def test_a_server_nginx_header_alone_is_not_the_ingress() -> None:
+    # a backend's own 503 behind some nginx: no ingress page, so not the ingress's decision
+    hop, _, _ = attribute_response(503, {"server": "nginx", "content-type": "text/plain"}, b"maintenance")
+    assert hop == "unknown"
 
 
 def test_attribution_reads_the_hop_from_a_stand_ins_detail_header() -> None:
