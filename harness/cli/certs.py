@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.chainfile.certs import ChainCertSet
-from harness.cli.options import add_chain_option, load_chain_option
+from harness.cli.options import add_chain_option, load_chain_option, print_help_for_no_action
 from harness.errors import HarnessError, InputError, UsageError
 from harness.model.topology import default_pki_plan
 from harness.pki.certset import CertSet, cert_set_for, generate_cert_set, load_cert_set
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
                                               "certificates (exit 0 no error, 1 an error finding, 2 unusable "
                                               "input).")
     sub = certs.add_subparsers(dest="certs_command", metavar="ACTION", parser_class=type(certs))
-    certs.set_defaults(func=lambda _args: _no_action(certs))
+    certs.set_defaults(func=lambda _args: print_help_for_no_action(certs))
 
     gen = sub.add_parser("generate", help="generate a cert set (every CA and leaf of the default chain)",
                          description="Generate a cert set in DIR (default: the cache in the user's cache "
@@ -92,10 +92,6 @@ def register(subparsers: Any) -> None:
     single.add_argument("--password", metavar="PW", help="password of a .pfx/.p12 (or of an encrypted --key)")
     chk.set_defaults(func=cmd_check)
 
-
-def _no_action(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 # ---------------------------------------------------------------------------------------------------------------

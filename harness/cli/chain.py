@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.cli.options import CHAIN_ENV, chain_path, print_chain_notes
+from harness.cli.options import CHAIN_ENV, chain_path, print_chain_notes, print_help_for_no_action
 from harness.errors import UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def register(subparsers: Any) -> None:
     chain = subparsers.add_parser("chain", help="the chain file: print its JSON Schema, or check one",
                                   description="The chain file (docs/chain-file.md).")
     sub = chain.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=type(chain))
-    chain.set_defaults(func=lambda _args: _no_action(chain))
+    chain.set_defaults(func=lambda _args: print_help_for_no_action(chain))
     schema = sub.add_parser("schema", help="print the chain file's JSON Schema (for editors and CI)")
     schema.set_defaults(func=cmd_schema)
     check = sub.add_parser("check", help="load a chain file: what is not modelled, each identity, each hop",
@@ -53,10 +52,6 @@ def register(subparsers: Any) -> None:
     check.add_argument("--json", action="store_true", help="print the result as one JSON document")
     check.set_defaults(func=cmd_check)
 
-
-def _no_action(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from harness.cli.options import print_help_for_no_action
 from harness.images.build import BuiltImage, build_images
 from harness.images.resolve import ROLES, ImageRole
 
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
                                                "out of the Envoy, nginx and Python installed here (no registry "
                                                "needed).")
     sub = images.add_subparsers(dest="images_command", metavar="ACTION", parser_class=type(images))
-    images.set_defaults(func=lambda _args: _no_action(images))
+    images.set_defaults(func=lambda _args: print_help_for_no_action(images))
     build = sub.add_parser("build", help="build mtls-harness/{envoy,nginx,pod}:<version>-local",
                            description="Build mtls-harness/envoy, mtls-harness/nginx and mtls-harness/pod images "
                                        "tagged <component version>-local, each smoke-tested once after the build.")
@@ -36,10 +36,6 @@ def register(subparsers: Any) -> None:
     build.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     build.set_defaults(func=cmd_build)
 
-
-def _no_action(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _table(built: list[BuiltImage]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from harness.chainfile.load import LoadedChain
 
 __all__ = ["CHAIN_ENV", "add_chain_option", "add_config_option", "apply_config_option", "chain_path",
-           "load_chain_option", "print_chain_notes", "terminate_on_sigterm"]
+           "load_chain_option",
+           "print_chain_notes", "print_help_for_no_action", "terminate_on_sigterm"]
 
 #: the environment variable --chain defaults to (harness.chainfile.load.CHAIN_ENV, named here for --help)
 CHAIN_ENV = "MTLS_HARNESS_CHAIN"
@@ -86,3 +88,9 @@ def print_chain_notes(loaded: LoadedChain) -> None:
         print(f"mtls-harness: warning: {warning}", file=sys.stderr)
     modes = ", ".join(f"{name}={mode}" for name, mode in loaded.mode.items())
     print(f"mtls-harness: chain {loaded.topology.name!r} from {loaded.path}; identities: {modes}", file=sys.stderr)
+
+
+def print_help_for_no_action(parser: argparse.ArgumentParser) -> int:
+    """A command group called without its subcommand: its help on stderr, exit 2."""
+    parser.print_help(sys.stderr)
+    return 2
