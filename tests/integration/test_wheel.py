@@ -121,6 +121,7 @@ def _files(root: Path) -> set[Path]:
 
 def test_certs_generate_writes_under_the_user_cache_not_site_packages(installed: Installed) -> None:
     site_before = _files(installed.site_packages())
+    work_before = _files(installed.work)  # other tests of this module share the directory, in any order
     done = installed.cli("certs", "generate")
     assert done.returncode == 0, done.stdout + done.stderr
     sets = installed.cache / "mtls-harness" / "cert-sets"
@@ -128,7 +129,7 @@ def test_certs_generate_writes_under_the_user_cache_not_site_packages(installed:
     assert keys, f"no cert set under {sets}:\n{done.stdout}"
     assert all(oct(k.stat().st_mode & 0o777) == "0o600" for k in keys)
     assert _files(installed.site_packages()) == site_before  # nothing written into the install
-    assert not any(installed.work.iterdir())  # nor into the working directory
+    assert _files(installed.work) == work_before  # nor into the working directory
 
 
 def test_up_runs_the_chain_from_the_installed_tool(installed: Installed) -> None:
