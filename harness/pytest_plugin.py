@@ -86,9 +86,24 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--mtls-isolate runs the local target in network namespaces — use it with "
                                 "--mtls-target local")
     if config.getoption("--mtls-report", None):
-        from harness.report.collect import install
+        from harness.report.collect import FINDINGS, install
 
         install(config)
+        config.stash[FINDINGS] = lambda: _findings(config)
+
+
+def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The findings of the chain the session runs (its configuration's, docs/findings.md) as report records, and the
+    ids the chain file accepts."""
+    from harness.findings.predict import predict
+    from harness.report.findings import finding_records
+
+    loaded = _chain_file(config)
+    if loaded is None:
+        topology = default_topology(str(config.getoption("--mtls-key-type")))  # type: ignore[arg-type]
+        return finding_records(predict(topology)), {}
+    accepted = dict(loaded.accepted)
+    return finding_records(predict(loaded.topology), where=loaded.where, accepted=accepted), accepted
 
 
 def _docker_reachable() -> bool:

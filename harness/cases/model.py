@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from harness.cases.evidence import Attribution, attribute
 from harness.errors import Unavailable
+from harness.findings.predict import CaseFacts, Finding, Prediction, prediction_for
 from harness.model.topology import HopName, Topology, default_topology
 from harness.probe.outcomes import Outcome
 
@@ -71,12 +72,20 @@ class Case:
     caller_trust: bool = False
 
 
+#: the three words of a case's verdict (docs/findings.md): it behaved as predicted and nothing weak was seen; it
+#: behaved otherwise (a fidelity failure); it let through what the chain's own configuration lets through
+Verdict = Literal["passed", "failed", "finding"]
+
+
 @dataclass(frozen=True)
 class CaseResult:
     case: Case
-    passed: bool
+    passed: bool  # the chain behaved as predicted (a FINDING passes: the weakness is the configuration's)
     seen: ProbeResult
     message: str
+    verdict: Verdict = "passed"
+    #: the finding of the chain's configuration this case observed (verdict "finding") or was judged by
+    finding: Finding | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -196,19 +205,47 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
             kwargs["trust"] = chain.certs.trust_bundle(trusted)
     if case.headers_factory is not None:
         kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
+    predicted = prediction_for(chain.topology, CaseFacts(case.expect, identity, case.probe.get("max_version")))
     mark = chain.evidence_mark()
     seen = chain.probe(hop, **kwargs)
     found = _attributed(case, seen, chain, mark, hop)
     seen = dataclasses.replace(seen, outcome=found.outcome)  # what was seen, with who decided it and why
-    problem = _problem(case.expect, found.outcome, chain)
-    if problem is None and case.check is not None:
-        problem = case.check(seen, chain)
+    verdict: Verdict
+    if predicted is None:
+        problem = _problem(case.expect, found.outcome, chain)
+        if problem is None and case.check is not None:
+            problem = case.check(seen, chain)
+        verdict, expected = ("passed" if problem is None else "failed"), f"{case.expect}   [source: {case.source}]"
+    else:
+        verdict, problem = _judge_predicted(predicted, found.outcome, chain)
+        expected = _predicted_line(case, predicted)
     evidence = f"\n  evidence: {found.evidence}" if found.evidence else ""
-    message = (f"{case.id}: {'PASS' if problem is None else 'FAIL — ' + problem}\n"
+    head = {"passed": "PASS", "failed": f"FAIL — {problem}",
+            "finding": f"FINDING — {predicted.finding.id if predicted else ''}"}[verdict]
+    message = (f"{case.id}: {head}\n"
                f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
-               f"  expected: {case.expect}   [source: {case.source}]\n"
+               f"  expected: {expected}\n"
                f"  seen:     {seen.describe()}{evidence}{_trace_lines(seen)}")
-    return CaseResult(case, problem is None, seen, message)
+    return CaseResult(case, verdict != "failed", seen, message, verdict,
+                      predicted.finding if predicted is not None else None)
+
+
+def _judge_predicted(p: Prediction, seen: Outcome, chain: RunningChain) -> tuple[Verdict, str | None]:
+    """A case a finding of the chain's configuration affects: the weak outcome seen is a FINDING; the rejection the
+    hop still gives for another reason passes; anything else fails (the chain did not do what its settings say)."""
+    if p.through is not None and _problem(p.through, seen, chain) is None:
+        return "finding", None
+    if p.refused is not None and _problem(p.refused, seen, chain) is None:
+        return "passed", None
+    wanted = " or ".join(str(o) for o in (p.through, p.refused) if o is not None)
+    return "failed", (f"the chain's configuration ({p.finding.setting.text}) predicts {wanted}, seen something else")
+
+
+def _predicted_line(case: Case, p: Prediction) -> str:
+    f = p.finding
+    alternatives = " or ".join(str(o) for o in (p.through, p.refused) if o is not None)
+    return (f"{alternatives}   [finding {f.id}: {f.property.statement} — broken by {f.setting.text}; lets "
+            f"{f.lets_through} through. Without it: {case.expect}, source: {case.source}]")
 
 
 #: bounded re-reads of the logs when the deciding hop's line is not there yet (the pod logs a failed handshake from

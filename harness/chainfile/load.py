@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
@@ -79,6 +80,37 @@ class LoadedChain:
     #: identity name -> "real" (the user's certificate and key) or "shadow" (a stand-in with the same profile)
     mode: Mapping[str, str]
     warnings: tuple[str, ...]
+    #: the Ingress and Secret manifests as read (their file:line, for findings)
+    manifests: Manifests = dataclasses.field(default_factory=lambda: Manifests((), (), ()))
+
+    @property
+    def accepted(self) -> Mapping[str, str]:
+        """Finding id → the reason the chain file gives for accepting it."""
+        return {a.finding: a.reason for a in self.document.accept}
+
+    def where(self, setting: Any) -> str:
+        """``file:line`` of the setting that causes a finding: the annotation in the user's manifest, the key in the
+        chain file, the Secret's manifest or entry; the file alone when the setting is a default (not written).
+        ``setting``: a :class:`harness.findings.predict.Setting` (a layer above this one)."""
+        text = self.path.read_text(encoding="utf-8")
+        if setting.annotation is not None:
+            found = self.manifests.source_of(*setting.annotation)
+            if found:
+                return found
+        if setting.secret is not None:
+            ns, _, name = setting.secret.partition("/")
+            for raw in self.manifests.secrets:
+                if (raw.namespace, raw.name) == (ns, name):
+                    return raw.source
+            line = line_of(text, ["ingress", "secrets", name])
+            if line:
+                return f"{self.path}:{line}"
+        if setting.chain_key is not None:
+            line = line_of(text, list(setting.chain_key))
+            if line:
+                return f"{self.path}:{line}"
+            return f"{self.path} ({'.'.join(setting.chain_key)} not set: its default)"
+        return str(self.path)
 
 
 def _tls(name: str) -> TLSVersion:
@@ -352,7 +384,7 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
               pd.name, pd.namespace)
     topology = Topology(doc.name, chain_certs.certs.plan, client, gateway, apim, ingress, pod)
     _dry_render(topology, chain_certs.certs, man, r.where(["ingress", "manifests"]))
-    return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings))
+    return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings), man)
 
 
 def _rel(base: Path, value: str) -> Path:

@@ -128,6 +128,11 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     baseline = run_catalogue(cases, default_topology(args.key_type), progress=_progress)
     _progress(f" {len(baseline.passed)} passed, {len(baseline.failed)} failed, {len(baseline.skipped)} skipped "
               f"({baseline.seconds:.1f} s)\n")
+    if baseline.findings:  # the reference chain has no weakness its configuration predicts: a finding here is a bug
+        baseline.failed += [c for seen in baseline.findings.values() for c in seen]
+        for fid, seen in baseline.findings.items():
+            for case_id in seen:
+                baseline.messages[case_id] = f"{case_id}: FINDING {fid} on the unmutated reference chain"
     if baseline.error is not None or baseline.failed:
         for case_id in baseline.failed:
             print(baseline.messages[case_id], file=sys.stderr)
@@ -162,7 +167,8 @@ def _document(baseline: CatalogueRun, results: list[MutantResult], failures: dic
                      "seconds": round(baseline.seconds, 1)},
         "mutants": [{
             "name": r.mutant.name, "kind": r.mutant.kind, "hop": r.mutant.hop, "what": r.mutant.what,
-            "status": r.status, "caught_by": r.caught_by, "cases_run": r.run.ran,
+            "status": r.status, "caught_as": r.caught_as, "caught_by": r.caught_by,
+            "findings": r.run.findings, "predicted_findings": r.predicted, "cases_run": r.run.ran,
             "cases_failed": len(r.run.failed), "skipped": r.run.skipped, "edits": r.edits,
             "pending": r.mutant.pending, "error": r.run.error, "fails_selftest": r.mutant.name in failures,
             "seconds": round(r.run.seconds, 1)} for r in results],
@@ -176,4 +182,6 @@ def _table(results: list[MutantResult], failures: dict[str, str], wall: float, n
         mark = "FAIL" if r.mutant.name in failures else "ok  "
         print(f"{mark} {r.mutant.name:<{width}}  {r.mutant.kind:<6}  {r.describe()}")
     caught = sum(r.status == "caught" for r in results)
-    print(f"{caught} of {len(results)} mutants caught by the catalogue ({n} cases per run); wall time {wall:.0f} s")
+    as_finding = sum(r.status == "caught" and r.caught_as == "finding" for r in results)
+    print(f"{caught} of {len(results)} mutants caught by the catalogue ({n} cases per run): {as_finding} config "
+          f"mutants as FINDINGS, {caught - as_finding} render mutants as FAILURES; wall time {wall:.0f} s")

@@ -218,6 +218,14 @@ class PodSpec(_Strict):
     alpn: list[str] = Field(default_factory=lambda: ["http/1.1"])
 
 
+class Accepted(_Strict):
+    """A finding the owner of the chain accepts, with the reason the report shows (docs/findings.md)."""
+
+    finding: str = Field(pattern=r"^[a-z0-9.-]+@(gateway|apim|ingress|pod)$",
+                         description="the finding's id, <property>@<hop>, as the report prints it")
+    reason: str = Field(min_length=1)
+
+
 class ChainFile(_Strict):
     """One chain: App Gateway → API Management → AKS ingress → pod."""
 
@@ -231,6 +239,8 @@ class ChainFile(_Strict):
     apim: ApimSpec
     ingress: IngressSpec
     pod: PodSpec
+    #: findings accepted by id, each with its reason (a run still reports them, and exits 0 for them)
+    accept: list[Accepted] = Field(default_factory=list)
 
 
 def chain_json_schema() -> dict[str, Any]:

@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -52,6 +52,8 @@ __all__ = ["CASE_ATTR", "CASE_RESULT", "IDENTITY_MODES", "SKIP_INFO", "ReportCol
 
 #: per identity of the session's chain file, "real" or "shadow" (the pytest plugin sets it when --mtls-chain is given)
 IDENTITY_MODES = pytest.StashKey[dict[str, str]]()
+#: the plugin leaves here how to get the chain's findings (harness.report.findings records) and its accepted ids
+FINDINGS = pytest.StashKey[Callable[[], tuple[list[dict[str, Any]], dict[str, str]]]]()
 #: the attribute of an e2e test function that holds its :class:`~harness.cases.model.Case`
 CASE_ATTR: Final = "mtls_case"
 #: where an e2e test leaves its :class:`~harness.cases.model.CaseResult` (``item.stash[CASE_RESULT]``)
@@ -160,6 +162,7 @@ class ReportCollector:
         self.document: dict[str, Any] | None = None
         #: the files written, once the session has finished
         self.written: list[Path] = []
+        self.accepted: dict[str, str] = {}
         #: milliseconds it took to build and write the report
         self.report_ms: float | None = None
         self.interrupted = False
@@ -289,7 +292,9 @@ class ReportCollector:
         if report.skipped and rec["result"] in (None, "skipped"):
             rec.update(result="skipped", passed=None, message=_skip_reason(report), by_design=by_design)
         elif report.when == "call" and report.passed:
-            rec.update(result="passed", passed=True, message=None)
+            finding = (rec.get("seen") or {}).get("verdict") == "finding"
+            rec.update(result="finding" if finding else "passed", passed=True,
+                       message=f"FINDING {rec['seen'].get('finding')}" if finding else None)
         elif report.failed and report.when == "call" and rec["seen"] is not None:
             seen = rec["seen"]
             problem = seen.get("problem")
@@ -340,10 +345,13 @@ class ReportCollector:
         if not self._records and not (interrupted and self.selected):
             return  # no e2e case ran: nothing to report (and no empty report that looks like a result)
         target = session.config.getoption("--mtls-target", default=None)
+        findings, self.accepted = session.config.stash.get(FINDINGS, lambda: ([], {}))()
         doc = document(self._ordered(), target=str(target or "?"), pytest_exit=int(exitstatus),
                        duration_s=time.monotonic() - self._started, chain=self._chain, links=self._links,
                        selected=self.selected, interrupted=interrupted,
-                       identities=session.config.stash.get(IDENTITY_MODES, None))
+                       identities=session.config.stash.get(IDENTITY_MODES, None), findings=findings)
+        if doc["summary"].get("findings_open") and session.exitstatus == pytest.ExitCode.OK and not interrupted:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a finding is its own verdict: exit 1 unless accepted
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written = [write_json(doc, self.directory)]
         html_path = self.directory / HTML_FILE
@@ -388,6 +396,15 @@ class ReportCollector:
             terminalreporter.write_line("skipped by design (the target declares it cannot run them):")
             for why, n in summary["by_design_reasons"].items():
                 terminalreporter.write_line(f"  {n:>4} × {why}")
+        if self.document.get("findings"):
+            from harness.report.findings import finding_lines, stale_acceptances
+
+            terminalreporter.write_sep("=", "findings: what the chain's own configuration lets through")
+            for line in finding_lines(self.document["findings"]):
+                terminalreporter.write_line(line, **({"red": True} if line.startswith("FINDING") else {}))
+        for stale in stale_acceptances(self.document.get("findings", []), self.accepted):
+            terminalreporter.write_line(f"accept: {stale!r} is not a finding of this chain: remove the stale "
+                                        "acceptance from the chain file", yellow=True)
         terminalreporter.write_line(f"mTLS: {headline(self.document)}",
                                     **({"red": True, "bold": True} if self.document["interrupted"] else {}))
         terminalreporter.write_line(f"mTLS report: {', '.join(str(p) for p in files)} — "

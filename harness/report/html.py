@@ -35,7 +35,7 @@ _CARD_W, _CARD_TOP, _LINE = 262, 150, 18
 
 _CSS: Final = """
 :root{--pass:#1a7f37;--pass-bg:#dafbe1;--fail:#cf222e;--fail-bg:#ffebe9;--skip:#6e7781;--skip-bg:#f6f8fa;
---line:#d0d7de;--text:#1f2328;--muted:#59636e}
+--find:#9a6700;--find-bg:#fff8c5;--line:#d0d7de;--text:#1f2328;--muted:#59636e}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--text);margin:0;background:#fff}
 main{max-width:1400px;margin:0 auto;padding:20px 28px 40px}
@@ -45,7 +45,11 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .muted{color:var(--muted)}
 .verdict{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600;margin-right:8px}
 .verdict.passed{background:var(--pass)}.verdict.failed,.verdict.error{background:var(--fail)}
-.verdict.skipped{background:var(--skip)}
+.verdict.skipped{background:var(--skip)}.verdict.finding{background:var(--find)}
+.chips .finding,td.finding{background:var(--find-bg)}.l-finding{color:var(--find);font-weight:600}
+details.case.finding{border-left-color:var(--find)}
+.findings li{margin:8px 0;padding:6px 10px;background:var(--find-bg);border-radius:4px;list-style:none}
+.findings li.accepted{background:#f6f8fa}.findings{padding-left:0}
 .chips span{display:inline-block;margin:6px 6px 0 0;padding:2px 9px;border-radius:10px;border:1px solid var(--line)}
 .chips .passed{background:var(--pass-bg)}.chips .failed,.chips .error{background:var(--fail-bg)}
 .chips .skipped{background:var(--skip-bg)}
@@ -346,11 +350,13 @@ def render_html(doc: Mapping[str, Any]) -> str:
     """The report page for ``doc`` (a results document, :mod:`harness.report.results`)."""
     cases: Sequence[Mapping[str, Any]] = doc["cases"]
     s = doc["summary"]
-    verdict = "failed" if s["failed"] or s["error"] else ("passed" if s["passed"] else "skipped")
-    words = {"passed": "all passed", "failed": "FAILED", "skipped": "nothing ran"}[verdict]
+    verdict = "failed" if s["failed"] or s["error"] else (
+        "finding" if s.get("findings_open") else ("passed" if s["passed"] or s.get("finding") else "skipped"))
+    words = {"passed": "all passed", "failed": "FAILED", "skipped": "nothing ran", "finding": "FINDINGS"}[verdict]
     if doc.get("interrupted"):
         verdict, words = "failed", "INTERRUPTED"
-    chips = "".join(f'<span class="{k}">{s[k]} {k}</span>' for k in ("passed", "failed", "error", "skipped") if s[k])
+    chips = "".join(f'<span class="{k}">{s[k]} {k}</span>' for k in ("passed", "failed", "error", "finding", "skipped")
+                    if s.get(k))
     meta = " · ".join(x for x in (
         f"target <b>{_e(doc.get('target'))}</b>", f"{s['total']} cases", f"generated {_e(doc.get('generated'))}",
         f"run took {doc['duration_s']} s" if doc.get("duration_s") is not None else "",
@@ -372,6 +378,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
 <h1><span class="verdict {verdict}">{words}</span>mTLS chain report</h1>
 <div class="muted">{meta}</div><div class="chips">{chips}</div>
 {_accounting(doc)}
+{_findings(doc.get("findings"))}
 <h2>The chain</h2>
 {_diagram(doc)}
 {_identities(doc.get("identities"))}
@@ -388,6 +395,26 @@ session (green: all passed, red: any failed, grey dashed: none ran). Click an ed
 subjects, issuers, SANs, serials and SHA-256 fingerprints — never key material or key paths.</footer>
 </main></body></html>
 """
+
+
+def _findings(findings: Any) -> str:
+    """The chain's findings first: what its own configuration lets through, the setting and its file:line."""
+    if not findings:
+        return ""
+    items = []
+    for f in sorted(findings, key=lambda f: (f["accepted"], f["hop"], f["id"])):
+        seen = (f"observed by {len(f['observed_by'])} case(s): " + ", ".join(
+            f'<a href="#case-{_e(c)}">{_e(c)}</a>' for c in f["observed_by"])) if f["observed_by"] else \
+            "predicted from the configuration; no case of this run observed it"
+        word = f"ACCEPTED — {_e(f['reason'])}" if f["accepted"] else "FINDING"
+        items.append(f'<li class="{"accepted" if f["accepted"] else "open"}"><b>{word}</b> <code>{_e(f["id"])}</code>'
+                     f"<br>{_e(f['statement'])} — broken at <b>{_e(f['hop'])}</b>; lets through: {_e(f['lets_through'])}"
+                     f"<br>set by <code>{_e(f['setting'])}</code> at <code>{_e(f['where'])}</code>"
+                     f'<br><span class="muted">{seen}. Source: {_e(f["source"])}</span></li>')
+    return (f"<h2>Findings ({len(findings)})</h2><p class=\"muted\">A finding is a weakness the chain's own "
+            "configuration predicts and a case observed; it is not a failure of the harness or of the emulation. "
+            "Accept one with its reason under <code>accept:</code> in the chain file.</p>"
+            f'<ul class="findings">{"".join(items)}</ul>')
 
 
 def _identities(modes: Any) -> str:

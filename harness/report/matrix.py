@@ -23,9 +23,10 @@ from harness.report.results import STATUSES, count, headline
 __all__ = ["SYMBOLS", "Cell", "CellLine", "Grid", "by_hop", "cell_status", "chain_line", "grids", "print_matrix"]
 
 #: the mark in front of a cell line, per result (ASCII stand-ins for a terminal that cannot print them)
-SYMBOLS: Final = {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "–"}
-_ASCII: Final = {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "skip"}
-_STYLE: Final = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "dim"}
+SYMBOLS: Final = {"passed": "✓", "failed": "✗", "error": "✗", "finding": "!", "skipped": "–"}
+_ASCII: Final = {"passed": "ok", "failed": "FAIL", "error": "ERR", "finding": "FIND", "skipped": "skip"}
+_STYLE: Final = {"passed": "green", "failed": "bold red", "error": "bold red", "finding": "bold yellow",
+                  "skipped": "dim"}
 
 
 @dataclass(frozen=True)

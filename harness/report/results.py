@@ -68,7 +68,7 @@ __all__ = [
 SCHEMA: Final = "mtls-harness/results/1"
 RESULTS_FILE: Final = "results.json"
 #: a case's result, in the order reports sort and count them
-STATUSES: Final = ("failed", "error", "passed", "skipped")
+STATUSES: Final = ("failed", "error", "finding", "passed", "skipped")
 
 #: short forms of the sentences the components answer with, for matrix cells ("400 no cert")
 _SHORT_REASONS: Final = (
@@ -228,7 +228,9 @@ def seen_facts(result: CaseResult) -> dict[str, Any]:
     problem = first.partition(" — ")[2] if " — " in first else None
     return {
         "outcome": _outcome_dict(seen.outcome), "outcome_text": str(seen.outcome), "label": outcome_label(seen.outcome),
-        "problem": redact(problem), "tls_version": seen.tls_version, "cipher": seen.cipher, "alpn": seen.alpn,
+        "problem": redact(problem), "verdict": result.verdict,
+        "finding": result.finding.id if result.finding is not None else None,
+        "tls_version": seen.tls_version, "cipher": seen.cipher, "alpn": seen.alpn,
         "http_status": seen.status, "elapsed_ms": round(seen.elapsed * 1000, 2), "phase": seen.phase,
         "target": seen.target, "server_name": seen.server_name, "error": redact(seen.error),
         "peer_chain": [_cert(c) for c in seen.peer_chain], "hop_trace": _hop_trace(result),
@@ -271,7 +273,7 @@ def _accounting(records: Sequence[Mapping[str, Any]], selected: int | None, inte
         reasons[why] = reasons.get(why, 0) + 1
     selected = max(selected, counts["total"]) if selected is not None else None
     return counts | {
-        "selected": selected, "ran": counts["passed"] + counts["failed"] + counts["error"],
+        "selected": selected, "ran": counts["passed"] + counts["failed"] + counts["error"] + counts["finding"],
         "skipped_by_design": len(by_design), "skipped_other": counts["skipped"] - len(by_design),
         "not_run": None if selected is None else selected - counts["total"],
         "by_design_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -292,13 +294,18 @@ def headline(doc: Mapping[str, Any]) -> str:
     line = f"{of} ran on {target}, {s['skipped_by_design']} skipped by design"
     if s["skipped_other"]:
         line += f", {s['skipped_other']} skipped for reasons the target did not declare"
+    if s.get("findings"):
+        accepted = s["findings"] - s["findings_open"]
+        line += f"; {s['findings']} finding(s) in the chain's configuration" + (f" ({accepted} accepted)"
+                                                                                if accepted else "")
     return line
 
 
 def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: int | None = None,
              duration_s: float | None = None, chain: Mapping[str, Any] | None = None,
              links: Mapping[str, Any] | None = None, selected: int | None = None,
-             interrupted: bool = False, identities: Mapping[str, str] | None = None) -> dict[str, Any]:
+             interrupted: bool = False, identities: Mapping[str, str] | None = None,
+             findings: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The results document for ``records`` (already in report order); ``selected``: how many cases the run
     selected; ``interrupted``: the run was stopped before it finished."""
     from harness import __version__
@@ -309,6 +316,13 @@ def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: 
         "duration_s": None if duration_s is None else round(duration_s, 2), "interrupted": interrupted,
         "summary": _accounting(records, selected, interrupted), "chain": dict(chain or {}), "cases": list(records),
     }
+    if findings is not None:  # the chain's configuration's findings, with the cases that observed them
+        from harness.report.findings import observe
+
+        doc["findings"] = [dict(f, observed_by=list(f.get("observed_by", []))) for f in findings]
+        observe(doc["findings"], records)
+        doc["summary"]["findings"] = len(doc["findings"])
+        doc["summary"]["findings_open"] = sum(1 for f in doc["findings"] if not f["accepted"])
     doc["headline"] = headline(doc)
     if links:
         doc["links"] = dict(links)

@@ -25,6 +25,7 @@ from typing import Literal
 
 from harness.cases.model import Case, Skip, run_case
 from harness.errors import HarnessError
+from harness.findings.predict import predict
 from harness.model.topology import Topology, default_topology
 from harness.selftest.mutants import Mutant
 from harness.targets.base import RunningChain
@@ -32,7 +33,7 @@ from harness.targets.local import LocalTarget
 
 __all__ = ["CatalogueRun", "MutantResult", "Status", "order_cases", "run_catalogue", "run_mutant", "select_cases"]
 
-Status = Literal["caught", "survived", "not-applied", "error"]
+Status = Literal["caught", "misjudged", "survived", "not-applied", "error"]
 
 
 @dataclass
@@ -43,12 +44,14 @@ class CatalogueRun:
     failed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)  # failed case id → the runner's message
+    #: finding id → the cases whose verdict was that finding (the weakness the chain's configuration predicts, seen)
+    findings: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None  # the chain could not start or change
 
     @property
     def ran(self) -> int:
-        return len(self.passed) + len(self.failed)
+        return len(self.passed) + len(self.failed) + sum(len(v) for v in self.findings.values())
 
 
 @dataclass
@@ -58,12 +61,28 @@ class MutantResult:
     run: CatalogueRun
     caught_by: list[str]  # cases that passed on the baseline and fail here
     edits: int = 0  # how many rendered files or command lines a render mutant changed
+    #: the findings the mutated chain's configuration has (id → the setting), predicted from its model
+    predicted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def caught_as(self) -> Literal["finding", "failure"] | None:
+        """How the catalogue saw it: a CONFIG mutant must show as a FINDING (the weakness its settings predict,
+        observed), a RENDER mutant as a FAILURE (the emulation no longer does what the chain says)."""
+        if self.run.findings:
+            return "finding"
+        return "failure" if self.caught_by else None
 
     def describe(self) -> str:
-        if self.status == "caught":
-            shown = ", ".join(self.caught_by[:4]) + (f", … (+{len(self.caught_by) - 4})" if len(self.caught_by) > 4
-                                                      else "")
-            return f"caught by {len(self.caught_by)} of {self.run.ran} cases: {shown}"
+        if self.status in ("caught", "misjudged"):
+            failed = (f"failed {len(self.caught_by)} of {self.run.ran} cases: {_shown(self.caught_by)}"
+                      if self.caught_by else "")
+            found = "; ".join(f"FINDING {fid} ({self.predicted.get(fid, '?')}) observed by {len(ids)} cases: "
+                              f"{_shown(ids)}" for fid, ids in self.run.findings.items())
+            text = f"caught as {found}" + (f"; also {failed}" if failed else "") if found else f"caught: {failed}"
+            if self.status == "misjudged":
+                want = "a FINDING" if self.mutant.kind == "config" else "a FAILURE, with no finding"
+                return f"MISJUDGED: a {self.mutant.kind} mutant must be caught as {want} — {text}"
+            return text
         if self.status == "survived":
             return f"NOT CAUGHT: all {self.run.ran} cases passed" + (
                 f" (pending: {self.mutant.pending})" if self.mutant.pending else "")
@@ -71,6 +90,10 @@ class MutantResult:
             return ("NOT APPLIED: its edit found nothing to change in any rendered file or command line — update "
                     "the mutant to what the renderer writes now")
         return f"ERROR: {self.run.error}"
+
+
+def _shown(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:4]) + (f", … (+{len(ids) - 4})" if len(ids) > 4 else "")
 
 
 def select_cases(catalogue: Sequence[Case], include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[Case]:
@@ -140,12 +163,14 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
             except Skip as exc:
                 out.skipped[case.id] = str(exc)
                 continue
-            if result.passed:
+            if result.verdict == "finding" and result.finding is not None:
+                out.findings.setdefault(result.finding.id, []).append(case.id)
+            elif result.passed:
                 out.passed.append(case.id)
             else:
                 out.failed.append(case.id)
                 out.messages[case.id] = result.message
-            progress("." if result.passed else "F")
+            progress({"passed": ".", "failed": "F", "finding": "!"}[result.verdict])
     except HarnessError as exc:
         out.error = f"the chain could not be changed into a case's variant: {exc}"
     finally:
@@ -166,14 +191,16 @@ def run_mutant(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, *,
     run = run_catalogue(cases, base, tamper=tamper, progress=progress)
     passed_before = set(baseline.passed)
     caught_by = [c for c in run.failed if c in passed_before]
+    run.findings = {fid: [c for c in ids if c in passed_before] for fid, ids in run.findings.items()}
+    run.findings = {fid: ids for fid, ids in run.findings.items() if ids}
     edits = tamper.edits if tamper is not None else 0
-    status: Status
+    predicted = {f.id: f.setting.text for f in predict(base)}
+    result = MutantResult(mutant, "survived", run, caught_by, edits, predicted)
     if run.error is not None:
-        status = "error"
+        result.status = "error"
     elif tamper is not None and edits == 0:
-        status = "not-applied"
-    elif caught_by:
-        status = "caught"
-    else:
-        status = "survived"
-    return MutantResult(mutant, status, run, caught_by, edits)
+        result.status = "not-applied"
+    elif result.caught_as is not None:
+        wanted = "finding" if mutant.kind == "config" else "failure"
+        result.status = "caught" if result.caught_as == wanted else "misjudged"
+    return result

@@ -1,0 +1,378 @@
+"""The security properties, the findings a chain's configuration has, and what a case will see because of them.
+
+    for f in predict(topology):            # what the chain's own settings let through, and which setting does it
+        print(f.id, f.hop, f.lets_through, f.setting.text)
+    p = prediction_for(topology, CaseFacts(expect, identity, max_version))   # None: the case is not affected
+
+Each rule below names its public source. The rules read the model the way the renderers do (the ingress's
+annotations as ingress-nginx parses them, the listeners' floors, the upstream checks) and say nothing about how a
+target runs the chain: a target that behaves otherwise FAILS the case, which is the point of the prediction.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import re2
+
+from harness.model.topology import HopName, Ingress, TLSVersion, Topology, Upstream
+from harness.probe.outcomes import Outcome, http_reject, ok
+
+__all__ = ["PROPERTIES", "CaseFacts", "Finding", "Prediction", "Property", "Setting", "predict", "prediction_for"]
+
+SRC_NGINX: Final = "kubernetes/ingress-nginx controller-v1.15.1"
+
+
+@dataclass(frozen=True)
+class Property:
+    """A security property of the chain, as the report words it."""
+
+    id: str
+    statement: str
+    source: str
+
+
+#: every property a finding can break (docs/findings.md lists them with their cases)
+PROPERTIES: Final[tuple[Property, ...]] = (
+    Property("ingress-requires-a-verified-client-cert",
+             "the ingress refuses a request without a client certificate its CA issued",
+             f"ingress-nginx annotations docs, auth-tls-verify-client (on, off, optional, optional_no_ca); nginx "
+             f"ngx_http_ssl_module ssl_verify_client; {SRC_NGINX} authtls/main.go"),
+    Property("ingress-trusts-only-its-callers-ca",
+             "the ingress's client CA Secret holds only the CA of the hop that calls it",
+             "issue 15 (an over-broad ca.crt is a common production mistake); ingress-nginx auth-tls-secret ca.crt"),
+    Property("ingress-verify-depth-fits-the-pki",
+             "the ingress accepts client chains no deeper than its caller's certificate needs",
+             "ingress-nginx annotations docs, auth-tls-verify-depth (default 1); OpenSSL X509_VERIFY_PARAM_set_depth "
+             "counts intermediates (docs/behaviour.md, measured)"),
+    Property("every-hop-verifies-its-upstream-cert",
+             "every hop refuses a next-hop server certificate it should not trust",
+             "ingress-nginx proxy-ssl-verify (default off); APIM backend tls validateCertificateChain / "
+             "validateCertificateName; App Gateway backend settings validateCertChainAndExpiry / validateSNI"),
+    Property("no-hop-accepts-tls-below-1.2",
+             "no hop accepts TLS 1.0 or 1.1",
+             "RFC 8996 (TLS 1.0 and 1.1 deprecated); App Gateway SSL policy minProtocolVersion; APIM protocol "
+             "settings; ingress-nginx ssl-protocols"),
+    Property("a-client-cert-is-verified-behind-the-gateway",
+             "a client certificate App Gateway passes through is verified by APIM",
+             "App Gateway mutual authentication, Passthrough mode: the gateway asks for a client certificate and "
+             "does not verify it (docs/fidelity.md); APIM validate-client-certificate"),
+)
+_PROPERTY: Final = {p.id: p for p in PROPERTIES}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The configuration that causes a finding, in the products' words, and how to find it in a chain file."""
+
+    text: str  # "nginx.ingress.kubernetes.io/auth-tls-verify-client: optional on Ingress default/echo"
+    chain_key: tuple[str, ...] | None = None  # key path in the chain file (gateway, ssl_policy, min_protocol_version)
+    annotation: tuple[str, str] | None = None  # (Ingress ns/name, annotation key without the prefix)
+    secret: str | None = None  # a Secret ns/name
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A property the chain's configuration breaks at ``hop``: what gets through, and the setting that lets it."""
+
+    property: Property
+    hop: HopName
+    lets_through: str
+    setting: Setting
+    #: the causes for which ``hop`` no longer refuses (expectations naming one of them are affected)
+    defeats: frozenset[str] = frozenset()
+    #: which expectations it affects: client certs, next-hop server certs, protocol versions, or none (predicted only)
+    scope: Literal["client-cert", "upstream-cert", "protocol", "none"] = "none"
+    #: client-cert scope: only identities issued under these roots (None: any identity)
+    roots: frozenset[str] | None = None
+    #: client-cert scope: only identities with this fault (None: any)
+    fault: str | None = None
+    #: protocol scope: the lowest version the hop accepts
+    floor: TLSVersion | None = None
+    #: the rejection the hop still gives instead (auth-tls-match-cn refuses a subject it does not match)
+    instead: Outcome | None = None
+    #: client-cert scope: a request WITHOUT a certificate is refused ``instead`` (match-cn refuses the empty subject)
+    no_cert_refused: bool = False
+
+    @builtins.property  # (the field above is named property)
+    def id(self) -> str:
+        """Stable id, the one a chain file's ``accept:`` names: ``<property>@<hop>``."""
+        return f"{self.property.id}@{self.hop}"
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What a case expects and sends, as far as a finding can change it."""
+
+    expect: Outcome
+    identity: str | None  # the leaf presented ("<leaf>~<fault>"), None for no client certificate
+    max_version: str | None = None  # the highest TLS version the probe offers (None: the default)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a case sees on a chain with ``finding``: ``through`` (the weakness observed: a FINDING) or ``refused``
+    (the hop still refuses, for another reason: the case passes)."""
+
+    finding: Finding
+    through: Outcome | None
+    refused: Outcome | None = None
+
+
+_CLIENT_CERT_CAUSES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "expired",
+                                        "not-yet-valid", "wrong-eku", "revoked", "too-deep", "not-trusted"})
+_SERVER_CERT_CAUSES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "expired",
+                                        "not-yet-valid", "wrong-eku", "name-mismatch"})
+#: the verify errors nginx forgives under ``ssl_verify_client optional_no_ca`` (ngx_ssl_verify_error_optional in
+#: nginx src/event/ngx_event_openssl.h: self-signed leaf or chain, issuer not found, leaf signature unverifiable);
+#: an expired, not-yet-valid, wrong-EKU or revoked certificate is still refused with 400 (measured here: the
+#: partner-mtls example, docs/findings.md). ``too-deep`` is in: OpenSSL reports the missing issuer first.
+_NO_CA_FORGIVES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "too-deep"})
+_VERSIONS: Final[tuple[TLSVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
+#: ingress-nginx's auth-tls-verify-client values (authtls/main.go: anything else is "on")
+_VERIFY_CLIENT: Final = re.compile(r"^(on|off|optional|optional_no_ca)$")
+_MATCH_CN_REFUSAL: Final = http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the rules
+# ------------------------------------------------------------------------------------------------------------------
+def predict(t: Topology) -> tuple[Finding, ...]:
+    """Every finding of ``t``'s configuration, in hop order."""
+    return tuple(_ingress_client_auth(t)) + tuple(_ingress_trust(t)) + tuple(_ingress_depth(t)) + \
+        tuple(_upstreams(t)) + tuple(_floors(t)) + tuple(_gateway_passthrough(t))
+
+
+def _auth_ingress(t: Topology) -> Ingress:
+    """The Ingress whose auth-tls-* annotations the host gets (the first, in controller order, whose auth-tls Secret
+    holds a CA: controller.go 766-775), else the primary."""
+    for cand in t.ingress.in_controller_order():
+        found = t.ingress.secret(cand.annotation("auth-tls-secret") or "")
+        if found is not None and found.ca:
+            return cand
+    return t.ingress.primary
+
+
+def _ref(ing: Ingress) -> str:
+    return f"{ing.namespace}/{ing.name}"
+
+
+def _annotation_setting(ing: Ingress, key: str, shown: str | None) -> Setting:
+    value = f"{key}: {shown}" if shown is not None else f"{key} not set"
+    return Setting(f"nginx.ingress.kubernetes.io/{value} on Ingress {_ref(ing)}", annotation=(_ref(ing), key))
+
+
+def _match_cn_refuses_empty(ing: Ingress) -> bool:
+    """auth-tls-match-cn renders ``if ($ssl_client_s_dn !~ pattern) return 403``: with no certificate the DN is empty,
+    refused unless the pattern matches the empty string (nginx.tmpl 918; RE2 as the webhook checks it)."""
+    pattern = (ing.annotation("auth-tls-match-cn") or "").removeprefix("CN=")
+    try:
+        return not re2.search(pattern, "")
+    except re2.error:
+        return True
+
+
+def _ingress_client_auth(t: Topology) -> Iterator[Finding]:
+    if t.passthrough:
+        return  # the pod terminates TLS: the ingress decides nothing about client certificates
+    prop = _PROPERTY["ingress-requires-a-verified-client-cert"]
+    ing = _auth_ingress(t)
+    secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
+    raw = ing.annotation("auth-tls-verify-client")
+    mode = raw if raw is not None and _VERIFY_CLIENT.match(raw) else "on"
+    match_cn = bool(ing.annotation("auth-tls-match-cn"))
+    if secret is None or not secret.ca:
+        if ing.annotation("auth-tls-secret"):
+            return  # a named Secret that is missing or holds no CA fails closed (403): the catalogue checks it
+        yield Finding(prop, "ingress", "a request with no client certificate, or with any certificate",
+                      _annotation_setting(ing, "auth-tls-secret", None),
+                      _CLIENT_CERT_CAUSES | {"no-client-cert"}, "client-cert")
+        return
+    if mode == "on":
+        return
+    if mode == "off" and match_cn:
+        return  # nothing is asked, so match-cn refuses every request: a broken chain, not a weak one
+    instead = _MATCH_CN_REFUSAL if match_cn else None
+    no_cert_refused = match_cn and _match_cn_refuses_empty(ing)
+    if mode in ("optional_no_ca", "off"):
+        what = ("a client certificate its CA did not issue (self-signed, or from any unknown CA: optional_no_ca "
+                "forgives a missing issuer)" if mode == "optional_no_ca" else
+                "any client certificate (off: nginx does not even ask for one)")
+        what += ", as long as its subject matches auth-tls-match-cn" if match_cn else ""
+        what += "" if no_cert_refused else ", and a request without one"
+        defeats = (_NO_CA_FORGIVES if mode == "optional_no_ca" else _CLIENT_CERT_CAUSES) | {"no-client-cert"}
+    elif no_cert_refused:
+        return  # optional: a bad certificate is still refused, and match-cn refuses a request without one
+    else:
+        what, defeats = "a request with no client certificate", frozenset({"no-client-cert"})
+    yield Finding(prop, "ingress", what, _annotation_setting(ing, "auth-tls-verify-client", raw),
+                  frozenset(defeats), "client-cert", instead=instead, no_cert_refused=no_cert_refused)
+
+
+def _ingress_trust(t: Topology) -> Iterator[Finding]:
+    """The auth-tls CA Secret holds the roots of other trust domains of this chain (a root that issues some leaf of
+    the plan, other than the root of the ingress's caller's client certificate)."""
+    if t.passthrough:
+        return
+    ing = _auth_ingress(t)
+    secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
+    caller = t.apim.upstream.client_cert
+    if secret is None or not secret.ca or caller is None:
+        return
+    own = t.pki.root_of(t.pki.leaf(caller).issuer)
+    issuing_roots = {t.pki.root_of(lf.issuer) for lf in t.pki.leaves}
+    extra = frozenset(r for r in (_root_or_none(t, c) for c in secret.ca) if r and r != own and r in issuing_roots)
+    if not extra:
+        return
+    yield Finding(_PROPERTY["ingress-trusts-only-its-callers-ca"], "ingress",
+                  f"a valid client certificate of another trust domain of this chain ({', '.join(sorted(extra))})",
+                  Setting(f"Secret {secret.namespace}/{secret.name} ca.crt holds {', '.join(secret.ca)} "
+                          f"(the caller's client certificate needs only {own})", secret=f"{secret.namespace}/"
+                          f"{secret.name}"),
+                  frozenset({"unknown-issuer"}), "client-cert", roots=extra,
+                  instead=_MATCH_CN_REFUSAL if ing.annotation("auth-tls-match-cn") else None)
+
+
+def _root_or_none(t: Topology, ca: str) -> str | None:
+    try:
+        return t.pki.root_of(ca)
+    except KeyError:
+        return None
+
+
+def _intermediates(t: Topology, leaf: str) -> int:
+    ca, n = t.pki.ca(t.pki.leaf(leaf).issuer), 0
+    while ca.parent is not None:
+        n, ca = n + 1, t.pki.ca(ca.parent)
+    return n
+
+
+#: the intermediates a ``too-deep`` fault certificate carries (harness/pki/faults.py)
+TOO_DEEP_INTERMEDIATES: Final = 2
+
+
+def _ingress_depth(t: Topology) -> Iterator[Finding]:
+    if t.passthrough:
+        return
+    ing = _auth_ingress(t)
+    raw = ing.annotation("auth-tls-verify-depth")
+    caller = t.apim.upstream.client_cert
+    if raw is None or not raw.isdigit() or caller is None:
+        return
+    depth, needed = int(raw), max(1, _intermediates(t, caller))
+    if depth <= needed:
+        return
+    yield Finding(_PROPERTY["ingress-verify-depth-fits-the-pki"], "ingress",
+                  f"a client certificate {depth} intermediates below the trusted root (the caller's needs {needed})",
+                  _annotation_setting(ing, "auth-tls-verify-depth", raw), frozenset({"unknown-issuer", "too-deep"}),
+                  "client-cert", fault="too-deep" if depth >= TOO_DEEP_INTERMEDIATES else "(none)")
+
+
+def _upstreams(t: Topology) -> Iterator[Finding]:
+    prop = _PROPERTY["every-hop-verifies-its-upstream-cert"]
+    checks: tuple[tuple[HopName, Upstream, tuple[str, str, str]], ...] = (
+        ("gateway", t.gateway.upstream, ("backend_settings", "validate_cert_chain_and_expiry", "validate_sni")),
+        ("apim", t.apim.upstream, ("backend", "validate_certificate_chain", "validate_certificate_name")))
+    for hop, up, (part, chain_key, name_key) in checks:
+        if not up.verify_chain:
+            yield Finding(prop, hop, "any next-hop server certificate (unknown CA, expired, self-signed, wrong name)",
+                          Setting(f"{hop}.{part}.{chain_key}: false", chain_key=(hop, part, chain_key)),
+                          _SERVER_CERT_CAUSES, "upstream-cert")
+        elif not up.verify_name:
+            yield Finding(prop, hop, f"a next-hop certificate that does not cover {up.hostname}",
+                          Setting(f"{hop}.{part}.{name_key}: false", chain_key=(hop, part, name_key)),
+                          frozenset({"name-mismatch"}), "upstream-cert")
+    if t.passthrough:
+        return  # the pod's TLS goes to APIM: the ingress verifies nothing
+    ing = t.ingress.primary
+    verify = ing.annotation("proxy-ssl-verify")
+    if verify != "on":
+        yield Finding(prop, "ingress", "any pod server certificate (unknown CA, expired, self-signed, wrong name)",
+                      _annotation_setting(ing, "proxy-ssl-verify", verify)
+                      if verify is not None else dataclasses.replace(
+                          _annotation_setting(ing, "proxy-ssl-verify", None),
+                          text=f"nginx.ingress.kubernetes.io/proxy-ssl-verify not set (ingress-nginx defaults to off) "
+                               f"on Ingress {_ref(ing)}"),
+                      _SERVER_CERT_CAUSES, "upstream-cert")
+
+
+def _floors(t: Topology) -> Iterator[Finding]:
+    prop = _PROPERTY["no-hop-accepts-tls-below-1.2"]
+    floors: tuple[tuple[HopName, TLSVersion, tuple[str, ...]], ...] = (
+        ("gateway", t.gateway.listener.min_version, ("gateway", "ssl_policy", "min_protocol_version")),
+        ("apim", t.apim.listener.min_version, ("apim", "min_protocol_version")),
+        ("pod", t.pod.listener.min_version, ("pod", "min_protocol_version")))
+    for hop, floor, key in floors:
+        if floor in ("1.0", "1.1"):
+            yield Finding(prop, hop, f"a client offering only TLS {floor}",
+                          Setting(f"{'.'.join(key)}: TLSv{floor.replace('.', '_')}", chain_key=key),
+                          frozenset({"protocol-version"}), "protocol", floor=floor)
+    protocols = t.ingress.controller.get("ssl-protocols").split()
+    low = [v for v, name in (("1.0", "TLSv1"), ("1.1", "TLSv1.1")) if name in protocols]
+    if low and not t.passthrough:
+        yield Finding(prop, "ingress", f"a client offering only TLS {low[0]}",
+                      Setting(f"ingress-nginx ConfigMap ssl-protocols: {' '.join(protocols)}",
+                              chain_key=("ingress", "config_map", "ssl-protocols")),
+                      frozenset({"protocol-version"}), "protocol", floor=low[0])  # type: ignore[arg-type]
+
+
+def _gateway_passthrough(t: Topology) -> Iterator[Finding]:
+    if t.gateway.listener.client_auth == "optional" and not t.apim.validate_client_certificate:
+        yield Finding(_PROPERTY["a-client-cert-is-verified-behind-the-gateway"], "gateway",
+                      "any client certificate, and none: the gateway passes it on unverified and APIM checks nothing",
+                      Setting("gateway.client_auth.mode: Passthrough (and no validate-client-certificate in the APIM "
+                              "policy)", chain_key=("gateway", "client_auth", "mode")))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# what a case sees because of them
+# ------------------------------------------------------------------------------------------------------------------
+def _fault(identity: str | None) -> str | None:
+    return identity.partition("~")[2] or None if identity else None
+
+
+def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] | None = None) -> Prediction | None:
+    """What a case with ``facts`` sees on ``t`` (the chain the case runs on, its variant applied) when a finding of
+    ``t`` defeats the rejection the case expects; None when no finding does (the case's own expectation stands)."""
+    expect = facts.expect
+    if not expect.is_rejection or expect.hop is None or expect.cause is None:
+        return None
+    for f in predict(t) if findings is None else findings:
+        if f.hop != expect.hop or expect.cause not in f.defeats or not _in_scope(t, f, facts):
+            continue
+        if facts.identity is None and f.no_cert_refused:
+            return Prediction(f, None, f.instead)  # refused all the same, by another check
+        return Prediction(f, ok(200), f.instead if facts.identity is not None else None)
+    return None
+
+
+def _in_scope(t: Topology, f: Finding, facts: CaseFacts) -> bool:
+    kind = facts.expect.kind
+    if f.scope == "client-cert":
+        if kind not in ("http_reject", "tls_alert"):
+            return False
+        if facts.identity is None:
+            return "no-client-cert" in f.defeats and facts.expect.cause == "no-client-cert"
+        fault = _fault(facts.identity)
+        if f.fault is not None and fault != f.fault:
+            return False
+        if f.roots is not None:
+            if fault is not None:
+                return False
+            try:
+                return t.pki.root_of(t.pki.leaf(facts.identity).issuer) in f.roots
+            except KeyError:
+                return False
+        return True
+    if f.scope == "upstream-cert":
+        return kind == "upstream_failure"
+    if f.scope == "protocol":
+        offered = facts.max_version
+        return (kind == "tls_alert" and offered in _VERSIONS and f.floor is not None
+                and _VERSIONS.index(offered) >= _VERSIONS.index(f.floor))
+    return False

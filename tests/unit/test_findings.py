@@ -1,0 +1,183 @@
+"""Findings: the weaknesses a chain's own configuration has, predicted from the model (harness/findings/predict.py).
+
+Expected findings, written here from the products' documentation, not read from the code under test:
+- ingress-nginx auth-tls-verify-client ``optional`` lets a request without a client certificate through; ``optional_no_ca``
+  also lets a certificate with an unknown issuer through, but nginx still refuses an expired one
+  (ngx_ssl_verify_error_optional, nginx src/event/ngx_event_openssl.h; measured on the partner-mtls example);
+- ingress-nginx ``proxy-ssl-verify`` defaults to off (annotations docs);
+- APIM ``validateCertificateName: false`` and App Gateway without chain validation accept a wrong backend certificate;
+- a TLS floor below 1.2 (RFC 8996).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness.cases.catalogue import cases
+from harness.cases.model import DEFAULT_IDENTITY
+from harness.chainfile.load import load_chain
+from harness.cli.main import main
+from harness.findings.predict import CaseFacts, predict, prediction_for
+from harness.model.topology import Topology, default_topology
+from harness.probe.outcomes import http_reject, ok, tls_alert, upstream_failure
+from harness.report.findings import finding_lines, finding_records, stale_acceptances
+from harness.report.html import render_html
+from harness.report.results import document
+
+REF = default_topology()
+NO_CERT = http_reject(400, "No required SSL certificate was sent", hop="ingress", cause="no-client-cert")
+
+
+def _ids(t: Topology) -> list[str]:
+    return [f.id for f in predict(t)]
+
+
+def test_the_reference_chain_has_no_finding() -> None:
+    assert _ids(REF) == []
+
+
+def test_no_case_of_the_catalogue_changes_its_expectation_on_the_reference_chain() -> None:
+    """The catalogue on the reference chain is today's, case by case: no finding of a case's chain (its variant
+    applied) changes what a case that expects a refusal expects."""
+    changed = []
+    for case in cases():
+        t = case.variant(REF) if case.variant is not None else REF
+        identity = case.identity
+        if identity == DEFAULT_IDENTITY:
+            identity = t.caller_of("gateway" if case.via == "chain" else (case.endpoint or case.hop)).client_cert
+        if prediction_for(t, CaseFacts(case.expect, identity, case.probe.get("max_version"))) is not None:
+            changed.append(case.id)
+    assert changed == []
+
+
+@pytest.mark.parametrize(("change", "finding", "setting"), [
+    (lambda t: t.with_ingress_annotations(auth_tls_verify_client="optional"),
+     "ingress-requires-a-verified-client-cert@ingress", "auth-tls-verify-client: optional on Ingress default/echo"),
+    (lambda t: t.with_ingress_annotations(proxy_ssl_verify=None),
+     "every-hop-verifies-its-upstream-cert@ingress", "proxy-ssl-verify not set (ingress-nginx defaults to off)"),
+    (lambda t: t.with_ingress_annotations(auth_tls_verify_depth="2"),
+     "ingress-verify-depth-fits-the-pki@ingress", "auth-tls-verify-depth: 2"),
+    (lambda t: t.with_hop("apim", upstream__verify_name=False),
+     "every-hop-verifies-its-upstream-cert@apim", "apim.backend.validate_certificate_name: false"),
+    (lambda t: t.with_hop("gateway", upstream__verify_chain=False),
+     "every-hop-verifies-its-upstream-cert@gateway", "gateway.backend_settings.validate_cert_chain_and_expiry: false"),
+    (lambda t: t.with_hop("gateway", listener__min_version="1.0"),
+     "no-hop-accepts-tls-below-1.2@gateway", "gateway.ssl_policy.min_protocol_version: TLSv1_0"),
+    (lambda t: t.with_controller(ssl_protocols="TLSv1.1 TLSv1.2"),
+     "no-hop-accepts-tls-below-1.2@ingress", "ssl-protocols: TLSv1.1 TLSv1.2"),
+    (lambda t: t.with_hop("gateway", listener__client_auth="optional", listener__client_ca="consumer-ca"),
+     "a-client-cert-is-verified-behind-the-gateway@gateway", "Passthrough"),
+])
+def test_each_weak_setting_is_one_finding_naming_the_setting(change, finding: str, setting: str) -> None:
+    found = predict(change(REF))
+    assert [f.id for f in found] == [finding]
+    assert setting in found[0].setting.text
+
+
+def test_a_ca_secret_holding_every_root_of_the_chain_is_a_finding_naming_the_other_domains() -> None:
+    roots = tuple(c.name for c in REF.pki.cas if c.parent is None)
+    secrets = tuple(dataclasses.replace(s, ca=roots) if s.ca else s for s in REF.ingress.secrets)
+    found = predict(REF.replace(ingress=dataclasses.replace(REF.ingress, secrets=secrets)))
+    assert [f.id for f in found] == ["ingress-trusts-only-its-callers-ca@ingress"]
+    assert "consumer-ca" in found[0].lets_through and "pod-ca" in found[0].lets_through
+    assert "apim-client-ca," not in found[0].lets_through  # the caller's own CA is not the weakness
+
+
+def test_optional_lets_a_request_without_a_cert_through_and_still_refuses_an_unknown_ca() -> None:
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional")
+    p = prediction_for(t, CaseFacts(NO_CERT, None))
+    assert p is not None and p.through == ok(200) and p.refused is None
+    unknown = http_reject(400, "The SSL certificate error", hop="ingress", cause="unknown-issuer")
+    assert prediction_for(t, CaseFacts(unknown, "apim-client~unknown-ca")) is None
+
+
+def test_optional_no_ca_forgives_an_unknown_issuer_but_not_an_expired_cert() -> None:
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional_no_ca")
+    unknown = http_reject(400, "The SSL certificate error", hop="ingress", cause="unknown-issuer")
+    expired = http_reject(400, "The SSL certificate error", hop="ingress", cause="expired")
+    assert prediction_for(t, CaseFacts(unknown, "apim-client~unknown-ca")) is not None
+    assert prediction_for(t, CaseFacts(expired, "apim-client~expired")) is None
+
+
+def test_with_match_cn_a_request_without_a_cert_is_refused_by_match_cn_not_let_through() -> None:
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional_no_ca", auth_tls_match_cn="CN=apim-client")
+    p = prediction_for(t, CaseFacts(NO_CERT, None))
+    assert p is not None and p.through is None
+    assert p.refused == http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
+    found = predict(t)[0]
+    assert "and a request without one" not in found.lets_through
+
+
+def test_a_floor_finding_affects_only_the_versions_the_hop_now_accepts() -> None:
+    t = REF.with_hop("gateway", listener__min_version="1.1")
+    refuse = tls_alert("protocol_version", hop="gateway", cause="protocol-version")
+    assert prediction_for(t, CaseFacts(refuse, "x", "1.1")) is not None
+    assert prediction_for(t, CaseFacts(refuse, "x", "1.0")) is None
+
+
+def test_a_name_only_finding_leaves_the_chain_check_standing() -> None:
+    t = REF.with_hop("apim", upstream__verify_name=False)
+    assert prediction_for(t, CaseFacts(upstream_failure(500, hop="apim", cause="name-mismatch"), None)) is not None
+    assert prediction_for(t, CaseFacts(upstream_failure(500, hop="apim", cause="expired"), None)) is None
+
+
+@pytest.fixture(scope="module")
+def partner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("chain") / "partner"
+    assert main(["init", str(directory), "--example", "partner-mtls"]) == 0
+    return directory / "chain.yaml"
+
+
+def test_the_partner_example_reports_its_deliberate_weakness_at_its_manifest_line(partner: Path) -> None:
+    loaded = load_chain(partner)
+    found = predict(loaded.topology)
+    assert [f.id for f in found] == ["ingress-requires-a-verified-client-cert@ingress"]
+    where = loaded.where(found[0].setting)
+    line = where.rpartition(":")[2]
+    text = (partner.parent / "k8s" / "ingress.yaml").read_text().splitlines()[int(line) - 1]
+    assert where.startswith(str(partner.parent / "k8s" / "ingress.yaml") + ":")
+    assert "auth-tls-verify-client: optional_no_ca" in text
+
+
+def test_an_accepted_finding_is_reported_with_its_reason_and_a_stale_one_is_named(partner: Path,
+                                                                                   tmp_path: Path) -> None:
+    text = partner.read_text() + ("accept:\n  - finding: ingress-requires-a-verified-client-cert@ingress\n"
+                                  "    reason: partner certs are pinned by match-cn until the CA migration\n"
+                                  "  - finding: no-hop-accepts-tls-below-1.2@gateway\n    reason: old\n")
+    partner.with_name("accepting.yaml").write_text(text)
+    loaded = load_chain(partner.with_name("accepting.yaml"))
+    records = finding_records(predict(loaded.topology), where=loaded.where, accepted=loaded.accepted)
+    assert records[0]["accepted"] and records[0]["reason"].startswith("partner certs")
+    assert stale_acceptances(records, loaded.accepted) == ["no-hop-accepts-tls-below-1.2@gateway"]
+    assert finding_lines(records)[0].startswith("ACCEPTED (partner certs")
+    assert "optional_no_ca" in finding_lines(records)[2]
+
+
+def test_a_bad_acceptance_is_one_line_naming_the_key(partner: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = partner.with_name("bad-accept.yaml")
+    bad.write_text(partner.read_text() + "accept:\n  - finding: ingress-requires-a-verified-client-cert\n"
+                   "    reason: x\n")
+    assert main(["chain", "check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "accept" in err[0] and "finding" in err[0]
+
+
+def _record(case_id: str, result: str, finding: str | None = None) -> dict[str, object]:
+    return {"id": case_id, "hop": "ingress", "result": result, "seen": {"verdict": result, "finding": finding}}
+
+
+def test_the_document_counts_findings_apart_from_passes_and_failures() -> None:
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional")
+    records = finding_records(predict(t))
+    doc = document([_record("a", "passed"), _record("b", "finding", records[0]["id"]), _record("c", "failed")],
+                   target="local", findings=records)
+    s = doc["summary"]
+    assert (s["passed"], s["failed"], s["finding"], s["ran"]) == (1, 1, 1, 3)
+    assert s["findings"] == 1 and s["findings_open"] == 1
+    assert doc["findings"][0]["observed_by"] == ["b"]
+    assert "1 finding(s) in the chain's configuration" in doc["headline"]
+    html = render_html(doc | {"cases": []})
+    assert "Findings (1)" in html and "auth-tls-verify-client: optional" in html
