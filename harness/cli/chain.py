@@ -94,15 +94,27 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "client_auth_by": "TLS handshake" if t.listener_of(hop).client_auth != "none" else ""}
             for hop in t.iter_hops()}
     hops["apim"].update(_apim_client_auth(t))
+    from harness.findings.predict import predict
+    from harness.report.findings import finding_lines, finding_records, stale_acceptances
+
+    findings = finding_records(predict(t), where=loaded.where, accepted=loaded.accepted)
     if args.json:
         print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
-                          "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory)}))
+                          "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory),
+                          "findings": findings}))
         return 0
     print_chain_notes(loaded)
     for hop, info in hops.items():
         by = f" by the {info['client_auth_by']}" if info["client_auth_by"] else ""
         ca = f" (CA {info['client_ca']})" if info["client_ca"] and info["client_auth"] != "none" else ""
         print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}{by}{ca}")
+    if findings:
+        print(f"{len(findings)} finding(s) predicted from the configuration (`mtls-harness run --chain` observes "
+              "them; a run exits 1 for each one not accepted):")
+        for line in finding_lines(findings, ran=False):
+            print(f"  {line}")
+    for stale in stale_acceptances(findings, loaded.accepted):
+        print(f"  accept: {stale!r} is not a finding of this chain: remove the stale acceptance")
     return 0
 
 

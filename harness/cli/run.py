@@ -128,7 +128,11 @@ def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> li
     if args.keyword is not None:
         argv += ["-k", args.keyword]
     chain = chain_path(args)
-    if chain is not None:  # the plugin loads it (one error line and exit 2 for a bad file)
+    if chain is not None:
+        from harness.chainfile.load import load_chain
+
+        # checked here, once: inside pytest each xdist worker would report the same bad file as an error per case
+        load_chain(chain)  # an unusable file: one line, exit 2
         argv += ["--mtls-chain", str(chain.resolve())]
     return [*argv, *args.pytest_args]
 

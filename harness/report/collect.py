@@ -209,6 +209,9 @@ class ReportCollector:
                      ("mtls_expected", str(case.expect))]
             if (result := item.stash.get(CASE_RESULT, None)) is not None:
                 props.append(("mtls_seen", str(result.seen.outcome)))
+                props.append(("mtls_verdict", result.verdict))  # passed / failed / finding (docs/findings.md)
+                if result.finding is not None:
+                    props.append(("mtls_finding", result.finding.id))
             report.user_properties.extend(p for p in props if p[0] not in have)
         if report.when == "call" or not report.passed:
             facts: dict[str, Any] = {"case": case_facts(case, self._identity(item, case)),
@@ -396,9 +399,9 @@ class ReportCollector:
             terminalreporter.write_line("skipped by design (the target declares it cannot run them):")
             for why, n in summary["by_design_reasons"].items():
                 terminalreporter.write_line(f"  {n:>4} × {why}")
-        if self.document.get("findings"):
-            from harness.report.findings import finding_lines, stale_acceptances
+        from harness.report.findings import finding_lines, stale_acceptances
 
+        if self.document.get("findings"):
             terminalreporter.write_sep("=", "findings: what the chain's own configuration lets through")
             for line in finding_lines(self.document["findings"]):
                 terminalreporter.write_line(line, **({"red": True} if line.startswith("FINDING") else {}))

@@ -46,8 +46,9 @@ def observe(findings: list[dict[str, Any]], cases: Iterable[Mapping[str, Any]]) 
             by_id[seen["finding"]]["observed_by"].append(rec.get("id"))
 
 
-def finding_lines(findings: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The terminal's lines for the findings: open ones first."""
+def finding_lines(findings: Sequence[Mapping[str, Any]], *, ran: bool = True) -> list[str]:
+    """The terminal's lines for the findings: open ones first (``ran``: after a run, say which cases observed
+    each)."""
     lines = []
     for f in sorted(findings, key=lambda f: (f["accepted"], f["hop"], f["id"])):
         word = f"ACCEPTED ({f['reason']})" if f["accepted"] else "FINDING"
@@ -56,5 +57,5 @@ def finding_lines(findings: Sequence[Mapping[str, Any]]) -> list[str]:
             "predicted from the configuration; no case of this run observed it"
         lines += [f"{word} {f['id']}: {f['statement']} — broken at {f['hop']}",
                   f"    lets through: {f['lets_through']}",
-                  f"    set by {f['setting']}", f"    at {f['where']}", f"    {seen}"]
+                  f"    set by {f['setting']}", f"    at {f['where']}", *([f"    {seen}"] if ran else [])]
     return lines

@@ -408,7 +408,8 @@ def _findings(findings: Any) -> str:
             "predicted from the configuration; no case of this run observed it"
         word = f"ACCEPTED — {_e(f['reason'])}" if f["accepted"] else "FINDING"
         items.append(f'<li class="{"accepted" if f["accepted"] else "open"}"><b>{word}</b> <code>{_e(f["id"])}</code>'
-                     f"<br>{_e(f['statement'])} — broken at <b>{_e(f['hop'])}</b>; lets through: {_e(f['lets_through'])}"
+                     f"<br>{_e(f['statement'])} — broken at <b>{_e(f['hop'])}</b>; lets through: "
+                     f"{_e(f['lets_through'])}"
                      f"<br>set by <code>{_e(f['setting'])}</code> at <code>{_e(f['where'])}</code>"
                      f'<br><span class="muted">{seen}. Source: {_e(f["source"])}</span></li>')
     return (f"<h2>Findings ({len(findings)})</h2><p class=\"muted\">A finding is a weakness the chain's own "

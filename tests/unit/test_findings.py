@@ -181,3 +181,13 @@ def test_the_document_counts_findings_apart_from_passes_and_failures() -> None:
     assert "1 finding(s) in the chain's configuration" in doc["headline"]
     html = render_html(doc | {"cases": []})
     assert "Findings (1)" in html and "auth-tls-verify-client: optional" in html
+
+
+def test_run_with_an_unusable_chain_file_is_one_line_and_exit_2_before_pytest_starts(
+        partner: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: each xdist worker raised the bad file per case (204 errors, exit 1)."""
+    broken = partner.with_name("broken.yaml")
+    broken.write_text(partner.read_text().replace("certs/public-root.pem", "certs/nowhere.pem"))
+    assert main(["run", "--chain", str(broken), "-n", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere.pem" in err[0]
