@@ -235,9 +235,13 @@ def _judge_predicted(p: Prediction, seen: Outcome, chain: RunningChain) -> tuple
     hop still gives for another reason passes; anything else fails (the chain did not do what its settings say)."""
     if p.through is not None and _problem(p.through, seen, chain) is None:
         return "finding", None
+    if p.gone is not None and _problem(p.gone, seen, chain) is not None and seen.kind != "unreachable":
+        return "finding", None  # the refusal the setting removes is gone (what follows is the next check's)
     if p.refused is not None and _problem(p.refused, seen, chain) is None:
         return "passed", None
     wanted = " or ".join(str(o) for o in (p.through, p.refused) if o is not None)
+    if p.gone is not None:
+        wanted += f" (at least not {p.gone})"
     return "failed", (f"the chain's configuration ({p.finding.setting.text}) predicts {wanted}, seen something else")
 
 

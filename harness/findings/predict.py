@@ -122,6 +122,9 @@ class Prediction:
     finding: Finding
     through: Outcome | None
     refused: Outcome | None = None
+    #: a finding observed as the expected refusal being GONE, whatever follows (a TLS floor: the hop no longer
+    #: answers protocol_version; what the handshake then does depends on the cipher lists, docs/findings.md)
+    gone: Outcome | None = None
 
 
 _CLIENT_CERT_CAUSES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "expired",
@@ -345,6 +348,8 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
     for f in predict(t) if findings is None else findings:
         if f.hop != expect.hop or expect.cause not in f.defeats or not _in_scope(t, f, facts):
             continue
+        if f.scope == "protocol":
+            return Prediction(f, ok(200), gone=expect)
         if facts.identity is None and f.no_cert_refused:
             return Prediction(f, None, f.instead)  # refused all the same, by another check
         return Prediction(f, ok(200), f.instead if facts.identity is not None else None)
