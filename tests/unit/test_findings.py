@@ -1,8 +1,8 @@
 """Findings: the weaknesses a chain's own configuration has, predicted from the model (harness/findings/predict.py).
 
 Expected findings, written here from the products' documentation, not read from the code under test:
-- ingress-nginx auth-tls-verify-client ``optional`` lets a request without a client certificate through; ``optional_no_ca``
-  also lets a certificate with an unknown issuer through, but nginx still refuses an expired one
+- ingress-nginx auth-tls-verify-client ``optional`` lets a request without a client certificate through;
+  ``optional_no_ca`` also lets a certificate with an unknown issuer through, but nginx still refuses an expired one
   (ngx_ssl_verify_error_optional, nginx src/event/ngx_event_openssl.h; measured on the partner-mtls example);
 - ingress-nginx ``proxy-ssl-verify`` defaults to off (annotations docs);
 - APIM ``validateCertificateName: false`` and App Gateway without chain validation accept a wrong backend certificate;
@@ -82,14 +82,17 @@ def test_a_ca_secret_holding_every_root_of_the_chain_is_a_finding_naming_the_oth
     secrets = tuple(dataclasses.replace(s, ca=roots) if s.ca else s for s in REF.ingress.secrets)
     found = predict(REF.replace(ingress=dataclasses.replace(REF.ingress, secrets=secrets)))
     assert [f.id for f in found] == ["ingress-trusts-only-its-callers-ca@ingress"]
-    assert "consumer-ca" in found[0].lets_through and "pod-ca" in found[0].lets_through
+    assert "consumer-ca" in found[0].lets_through
+    assert "pod-ca" in found[0].lets_through
     assert "apim-client-ca," not in found[0].lets_through  # the caller's own CA is not the weakness
 
 
 def test_optional_lets_a_request_without_a_cert_through_and_still_refuses_an_unknown_ca() -> None:
     t = REF.with_ingress_annotations(auth_tls_verify_client="optional")
     p = prediction_for(t, CaseFacts(NO_CERT, None))
-    assert p is not None and p.through == ok(200) and p.refused is None
+    assert p is not None
+    assert p.through == ok(200)
+    assert p.refused is None
     unknown = http_reject(400, "The SSL certificate error", hop="ingress", cause="unknown-issuer")
     assert prediction_for(t, CaseFacts(unknown, "apim-client~unknown-ca")) is None
 
@@ -105,7 +108,8 @@ def test_optional_no_ca_forgives_an_unknown_issuer_but_not_an_expired_cert() -> 
 def test_with_match_cn_a_request_without_a_cert_is_refused_by_match_cn_not_let_through() -> None:
     t = REF.with_ingress_annotations(auth_tls_verify_client="optional_no_ca", auth_tls_match_cn="CN=apim-client")
     p = prediction_for(t, CaseFacts(NO_CERT, None))
-    assert p is not None and p.through is None
+    assert p is not None
+    assert p.through is None
     assert p.refused == http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
     found = predict(t)[0]
     assert "and a request without one" not in found.lets_through
@@ -150,7 +154,8 @@ def test_an_accepted_finding_is_reported_with_its_reason_and_a_stale_one_is_name
     partner.with_name("accepting.yaml").write_text(text)
     loaded = load_chain(partner.with_name("accepting.yaml"))
     records = finding_records(predict(loaded.topology), where=loaded.where, accepted=loaded.accepted)
-    assert records[0]["accepted"] and records[0]["reason"].startswith("partner certs")
+    assert records[0]["accepted"]
+    assert records[0]["reason"].startswith("partner certs")
     assert stale_acceptances(records, loaded.accepted) == ["no-hop-accepts-tls-below-1.2@gateway"]
     assert finding_lines(records)[0].startswith("ACCEPTED (partner certs")
     assert "optional_no_ca" in finding_lines(records)[2]
@@ -162,7 +167,9 @@ def test_a_bad_acceptance_is_one_line_naming_the_key(partner: Path, capsys: pyte
                    "    reason: x\n")
     assert main(["chain", "check", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "accept" in err[0] and "finding" in err[0]
+    assert len(err) == 1
+    assert "accept" in err[0]
+    assert "finding" in err[0]
 
 
 def _record(case_id: str, result: str, finding: str | None = None) -> dict[str, object]:
@@ -176,11 +183,13 @@ def test_the_document_counts_findings_apart_from_passes_and_failures() -> None:
                    target="local", findings=records)
     s = doc["summary"]
     assert (s["passed"], s["failed"], s["finding"], s["ran"]) == (1, 1, 1, 3)
-    assert s["findings"] == 1 and s["findings_open"] == 1
+    assert s["findings"] == 1
+    assert s["findings_open"] == 1
     assert doc["findings"][0]["observed_by"] == ["b"]
     assert "1 finding(s) in the chain's configuration" in doc["headline"]
     html = render_html(doc | {"cases": []})
-    assert "Findings (1)" in html and "auth-tls-verify-client: optional" in html
+    assert "Findings (1)" in html
+    assert "auth-tls-verify-client: optional" in html
 
 
 def test_run_with_an_unusable_chain_file_is_one_line_and_exit_2_before_pytest_starts(
@@ -190,4 +199,5 @@ def test_run_with_an_unusable_chain_file_is_one_line_and_exit_2_before_pytest_st
     broken.write_text(partner.read_text().replace("certs/public-root.pem", "certs/nowhere.pem"))
     assert main(["run", "--chain", str(broken), "-n", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nowhere.pem" in err[0]
+    assert len(err) == 1
+    assert "nowhere.pem" in err[0]
