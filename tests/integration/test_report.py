@@ -34,9 +34,11 @@ def test_collector_records_each_case_as_passed_failed_skipped_or_error(pytester:
     assert set(by_id) == {"ingress-rejects-missing-cert", "ingress-rejects-expired-cert", "pod-rejects-unknown-ca",
                           "gateway-accepts-tls1.3"}  # test_not_a_case is no case
     assert [by_id[i]["result"] for i in sorted(by_id)] == ["error", "failed", "passed", "skipped"]
-    assert doc["summary"] == {"total": 4, "passed": 1, "failed": 1, "error": 1, "skipped": 1, "selected": 4,
-                              "ran": 3, "skipped_by_design": 0, "skipped_other": 1, "not_run": 0,
-                              "by_design_reasons": {}}  # a plain pytest.skip is not a declared limit
+    assert doc["summary"] == {"total": 4, "passed": 1, "failed": 1, "error": 1, "finding": 0, "skipped": 1,
+                              "selected": 4, "ran": 3, "skipped_by_design": 0, "skipped_other": 1, "not_run": 0,
+                              "by_design_reasons": {},  # a plain pytest.skip is not a declared limit
+                              "findings": 0, "findings_open": 0}  # the reference chain has no finding
+    assert doc["findings"] == []
     assert doc["headline"] == "3 of 4 ran on local, 0 skipped by design, 1 skipped for reasons the target did not " \
                               "declare"
     assert doc["interrupted"] is False

@@ -37,9 +37,14 @@ def test_gateway_without_upstream_ca_check_is_caught_by_the_gateway_server_cert_
     assert code == 0, err
     (m,) = doc["mutants"]
     assert m["status"] == "caught"
-    # every fault the gateway's upstream check refuses is caught; the cross-domain cases of the same stem may be too
-    assert {f"gateway-refuses-apim-cert-{f}" for f in SERVER_FAULTS} <= set(m["caught_by"])
-    assert all(c.startswith("gateway-refuses-apim-cert-") for c in m["caught_by"])
+    # a config mutant is caught as a FINDING (docs/findings.md): the weakness its setting predicts, observed by every
+    # fault the gateway's upstream check refuses; the cross-domain cases of the same stem may observe it too
+    assert m["caught_as"] == "finding"
+    observed = m["findings"]["every-hop-verifies-its-upstream-cert@gateway"]
+    assert {f"gateway-refuses-apim-cert-{f}" for f in SERVER_FAULTS} <= set(observed)
+    assert all(c.startswith("gateway-refuses-apim-cert-") for c in observed)
+    setting = "gateway.backend_settings.validate_cert_chain_and_expiry: false"
+    assert m["predicted_findings"] == {"every-hop-verifies-its-upstream-cert@gateway": setting}
     assert doc["baseline"]["passed"] == sum(c.id.startswith("gateway-refuses-apim-") for c in CATALOGUE) + 1
     assert "[1/1] gateway-upstream-ca-unchecked (config, gateway):" in err
 
