@@ -12,6 +12,7 @@ Expected findings, written here from the products' documentation, not read from 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,37 @@ def test_run_with_an_unusable_chain_file_is_one_line_and_exit_2_before_pytest_st
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "nowhere.pem" in err[0]
+
+
+def test_explain_names_the_probe_the_finding_its_line_and_the_verdict_rules(
+        partner: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "ingress-rejects-client-cert-unknown-ca-tls1.2", "--chain", str(partner), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["probe"]["to"] == "ingress"
+    assert doc["probe"]["presents"].startswith("apim-client with the unknown-ca fault")
+    assert doc["probe"]["options"] == {"min_version": "1.2", "max_version": "1.2"}
+    assert doc["finding"]["id"] == "ingress-requires-a-verified-client-cert@ingress"
+    assert doc["finding"]["where"] == f"{partner.parent / 'k8s' / 'ingress.yaml'}:11"
+    assert doc["finding"]["finding_if"] == ["ok(200)"]
+    match_cn = "http_reject(403, 'client certificate unauthorized') by ingress for match-cn"
+    assert doc["finding"]["passes_if"] == [match_cn]
+
+
+def test_explain_on_the_reference_chain_has_no_finding(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "gateway-refuses-tls1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "tls_alert(protocol_version) by gateway for protocol-version" in out
+    assert "no setting of it changes this expectation" in out
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["explain", "ingress-rejects-client-cert-unknown-ca"], "did you mean ingress-rejects-client-cert-unknown-ca-tls1"),
+    (["explain", "nope"], "'nope' is not a case id"),
+    (["explain", "gateway-refuses-tls1.0", "--chain", "/nonexistent/chain.yaml"], "/nonexistent/chain.yaml"),
+])
+def test_explain_bad_input_is_one_line_and_exit_2(argv: list[str], words: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert words in err[0]
