@@ -5,8 +5,9 @@
 It runs the handshake suite that ships inside the package (``harness/suite``: the catalogue's cases and, on
 ``--target azure``, the posture checks) — from any directory, installed from a wheel or from a checkout — with
 pytest's own progress (quiet), prints the matrix and the skip accounting ("N of M ran on T, K skipped by design"),
-and writes ``DIR/junit.xml``, ``DIR/results.json`` and ``DIR/index.html`` (default ``DIR``: ``reports``). The
-report comes from the same collector ``pytest tests/e2e --mtls-report DIR`` uses, so both give the same results.
+and writes ``DIR/junit.xml``, ``DIR/results.json``, ``DIR/index.html`` and ``DIR/summary.md`` (default ``DIR``:
+``reports``). The report comes from the same collector ``pytest tests/e2e --mtls-report DIR`` uses, so both give the
+same results.
 ``--target`` here is this command's own option; pytest gets it as ``--mtls-target`` (the plugin claims only
 ``mtls``-prefixed names).
 
@@ -51,9 +52,10 @@ def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run", help="run the handshake suite and write the report (matrix, JUnit XML, results.json, HTML)",
         description="Run the e2e handshake suite (it ships inside the package: works from any directory) through\n"
-                    "pytest, print the hop × case matrix and write DIR/junit.xml, DIR/results.json and\n"
-                    "DIR/index.html.\n"
-                    "Exit 0: all passed; 1: a case failed, or nothing ran; 2: bad input.",
+                    "pytest, print the hop × case matrix and write DIR/junit.xml, DIR/results.json,\n"
+                    "DIR/index.html and DIR/summary.md (Markdown, for a pull request comment).\n"
+                    "Exit 0: all passed and no open finding; 1: a case failed, a finding of your chain's\n"
+                    "configuration is not accepted (docs/findings.md), or nothing ran; 2: bad input.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
     run.add_argument("-n", dest="workers", type=_workers, default=None, metavar="auto|N",
@@ -100,6 +102,7 @@ def _forget_previous_report(directory: Path) -> None:
     ends before writing a new report cannot leave an old one looking current."""
     from harness.report.collect import HTML_FILE, JUNIT_FILE
     from harness.report.results import RESULTS_FILE, SCHEMA
+    from harness.report.summary import SUMMARY_FILE
 
     results = directory / RESULTS_FILE
     try:
@@ -107,7 +110,7 @@ def _forget_previous_report(directory: Path) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if ours:
-        for name in (RESULTS_FILE, HTML_FILE, JUNIT_FILE):
+        for name in (RESULTS_FILE, HTML_FILE, JUNIT_FILE, SUMMARY_FILE):
             (directory / name).unlink(missing_ok=True)
 
 

@@ -357,6 +357,9 @@ class ReportCollector:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a finding is its own verdict: exit 1 unless accepted
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written = [write_json(doc, self.directory)]
+        from harness.report.summary import SUMMARY_FILE, markdown
+
+        write_text(self.directory / SUMMARY_FILE, markdown(doc))  # for a pull request comment or a CI job summary
         html_path = self.directory / HTML_FILE
         write_text(html_path, render_html(doc))
         self.written.append(html_path)

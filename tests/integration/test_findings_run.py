@@ -46,6 +46,10 @@ def test_a_finding_is_reported_with_its_line_and_fails_the_run_until_accepted(tm
              if p.get("name") in ("mtls_verdict", "mtls_finding") and p.get("value") in ("finding", FINDING)}
     assert props == {"mtls_verdict": "finding", "mtls_finding": FINDING}
     assert "FINDINGS" in (tmp_path / "r1" / "index.html").read_text()
+    summary = (tmp_path / "r1" / "summary.md").read_text()  # what the PR workflows post (deploy/ci/)
+    assert summary.startswith("## mTLS chain: FINDINGS")
+    assert f"| **open** | `{FINDING}` |" in summary
+    assert f"`{tmp_path / 'p' / 'k8s' / 'ingress.yaml'}:11`" in summary
 
     chain.write_text(chain.read_text() + f"accept:\n  - finding: {FINDING}\n"
                      "    reason: partners are pinned by match-cn until their CA is onboarded\n")

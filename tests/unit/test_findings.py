@@ -236,3 +236,21 @@ def test_explain_bad_input_is_one_line_and_exit_2(argv: list[str], words: str,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert words in err[0]
+
+
+def test_the_markdown_summary_puts_open_findings_first_then_failures() -> None:
+    from harness.report.summary import markdown
+
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional", proxy_ssl_verify="off")
+    records = finding_records(predict(t), accepted={"every-hop-verifies-its-upstream-cert@ingress": "pods on mTLS"})
+    failed = {"id": "c", "hop": "ingress", "result": "failed", "expected": "ok(200)", "message": "why | not",
+              "seen": {"outcome_text": "http_reject(403)"}}
+    doc = document([_record("b", "finding", records[0]["id"]), failed], target="local", findings=records)
+    text = markdown(doc)
+    assert text.startswith("## mTLS chain: FAILED")
+    lines = text.splitlines()
+    open_row = next(i for i, line in enumerate(lines) if line.startswith("| **open** |"))
+    accepted_row = next(i for i, line in enumerate(lines) if line.startswith("| accepted: pods on mTLS |"))
+    assert open_row < accepted_row
+    assert "### Findings (1 open, 1 accepted)" in text
+    assert "| `c` | ingress | `ok(200)` | `http_reject(403)` | why \\| not |" in text
