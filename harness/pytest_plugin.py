@@ -33,8 +33,8 @@ import os
 import shutil
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -43,6 +43,9 @@ from harness.model.topology import Topology, default_topology
 from harness.report.collect import IDENTITY_MODES, skip_case
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
+
+if TYPE_CHECKING:
+    from harness.cases.model import Case as CaseType
 
 __all__ = ["MARKERS", "VariantChains", "require_chain_components"]
 
@@ -85,11 +88,31 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--mtls-isolate", False) and config.getoption("--mtls-target", "local") != "local":
         raise pytest.UsageError("--mtls-isolate runs the local target in network namespaces — use it with "
                                 "--mtls-target local")
+    from harness.report.collect import CHAIN_CASES
+
+    memo: list[Mapping[str, CaseType]] = []
+
+    def chain_cases() -> Mapping[str, CaseType]:
+        if not memo:
+            memo.append({c.id: c for c in chain_catalogue(config)})
+        return memo[0]
+
+    config.stash[CHAIN_CASES] = chain_cases
     if config.getoption("--mtls-report", None):
         from harness.report.collect import FINDINGS, install
 
         install(config)
         config.stash[FINDINGS] = lambda: _findings(config)
+
+
+def chain_catalogue(config: pytest.Config) -> tuple[CaseType, ...]:
+    """The catalogue generated for the session's chain (``--mtls-chain``, else the reference chain)."""
+    from harness.cases.catalogue import catalogue_for
+
+    loaded = _chain_file(config)
+    topology = loaded.topology if loaded is not None else default_topology(
+        str(config.getoption("--mtls-key-type")))  # type: ignore[arg-type]
+    return catalogue_for(topology)
 
 
 def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -167,10 +190,30 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``."""
+    """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``; the
+    suite's ``test_generated_case`` by the cases generated for the chain that the reference catalogue does not have
+    (``test_generated_case[ingress-refuses-client-cert-from-partner-ca-local]``)."""
     if "mtls_target" in metafunc.fixturenames:
         target = metafunc.config.getoption("--mtls-target")
         metafunc.parametrize("mtls_target", [target], ids=[target], scope="session")
+    if "mtls_generated_case" in metafunc.fixturenames:
+        from harness.cases.catalogue import CATALOGUE
+
+        reference = {c.id for c in CATALOGUE}
+        extra = [c for c in chain_catalogue(metafunc.config) if c.id not in reference]
+        metafunc.parametrize("mtls_generated_case", extra, ids=[c.id for c in extra])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A chain with no case beyond the reference catalogue's collects no ``test_generated_case`` at all (not an
+    empty-parameter-set skip, which would count as a skip the target did not declare)."""
+    from harness.cases.model import Case
+
+    empty = [i for i in items if getattr(i, "originalname", "") == "test_generated_case"
+             and not isinstance(getattr(getattr(i, "callspec", None), "params", {}).get("mtls_generated_case"), Case)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
 
 
 _PROCESS_MARK = pytest.StashKey[int]()

@@ -8,8 +8,11 @@ common production mistake) passes it; these cases catch it: the refusal must com
 ``unknown-issuer`` (``not-trusted`` where the Envoy stand-ins' Lua can say no more). An over-broad verifier refuses a
 server leaf presented as a client for its EKU, or a cert for another name — another cause, so the case fails.
 
-The ids name the foreign domain by its root CA in the reference plan (:func:`harness.model.topology.default_pki_plan`),
-e.g. ``ingress-refuses-client-cert-from-consumer-ca``.
+The cases are generated from the chain: each verifying hop's OWN domain is the root of the CA it is configured to
+trust (its client CA, or the root of the cert it serves), and one case is made per other trust domain of the chain's
+PKI plan that has a leaf for that use. The ids name the foreign domain by its root CA name in the chain's plan, e.g.
+``ingress-refuses-client-cert-from-consumer-ca`` on the reference chain
+(:func:`harness.model.topology.default_pki_plan`) — on yours, your CA names.
 
 **Stripping.** The gateway strips every client-supplied ``x-mtls-trace-*`` header; apim strips its own and later
 hops'; the ingress replaces its own. Each stand-in names the trace headers that arrived from its caller in its own
@@ -24,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from harness.cases.model import CERT_ERROR, Case
-from harness.model.topology import HopName, LeafSpec, PKIPlan, Topology, default_pki_plan, default_topology
+from harness.model.topology import HopName, LeafSpec, PKIPlan, Topology, default_topology
 from harness.model.wire import PROXY_HOPS, STRIPPED_FIELD, header_name
 from harness.probe.outcomes import Outcome, http_reject, ok, server_untrusted, tls_alert, upstream_failure
 
@@ -32,23 +35,53 @@ if TYPE_CHECKING:
     from harness.probe.result import ProbeResult
     from harness.targets.base import RunningChain
 
-__all__ = ["FAKE_CERT_SOURCE", "SPOOF", "apim_validates", "cross_domain_cases", "foreign_leaves", "gateway_strict",
-           "serve_leaf", "stripped_by", "stripping_cases"]
+__all__ = ["FAKE_CERT_SOURCE", "SPOOF", "apim_validates", "consumer_identity", "cross_domain_cases", "foreign_leaves",
+           "gateway_strict", "serve_leaf", "stripped_by", "stripping_cases", "trusted_identity"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # variants
 # ------------------------------------------------------------------------------------------------------------------
 def gateway_strict(t: Topology) -> Topology:
-    """App Gateway mTLS "Strict": the gateway demands a client cert of the consumer CA."""
+    """App Gateway mTLS "Strict": the gateway demands a client cert of the consumer CA. A chain whose gateway is
+    Strict already keeps its own trusted client CA and client identity."""
+    if t.gateway.listener.client_auth == "required" and t.gateway.listener.client_ca and t.client.client_cert:
+        return t
     client = dataclasses.replace(t.client, client_cert="consumer-client")
     strict = t.with_hop("gateway", listener__client_auth="required", listener__client_ca="consumer-ca")
     return strict.replace(client=client)
 
 
 def apim_validates(t: Topology) -> Topology:
-    """APIM with certificate negotiation and the validate-client-certificate policy."""
+    """APIM with certificate negotiation and the validate-client-certificate policy (a chain whose APIM does both
+    already is kept as it is)."""
+    if t.apim.negotiate_client_certificate and t.apim.validate_client_certificate:
+        return t
     return t.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+
+
+def trusted_identity(t: Topology, hop: HopName, fallback: str) -> str:
+    """A VALID client identity of ``t`` that ``hop`` trusts: the chain's own caller identity when ``hop``'s client CA
+    issued it, else the first client leaf of the plan under that CA's root; ``fallback`` (a reference name, which
+    then skips by design on a chain without it) when the hop verifies no client cert."""
+    ca = t.listener_of(hop).client_ca
+    if not ca:
+        return fallback
+    try:
+        root = t.pki.root_of(ca)
+        own = t.caller_of(hop).client_cert
+        if own and t.pki.root_of(t.pki.leaf(own).issuer) == root:
+            return own
+        return next(lf.name for lf in t.pki.leaves if lf.usage == "client" and t.pki.root_of(lf.issuer) == root)
+    except (KeyError, StopIteration):
+        return fallback
+
+
+def consumer_identity(t: Topology, hop: HopName = "gateway") -> str:
+    """The client identity the gateway (Strict) or APIM's validate-client-certificate accepts on ``t``: on the
+    reference chain ``consumer-client``; on yours, one its configured client CA issued."""
+    variant = gateway_strict if hop == "gateway" else apim_validates
+    return trusted_identity(variant(t), hop, "consumer-client")
 
 
 def serve_leaf(hop: HopName, leaf: str) -> Callable[[Topology], Topology]:
@@ -85,45 +118,64 @@ FAKE_CERT_SOURCE: Final = ("; cause: ingress-nginx serves its fake certificate w
                            "the host (controller.go 1448-1495 at controller-v1.15.1; docs/fidelity.md row 3), and "
                            "apim's detail header calls it self-signed (measured)")
 _SRC: Final = "issue 15 (an over-broad trust bundle passes every unknown-CA case); "
-#: (hop, its client-CA root in the reference chain, id stem, variant, expected refusal, evidence source)
-_CLIENT_SIDE: Final[tuple[tuple[HopName, str, str, Callable[[Topology], Topology] | None, Outcome, str], ...]] = (
-    ("gateway", "consumer-ca", "gateway-strict-refuses-client-cert-from", gateway_strict,
+#: (hop, id stem, variant that makes it verify client certs, expected refusal, evidence source)
+_CLIENT_SIDE: Final[tuple[tuple[HopName, str, Callable[[Topology], Topology] | None, Outcome, str], ...]] = (
+    ("gateway", "gateway-strict-refuses-client-cert-from", gateway_strict,
      http_reject(400, CERT_ERROR, hop="gateway", cause="not-trusted"),
      "DESIGN.md App Gateway Strict row; cause: the stand-in's detail header"),
-    ("apim", "consumer-ca", "apim-refuses-client-cert-from", apim_validates,
+    ("apim", "apim-refuses-client-cert-from", apim_validates,
      http_reject(401, hop="apim", cause="not-trusted"),
      "DESIGN.md APIM validate-client-certificate row; cause: the stand-in's detail header"),
-    ("ingress", "apim-client-ca", "ingress-refuses-client-cert-from", None,
+    ("ingress", "ingress-refuses-client-cert-from", None,
      http_reject(400, CERT_ERROR, hop="ingress", cause="unknown-issuer"),
      "ingress-nginx auth-tls-secret ca.crt; cause: nginx error.log at info (measured)"),
-    ("pod", "pod-ca", "pod-refuses-client-cert-from", None,
+    ("pod", "pod-refuses-client-cert-from", None,
      tls_alert("unknown_ca", hop="pod", cause="unknown-issuer"),
      "Python ssl CERT_OPTIONAL verifies a presented cert; cause: the pod's log (measured)"),
 )
-#: (hop serving, its server root, id stem, expected refusal by its caller, evidence source)
-_SERVER_SIDE: Final[tuple[tuple[HopName, str, str, Outcome, str], ...]] = (
-    ("gateway", "public-root", "client-refuses-gateway-cert-from",
+#: (hop serving, id stem, expected refusal by its caller, evidence source)
+_SERVER_SIDE: Final[tuple[tuple[HopName, str, Outcome, str], ...]] = (
+    ("gateway", "client-refuses-gateway-cert-from",
      server_untrusted(hop="client", cause="unknown-issuer"), "DESIGN.md: public listener; cause: OpenSSL's verify"),
-    ("apim", "apim-ca", "gateway-refuses-apim-cert-from", upstream_failure(502, hop="gateway", cause="unknown-issuer"),
+    ("apim", "gateway-refuses-apim-cert-from", upstream_failure(502, hop="gateway", cause="unknown-issuer"),
      "DESIGN.md App Gateway backend row; cause: the stand-in's detail header (measured)"),
-    ("ingress", "ingress-ca", "apim-refuses-ingress-cert-from",
+    ("ingress", "apim-refuses-ingress-cert-from",
      upstream_failure(500, hop="apim", cause="unknown-issuer"),
      "DESIGN.md APIM backend TLS row; cause: the stand-in's detail header (measured)"),
-    ("pod", "pod-ca", "ingress-refuses-pod-cert-from", upstream_failure(502, hop="ingress", cause="unknown-issuer"),
+    ("pod", "ingress-refuses-pod-cert-from", upstream_failure(502, hop="ingress", cause="unknown-issuer"),
      "DESIGN.md nginx upstream row; cause: nginx error.log (measured)"),
 )
 
 
-def cross_domain_cases() -> Iterator[Case]:
-    """A valid leaf of every other trust domain, presented (client side) and served (server side) at each verifier."""
-    plan = default_pki_plan()
-    for hop, own, stem, variant, expect, src in _CLIENT_SIDE:
+def _client_root(t: Topology, hop: HopName) -> str | None:
+    """The root of the CA ``hop`` verifies client certs with on ``t`` (None: it verifies none, or the CA is not in
+    the plan)."""
+    ca = t.listener_of(hop).client_ca
+    try:
+        return t.pki.root_of(ca) if ca else None
+    except KeyError:
+        return None
+
+
+def cross_domain_cases(topology: Topology | None = None) -> Iterator[Case]:
+    """A valid leaf of every other trust domain of ``topology``'s plan (default: the reference chain), presented
+    (client side) and served (server side) at each verifier."""
+    t = topology or default_topology()
+    plan = t.pki
+    for hop, stem, variant, expect, src in _CLIENT_SIDE:
+        try:
+            own = _client_root(variant(t) if variant is not None else t, hop)
+        except KeyError:  # the variant names an identity of the reference chain this chain does not have
+            continue
+        if own is None:
+            continue
         for root, leaf in foreign_leaves(plan, own, "client"):
             yield Case(f"{stem}-{root}", hop, "client-cert", "another trust domain", expect, _SRC + src,
                        variant=variant, identity=leaf.name,
                        probe={"min_version": "1.3", "max_version": "1.3"} if hop == "pod" else {})
-    ingress_host = default_topology().ingress.primary.host
-    for hop, own, stem, expect, src in _SERVER_SIDE:
+    ingress_host = t.ingress.primary.host
+    for hop, stem, expect, src in _SERVER_SIDE:
+        own = t.server_ca_of(hop)
         for root, leaf in foreign_leaves(plan, own, "server"):
             want, why = expect, src
             if hop == "ingress" and ingress_host not in leaf.sans:

@@ -185,7 +185,11 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
             declared = chain.limits.read_only
             raise Skip(declared or f"needs to change the chain ({case.column}), and the {chain.target} chain is "
                        "read-only without the target declaring it", declared=declared is not None)
-        chain = chain_for(case.variant(chain.topology))
+        changed = case.variant(chain.topology)
+        missing_crl = _missing_crl(changed, chain)
+        if missing_crl is not None:
+            raise Skip(missing_crl, declared=True)
+        chain = chain_for(changed)
     hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
     chain.endpoint(hop)  # HopUnreachable (an Unavailable) when the runner cannot reach it
     kwargs: dict[str, Any] = dict(case.probe)
@@ -205,7 +209,8 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
             kwargs["trust"] = chain.certs.trust_bundle(trusted)
     if case.headers_factory is not None:
         kwargs["headers"] = {**kwargs.get("headers", {}), **case.headers_factory(chain)}
-    predicted = prediction_for(chain.topology, CaseFacts(case.expect, identity, case.probe.get("max_version")))
+    predicted = prediction_for(chain.topology, CaseFacts(case.expect, identity, case.probe.get("max_version"),
+                                                         hop))
     mark = chain.evidence_mark()
     seen = chain.probe(hop, **kwargs)
     found = _attributed(case, seen, chain, mark, hop)
@@ -221,13 +226,13 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
         expected = _predicted_line(case, predicted)
     evidence = f"\n  evidence: {found.evidence}" if found.evidence else ""
     head = {"passed": "PASS", "failed": f"FAIL — {problem}",
-            "finding": f"FINDING — {predicted.finding.id if predicted else ''}"}[verdict]
+            "finding": f"FINDING — {predicted.finding.id if predicted and predicted.finding else ''}"}[verdict]
     message = (f"{case.id}: {head}\n"
                f"  hop:      {case.hop} ({case.via}{', variant ' + _variant_name(case) if case.variant else ''})\n"
                f"  expected: {expected}\n"
                f"  seen:     {seen.describe()}{evidence}{_trace_lines(seen)}")
     return CaseResult(case, verdict != "failed", seen, message, verdict,
-                      predicted.finding if predicted is not None else None)
+                      predicted.finding if predicted is not None else None)  # a rule-only prediction: no finding
 
 
 def _judge_predicted(p: Prediction, seen: Outcome, chain: RunningChain) -> tuple[Verdict, str | None]:
@@ -242,12 +247,15 @@ def _judge_predicted(p: Prediction, seen: Outcome, chain: RunningChain) -> tuple
     wanted = " or ".join(str(o) for o in (p.through, p.refused) if o is not None)
     if p.gone is not None:
         wanted += f" (at least not {p.gone})"
-    return "failed", (f"the chain's configuration ({p.finding.setting.text}) predicts {wanted}, seen something else")
+    why = p.finding.setting.text if p.finding is not None else p.rule
+    return "failed", f"the chain's configuration ({why}) predicts {wanted}, seen something else"
 
 
 def _predicted_line(case: Case, p: Prediction) -> str:
     f = p.finding
     alternatives = " or ".join(str(o) for o in (p.through, p.refused) if o is not None)
+    if f is None:
+        return f"{alternatives}   [rule: {p.rule}. Without it: {case.expect}, source: {case.source}]"
     return (f"{alternatives}   [finding {f.id}: {f.property.statement} — broken by {f.setting.text}; lets "
             f"{f.lets_through} through. Without it: {case.expect}, source: {case.source}]")
 
@@ -290,6 +298,21 @@ def _problem(expect: Outcome, seen: Outcome, chain: RunningChain) -> str | None:
         return None  # this target exposes no hop's evidence (attach, azure): the answer is all there is to judge
     return (f"refused for another cause or by another hop: expected {expect.attribution()}, "
             f"seen {seen.attribution()}")
+
+
+def _missing_crl(t: Topology, chain: RunningChain) -> str | None:
+    """Why the chain cannot be changed into ``t``: a Secret of ``t`` names a CRL its cert set cannot give (a chain
+    file's CA whose key is not there to sign one), or None."""
+    from harness.errors import HarnessError
+
+    for s in t.ingress.secrets:
+        if s.crl:
+            try:
+                chain.certs.crl(s.crl)
+            except (HarnessError, KeyError):
+                return (f"needs a CRL issued by {s.crl}, which this chain's certificates cannot give (no CA key to "
+                        "sign one); a chain file's CRLs are not modelled yet")
+    return None
 
 
 def _variant_name(case: Case) -> str:

@@ -83,8 +83,10 @@ def explain(case: Any, loaded: Any, topology: Any) -> dict[str, Any]:
         if case.variant is not None else None,
         "trusts": "the caller's configured CA" if case.caller_trust else f"the root of {target}'s server cert",
     }
-    p = prediction_for(t, CaseFacts(case.expect, identity, case.probe.get("max_version")))
-    if p is not None:
+    p = prediction_for(t, CaseFacts(case.expect, identity, case.probe.get("max_version"), target))
+    if p is not None and p.finding is None:
+        doc["rule"] = {"rule": p.rule, "passes_if": [str(p.refused)] if p.refused is not None else []}
+    elif p is not None and p.finding is not None:
         f = p.finding
         doc["finding"] = {
             "id": f.id, "property": f.property.statement, "rule_source": f.property.source,
@@ -111,6 +113,10 @@ def _print(doc: dict[str, Any]) -> None:
         print(f"             options {', '.join(f'{k}={v}' for k, v in pr['options'].items())}")
     print(f"  chain:     {'variant: ' + pr['variant'] if pr['variant'] else 'as it is (no variant)'}")
     print(f"  catalogue: {doc['expected']}\n             source: {doc['source']}")
+    if "rule" in doc:
+        print(f"  your chain changes it (no weakness): {doc['rule']['rule']}")
+        print(f"  verdict:   PASS if {' or '.join(doc['rule']['passes_if'])}; FAIL otherwise")
+        return
     f = doc.get("finding")
     if f is None:
         print("  your chain: no setting of it changes this expectation — the case passes only on exactly that "

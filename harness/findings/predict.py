@@ -112,19 +112,23 @@ class CaseFacts:
     expect: Outcome
     identity: str | None  # the leaf presented ("<leaf>~<fault>"), None for no client certificate
     max_version: str | None = None  # the highest TLS version the probe offers (None: the default)
+    target: str | None = None  # the hop the probe connects to ("gateway" for a request through the chain)
 
 
 @dataclass(frozen=True)
 class Prediction:
     """What a case sees on a chain with ``finding``: ``through`` (the weakness observed: a FINDING) or ``refused``
-    (the hop still refuses, for another reason: the case passes)."""
+    (the hop still refuses, for another reason: the case passes). Without a finding, a behaviour ``rule`` of the
+    chain's configuration changes what the case sees (``refused``), and no weakness is involved."""
 
-    finding: Finding
+    finding: Finding | None
     through: Outcome | None
     refused: Outcome | None = None
     #: a finding observed as the expected refusal being GONE, whatever follows (a TLS floor: the hop no longer
     #: answers protocol_version; what the handshake then does depends on the cipher lists, docs/findings.md)
     gone: Outcome | None = None
+    #: the behaviour rule (with its source) when no finding is involved
+    rule: str | None = None
 
 
 _CLIENT_CERT_CAUSES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "expired",
@@ -343,6 +347,9 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
     """What a case with ``facts`` sees on ``t`` (the chain the case runs on, its variant applied) when a finding of
     ``t`` defeats the rejection the case expects; None when no finding does (the case's own expectation stands)."""
     expect = facts.expect
+    ruled = _match_cn_without_a_cert(t, facts) or _gateway_presents_its_own_cert(t, facts)
+    if ruled is not None:
+        return ruled
     if not expect.is_rejection or expect.hop is None or expect.cause is None:
         return None
     for f in predict(t) if findings is None else findings:
@@ -354,6 +361,48 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
             return Prediction(f, None, f.instead)  # refused all the same, by another check
         return Prediction(f, ok(200), f.instead if facts.identity is not None else None)
     return None
+
+
+def _match_cn_without_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None:
+    """A request to the ingress WITHOUT a client certificate where auth-tls-match-cn is set and the verify mode lets
+    it past the TLS stage (optional, optional_no_ca, off): the subject DN is empty and the match-cn check answers 403
+    (nginx.tmpl 918 renders ``if ($ssl_client_s_dn !~ pattern) return 403``; measured on the partner-mtls example) —
+    whatever the case expected after that stage. With ``on`` nginx answers 400 first."""
+    if facts.target != "ingress" or facts.identity is not None or t.passthrough:
+        return None
+    ing = _auth_ingress(t)
+    secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
+    raw = ing.annotation("auth-tls-verify-client")
+    mode = raw if raw is not None and _VERIFY_CLIENT.match(raw) else "on"
+    if secret is None or not secret.ca or mode == "on" or not ing.annotation("auth-tls-match-cn"):
+        return None
+    if not _match_cn_refuses_empty(ing) or facts.expect == _MATCH_CN_REFUSAL:
+        return None
+    return Prediction(None, None, _MATCH_CN_REFUSAL, rule=(
+        f"auth-tls-verify-client {mode} with auth-tls-match-cn on Ingress {_ref(ing)}: a request without a client "
+        f"certificate has an empty subject, and match-cn refuses it with 403 ({SRC_NGINX} nginx.tmpl 918)"))
+
+
+def _gateway_presents_its_own_cert(t: Topology, facts: CaseFacts) -> Prediction | None:
+    """A request through the gateway to an APIM that validates client certificates: App Gateway does not forward the
+    client's certificate in the TLS session to its backend; APIM sees the gateway's OWN backend client certificate
+    when the backend settings name one (App Gateway backend settings, client certificate), and nothing otherwise. So
+    APIM's answer is about the gateway's certificate: ok when APIM's CA issued it, 401 not-trusted when not."""
+    expect = facts.expect
+    own = t.gateway.upstream.client_cert
+    if facts.target != "gateway" or expect.hop != "apim" or expect.cause != "no-client-cert" or own is None:
+        return None
+    if not (t.apim.negotiate_client_certificate and t.apim.validate_client_certificate):
+        return None
+    try:
+        trusted = t.apim.listener.client_ca is not None and \
+            t.pki.root_of(t.pki.leaf(own).issuer) == t.pki.root_of(t.apim.listener.client_ca)
+    except KeyError:
+        trusted = False
+    return Prediction(None, None, ok(200) if trusted else http_reject(401, hop="apim", cause="not-trusted"), rule=(
+        f"App Gateway presents its own backend client certificate ({own}) to APIM, which "
+        f"{'trusts' if trusted else 'does not trust'} it (gateway.backend_settings.client_certificate; App Gateway "
+        "does not forward the client's certificate in TLS)"))
 
 
 def _in_scope(t: Topology, f: Finding, facts: CaseFacts) -> bool:

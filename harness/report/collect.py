@@ -47,11 +47,13 @@ from harness.report.results import (
     write_text,
 )
 
-__all__ = ["CASE_ATTR", "CASE_RESULT", "IDENTITY_MODES", "SKIP_INFO", "ReportCollector", "add_links", "case_of",
-           "find", "install", "merge_links", "remember_result", "skip_case"]
+__all__ = ["CASE_ATTR", "CASE_RESULT", "CHAIN_CASES", "IDENTITY_MODES", "SKIP_INFO", "ReportCollector", "add_links",
+           "case_of", "find", "install", "merge_links", "remember_result", "skip_case"]
 
 #: per identity of the session's chain file, "real" or "shadow" (the pytest plugin sets it when --mtls-chain is given)
 IDENTITY_MODES = pytest.StashKey[dict[str, str]]()
+#: the plugin leaves here the chain's generated catalogue (id → case), computed on first use
+CHAIN_CASES = pytest.StashKey[Callable[[], Mapping[str, Case]]]()
 #: the plugin leaves here how to get the chain's findings (harness.report.findings records) and its accepted ids
 FINDINGS = pytest.StashKey[Callable[[], tuple[list[dict[str, Any]], dict[str, str]]]]()
 #: the attribute of an e2e test function that holds its :class:`~harness.cases.model.Case`
@@ -84,9 +86,16 @@ def skip_case(node: pytest.Item | None, reason: str, *, declared: bool) -> NoRet
 
 
 def case_of(item: pytest.Item) -> Case | None:
-    """The case an e2e test runs, or None for any other test."""
+    """The case an e2e test runs — the chain's generated version of it (its own names) — or None for any other
+    test."""
+    generated = getattr(getattr(item, "callspec", None), "params", {}).get("mtls_generated_case")
+    if isinstance(generated, Case):
+        return generated
     case = getattr(getattr(item, "function", None), CASE_ATTR, None)
-    return case if isinstance(case, Case) else None
+    if not isinstance(case, Case):
+        return None
+    chain_cases = item.config.stash.get(CHAIN_CASES, None)
+    return chain_cases().get(case.id, case) if chain_cases is not None else case
 
 
 def find(config: pytest.Config) -> ReportCollector | None:

@@ -47,9 +47,10 @@ def test_no_case_of_the_catalogue_changes_its_expectation_on_the_reference_chain
     for case in cases():
         t = case.variant(REF) if case.variant is not None else REF
         identity = case.identity
+        target = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
         if identity == DEFAULT_IDENTITY:
-            identity = t.caller_of("gateway" if case.via == "chain" else (case.endpoint or case.hop)).client_cert
-        if prediction_for(t, CaseFacts(case.expect, identity, case.probe.get("max_version"))) is not None:
+            identity = t.caller_of(target).client_cert
+        if prediction_for(t, CaseFacts(case.expect, identity, case.probe.get("max_version"), target)) is not None:
             changed.append(case.id)
     assert changed == []
 
@@ -254,3 +255,34 @@ def test_the_markdown_summary_puts_open_findings_first_then_failures() -> None:
     assert open_row < accepted_row
     assert "### Findings (1 open, 1 accepted)" in text
     assert "| `c` | ingress | `ok(200)` | `http_reject(403)` | why \\| not |" in text
+
+
+def test_with_match_cn_and_optional_a_request_without_a_cert_is_refused_by_match_cn_whatever_was_expected() -> None:
+    """Measured on the partner-mtls example: ingress-optional-accepts-missing-client-cert saw 403 match-cn."""
+    t = REF.with_ingress_annotations(auth_tls_verify_client="optional", auth_tls_match_cn="CN=apim-client")
+    p = prediction_for(t, CaseFacts(ok(200), None, None, "ingress"))
+    assert p is not None
+    assert p.finding is None
+    assert p.refused == http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
+    assert "match-cn" in (p.rule or "")
+    assert prediction_for(t, CaseFacts(ok(200), None, None, "gateway")) is None  # apim presents its own cert
+    on = REF.with_ingress_annotations(auth_tls_match_cn="CN=apim-client")
+    assert prediction_for(on, CaseFacts(NO_CERT, None, None, "ingress")) is None  # "on": nginx's 400 comes first
+
+
+def test_through_the_gateway_apim_judges_the_gateways_own_backend_cert() -> None:
+    """Measured on the partner-mtls example: its gateway presents gateway-client to APIM, which trusts it."""
+    expect = http_reject(401, hop="apim", cause="no-client-cert")
+    validating = REF.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+    assert prediction_for(validating, CaseFacts(expect, None, None, "gateway")) is None  # no cert: the 401 stands
+    trusted_leaf = next(lf.name for lf in REF.pki.leaves
+                        if lf.usage == "client" and REF.pki.root_of(lf.issuer) == REF.pki.root_of(
+                            REF.apim.listener.client_ca or ""))
+    presenting = validating.with_hop("gateway", upstream__client_cert=trusted_leaf)
+    p = prediction_for(presenting, CaseFacts(expect, None, None, "gateway"))
+    assert p is not None
+    assert p.refused == ok(200)
+    foreign = validating.with_hop("gateway", upstream__client_cert="ingress-client")
+    p = prediction_for(foreign, CaseFacts(expect, None, None, "gateway"))
+    assert p is not None
+    assert p.refused == http_reject(401, hop="apim", cause="not-trusted")
