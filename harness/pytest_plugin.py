@@ -107,12 +107,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def chain_catalogue(config: pytest.Config) -> tuple[CaseType, ...]:
     """The catalogue generated for the session's chain (``--mtls-chain``, else the reference chain)."""
-    from harness.cases.catalogue import catalogue_for
+    from harness.cases.catalogue import CATALOGUE, catalogue_for
 
     loaded = _chain_file(config)
-    topology = loaded.topology if loaded is not None else default_topology(
-        str(config.getoption("--mtls-key-type")))  # type: ignore[arg-type]
-    return catalogue_for(topology)
+    # the reference chain's is CATALOGUE itself (the same cases for either key type: names and variants do not
+    # depend on it)
+    return catalogue_for(loaded.topology) if loaded is not None else CATALOGUE
 
 
 def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, str]]:

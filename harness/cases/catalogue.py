@@ -7,6 +7,7 @@ Ids read as behaviour and are the same on every target; a case a target cannot r
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -73,9 +74,20 @@ def _annotations(**changes: str | None) -> Callable[[Topology], Topology]:
     return variant
 
 
+def _auth_secret(t: Topology) -> str:
+    """The name of the ingress's auth-tls CA Secret on ``t`` (the reference chain's ``apim-client-ca``)."""
+    ref = t.ingress.primary.annotation("auth-tls-secret") or "apim-client-ca"
+    return ref.rpartition("/")[2]
+
+
 def _ingress_crl(t: Topology) -> Topology:
-    secrets = tuple(dataclasses.replace(s, crl="apim-client-ca") if s.name == "apim-client-ca" else s
-                    for s in t.ingress.secrets)
+    """The auth-tls Secret with a ca.crl issued by the CA of the client identity the ingress trusts."""
+    name = _auth_secret(t)
+    try:
+        issuer = t.pki.leaf(trusted_identity(t, "ingress", "apim-client")).issuer
+    except KeyError:
+        issuer = "apim-client-ca"  # a reference name: skips by design on a chain without it
+    secrets = tuple(dataclasses.replace(s, crl=issuer) if s.name == name else s for s in t.ingress.secrets)
     return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))
 
 
@@ -406,8 +418,8 @@ def _apim_negotiates(t: Topology) -> Topology:
 
 def _ca_secret(**changes: Any) -> Callable[[Topology], Topology]:
     def variant(t: Topology) -> Topology:
-        secrets = tuple(dataclasses.replace(s, **changes) if s.name == "apim-client-ca" else s
-                        for s in t.ingress.secrets)
+        name = _auth_secret(t)
+        secrets = tuple(dataclasses.replace(s, **changes) if s.name == name else s for s in t.ingress.secrets)
         return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))
 
     variant.__name__ = "ca_secret_" + "_".join(changes)
@@ -416,14 +428,32 @@ def _ca_secret(**changes: Any) -> Callable[[Topology], Topology]:
 
 def _cross_namespace(allow: bool) -> Callable[[Topology], Topology]:
     def variant(t: Topology) -> Topology:
-        t = _ca_secret(namespace="security")(t).with_ingress_annotations(auth_tls_secret="security/apim-client-ca")
+        name = _auth_secret(t)
+        t = _ca_secret(namespace="security")(t).with_ingress_annotations(auth_tls_secret=f"security/{name}")
         return t.replace(ingress=dataclasses.replace(t.ingress, allow_cross_namespace_resources=allow))
 
     variant.__name__ = f"cross_namespace_ca_secret_{'allowed' if allow else 'refused'}"
     return variant
 
 
-def _ingress_nginx_cases() -> Iterator[Case]:
+def _subject_parts(t: Topology, leaf: str) -> tuple[str, str]:
+    """(CN, O) of ``leaf``'s subject on ``t`` — what ingress-nginx's match-cn regex sees in ``$ssl_client_s_dn``."""
+    spec = t.pki.leaf(leaf)
+    org = spec.organization
+    if spec.subject:
+        found = re.search(r"(?:^|,)\s*O=([^,]+)", spec.subject)
+        org = found.group(1) if found else org
+    return spec.common_name, org
+
+
+def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
+    caller = trusted_identity(t, "ingress", "apim-client")
+    try:
+        cn, org = _subject_parts(t, caller)
+    except KeyError:
+        cn, org = "apim-client", "Contoso"  # reference names: the cases skip by design on a chain without them
+    cn_re = cn.replace(".", "\\.")
+    prefix = cn_re.split("-")[0] if "-" in cn_re else cn_re[:-1]
     e2e = "ingress-nginx e2e authtls.go"
     docs = "ingress-nginx annotations docs"
     optional = _annotations(auth_tls_verify_client="optional")
@@ -438,7 +468,7 @@ def _ingress_nginx_cases() -> Iterator[Case]:
                docs, variant=optional, check=_header("ssl-client-verify", lambda v: v == "SUCCESS", "SUCCESS"))
     yield Case("ingress-optional-no-ca-lets-unknown-ca-through-marked-failed", "ingress", "ingress-nginx",
                "verify optional_no_ca", ok(200), docs + " (optional_no_ca)",
-               variant=_annotations(auth_tls_verify_client="optional_no_ca"), identity="apim-client~unknown-ca",
+               variant=_annotations(auth_tls_verify_client="optional_no_ca"), identity=f"{caller}~unknown-ca",
                check=_header("ssl-client-verify", lambda v: (v or "").startswith("FAILED"), "FAILED:…"))
     yield Case("ingress-verify-off-accepts-missing-client-cert", "ingress", "ingress-nginx", "verify off", ok(200),
                e2e + " #2 #5", variant=_annotations(auth_tls_verify_client="off"), identity=None)
@@ -459,11 +489,11 @@ def _ingress_nginx_cases() -> Iterator[Case]:
                check=_header("ssl-client-cert", lambda v: v is None, "absent"))
     for name, regex, expect in (
         ("rejects-non-matching-cn", "CN=notgonnamatch", MATCH_CN_REJECT),
-        ("accepts-matching-cn", "CN=apim-client", ok(200)),
-        ("match-cn-is-unanchored-prefix", "CN=apim", ok(200)),
-        ("match-cn-spans-the-whole-dn", "CN=.*O=Contoso", ok(200)),
-        ("match-cn-alternation", "CN=other|CN=apim-client", ok(200)),
-        ("match-cn-anchored-at-the-end-rejects", "CN=apim$", MATCH_CN_REJECT),
+        ("accepts-matching-cn", f"CN={cn_re}", ok(200)),
+        ("match-cn-is-unanchored-prefix", f"CN={prefix}", ok(200)),
+        ("match-cn-spans-the-whole-dn", f"CN=.*O={org}", ok(200)),
+        ("match-cn-alternation", f"CN=other|CN={cn_re}", ok(200)),
+        ("match-cn-anchored-at-the-end-rejects", f"CN={prefix}$", MATCH_CN_REJECT),
     ):
         yield Case(f"ingress-{name}", "ingress", "ingress-nginx", "match-cn", expect, e2e + " #6 #7 #9",
                    variant=_annotations(auth_tls_match_cn=regex))
@@ -514,7 +544,7 @@ def _apim_cases() -> Iterator[Case]:
 
 CASE_BUILDERS: tuple[Callable[[Topology], Iterator[Case]], ...] = (
     _client_cert_cases, lambda _t: _server_cert_cases(), lambda _t: _pod_cases(),
-    lambda _t: _protocol_cases(), lambda _t: _trace_cases(), lambda _t: _ingress_nginx_cases(),
+    lambda _t: _protocol_cases(), lambda _t: _trace_cases(), _ingress_nginx_cases,
     lambda _t: _apim_cases(), lambda _t: oauth_cases(), cross_domain_cases, lambda _t: stripping_cases(),
     lambda _t: fidelity_cases(),
 )

@@ -109,7 +109,7 @@ def run_case(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Ru
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the hand-written catalogue on a chain with other names (until the catalogue is generated from the chain: issue 17)
+# cases still written for the reference chain's names, on a chain with other names
 # ------------------------------------------------------------------------------------------------------------------
 _NAMED = re.compile(r"named '([^']+)'")
 
@@ -146,8 +146,9 @@ def _reference() -> Topology:
 
 def needs_reference(case: Case, topology: Topology) -> str | None:
     """Why ``case`` cannot run on ``topology`` — it names an identity, CA or Secret of the reference chain that
-    ``topology`` does not have (the catalogue is written for the reference's names; issue 17 generates it from the
-    chain) — or None when it can. A name neither chain has is the case's own fault (a missing CA Secret) and runs."""
+    ``topology`` does not have (the case is still written for the reference's names; ``catalogue_for`` generates the
+    rest from the chain) — or None when it can. A name neither chain has is the case's own fault (a missing CA
+    Secret) and runs."""
     wanted: list[str] = []
     if case.identity not in (None, DEFAULT_IDENTITY):
         wanted.append(case.identity.partition("~")[0])
@@ -166,7 +167,8 @@ def needs_reference(case: Case, topology: Topology) -> str | None:
 
 
 def _needs(name: str) -> str:
-    return f"needs the reference chain's {name}; the catalogue generated from your chain comes with issue 17"
+    return (f"needs the reference chain's {name}; this case is not generated from your chain yet "
+            "(docs/chain-file.md#run---chain-today)")
 
 
 def _reference_lookup(exc: KeyError, topology: Topology) -> str | None:
@@ -201,7 +203,7 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     if identity is None:
         kwargs.update(client_cert=None, client_key=None)
     else:
-        leaf = chain.certs.leaf(identity)
+        leaf = _leaf_or_skip(chain, identity)
         kwargs.update(client_cert=leaf.chain, client_key=leaf.key)
     if case.caller_trust:
         trusted = chain.topology.caller_of(hop).trusted_ca  # the probed hop's caller: the client for a chain case
@@ -298,6 +300,21 @@ def _problem(expect: Outcome, seen: Outcome, chain: RunningChain) -> str | None:
         return None  # this target exposes no hop's evidence (attach, azure): the answer is all there is to judge
     return (f"refused for another cause or by another hop: expected {expect.attribution()}, "
             f"seen {seen.attribution()}")
+
+
+def _leaf_or_skip(chain: RunningChain, identity: str) -> Any:
+    """The cert and key files of ``identity``; a fault variant the cert set cannot make (a chain file's real identity
+    whose CA key is not given: the fault must be issued by that CA) skips by design."""
+    from harness.errors import HarnessError
+
+    try:
+        return chain.certs.leaf(identity)
+    except HarnessError as exc:
+        base, _, fault = identity.partition("~")
+        if not fault:
+            raise
+        raise Skip(f"the {fault} variant of {base} must be issued by its CA, whose private key this chain's "
+                   f"certificates do not give ({str(exc).split(' — ')[0]})", declared=True) from None
 
 
 def _missing_crl(t: Topology, chain: RunningChain) -> str | None:

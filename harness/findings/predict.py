@@ -21,7 +21,7 @@ from typing import Final, Literal
 import re2
 
 from harness.model.topology import HopName, Ingress, TLSVersion, Topology, Upstream
-from harness.probe.outcomes import Outcome, http_reject, ok
+from harness.probe.outcomes import Outcome, http_reject, ok, tls_alert, upstream_failure
 
 __all__ = ["PROPERTIES", "CaseFacts", "Finding", "Prediction", "Property", "Setting", "predict", "prediction_for"]
 
@@ -347,7 +347,8 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
     """What a case with ``facts`` sees on ``t`` (the chain the case runs on, its variant applied) when a finding of
     ``t`` defeats the rejection the case expects; None when no finding does (the case's own expectation stands)."""
     expect = facts.expect
-    ruled = _match_cn_without_a_cert(t, facts) or _gateway_presents_its_own_cert(t, facts)
+    ruled = (_match_cn_without_a_cert(t, facts) or _gateway_presents_its_own_cert(t, facts)
+             or _pod_requires_a_cert(t, facts))
     if ruled is not None:
         return ruled
     if not expect.is_rejection or expect.hop is None or expect.cause is None:
@@ -403,6 +404,24 @@ def _gateway_presents_its_own_cert(t: Topology, facts: CaseFacts) -> Prediction 
         f"App Gateway presents its own backend client certificate ({own}) to APIM, which "
         f"{'trusts' if trusted else 'does not trust'} it (gateway.backend_settings.client_certificate; App Gateway "
         "does not forward the client's certificate in TLS)"))
+
+
+def _pod_requires_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None:
+    """A pod that REQUIRES a client certificate (pod.client_auth: required) refuses a connection without one: a
+    direct probe without a cert gets its TLS 1.3 ``certificate_required`` alert, and a request through the chain whose
+    ingress presents no client cert (no proxy-ssl-secret) gets the ingress's 502 (both measured: the pod's log names
+    the missing cert; Python ssl CERT_REQUIRED)."""
+    if t.pod.listener.client_auth != "required" or facts.expect.kind != "ok" or t.passthrough:
+        return None
+    why = "pod.client_auth: required"
+    if facts.target == "pod" and facts.identity is None and facts.max_version in (None, "1.3"):
+        return Prediction(None, None, tls_alert("certificate_required", hop="pod", cause="no-client-cert"),
+                          rule=f"{why}: a connection without a client certificate is refused in the handshake")
+    if facts.target == "gateway" and t.ingress_upstream().client_cert is None:
+        return Prediction(None, None, upstream_failure(502, hop="pod", cause="no-client-cert"), rule=(
+            f"{why}, and the ingress presents no client certificate to the pod (no proxy-ssl-secret): the pod "
+            "refuses the ingress's connection, which answers 502"))
+    return None
 
 
 def _in_scope(t: Topology, f: Finding, facts: CaseFacts) -> bool:

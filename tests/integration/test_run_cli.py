@@ -211,4 +211,4 @@ def test_python_m_harness_run_for_real_from_a_directory_that_is_not_a_checkout(t
     doc = _results(report)
     assert [(c["id"], c["result"]) for c in doc["cases"]] == [("gateway-refuses-tls1.0", "passed"),
                                                               ("pod-accepts-tls1.3", "passed")]
-    assert {p.name for p in report.iterdir()} == {"junit.xml", "results.json", "index.html"}
+    assert {p.name for p in report.iterdir()} == {"junit.xml", "results.json", "index.html", "summary.md"}

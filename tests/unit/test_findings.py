@@ -286,3 +286,16 @@ def test_through_the_gateway_apim_judges_the_gateways_own_backend_cert() -> None
     p = prediction_for(foreign, CaseFacts(expect, None, None, "gateway"))
     assert p is not None
     assert p.refused == http_reject(401, hop="apim", cause="not-trusted")
+
+
+def test_a_pod_that_requires_a_cert_refuses_a_probe_and_an_ingress_without_one() -> None:
+    """Measured on a docs-only chain whose pod requires a client cert (certificate_required; the ingress's 502)."""
+    t = REF.with_hop("pod", listener__client_auth="required")
+    p = prediction_for(t, CaseFacts(ok(200), None, None, "pod"))
+    assert p is not None
+    assert p.refused == tls_alert("certificate_required", hop="pod", cause="no-client-cert")
+    assert prediction_for(t, CaseFacts(ok(200), "ingress-client", None, "pod")) is None  # with a cert: no change
+    no_proxy_cert = t.with_ingress_annotations(proxy_ssl_secret=None, proxy_ssl_verify=None)
+    p = prediction_for(no_proxy_cert, CaseFacts(ok(200), None, None, "gateway"))
+    assert p is not None
+    assert p.refused == upstream_failure(502, hop="pod", cause="no-client-cert")
