@@ -182,6 +182,9 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     missing = needs_reference(case, chain.topology)
     if missing is not None:
         raise Skip(missing, declared=True)
+    terminating = _needs_a_terminating_ingress(case, chain.topology)
+    if terminating is not None:
+        raise Skip(terminating, declared=True)
     if case.variant is not None:
         if not chain.mutable:
             declared = chain.limits.read_only
@@ -300,6 +303,24 @@ def _problem(expect: Outcome, seen: Outcome, chain: RunningChain) -> str | None:
         return None  # this target exposes no hop's evidence (attach, azure): the answer is all there is to judge
     return (f"refused for another cause or by another hop: expected {expect.attribution()}, "
             f"seen {seen.attribution()}")
+
+
+def _needs_a_terminating_ingress(case: Case, t: Topology) -> str | None:
+    """Why ``case`` does not apply to a chain whose ingress passes TLS through (``t.passthrough``): it is about the
+    ingress terminating TLS (its listener, its client-cert check, its upstream check), which such a chain does not
+    do — the pod's cases cover that session. None when it applies (a case about passthrough itself, or one whose
+    variant turns termination back on)."""
+    if not t.passthrough or "passthrough" in case.column:
+        return None
+    if case.hop != "ingress" and case.expect.hop != "ingress":
+        return None
+    try:
+        if case.variant is not None and not case.variant(t).passthrough:
+            return None
+    except KeyError:
+        return None
+    return ("the ingress passes TLS through on this chain (ssl-passthrough): a case about the ingress terminating TLS "
+            "does not apply; the pod's cases cover that session")
 
 
 def _leaf_or_skip(chain: RunningChain, identity: str) -> Any:

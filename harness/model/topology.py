@@ -379,8 +379,8 @@ class Topology:
             return self.client
         if hop == "apim":
             return self.gateway.upstream
-        if hop == "ingress":
-            return self.apim.upstream
+        if hop == "ingress" or self.passthrough:
+            return self.apim.upstream  # behind ssl-passthrough the pod's TLS session is APIM's
         return self.ingress_upstream()
 
     def ingress_upstream(self) -> Upstream:

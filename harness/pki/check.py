@@ -395,6 +395,8 @@ def topology_consumers(topology: Topology, ca_certs: Mapping[str, x509.Certifica
         return (ca_certs[plan.root_of(ca)],)
 
     for hop in HOPS:
+        if hop == "pod" and topology.passthrough:
+            continue  # behind ssl-passthrough the pod's cert is APIM's to verify: the ingress row above is that session
         listener, caller = topology.listener_of(hop), topology.caller_of(hop)
         served = listener.server_cert
         if hop == "ingress" and topology.passthrough:
