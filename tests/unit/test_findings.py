@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,15 +195,43 @@ def test_the_document_counts_findings_apart_from_passes_and_failures() -> None:
     assert "auth-tls-verify-client: optional" in html
 
 
-def test_run_with_an_unusable_chain_file_is_one_line_and_exit_2_before_pytest_starts(
-        partner: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Before: each xdist worker raised the bad file per case (204 errors, exit 1)."""
-    broken = partner.with_name("broken.yaml")
-    broken.write_text(partner.read_text().replace("certs/public-root.pem", "certs/nowhere.pem"))
-    assert main(["run", "--chain", str(broken), "-n", "2"]) == 2
+def _without_gateway(text: str) -> str:
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("gateway:"):
+            skipping = True
+            continue
+        if skipping and line[:1] not in (" ", "\n"):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+@pytest.mark.parametrize(("command", "edit", "words"), [
+    ("run", lambda t: t.replace("certs/public-root.pem", "certs/nowhere.pem"), "nowhere.pem"),
+    ("run", _without_gateway, "gateway"),
+    ("run", None, "auth-tls-verify-depth"),  # a value the controller refuses, in the Ingress manifest
+    ("explain", _without_gateway, "gateway"),
+])
+def test_run_and_explain_with_an_unusable_chain_file_are_one_line_and_exit_2(
+        partner: Path, capsys: pytest.CaptureFixture[str], command: str, edit: Any, words: str) -> None:
+    """Before: `run` let each xdist worker raise the bad file per case (204 errors, exit 1)."""
+    broken = partner.with_name(f"broken-{command}-{words.replace('.', '')}.yaml")
+    broken.write_text(edit(partner.read_text()) if edit is not None else partner.read_text())
+    manifest = partner.parent / "k8s" / "ingress.yaml"
+    original = manifest.read_text()
+    if edit is None:
+        manifest.write_text(original.replace("auth-tls-verify-depth: '1'", "auth-tls-verify-depth: '-1'"))
+    try:
+        argv = ["run", "--chain", str(broken), "-n", "2"] if command == "run" else \
+            ["explain", "gateway-refuses-tls1.0", "--chain", str(broken)]
+        assert main(argv) == 2
+    finally:
+        manifest.write_text(original)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "nowhere.pem" in err[0]
+    assert words in err[0]
 
 
 def test_explain_names_the_probe_the_finding_its_line_and_the_verdict_rules(
