@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the bench package importable
     sys.path.insert(0, str(REPO))
 
-from bench import cold_start, containers, machine, probe_rate, report, rotation, suite, variants  # noqa: E402
+from bench import chains, cold_start, containers, machine, probe_rate, report, rotation, suite, variants  # noqa: E402
 from bench.common import Bench, Progress, load_average  # noqa: E402
 
-ORDER = ("cold_start", "probe_rate", "variants", "suite", "containers", "rotation")
+ORDER = ("cold_start", "probe_rate", "variants", "suite", "chains", "containers", "rotation")
 DEFAULT_OUT = REPO / "bench" / "results.json"
 SCHEMA = "mtls-harness/bench/1"
 
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe_rate": lambda: probe_rate.run(seconds=seconds, experiment=experiments, progress=say),
         "variants": lambda: variants.run(runs=2 if quick else 6, progress=say),
         "suite": lambda: _suite(done, quick, say),
+        "chains": lambda: chains.run(runs=3 if quick else 10, live=not quick, progress=say),
         "containers": lambda: containers.run(runs=1 if quick else 2, warmup=not quick, local_start=chain_start(),
                                              progress=say),
         "rotation": lambda: rotation.run(duration=3.0 if quick else 8.0, chain_start=chain_start(), progress=say),

@@ -48,7 +48,7 @@ from harness.report.results import (
 )
 
 __all__ = ["CASE_ATTR", "CASE_RESULT", "CHAIN_CASES", "IDENTITY_MODES", "SKIP_INFO", "ReportCollector", "add_links",
-           "case_of", "find", "install", "merge_links", "remember_result", "skip_case"]
+           "case_of", "find", "generated_for_chain", "install", "merge_links", "remember_result", "skip_case"]
 
 #: per identity of the session's chain file, "real" or "shadow" (the pytest plugin sets it when --mtls-chain is given)
 IDENTITY_MODES = pytest.StashKey[dict[str, str]]()
@@ -96,6 +96,14 @@ def case_of(item: pytest.Item) -> Case | None:
         return None
     chain_cases = item.config.stash.get(CHAIN_CASES, None)
     return chain_cases().get(case.id, case) if chain_cases is not None else case
+
+
+def generated_for_chain(item: pytest.Item) -> bool:
+    """Whether the catalogue generated for the session's chain has the case ``item`` runs (always true without a
+    chain file: the reference chain's catalogue is the one the suite is written from)."""
+    case = getattr(getattr(item, "function", None), CASE_ATTR, None)
+    chain_cases = item.config.stash.get(CHAIN_CASES, None)
+    return not isinstance(case, Case) or chain_cases is None or case.id in chain_cases()
 
 
 def find(config: pytest.Config) -> ReportCollector | None:

@@ -67,3 +67,19 @@ def test_bad_options_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) ->
         run.parse(["--only", "nonsense"])
     assert exc.value.code == 2
     assert "unknown benchmark nonsense" in capsys.readouterr().err
+
+
+def test_chains_bench_reports_cases_generated_per_chain_without_running_them() -> None:
+    from bench import chains
+
+    bench = chains.run(runs=1, live=False)
+    assert bench.skipped is None
+    generated = {r.measure: r.value for r in bench.rows if r.measure.endswith(": cases generated")}
+    assert set(generated) == {"reference: cases generated", "partner-mtls: cases generated",
+                              "passthrough: cases generated"}
+    assert generated["reference: cases generated"] == 204.0  # today's catalogue (tests/unit/data)
+    assert all(v is not None and v > 0 for v in generated.values())
+    timing = bench.row("partner-mtls: generate catalogue + predict findings")
+    assert timing is not None
+    assert timing.value is not None
+    assert timing.value > 0
