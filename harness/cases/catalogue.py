@@ -250,12 +250,20 @@ def _passthrough(t: Topology) -> Topology:
     return t.with_hop("apim", upstream__trusted_ca="pod-ca")
 
 
-def _pod_cases() -> Iterator[Case]:
+def _pod_caller(c: RunningChain) -> str:
+    """The client identity the pod trusts on the running chain (the ingress's proxy-ssl cert; APIM's behind
+    passthrough)."""
+    return trusted_identity(c.topology, "pod", "ingress-client")
+
+
+def _pod_cases(t: Topology) -> Iterator[Case]:
+    behind = trusted_identity(_passthrough(t), "pod", "apim-client")  # the pod's caller behind passthrough
+    caller = trusted_identity(t, "pod", "ingress-client")
     # behind passthrough the pod's own TLS stack (Python's ssl, OpenSSL) decides: TLS alerts, not HTTP pages
     src = "OpenSSL ssl_verify_alarm_type (X509_V_ERR → alert); DESIGN.md passthrough variant"
     pv = {"min_version": "1.3", "max_version": "1.3"}
     yield Case("pod-behind-passthrough-accepts-apims-client-cert", "pod", "client-cert", "valid", ok(200), src,
-               variant=_passthrough, endpoint="ingress", identity="apim-client", probe=pv)
+               variant=_passthrough, endpoint="ingress", identity=behind, probe=pv)
     yield Case("pod-behind-passthrough-rejects-missing-client-cert", "pod", "client-cert", "none",
                tls_alert("certificate_required", hop="pod", cause="no-client-cert"), src, variant=_passthrough,
                endpoint="ingress", identity=None,
@@ -268,21 +276,21 @@ def _pod_cases() -> Iterator[Case]:
         yield Case(f"pod-behind-passthrough-rejects-client-cert-{fault}", "pod", "client-cert", column,
                    tls_alert(alerts[fault], hop="pod", cause=POD_CLIENT_CAUSES[fault]), src + "; cause: the pod's log",
                    variant=_passthrough, endpoint="ingress",
-                   identity=f"apim-client~{fault}", probe=pv)
+                   identity=f"{behind}~{fault}", probe=pv)
     # re-encrypt (the default): the pod asks for the ingress's proxy-ssl client cert (optional) and verifies it
     src = "ingress-nginx proxy-ssl-secret tls.crt → proxy_ssl_certificate; Python ssl CERT_OPTIONAL"
     yield Case("pod-accepts-the-ingress-proxy-ssl-client-cert", "pod", "client-cert", "valid", ok(200), src,
-               check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
+               check=lambda r, c: _expect_pod_peer(r, c, _pod_caller(c)))
     yield Case("pod-optional-client-auth-accepts-no-cert", "pod", "client-cert", "none", ok(200), src,
                identity=None, check=lambda r, c: None if (r.json() or {}).get("peer") is None else "the pod saw a peer")
     for fault, alert in (("unknown-ca", "unknown_ca"), ("expired", "certificate_expired")):
         yield Case(f"pod-rejects-presented-client-cert-{fault}", "pod", "client-cert", dict(CLIENT_FAULTS)[fault],
                    tls_alert(alert, hop="pod", cause=POD_CLIENT_CAUSES[fault]),
                    src + " (a presented cert is verified even when optional); cause: the pod's log",
-                   identity=f"ingress-client~{fault}", probe=pv)
+                   identity=f"{caller}~{fault}", probe=pv)
     yield Case("chain-reaches-pod-through-passthrough", "pod", "trace", "passthrough end to end", ok(200),
                "DESIGN.md passthrough variant", via="chain", variant=_passthrough,
-               check=lambda r, c: _expect_pod_peer(r, c, "apim-client"))
+               check=lambda r, c: _expect_pod_peer(r, c, _pod_caller(c)))
 
 
 def _protocol_cases() -> Iterator[Case]:
@@ -347,8 +355,11 @@ def _trace(r: ProbeResult) -> dict[str, dict[str, str]]:
 
 
 def _every_hop_tls(r: ProbeResult, c: RunningChain) -> str | None:
+    """Every hop recorded the TLS session it received. Behind ssl-passthrough the ingress forwards APIM's TLS session
+    to the pod unopened (nginx stream): it records none, and the pod's entry is that session."""
     trace = _trace(r)
-    bad = [h for h in ("gateway", "apim", "ingress", "pod") if not trace.get(h, {}).get("tls", "").startswith("TLSv1.")]
+    hops = ("gateway", "apim", "pod") if c.topology.passthrough else ("gateway", "apim", "ingress", "pod")
+    bad = [h for h in hops if not trace.get(h, {}).get("tls", "").startswith("TLSv1.")]
     return f"no TLS recorded at: {', '.join(bad)} (trace: {trace})" if bad else None
 
 
@@ -372,7 +383,7 @@ def _trace_cases() -> Iterator[Case]:
     yield Case("ingress-verified-identity-is-apims-client-cert", "ingress", "trace", "identity at the pod", ok(200),
                src, via="chain", check=_ingress_saw_apim)
     yield Case("pod-sees-the-ingress-proxy-ssl-client-cert", "pod", "trace", "identity at the pod", ok(200), src,
-               via="chain", check=lambda r, c: _expect_pod_peer(r, c, "ingress-client"))
+               via="chain", check=lambda r, c: _expect_pod_peer(r, c, _pod_caller(c)))
     yield Case("gateway-strips-client-supplied-trace-headers", "gateway", "trace", "spoofed trace", ok(200),
                "REFERENCES #10 (header forwarding is spoofable)", via="chain", probe={"headers": SPOOF},
                check=stripped_by("gateway", tuple(PROXY_HOPS)))
@@ -543,7 +554,7 @@ def _apim_cases() -> Iterator[Case]:
 
 
 CASE_BUILDERS: tuple[Callable[[Topology], Iterator[Case]], ...] = (
-    _client_cert_cases, lambda _t: _server_cert_cases(), lambda _t: _pod_cases(),
+    _client_cert_cases, lambda _t: _server_cert_cases(), _pod_cases,
     lambda _t: _protocol_cases(), lambda _t: _trace_cases(), _ingress_nginx_cases,
     lambda _t: _apim_cases(), lambda _t: oauth_cases(), cross_domain_cases, lambda _t: stripping_cases(),
     lambda _t: fidelity_cases(),

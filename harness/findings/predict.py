@@ -411,13 +411,13 @@ def _pod_requires_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None:
     direct probe without a cert gets its TLS 1.3 ``certificate_required`` alert, and a request through the chain whose
     ingress presents no client cert (no proxy-ssl-secret) gets the ingress's 502 (both measured: the pod's log names
     the missing cert; Python ssl CERT_REQUIRED)."""
-    if t.pod.listener.client_auth != "required" or facts.expect.kind != "ok" or t.passthrough:
+    if t.pod.listener.client_auth != "required" or facts.expect.kind != "ok":
         return None
     why = "pod.client_auth: required"
     if facts.target == "pod" and facts.identity is None and facts.max_version in (None, "1.3"):
         return Prediction(None, None, tls_alert("certificate_required", hop="pod", cause="no-client-cert"),
                           rule=f"{why}: a connection without a client certificate is refused in the handshake")
-    if facts.target == "gateway" and t.ingress_upstream().client_cert is None:
+    if facts.target == "gateway" and not t.passthrough and t.ingress_upstream().client_cert is None:
         return Prediction(None, None, upstream_failure(502, hop="pod", cause="no-client-cert"), rule=(
             f"{why}, and the ingress presents no client certificate to the pod (no proxy-ssl-secret): the pod "
             "refuses the ingress's connection, which answers 502"))
