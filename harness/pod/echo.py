@@ -124,8 +124,11 @@ def echo_document(*, method: str, path: str, headers: Sequence[tuple[str, str]],
             "trace": trace, "body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM/SIGINT handler to leave serve_forever at once."""
+class _Stop(BaseException):
+    """Raised by the SIGTERM/SIGINT handler to leave serve_forever at once. A BaseException, as KeyboardInterrupt is:
+    socketserver's ``_handle_request_noblock`` catches every ``Exception`` raised while it starts a connection's thread
+    (and serves on), so a SIGTERM landing there — likelier under load, where the thread start waits — was swallowed and
+    the pod kept running (seen: ``tests/integration/test_causes.py`` found the pod alive 5 s after SIGTERM in CI)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
