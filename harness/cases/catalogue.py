@@ -556,7 +556,7 @@ def _apim_cases() -> Iterator[Case]:
 CASE_BUILDERS: tuple[Callable[[Topology], Iterator[Case]], ...] = (
     _client_cert_cases, lambda _t: _server_cert_cases(), _pod_cases,
     lambda _t: _protocol_cases(), lambda _t: _trace_cases(), _ingress_nginx_cases,
-    lambda _t: _apim_cases(), lambda _t: oauth_cases(), cross_domain_cases, lambda _t: stripping_cases(),
+    lambda _t: _apim_cases(), oauth_cases, cross_domain_cases, lambda _t: stripping_cases(),
     lambda _t: fidelity_cases(),
 )
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from harness.cases.model import DEFAULT_IDENTITY, Case
 from harness.errors import HarnessError
-from harness.model.topology import OAuth, Topology
+from harness.model.topology import OAuth, Topology, default_topology
 from harness.oauth.issuer import LocalIssuer, bearer, tamper, unsigned_copy
 from harness.probe.outcomes import Outcome, http_reject, ok
 
@@ -149,8 +149,16 @@ def app_with_other_role(i: LocalIssuer, o: OAuth, now: dt.datetime) -> str:
 # ------------------------------------------------------------------------------------------------------------------
 # the cases
 # ------------------------------------------------------------------------------------------------------------------
-def oauth_cases() -> Iterator[Case]:
-    """The OAuth cases, in the catalogue's shape (register with ``CASE_BUILDERS``)."""
+def oauth_cases(t: Topology | None = None) -> Iterator[Case]:
+    """The OAuth cases for chain ``t`` (default: the reference), in the catalogue's shape (register with
+    ``CASE_BUILDERS``). On a chain whose APIM also validates client certificates, a case about the token presents the
+    client identity APIM trusts, so the certificate layer does not answer first."""
+    from harness.cases.cross_domain import consumer_identity
+
+    chain = t or default_topology()
+    consumer = consumer_identity(chain, "apim")
+    validates = chain.apim.negotiate_client_certificate and chain.apim.validate_client_certificate
+
     def case(cid: str, column: str, expect: Outcome, recipe: TokenRecipe | None, *, reason: str | None = None,
              variant: Callable[[Topology], Topology] = apim_validates_jwt, source: str = _SRC_ENVOY,
              identity: str | None = DEFAULT_IDENTITY, via: Literal["direct", "chain"] = "direct") -> Case:
@@ -164,7 +172,7 @@ def oauth_cases() -> Iterator[Case]:
     reject = http_reject(401, APIM_401_TOKEN_MESSAGE)
 
     yield case("apim-oauth-rejects-missing-token-with-401", "no token", reject, None, reason="token:Jwt_is_missing",
-               identity=None)
+               identity=consumer if validates else None)
     yield case("apim-oauth-accepts-valid-entra-token", "valid", ok(200), valid, source=_SRC)
     yield case("apim-oauth-rejects-expired-token-with-401", "expired", reject, expired, reason="token:Jwt_is_expired")
     yield case("apim-oauth-rejects-token-expired-seconds-ago-without-clock-skew", "expired (skew)", reject,
@@ -203,17 +211,17 @@ def oauth_cases() -> Iterator[Case]:
     both = apim_validates_jwt_and_client_cert
     src = "APIM validate-client-certificate and validate-jwt are separate inbound policies: each must pass"
     yield case("apim-oauth-and-client-cert-accepts-valid-token-with-valid-cert", "both layers", ok(200), valid,
-               variant=both, source=src, identity="consumer-client")
+               variant=both, source=src, identity=consumer)
     yield case("apim-oauth-valid-token-does-not-mask-untrusted-client-cert", "both layers",
                http_reject(401, _CERT_MESSAGE), valid, variant=both, source=src,
-               identity="consumer-client~unknown-ca", reason="not-trusted")
+               identity=f"{consumer}~unknown-ca", reason="not-trusted")
     yield case("apim-oauth-valid-token-does-not-mask-missing-client-cert", "both layers",
                http_reject(401, _CERT_MESSAGE), valid, variant=both, source=src, identity=None,
                reason="no-client-cert")
     yield case("apim-oauth-valid-client-cert-does-not-mask-expired-token", "both layers", reject, expired,
-               variant=both, source=src, identity="consumer-client", reason="token:Jwt_is_expired")
+               variant=both, source=src, identity=consumer, reason="token:Jwt_is_expired")
     yield case("apim-oauth-valid-client-cert-does-not-mask-missing-token", "both layers", reject, None,
-               variant=both, source=src, identity="consumer-client", reason="token:Jwt_is_missing")
+               variant=both, source=src, identity=consumer, reason="token:Jwt_is_missing")
 
     # through the gateway: App Gateway passes the Authorization header and APIM's 401 unchanged
     src = "App Gateway forwards request headers and backend answers unchanged"
