@@ -218,7 +218,11 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
                                                          hop))
     mark = chain.evidence_mark()
     seen = chain.probe(hop, **kwargs)
-    found = _attributed(case, seen, chain, mark, hop)
+    # the logs are re-read until they name who decided what the case now expects (its prediction, when it has one)
+    wanted = case.expect if predicted is None else next(
+        (o for o in (predicted.refused, predicted.through) if o is not None and o.is_rejection),
+        predicted.through or case.expect)
+    found = _attributed(wanted, seen, chain, mark, hop)
     seen = dataclasses.replace(seen, outcome=found.outcome)  # what was seen, with who decided it and why
     verdict: Verdict
     if predicted is None:
@@ -276,7 +280,7 @@ def _terminator(chain: RunningChain, hop: HopName) -> str:
     return "pod" if hop == "ingress" and chain.topology.passthrough else hop
 
 
-def _attributed(case: Case, seen: ProbeResult, chain: RunningChain, mark: Mapping[str, int],
+def _attributed(expect: Outcome, seen: ProbeResult, chain: RunningChain, mark: Mapping[str, int],
                 hop: HopName) -> Attribution:
     """The seen outcome with the deciding hop and cause from that hop's evidence (harness.cases.evidence)."""
     from harness.probe.http import page_reason
@@ -286,7 +290,7 @@ def _attributed(case: Case, seen: ProbeResult, chain: RunningChain, mark: Mappin
     for attempt in range(EVIDENCE_READS):
         found = attribute(seen.outcome, chain.evidence_since(mark), terminator=_terminator(chain, hop),
                           headers=seen.headers, page=page)
-        if not case.expect.is_rejection or case.expect.attribution_matches(found.outcome) or not chain.logs:
+        if not expect.is_rejection or expect.attribution_matches(found.outcome) or not chain.logs:
             break
         if attempt + 1 < EVIDENCE_READS:
             time.sleep(EVIDENCE_PAUSE * (attempt + 1))
