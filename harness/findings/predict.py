@@ -2,7 +2,7 @@
 
     for f in predict(topology):            # what the chain's own settings let through, and which setting does it
         print(f.id, f.hop, f.lets_through, f.setting.text)
-    p = prediction_for(topology, CaseFacts(expect, identity, max_version))   # None: the case is not affected
+    p = prediction_for(topology, CaseFacts(expect, identity, max_version, target))  # None: the case is unaffected
 
 Each rule below names its public source. The rules read the model the way the renderers do (the ingress's
 annotations as ingress-nginx parses them, the listeners' floors, the upstream checks) and say nothing about how a
@@ -259,8 +259,6 @@ def _intermediates(t: Topology, leaf: str) -> int:
     return n
 
 
-#: the intermediates a ``too-deep`` fault certificate carries (harness/pki/faults.py)
-TOO_DEEP_INTERMEDIATES: Final = 2
 
 
 def _ingress_depth(t: Topology) -> Iterator[Finding]:
@@ -277,7 +275,8 @@ def _ingress_depth(t: Topology) -> Iterator[Finding]:
     yield Finding(_PROPERTY["ingress-verify-depth-fits-the-pki"], "ingress",
                   f"a client certificate {depth} intermediates below the trusted root (the caller's needs {needed})",
                   _annotation_setting(ing, "auth-tls-verify-depth", raw), frozenset({"unknown-issuer", "too-deep"}),
-                  "client-cert", fault="too-deep" if depth >= TOO_DEEP_INTERMEDIATES else "(none)")
+                  # depth > needed >= 1, so the ``too-deep`` fault (two intermediates, harness/pki/faults.py) gets in
+                  "client-cert", fault="too-deep")
 
 
 def _upstreams(t: Topology) -> Iterator[Finding]:
