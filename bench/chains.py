@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Bench, Row, silent, time_row
+from bench.suite import run_suite
 
 NAME = "chains"
 TITLE = "cost as the chain grows: cases generated, generation time, run wall time per case"
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("partner-mtls", "passthrough")
-#: one run may take this long before it is given up on (a run takes about 30 s here)
-TIMEOUT = 300.0
 
 
 def _generate(chain: Path | None, runs: int) -> tuple[int, list[float], int]:
@@ -48,16 +47,14 @@ def _generate(chain: Path | None, runs: int) -> tuple[int, list[float], int]:
     return len(cases), samples, len(found)
 
 
-def _run(chain: Path | None, report: Path) -> tuple[float, dict[str, Any]]:
-    argv = [sys.executable, "-m", "harness", "run", "-n", "2", "--report", str(report)]
-    if chain is not None:
-        argv += ["--chain", str(chain)]
-    t0 = time.perf_counter()
-    subprocess.run(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                   timeout=TIMEOUT, check=False)
-    wall = time.perf_counter() - t0
-    summary = json.loads((report / "results.json").read_text())["summary"]
-    return wall, summary
+def _run(chain: Path | None, report: Path, progress: Callable[[str], None]) -> tuple[float, dict[str, Any]]:
+    """One real run (bench.suite.run_suite: bounded, its process group stopped on timeout); (wall, summary)."""
+    extra = ("-n", "2", *(("--chain", str(chain)) if chain is not None else ()))
+    wall, _code, tail = run_suite(report, None, progress, extra=extra)
+    results = report / "results.json"
+    if not results.is_file():
+        raise RuntimeError(f"the run wrote no results.json: {tail}")
+    return wall, json.loads(results.read_text())["summary"]
 
 
 def run(*, runs: int = 5, live: bool = True, progress: Callable[[str], None] = silent) -> Bench:
@@ -82,7 +79,7 @@ def run(*, runs: int = 5, live: bool = True, progress: Callable[[str], None] = s
             if not live:
                 continue
             progress(f"chains: {name}: run -n 2")
-            wall, summary = _run(chain, Path(tmp) / f"report-{name}")
+            wall, summary = _run(chain, Path(tmp) / f"report-{name}", progress)
             ran = max(1, int(summary.get("ran") or 0))
             per_case = wall / ran
             if name == "reference":

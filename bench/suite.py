@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300.0
 
 
-def _run_suite(report: Path, workers: int | None, progress: Callable[[str], None],
-               timeout: float = TIMEOUT) -> tuple[float, int, str]:
-    """Run the suite once; (wall seconds, exit code, log tail)."""
-    argv = [sys.executable, "-m", "harness", "run", "--target", "local", "--report", str(report)]
+def run_suite(report: Path, workers: int | None, progress: Callable[[str], None],
+              timeout: float = TIMEOUT, extra: tuple[str, ...] = ()) -> tuple[float, int, str]:
+    """Run the suite once (``extra``: more ``run`` options, e.g. ``--chain FILE``); (wall seconds, exit code, log
+    tail)."""
+    argv = [sys.executable, "-m", "harness", "run", "--target", "local", "--report", str(report), *extra]
     if workers:
         argv += ["-n", str(workers)]
     log = report.with_suffix(".log")
@@ -158,7 +159,7 @@ def run(*, parallel: bool = True, chain_start: float | None = None, probe_second
             label = f"-n {workers}" if workers else "serial"
             progress(f"suite {label}: python -m harness run --target local --report … (about a minute)")
             report = tmp / ("parallel" if workers else "serial")
-            wall, code, tail = _run_suite(report, workers, progress)
+            wall, code, tail = run_suite(report, workers, progress)
             facts = _read_results(report)
             total = (facts.get("summary") or {}).get("total")
             passed = (facts.get("summary") or {}).get("passed")

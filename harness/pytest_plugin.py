@@ -119,14 +119,13 @@ def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, st
     """The findings of the chain the session runs (its configuration's, docs/findings.md) as report records, and the
     ids the chain file accepts."""
     from harness.findings.predict import predict
-    from harness.report.findings import finding_records
+    from harness.report.findings import chain_findings, finding_records
 
     loaded = _chain_file(config)
     if loaded is None:
         topology = default_topology(str(config.getoption("--mtls-key-type")))  # type: ignore[arg-type]
         return finding_records(predict(topology)), {}
-    accepted = dict(loaded.accepted)
-    return finding_records(predict(loaded.topology), where=loaded.where, accepted=accepted), accepted
+    return chain_findings(loaded), dict(loaded.accepted)
 
 
 def _docker_reachable() -> bool:

@@ -76,7 +76,7 @@ def _annotations(**changes: str | None) -> Callable[[Topology], Topology]:
 
 def _auth_secret(t: Topology) -> str:
     """The name of the ingress's auth-tls CA Secret on ``t`` (the reference chain's ``apim-client-ca``)."""
-    ref = t.ingress.primary.annotation("auth-tls-secret") or "apim-client-ca"
+    ref = t.ingress.auth_tls_ingress().annotation("auth-tls-secret") or "apim-client-ca"
     return ref.rpartition("/")[2]
 
 

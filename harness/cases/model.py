@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from harness.cases.evidence import Attribution, attribute
-from harness.errors import Unavailable
+from harness.errors import HarnessError, Unavailable
 from harness.findings.predict import CaseFacts, Finding, Prediction, prediction_for
 from harness.model.topology import HopName, Topology, default_topology
 from harness.probe.outcomes import Outcome
@@ -314,13 +314,11 @@ def _needs_a_terminating_ingress(case: Case, t: Topology) -> str | None:
     ingress terminating TLS (its listener, its client-cert check, its upstream check), which such a chain does not
     do — the pod's cases cover that session. None when it applies (a case about passthrough itself, or one whose
     variant turns termination back on)."""
-    if not t.passthrough or "passthrough" in case.column:
-        return None
-    if case.hop != "ingress" and case.expect.hop != "ingress":
+    if not t.passthrough or (case.hop != "ingress" and case.expect.hop != "ingress"):
         return None
     try:
-        if case.variant is not None and not case.variant(t).passthrough:
-            return None
+        if case.variant is not None and (case.variant(_reference()).passthrough or not case.variant(t).passthrough):
+            return None  # a case about passthrough itself, or one whose variant turns termination back on
     except KeyError:
         return None
     return ("the ingress passes TLS through on this chain (ssl-passthrough): a case about the ingress terminating TLS "
@@ -330,8 +328,6 @@ def _needs_a_terminating_ingress(case: Case, t: Topology) -> str | None:
 def _leaf_or_skip(chain: RunningChain, identity: str) -> Any:
     """The cert and key files of ``identity``; a fault variant the cert set cannot make (a chain file's real identity
     whose CA key is not given: the fault must be issued by that CA) skips by design."""
-    from harness.errors import HarnessError
-
     try:
         return chain.certs.leaf(identity)
     except HarnessError as exc:
@@ -345,8 +341,6 @@ def _leaf_or_skip(chain: RunningChain, identity: str) -> Any:
 def _missing_crl(t: Topology, chain: RunningChain) -> str | None:
     """Why the chain cannot be changed into ``t``: a Secret of ``t`` names a CRL its cert set cannot give (a chain
     file's CA whose key is not there to sign one), or None."""
-    from harness.errors import HarnessError
-
     for s in t.ingress.secrets:
         if s.crl:
             try:

@@ -94,10 +94,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "client_auth_by": "TLS handshake" if t.listener_of(hop).client_auth != "none" else ""}
             for hop in t.iter_hops()}
     hops["apim"].update(_apim_client_auth(t))
-    from harness.findings.predict import predict
-    from harness.report.findings import finding_lines, finding_records, stale_acceptances
+    from harness.report.findings import chain_findings, finding_lines, stale_acceptances
 
-    findings = finding_records(predict(t), where=loaded.where, accepted=loaded.accepted)
+    findings = chain_findings(loaded)
     if args.json:
         print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
                           "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -141,8 +140,6 @@ _SERVER_CERT_CAUSES: Final = frozenset({"unknown-issuer", "self-signed", "self-s
 #: partner-mtls example, docs/findings.md). ``too-deep`` is in: OpenSSL reports the missing issuer first.
 _NO_CA_FORGIVES: Final = frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "too-deep"})
 _VERSIONS: Final[tuple[TLSVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
-#: ingress-nginx's auth-tls-verify-client values (authtls/main.go: anything else is "on")
-_VERIFY_CLIENT: Final = re.compile(r"^(on|off|optional|optional_no_ca)$")
 _MATCH_CN_REFUSAL: Final = http_reject(403, "client certificate unauthorized", hop="ingress", cause="match-cn")
 
 
@@ -153,16 +150,6 @@ def predict(t: Topology) -> tuple[Finding, ...]:
     """Every finding of ``t``'s configuration, in hop order."""
     return tuple(_ingress_client_auth(t)) + tuple(_ingress_trust(t)) + tuple(_ingress_depth(t)) + \
         tuple(_upstreams(t)) + tuple(_floors(t)) + tuple(_gateway_passthrough(t))
-
-
-def _auth_ingress(t: Topology) -> Ingress:
-    """The Ingress whose auth-tls-* annotations the host gets (the first, in controller order, whose auth-tls Secret
-    holds a CA: controller.go 766-775), else the primary."""
-    for cand in t.ingress.in_controller_order():
-        found = t.ingress.secret(cand.annotation("auth-tls-secret") or "")
-        if found is not None and found.ca:
-            return cand
-    return t.ingress.primary
 
 
 def _ref(ing: Ingress) -> str:
@@ -188,10 +175,9 @@ def _ingress_client_auth(t: Topology) -> Iterator[Finding]:
     if t.passthrough:
         return  # the pod terminates TLS: the ingress decides nothing about client certificates
     prop = _PROPERTY["ingress-requires-a-verified-client-cert"]
-    ing = _auth_ingress(t)
+    ing = t.ingress.auth_tls_ingress()
     secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
-    raw = ing.annotation("auth-tls-verify-client")
-    mode = raw if raw is not None and _VERIFY_CLIENT.match(raw) else "on"
+    raw, mode = ing.annotation("auth-tls-verify-client"), ing.verify_client()
     match_cn = bool(ing.annotation("auth-tls-match-cn"))
     if secret is None or not secret.ca:
         if ing.annotation("auth-tls-secret"):
@@ -226,7 +212,7 @@ def _ingress_trust(t: Topology) -> Iterator[Finding]:
     the plan, other than the root of the ingress's caller's client certificate)."""
     if t.passthrough:
         return
-    ing = _auth_ingress(t)
+    ing = t.ingress.auth_tls_ingress()
     secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
     caller = t.apim.upstream.client_cert
     if secret is None or not secret.ca or caller is None:
@@ -264,7 +250,7 @@ def _intermediates(t: Topology, leaf: str) -> int:
 def _ingress_depth(t: Topology) -> Iterator[Finding]:
     if t.passthrough:
         return
-    ing = _auth_ingress(t)
+    ing = t.ingress.auth_tls_ingress()
     raw = ing.annotation("auth-tls-verify-depth")
     caller = t.apim.upstream.client_cert
     if raw is None or not raw.isdigit() or caller is None:
@@ -370,10 +356,9 @@ def _match_cn_without_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None
     whatever the case expected after that stage. With ``on`` nginx answers 400 first."""
     if facts.target != "ingress" or facts.identity is not None or t.passthrough:
         return None
-    ing = _auth_ingress(t)
+    ing = t.ingress.auth_tls_ingress()
     secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
-    raw = ing.annotation("auth-tls-verify-client")
-    mode = raw if raw is not None and _VERIFY_CLIENT.match(raw) else "on"
+    mode = ing.verify_client()
     if secret is None or not secret.ca or mode == "on" or not ing.annotation("auth-tls-match-cn"):
         return None
     if not _match_cn_refuses_empty(ing) or facts.expect == _MATCH_CN_REFUSAL:

@@ -28,6 +28,7 @@ from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, pa
 __all__ = [
     "ANNOTATION_PREFIX",
     "HOPS",
+    "VERIFY_CLIENT_MODES",
     "Apim",
     "CASpec",
     "ClientAuth",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 TLSVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+#: ingress-nginx's auth-tls-verify-client values; anything else reads as "on" (authtls/main.go)
+VERIFY_CLIENT_MODES: tuple[str, ...] = ("on", "off", "optional", "optional_no_ca")
 ClientAuth = Literal["none", "optional", "required"]
 KeyType = Literal["ecdsa", "rsa"]
 HopName = Literal["gateway", "apim", "ingress", "pod"]
@@ -276,6 +279,12 @@ class Ingress:
     def annotation(self, key: str, default: str | None = None) -> str | None:
         return self.annotations.get(key, default)
 
+    def verify_client(self) -> str:
+        """``auth-tls-verify-client`` as the controller reads it: one of :data:`VERIFY_CLIENT_MODES`; unset or any
+        other value is ``on`` (ingress-nginx authtls/main.go)."""
+        raw = self.annotation("auth-tls-verify-client")
+        return raw if raw in VERIFY_CLIENT_MODES else "on"
+
     def full_annotations(self) -> dict[str, str]:
         """The annotations as they appear in the manifest (with :data:`ANNOTATION_PREFIX`)."""
         return {ANNOTATION_PREFIX + k: v for k, v in self.annotations.items()}
@@ -318,6 +327,15 @@ class IngressHop:
                        reverse=True)
         dated.sort(key=lambda i: _timestamp(i.creation_timestamp or ""))  # stable: ties keep the name order
         return (*dated, *(i for i in self.ingresses if not i.creation_timestamp))
+
+    def auth_tls_ingress(self) -> Ingress:
+        """The Ingress whose ``auth-tls-*`` annotations the host gets: the first, in controller order, whose auth-tls
+        Secret holds a CA (controller.go 766-775), else the primary."""
+        for cand in self.in_controller_order():
+            found = self.secret(cand.annotation("auth-tls-secret") or "")
+            if found is not None and found.ca:
+                return cand
+        return self.primary
 
     @property
     def passthrough(self) -> bool:
@@ -406,18 +424,11 @@ class Topology:
             # behind TLS passthrough the ingress's port carries the pod's own TLS session
             return self.pod.listener if hop == "pod" else dataclasses.replace(self.pod.listener,
                                                                                hostname=self.ingress.host)
-        # the first Ingress (controller order) whose auth-tls Secret holds a CA sets auth-tls for the host
-        # (controller.go 766-775)
-        ing = self.ingress.primary
-        for cand in self.ingress.in_controller_order():
-            found = self.ingress.secret(cand.annotation("auth-tls-secret") or "")
-            if found is not None and found.ca:
-                ing = cand
-                break
+        ing = self.ingress.auth_tls_ingress()
         auth_secret = self.ingress.secret(ing.annotation("auth-tls-secret") or "")
-        mode = ing.annotation("auth-tls-verify-client", "on") if auth_secret else "off"
+        mode = ing.verify_client() if auth_secret else "off"
         client_auth: ClientAuth = {"off": "none", "optional": "optional", "optional_no_ca": "optional"}.get(
-            mode or "on", "required"
+            mode, "required"
         )  # type: ignore[assignment]
         return Listener(
             server_cert=self.ingress.server_cert,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.findings.predict import Finding, Setting
+from harness.findings.predict import Finding, Setting, predict
 
-__all__ = ["finding_lines", "finding_records", "observe", "stale_acceptances"]
+__all__ = ["chain_findings", "finding_lines", "finding_records", "observe", "stale_acceptances"]
 
 
 def finding_records(findings: Iterable[Finding], *, where: Callable[[Setting], str] | None = None,
@@ -29,6 +29,12 @@ def finding_records(findings: Iterable[Finding], *, where: Callable[[Setting], s
             "observed_by": [],
         })
     return out
+
+
+def chain_findings(loaded: Any) -> list[dict[str, Any]]:
+    """The findings of a loaded chain file (:class:`harness.chainfile.load.LoadedChain`): each with the ``file:line``
+    of its setting, and accepted or not by the file's ``accept:``."""
+    return finding_records(predict(loaded.topology), where=loaded.where, accepted=loaded.accepted)
 
 
 def stale_acceptances(findings: Sequence[Mapping[str, Any]], accepted: Mapping[str, str]) -> list[str]:

@@ -191,8 +191,7 @@ def run_mutant(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, *,
     run = run_catalogue(cases, base, tamper=tamper, progress=progress)
     passed_before = set(baseline.passed)
     caught_by = [c for c in run.failed if c in passed_before]
-    run.findings = {fid: [c for c in ids if c in passed_before] for fid, ids in run.findings.items()}
-    run.findings = {fid: ids for fid, ids in run.findings.items() if ids}
+    run.findings = {fid: kept for fid, ids in run.findings.items() if (kept := [c for c in ids if c in passed_before])}
     edits = tamper.edits if tamper is not None else 0
     predicted = {f.id: f.setting.text for f in predict(base)}
     result = MutantResult(mutant, "survived", run, caught_by, edits, predicted)
