@@ -10,7 +10,9 @@ log                decision lines (measured here; docs/behaviour.md)
 ``ingress-error``  ``client SSL certificate verify error: (10:certificate has expired)``, ``client sent no
                    required SSL certificate``, ``upstream SSL certificate verify error: (…)``, ``upstream SSL
                    certificate does not match "…"``, ``connect() failed (111: Connection refused) while
-                   connecting to upstream``, ``SSL_do_handshake() failed (…unsupported protocol)``
+                   connecting to upstream``, ``SSL_do_handshake() failed (…unsupported protocol)``; a
+                   ``connect() failed (32: Broken pipe)`` or ``(104: …reset…)`` is the pod hanging up: the pod's
+                   line, when there is one, is the decision
 ``ingress-access`` ingress-nginx's ``log-format-upstream`` line with ``$upstream_addr`` ``-``: the ingress answered
                    itself (``return 403``), the cause is its page
 ``pod``            ``handshake failed: SSLCertVerificationError: certificate has expired``, ``handshake failed:
@@ -46,6 +48,9 @@ _NGINX_DECISIONS: Final = re.compile(
 _POD_DECISIONS: Final = re.compile(r"handshake failed: (?:SSLCertVerificationError: .*"
                                    r"|SSLError: (?!.*ALERT)(?:PEER_DID_NOT_RETURN_A_CERTIFICATE|UNSUPPORTED_PROTOCOL)"
                                    r"[^\n]*)")
+# the pod hung up on the ingress mid-handshake (measured: a pod refusing nginx's client cert under TLS 1.3 shows as
+# EPIPE or ECONNRESET on nginx's side): the pod's own log line, when it wrote one, is the decision
+_HUNG_UP: Final = re.compile(r"connect\(\) failed \((?:32|104): ")
 # ingress-nginx log-format-upstream: … "$request" $status … [$proxy_upstream_name] [$alt] $upstream_addr …
 _ACCESS: Final = re.compile(r'"[^"]*" (\d{3}) \d+ .*\[[^\]]*\] \[[^\]]*\] (\S+) \S+ \S+ (\S+) \S+$')
 
@@ -77,10 +82,11 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
     if seen.kind not in ("http_reject", "upstream_failure"):
         return Attribution(seen, "")
     line = _last(_NGINX_DECISIONS, evidence.get("ingress-error", ""))
-    if line:
+    pod_line = _last(_POD_DECISIONS, evidence.get("pod", ""))
+    if line and not (pod_line and _HUNG_UP.search(line)):
         return Attribution(dataclasses.replace(seen, hop="ingress", cause=cause_of(line)),
                            f"ingress's error log: {line}")
-    line = _last(_POD_DECISIONS, evidence.get("pod", ""))
+    line = pod_line
     if line:
         return Attribution(dataclasses.replace(seen, hop="pod", cause=cause_of(line)), f"pod's log: {line}")
     for access in reversed(evidence.get("ingress-access", "").splitlines()):

@@ -344,7 +344,7 @@ def _missing_crl(t: Topology, chain: RunningChain) -> str | None:
     for s in t.ingress.secrets:
         if s.crl:
             try:
-                chain.certs.crl(s.crl)
+                chain.certs.crl_chain(s.crl)
             except (HarnessError, KeyError):
                 return (f"needs a CRL issued by {s.crl}, which this chain's certificates cannot give (no CA key to "
                         "sign one); a chain file's CRLs are not modelled yet")

@@ -401,11 +401,25 @@ def _pod_requires_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None:
     if facts.target == "pod" and facts.identity is None and facts.max_version in (None, "1.3"):
         return Prediction(None, None, tls_alert("certificate_required", hop="pod", cause="no-client-cert"),
                           rule=f"{why}: a connection without a client certificate is refused in the handshake")
-    if facts.target == "gateway" and not t.passthrough and t.ingress_upstream().client_cert is None:
+    if facts.target not in ("gateway", "apim", "ingress") or t.passthrough:
+        return None
+    up = t.ingress_upstream()
+    if up.client_cert is None:
         return Prediction(None, None, upstream_failure(502, hop="pod", cause="no-client-cert"), rule=(
             f"{why}, and the ingress presents no client certificate to the pod (no proxy-ssl-secret): the pod "
             "refuses the ingress's connection, which answers 502"))
-    return None
+    root = _root_or_none(t, t.pki.leaf(up.client_cert).issuer)
+    if root is None or root == _root_or_none(t, t.pod.listener.client_ca or ""):
+        return None
+    # nginx loads proxy_ssl_trusted_certificate only with proxy-ssl-verify on (ngx_http_proxy_module); OpenSSL then
+    # completes the client certificate from that store, root included (ssl_add_cert_chain)
+    chained = up.verify_chain and up.trusted_ca is not None and _root_or_none(t, up.trusted_ca) == root
+    return Prediction(None, None, upstream_failure(
+        502, hop="pod", cause="self-signed-in-chain" if chained else "unknown-issuer"), rule=(
+        f"{why} with pod.client_ca {t.pod.listener.client_ca}, and the ingress presents {up.client_cert} (issued "
+        f"under {root}; proxy-ssl-secret): the pod refuses the ingress's connection, which answers 502"
+        + ("; the pod sees the self-signed root because nginx completes its certificate from the proxy-ssl trust "
+           "store (measured: the passthrough example without its controller flag)" if chained else "")))
 
 
 def _in_scope(t: Topology, f: Finding, facts: CaseFacts) -> bool:

@@ -232,7 +232,8 @@ class Apim:
 @dataclass(frozen=True)
 class K8sSecret:
     """A Kubernetes Secret built from the cert set: ``tls.crt``/``tls.key`` from a leaf, ``ca.crt`` from CA roots,
-    ``ca.crl`` from one CA's CRL. ``malformed_ca`` writes a ``ca.crt`` that is not a certificate (fail-closed case)."""
+    ``ca.crl`` from the CRLs of CA ``crl`` and every CA above it (nginx checks the whole chain). ``malformed_ca``
+    writes a ``ca.crt`` that is not a certificate (fail-closed case)."""
 
     name: str
     namespace: str = "default"

@@ -7,7 +7,7 @@ One rendering of :mod:`harness.model.topology` (DESIGN.md, "One model, many rend
 with
   ``tls.crt`` (leaf + intermediates) and ``tls.key`` when it carries a leaf, ``Opaque`` otherwise; ``ca.crt`` holds
   the roots of its CAs (or, for ``malformed_ca``, PEM armour around bytes that are not a certificate) and ``ca.crl``
-  one CA's CRL — the keys ingress-nginx reads for ``auth-tls-secret`` and ``proxy-ssl-secret``;
+  the CRLs of one CA and those above it — the keys ingress-nginx reads for ``auth-tls-secret`` and ``proxy-ssl-secret``;
 - the echo pod as a ``Deployment`` running ``python -m harness.pod.echo`` with the :data:`POD_TLS_SECRET` Secret
   mounted as files — that Secret follows ``topology.pod.listener`` (its leaf and client CA), superseding an entry of
   the same name in ``topology.ingress.secrets`` — and a ``Service`` per backend name the Ingresses use;
@@ -207,7 +207,7 @@ def _secret_data(secret: K8sSecret, certs: CertSet) -> dict[str, bytes]:
     elif secret.ca:
         data["ca.crt"] = _read(_lookup("CA", certs.trust_bundle, secret.ca), f"the trust bundle of {secret.ca}")
     if secret.crl is not None:
-        data["ca.crl"] = _read(_lookup("CA", certs.crl, secret.crl), f"the CRL of CA {secret.crl!r}")
+        data["ca.crl"] = _lookup("CA", certs.crl_chain, secret.crl)  # the CA's CRL and those above it
     if not data:
         raise UsageError(
             f"Secret {secret.ref} has no content (no tls, ca, crl or malformed_ca) — give it at least one, or drop it"

@@ -187,7 +187,7 @@ class _SecretStore:
             ca = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
         elif secret.ca:
             ca = self.certs.trust_bundle(*secret.ca).read_bytes()
-        crl = self.certs.crl(secret.crl).read_bytes() if secret.crl and ca is not None else None
+        crl = self.certs.crl_chain(secret.crl) if secret.crl and ca is not None else None
 
         if tls is not None:
             if ca is None:  # a plain TLS Secret: no file on disk, no CA, no client cert for proxy-ssl

@@ -66,3 +66,13 @@ def test_another_chains_cross_domain_cases_name_its_own_trust_domains(partner: A
             "gateway-strict-refuses-client-cert-from-")
     # and none of them needs a name of the reference chain
     assert [i for i, c in generated.items() if needs_reference(c, t)] == []
+
+
+def test_a_foreign_client_cert_from_the_root_the_probe_trusts_is_refused_as_self_signed_in_chain() -> None:
+    """The passthrough example's pod verifies apim-client-ca, and its own server cert is pod-ca's: the probe trusts
+    pod-ca, so OpenSSL sends ingress-client (pod-ca) with pod-ca's root, and the pod's verify error is
+    "self-signed certificate in certificate chain" (measured there), not a missing issuer."""
+    t = REF.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
+    generated = {c.id: c for c in catalogue_for(t) if c.column == "another trust domain" and c.hop == "pod"}
+    assert generated["pod-refuses-client-cert-from-pod-ca"].expect.cause == "self-signed-in-chain"
+    assert generated["pod-refuses-client-cert-from-consumer-ca"].expect.cause == "unknown-issuer"

@@ -75,6 +75,22 @@ def test_an_nginx_502_is_attributed_to_the_ingress_from_its_error_log_not_to_the
     assert (bare.outcome.hop, bare.outcome.cause) == (None, None)
 
 
+def test_a_pod_hanging_up_on_the_ingress_is_the_pods_decision_when_its_log_names_one() -> None:
+    # measured on the passthrough example without its controller flag: the pod refuses nginx's client certificate
+    # under TLS 1.3 and nginx only sees the connection go
+    seen = upstream_failure(502, "Bad Gateway")
+    nginx = ("2026/12/04 09:50:02 [error] 1#1: *7 connect() failed (32: Broken pipe) while connecting to upstream, "
+             "client: 127.0.0.1\n")
+    pod = "pod: 127.0.0.1:2 handshake failed: SSLCertVerificationError: self-signed certificate in certificate chain\n"
+    found = attribute(seen, {"ingress-error": nginx, "pod": pod}, terminator="ingress", headers={}, page=None)
+    assert (found.outcome.hop, found.outcome.cause) == ("pod", "self-signed-in-chain")
+    alone = attribute(seen, {"ingress-error": nginx}, terminator="ingress", headers={}, page=None)
+    assert alone.outcome.hop == "ingress"  # without the pod's line nobody else claims it
+    refused = attribute(seen, {"ingress-error": nginx.replace("32: Broken pipe", "111: Connection refused"),
+                               "pod": pod}, terminator="ingress", headers={}, page=None)
+    assert refused.outcome.hop == "ingress"  # nothing listening is not the pod's decision
+
+
 def test_an_alert_is_the_terminators_and_its_log_names_the_cause() -> None:
     log = "pod: 127.0.0.1:1 handshake failed: SSLCertVerificationError: certificate is not yet valid\n"
     found = attribute(tls_alert("bad_certificate"), {"pod": log}, terminator="pod", headers={}, page=None)

@@ -328,3 +328,23 @@ def test_a_pod_that_requires_a_cert_refuses_a_probe_and_an_ingress_without_one()
     p = prediction_for(no_proxy_cert, CaseFacts(ok(200), None, None, "gateway"))
     assert p is not None
     assert p.refused == upstream_failure(502, hop="pod", cause="no-client-cert")
+
+
+def test_a_pod_that_requires_a_cert_of_another_ca_refuses_the_ingresss_cert() -> None:
+    """Measured on the passthrough example with termination back on (a variant without the controller flag): the pod
+    requires apim-client-ca and nginx presents ingress-client (pod-ca) completed with pod-ca's root from its
+    proxy-ssl trust store, so the pod's log says "self-signed certificate in certificate chain"."""
+    t = REF.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
+    for target in ("gateway", "ingress"):
+        p = prediction_for(t, CaseFacts(ok(200), "apim-client", None, target))
+        assert p is not None
+        assert p.finding is None
+        assert p.refused == upstream_failure(502, hop="pod", cause="self-signed-in-chain")
+    # without proxy-ssl-verify nginx loads no trust store, so nothing completes the chain: a plain missing issuer
+    unverified = t.with_ingress_annotations(proxy_ssl_verify="off")
+    p = prediction_for(unverified, CaseFacts(ok(200), "apim-client", None, "gateway"))
+    assert p is not None
+    assert p.refused == upstream_failure(502, hop="pod", cause="unknown-issuer")
+    # the pod trusting the ingress's CA changes nothing
+    assert prediction_for(REF.with_hop("pod", listener__client_auth="required"),
+                          CaseFacts(ok(200), "apim-client", None, "gateway")) is None
