@@ -188,10 +188,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         raise  # pragma: no cover - skip_case raises
 
 
+def _param_id(case_id: str) -> str:
+    """A generated case's test id: its id spelled as the catalogue's test names are (``-`` and ``.`` as ``_``), and
+    its host, when it has one, as it is written (``ingress_accepts_tls1_3@reports.aks.contoso.example``)."""
+    base, at, host = case_id.partition("@")
+    return base.replace("-", "_").replace(".", "_") + at + host
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``; the
     suite's ``test_generated_case`` by the cases generated for the chain that the reference catalogue does not have
-    (``test_generated_case[ingress-refuses-client-cert-from-partner-ca-local]``)."""
+    (``test_generated_case[local-ingress_refuses_client_cert_from_partner_ca]``: the case id with ``_``, as the
+    catalogue's own tests are named, so one ``-k`` word matches either; a host's case ends ``@<host>``)."""
     if "mtls_target" in metafunc.fixturenames:
         target = metafunc.config.getoption("--mtls-target")
         metafunc.parametrize("mtls_target", [target], ids=[target], scope="session")
@@ -200,7 +208,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
         reference = {c.id for c in CATALOGUE}
         extra = [c for c in chain_catalogue(metafunc.config) if c.id not in reference]
-        metafunc.parametrize("mtls_generated_case", extra, ids=[c.id for c in extra])
+        metafunc.parametrize("mtls_generated_case", extra, ids=[_param_id(c.id) for c in extra])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

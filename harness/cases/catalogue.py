@@ -56,10 +56,7 @@ def _serve(hop: HopName, fault: str) -> Callable[[Topology], Topology]:
 
     def variant(t: Topology) -> Topology:
         if hop == "ingress":
-            name = f"{t.ingress.server_cert}~{fault}"
-            secrets = tuple(dataclasses.replace(s, tls=name) if s.name == t.ingress.primary.tls_secret else s
-                            for s in t.ingress.secrets)
-            return t.replace(ingress=dataclasses.replace(t.ingress, server_cert=name, secrets=secrets))
+            return t.replace(ingress=t.ingress.serving(f"{t.ingress.tls_leaf}~{fault}"))
         return t.with_hop(hop, listener__server_cert=f"{t.listener_of(hop).server_cert}~{fault}")
 
     variant.__name__ = f"{hop}_serves_{fault.replace('-', '_')}"
@@ -570,12 +567,46 @@ def catalogue_for(topology: Topology | None = None) -> tuple[Case, ...]:
     reference chain this is today's catalogue, case by case (tests/unit/test_catalogue_generated.py)."""
     t = topology or default_topology()
     out = [c for build in CASE_BUILDERS for c in build(t)]
+    home = t.focus_on(None)
+    for host in home.ingress.hosts[1:]:
+        out += host_cases(home.focus_on(host))
     seen: set[str] = set()
     for c in out:
         if c.id in seen:
             raise ValueError(f"duplicate case id {c.id}")
         seen.add(c.id)
     return tuple(out)
+
+
+#: the groups of ingress cases repeated on every other host: what a host's own annotations decide (its auth-tls-*
+#: client-certificate check, its TLS versions). The controller's merging and admission rules (group ingress-nginx)
+#: do not depend on the host and run once, on the home host
+HOST_GROUPS: Final = ("client-cert", "protocol")
+
+
+def _for_host(c: Case) -> Case | None:
+    """``c`` as a case of a host other than the home one, or None when it is not about what a host decides."""
+    if c.hop == "ingress" and c.via == "direct" and c.endpoint is None and c.group in HOST_GROUPS:
+        return c
+    if c.group == "server-cert" and c.hop == "pod" and c.via == "chain" and c.expect.hop == "ingress":
+        # the host's proxy-ssl-* judge the pod's cert: probed at the ingress as APIM calls it (the chain file gives
+        # APIM one backend, the home host, so these cannot go through APIM)
+        return dataclasses.replace(c, via="direct", endpoint="ingress")
+    return None  # the ingress's own server cert is judged by APIM, which calls the home host only
+
+
+def host_cases(view: Topology) -> list[Case]:
+    """The ingress cases of the host ``view`` is focused on (:meth:`Topology.focus_on`), ids ``<case id>@<host>``:
+    each probes that host directly on the same running ingress, as APIM would, and expects what THAT host's
+    annotations mean."""
+    host = view.ingress.host
+    out = []
+    for build in CASE_BUILDERS:
+        for c in build(view):
+            kept = _for_host(c)
+            if kept is not None:
+                out.append(dataclasses.replace(kept, id=f"{c.id}@{host}", host=host))
+    return out
 
 
 def cases() -> list[Case]:

@@ -89,9 +89,7 @@ def serve_leaf(hop: HopName, leaf: str) -> Callable[[Topology], Topology]:
 
     def variant(t: Topology) -> Topology:
         if hop == "ingress":
-            secrets = tuple(dataclasses.replace(s, tls=leaf) if s.name == t.ingress.primary.tls_secret else s
-                            for s in t.ingress.secrets)
-            return t.replace(ingress=dataclasses.replace(t.ingress, server_cert=leaf, secrets=secrets))
+            return t.replace(ingress=t.ingress.serving(leaf))
         return t.with_hop(hop, listener__server_cert=leaf)
 
     variant.__name__ = f"{hop}_serves_{leaf.replace('-', '_')}"

@@ -54,7 +54,7 @@ def _tls13_only_pod_backend_protocol_alone(t: Topology) -> Topology:
 
 def _tls_secret_for_another_host(t: Topology) -> Topology:
     """The Ingress TLS Secret holds a cert that does not name the host (a valid cert, the wrong SAN)."""
-    name = f"{t.ingress.server_cert}~wrong-san"
+    name = f"{t.ingress.tls_leaf}~wrong-san"
     tls = t.ingress.primary.tls_secret
     secrets = tuple(dataclasses.replace(s, tls=name) if s.name == tls else s for s in t.ingress.secrets)
     return t.replace(ingress=dataclasses.replace(t.ingress, secrets=secrets))

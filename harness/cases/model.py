@@ -70,6 +70,9 @@ class Case:
     #: trust the probe with the caller's configured CA (``topology.caller_of(hop).trusted_ca``), not with the root of
     #: the cert the hop serves: a hop serving a valid cert of ANOTHER trust domain must be refused by its caller
     caller_trust: bool = False
+    #: the ingress host the case is about (None: the home host, the one APIM's backend names); every host is served
+    #: by the same running chain, so the case probes this host's name there (RunningChain.on_host)
+    host: str | None = None
 
 
 #: the three words of a case's verdict (docs/findings.md): it behaved as predicted and nothing weak was seen; it
@@ -179,6 +182,10 @@ def _reference_lookup(exc: KeyError, topology: Topology) -> str | None:
 
 
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
+    if case.host is not None and case.host not in chain.topology.ingress.hosts:
+        raise Skip(f"no Ingress on host {case.host} in this chain (hosts: {', '.join(chain.topology.ingress.hosts)})",
+                   declared=True)
+    chain = chain.on_host(case.host)
     missing = needs_reference(case, chain.topology)
     if missing is not None:
         raise Skip(missing, declared=True)
@@ -194,7 +201,8 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
         missing_crl = _missing_crl(changed, chain)
         if missing_crl is not None:
             raise Skip(missing_crl, declared=True)
-        chain = chain_for(changed)
+        # the running chain is always viewed from its home host; the case's host is a view of it
+        chain = chain_for(changed.focus_on(None)).on_host(case.host if case.host in changed.ingress.hosts else None)
     hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
     chain.endpoint(hop)  # HopUnreachable (an Unavailable) when the runner cannot reach it
     kwargs: dict[str, Any] = dict(case.probe)

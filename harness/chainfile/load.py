@@ -199,13 +199,12 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
     if not man.ingresses:
         raise InputError(r.where(["ingress", "manifests"]), "ingress.manifests hold no Ingress",
                          "list the file or folder with your Ingress manifest")
-    primary = man.ingresses[0]
+    # the home host is the one APIM's backend names (its Ingresses first, so the model's views start there); every
+    # other host is served by the same controller and gets its own cases (harness.cases.catalogue.host_cases)
+    backend_host = urlsplit(doc.apim.backend.url).hostname
+    home = backend_host if any(i.host == backend_host for i in man.ingresses) else man.ingresses[0].host
     ingresses: list[Ingress] = []
-    for ing in man.ingresses:
-        if ing.host != primary.host:
-            warnings.append(f"Ingress {ing.namespace}/{ing.name} (host {ing.host}) is not on the chain's host "
-                            f"{primary.host}: not modelled")
-            continue
+    for ing in sorted(man.ingresses, key=lambda i: i.host != home):  # stable: the manifests' order otherwise
         if parse_go_bool(ing.annotation("ssl-passthrough")) and not spec.enable_ssl_passthrough:
             warnings.append(f"Ingress {ing.namespace}/{ing.name}: ssl-passthrough is ignored by ingress-nginx "
                             "without --enable-ssl-passthrough (ingress.enable_ssl_passthrough: true)")
@@ -234,12 +233,17 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
             raise _at_manifest(UsageError(refusal + "; the admission webhook refuses the Ingress"), man,
                                r.where(["ingress", "manifests"]))
     warnings += annotation_warnings(hop)
-    tls = hop.secret(f"{primary.namespace}/{primary.tls_secret}")
-    if tls is None or tls.tls is None:
-        raise InputError(r.where(["ingress", "manifests"]), f"Ingress {primary.name}'s TLS Secret "
-                         f"{primary.namespace}/{primary.tls_secret} holds no certificate here",
-                         "add the Secret manifest to ingress.manifests, or list it under ingress.secrets with tls:")
-    return dataclasses.replace(hop, server_cert=tls.tls)
+    for host in hop.hosts:
+        first = next(i for i in ingresses if i.host == host)
+        tls = hop.secret(f"{first.namespace}/{first.tls_secret}")
+        if tls is None or tls.tls is None:
+            raise InputError(r.where(["ingress", "manifests"]), f"Ingress {first.namespace}/{first.name}'s TLS Secret "
+                             f"{first.namespace}/{first.tls_secret} (host {host}) holds no certificate here",
+                             "add the Secret manifest to ingress.manifests, or list it under ingress.secrets with "
+                             "tls:")
+        if host == home:
+            hop = dataclasses.replace(hop, server_cert=tls.tls)
+    return hop
 
 
 def _policy_identity(facts: PolicyFacts, mat: CertMaterial, policy: Path) -> str | None:

@@ -94,16 +94,23 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "client_auth_by": "TLS handshake" if t.listener_of(hop).client_auth != "none" else ""}
             for hop in t.iter_hops()}
     hops["apim"].update(_apim_client_auth(t))
+    # every other host the controller serves, with its own client-cert check (its cases end @<host>)
+    hosts = {h: {"host": h, "serves": (v := t.focus_on(h)).listener_of("ingress").server_cert,
+                 "client_auth": v.listener_of("ingress").client_auth, "client_ca": v.listener_of("ingress").client_ca,
+                 "client_auth_by": "TLS handshake" if v.listener_of("ingress").client_auth != "none" else ""}
+             for h in t.ingress.hosts[1:]}
     from harness.report.findings import chain_findings, finding_lines, stale_acceptances
 
     findings = chain_findings(loaded)
     if args.json:
         print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
-                          "warnings": list(loaded.warnings), "hops": hops, "cert_set": str(loaded.certs.directory),
-                          "findings": findings}))
+                          "warnings": list(loaded.warnings), "hops": hops, "ingress_hosts": hosts,
+                          "cert_set": str(loaded.certs.directory), "findings": findings}))
         return 0
     print_chain_notes(loaded)
-    for hop, info in hops.items():
+    rows = [*hops.items()]
+    rows[3:3] = [("  +host", info) for info in hosts.values()]  # after the ingress's home host
+    for hop, info in rows:
         by = f" by the {info['client_auth_by']}" if info["client_auth_by"] else ""
         ca = f" (CA {info['client_ca']})" if info["client_ca"] and info["client_auth"] != "none" else ""
         print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}{by}{ca}")

@@ -38,15 +38,16 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-def _case(case_id: str) -> Any:
-    from harness.cases.catalogue import CATALOGUE
+def _case(case_id: str, topology: Any) -> Any:
+    """The case ``case_id`` of the catalogue generated for ``topology`` (its hosts' cases end ``@<host>``)."""
+    from harness.cases.catalogue import catalogue_for
 
-    by_id = {c.id: c for c in CATALOGUE}
+    by_id = {c.id: c for c in catalogue_for(topology)}
     if case_id in by_id:
         return by_id[case_id]
     close = difflib.get_close_matches(case_id, list(by_id), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "the report, results.json and `mtls-harness run` name them"
-    raise UsageError(f"explain: {case_id!r} is not a case id of the {len(by_id)} in the catalogue — {hint}")
+    raise UsageError(f"explain: {case_id!r} is not a case id of the {len(by_id)} generated for this chain — {hint}")
 
 
 def _identity_words(identity: str | None, caller: str | None) -> str:
@@ -65,6 +66,7 @@ def explain(case: Any, loaded: Any, topology: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {"case": case.id, "hop": case.hop, "group": case.group, "column": case.column,
                            "chain": str(loaded.path) if loaded is not None else "the reference chain",
                            "expected": str(case.expect), "source": case.source}
+    topology = topology.focus_on(case.host)  # a case of another ingress host: the views of that host
     skip = needs_reference(case, topology)
     if skip is not None:
         doc["skips"] = skip
@@ -96,6 +98,7 @@ def explain(case: Any, loaded: Any, topology: Any) -> dict[str, Any]:
             "finding_if": [str(o) for o in (p.through,) if o is not None]
             + ([f"anything but {p.gone}"] if p.gone is not None else []),
             "passes_if": [str(p.refused)] if p.refused is not None else [],
+            "intermittent": f.intermittent,
         }
     return doc
 
@@ -128,12 +131,13 @@ def _print(doc: dict[str, Any]) -> None:
     print(f"             lets through: {f['lets_through']}")
     rules = [f"FINDING if {' or '.join(f['finding_if'])}"] if f["finding_if"] else []
     if f["passes_if"]:
-        rules.append(f"PASS if {' or '.join(f['passes_if'])} (refused all the same, by another check)")
+        why = ("the weak path was not taken this time" if f.get("intermittent") else
+               "refused all the same, by another check")
+        rules.append(f"PASS if {' or '.join(f['passes_if'])} ({why})")
     print(f"  verdict:   {'; '.join(rules)}; FAIL otherwise")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    case = _case(args.case_id)
     loaded = load_chain_option(args)
     if loaded is not None:
         topology = loaded.topology
@@ -141,6 +145,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from harness.model.topology import default_topology
 
         topology = default_topology()
+    case = _case(args.case_id, topology)
     doc = explain(case, loaded, topology)
     if args.json:
         print(json.dumps(doc, indent=2))

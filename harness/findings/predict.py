@@ -97,11 +97,17 @@ class Finding:
     instead: Outcome | None = None
     #: client-cert scope: a request WITHOUT a certificate is refused ``instead`` (match-cn refuses the empty subject)
     no_cert_refused: bool = False
+    #: the ingress host whose annotations cause it, when not the home host (the one APIM's backend names)
+    host: str | None = None
+    #: seen only when the weak path was taken first (a pooled connection another host opened): a case it affects
+    #: passes when the hop still refuses, and is a FINDING when it lets the request through
+    intermittent: bool = False
 
     @builtins.property  # (the field above is named property)
     def id(self) -> str:
-        """Stable id, the one a chain file's ``accept:`` names: ``<property>@<hop>``."""
-        return f"{self.property.id}@{self.hop}"
+        """Stable id, the one a chain file's ``accept:`` names: ``<property>@<hop>``, and ``:<host>`` for an ingress
+        host other than the home host."""
+        return f"{self.property.id}@{self.hop}" + (f":{self.host}" if self.host else "")
 
 
 @dataclass(frozen=True)
@@ -147,9 +153,62 @@ _MATCH_CN_REFUSAL: Final = http_reject(403, "client certificate unauthorized", h
 # the rules
 # ------------------------------------------------------------------------------------------------------------------
 def predict(t: Topology) -> tuple[Finding, ...]:
-    """Every finding of ``t``'s configuration, in hop order."""
-    return tuple(_ingress_client_auth(t)) + tuple(_ingress_trust(t)) + tuple(_ingress_depth(t)) + \
-        tuple(_upstreams(t)) + tuple(_floors(t)) + tuple(_gateway_passthrough(t))
+    """Every finding of ``t``'s configuration, in hop order; the ingress's per host (each host's annotations are its
+    own: the home host's findings first, without a host in their id, then each other host's)."""
+    home = t.focus_on(None)
+    ingress = [*_host_findings(home)]
+    for host in home.ingress.hosts[1:]:
+        ingress += [dataclasses.replace(f, host=host) for f in _host_findings(home.focus_on(host))]
+    return (tuple(_upstreams(home)) + tuple(_floors(home)) + tuple(_gateway_passthrough(home)) +
+            tuple(ingress) + tuple(_shared_upstream_pool(home)) + tuple(_ingress_floor(home)))
+
+
+#: why one host's unverified upstream connection serves another host's requests
+KEEPALIVE_SOURCE: Final = (
+    "nginx's upstream keepalive cache is keyed by the peer's address only (ngx_http_upstream_keepalive_module; "
+    "Kong/kong#4001 and api7/apisix-nginx-module#117 patch nginx for exactly this), and ingress-nginx sends every "
+    "host through one upstream_balancer with keepalive (nginx.tmpl; ConfigMap upstream-keepalive-connections, "
+    "default 320); measured here: tests/integration/test_hosts_run.py")
+
+
+def _verifies_upstream(v: Topology) -> bool | None:
+    """Whether the viewed host's ingress verifies the pod's certificate; None when it opens no TLS to the pod."""
+    ing = v.ingress.primary
+    if v.passthrough or (ing.annotation("backend-protocol") or "HTTP").upper() not in ("HTTPS", "GRPCS"):
+        return None
+    return ing.annotation("proxy-ssl-verify") == "on"
+
+
+def _shared_upstream_pool(home: Topology) -> Iterator[Finding]:
+    """A host that verifies the pod's certificate, on a controller where another host reaches the same pod WITHOUT
+    verifying: the connection the lax host opened stays in the keepalive pool and serves the strict host's next
+    request, whose certificate check never runs (every host's backend here is the one echo pod)."""
+    if int(home.ingress.controller.get("upstream-keepalive-connections") or 0) <= 0:
+        return
+    views = [home.focus_on(h) for h in home.ingress.hosts]
+    lax = [v for v in views if _verifies_upstream(v) is False]
+    if not lax:
+        return
+    opener = lax[0]
+    ing = opener.ingress.primary
+    for v in views:
+        if _verifies_upstream(v) is not True:
+            continue
+        yield Finding(_PROPERTY["every-hop-verifies-its-upstream-cert"], "ingress",
+                      f"any pod server certificate, over a keepalive connection that {opener.ingress.host} opened "
+                      f"without verifying it (fix: proxy-ssl-verify on every host reaching the same pods, or "
+                      f"upstream-keepalive-connections: 0)",
+                      _annotation_setting(ing, "proxy-ssl-verify", ing.annotation("proxy-ssl-verify")),
+                      _SERVER_CERT_CAUSES, "upstream-cert",
+                      host=None if v.ingress.focus is None else v.ingress.host, intermittent=True)
+
+
+def _host_findings(t: Topology) -> Iterator[Finding]:
+    """The findings of the ingress host ``t`` is focused on."""
+    yield from _ingress_client_auth(t)
+    yield from _ingress_trust(t)
+    yield from _ingress_depth(t)
+    yield from _ingress_upstream(t)
 
 
 def _ref(ing: Ingress) -> str:
@@ -279,6 +338,10 @@ def _upstreams(t: Topology) -> Iterator[Finding]:
             yield Finding(prop, hop, f"a next-hop certificate that does not cover {up.hostname}",
                           Setting(f"{hop}.{part}.{name_key}: false", chain_key=(hop, part, name_key)),
                           frozenset({"name-mismatch"}), "upstream-cert")
+
+
+def _ingress_upstream(t: Topology) -> Iterator[Finding]:
+    prop = _PROPERTY["every-hop-verifies-its-upstream-cert"]
     if t.passthrough:
         return  # the pod's TLS goes to APIM: the ingress verifies nothing
     ing = t.ingress.primary
@@ -304,6 +367,11 @@ def _floors(t: Topology) -> Iterator[Finding]:
             yield Finding(prop, hop, f"a client offering only TLS {floor}",
                           Setting(f"{'.'.join(key)}: TLSv{floor.replace('.', '_')}", chain_key=key),
                           frozenset({"protocol-version"}), "protocol", floor=floor)
+
+
+def _ingress_floor(t: Topology) -> Iterator[Finding]:
+    """ssl-protocols is the controller's (a ConfigMap key): one finding for every host it serves."""
+    prop = _PROPERTY["no-hop-accepts-tls-below-1.2"]
     protocols = t.ingress.controller.get("ssl-protocols").split()
     low = [v for v, name in (("1.0", "TLSv1"), ("1.1", "TLSv1.1")) if name in protocols]
     if low and not t.passthrough:
@@ -341,8 +409,12 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
     for f in predict(t) if findings is None else findings:
         if f.hop != expect.hop or expect.cause not in f.defeats or not _in_scope(t, f, facts):
             continue
+        if f.hop == "ingress" and f.host != t.ingress.focus and f.setting.chain_key is None:
+            continue  # another host's annotations (a ConfigMap key, chain_key, holds for every host)
         if f.scope == "protocol":
             return Prediction(f, ok(200), gone=expect)
+        if f.intermittent:
+            return Prediction(f, ok(200), expect)  # refused as expected unless a lax host's connection is reused
         if facts.identity is None and f.no_cert_refused:
             return Prediction(f, None, f.instead)  # refused all the same, by another check
         return Prediction(f, ok(200), f.instead if facts.identity is not None else None)

@@ -304,7 +304,13 @@ class Ingress:
 
 @dataclass(frozen=True)
 class IngressHop:
-    """The AKS ingress: the Ingress objects on one host (auth-tls applies per host) and the Secrets they use."""
+    """The AKS ingress: one controller's Ingress objects and the Secrets they use.
+
+    The Ingresses may be on several hosts; the renderers serve them all, as the controller does (one nginx server per
+    host). Every view below (``primary``, ``host``, ``auth_tls_ingress``, ``passthrough``, ``tls_leaf``) is about ONE
+    host — auth-tls and passthrough apply per host — the ``focus`` host, or when ``focus`` is None the home host: the
+    first Ingress's, the one APIM's backend names. :meth:`Topology.focus_on` turns the views to another host.
+    """
 
     ingresses: tuple[Ingress, ...]
     secrets: tuple[K8sSecret, ...]
@@ -315,10 +321,38 @@ class IngressHop:
     allow_cross_namespace_resources: bool = False
     #: the controller's flags and other ConfigMap keys
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+    #: the host the views are about; None: the home host (the first Ingress's)
+    focus: str | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host of the Ingresses, the home host first (model order)."""
+        return tuple(dict.fromkeys(i.host for i in self.ingresses))
+
+    @property
+    def on_host(self) -> tuple[Ingress, ...]:
+        """The Ingresses of the viewed host, in model order."""
+        return tuple(i for i in self.ingresses if i.host == self.host)
 
     @property
     def primary(self) -> Ingress:
-        return self.ingresses[0]
+        """The viewed host's first Ingress (model order): the one the host's variants change."""
+        return self.on_host[0]
+
+    @property
+    def tls_leaf(self) -> str:
+        """The leaf the viewed host serves: ``server_cert`` on the home host, else its TLS Secret's."""
+        if self.focus is None:
+            return self.server_cert
+        found = self.secret(f"{self.primary.namespace}/{self.primary.tls_secret}")
+        return found.tls if found is not None and found.tls else self.server_cert
+
+    def serving(self, leaf: str) -> IngressHop:
+        """The viewed host's TLS Secret holding ``leaf`` (a Secret shared by several hosts changes for all)."""
+        tls = self.primary.tls_secret
+        secrets = tuple(dataclasses.replace(s, tls=leaf) if s.name == tls else s for s in self.secrets)
+        return dataclasses.replace(self, secrets=secrets,
+                                   server_cert=leaf if self.focus is None else self.server_cert)
 
     def in_controller_order(self) -> tuple[Ingress, ...]:
         """The Ingresses as the controller lists them (store.go 1102-1115): oldest creationTimestamp first; equal
@@ -333,6 +367,8 @@ class IngressHop:
         """The Ingress whose ``auth-tls-*`` annotations the host gets: the first, in controller order, whose auth-tls
         Secret holds a CA (controller.go 766-775), else the primary."""
         for cand in self.in_controller_order():
+            if cand.host != self.host:
+                continue
             found = self.secret(cand.annotation("auth-tls-secret") or "")
             if found is not None and found.ca:
                 return cand
@@ -345,12 +381,12 @@ class IngressHop:
         owning ``/`` (controller.go 666-682), so without one nothing is passed through."""
         if not self.controller.enable_ssl_passthrough:
             return False
-        on = any(parse_go_bool(i.annotation("ssl-passthrough")) for i in self.ingresses)
-        return on and any(i.path == "/" for i in self.ingresses)
+        on = any(parse_go_bool(i.annotation("ssl-passthrough")) for i in self.on_host)
+        return on and any(i.path == "/" for i in self.on_host)
 
     @property
     def host(self) -> str:
-        return self.primary.host
+        return self.focus or self.ingresses[0].host
 
     def secret(self, ref_or_name: str) -> K8sSecret | None:
         """Look a secret up by ``ns/name`` or bare name (namespace of the primary Ingress)."""
@@ -432,7 +468,7 @@ class Topology:
             mode, "required"
         )  # type: ignore[assignment]
         return Listener(
-            server_cert=self.ingress.server_cert,
+            server_cert=self.ingress.tls_leaf,
             hostname=ing.host,
             client_auth=client_auth,
             client_ca=auth_secret.ca[0] if auth_secret and auth_secret.ca else None,
@@ -479,10 +515,19 @@ class Topology:
         return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, controller=new))
 
     def with_ingress_annotations(self, **changes: str | None) -> Topology:
-        """A variant whose primary Ingress has these annotations set or removed (``None``)."""
-        ing = self.ingress.primary.with_annotations(**changes)
-        hop = dataclasses.replace(self.ingress, ingresses=(ing, *self.ingress.ingresses[1:]))
-        return dataclasses.replace(self, ingress=hop)
+        """A variant whose primary Ingress (of the viewed host) has these annotations set or removed (``None``)."""
+        old = self.ingress.primary
+        ingresses = tuple(i.with_annotations(**changes) if i is old else i for i in self.ingress.ingresses)
+        return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, ingresses=ingresses))
+
+    def focus_on(self, host: str | None) -> Topology:
+        """The same chain with its ingress views turned to ``host`` (None or the home host: the home host). Nothing
+        that runs changes: every host is served all along."""
+        hop = self.ingress
+        if host is not None and host not in hop.hosts:
+            raise KeyError(f"no Ingress on host {host!r} (have: {', '.join(hop.hosts)})")
+        focus = None if host is None or host == hop.ingresses[0].host else host
+        return self if focus == hop.focus else dataclasses.replace(self, ingress=dataclasses.replace(hop, focus=focus))
 
 
 # ---------------------------------------------------------------------------------------------------------------

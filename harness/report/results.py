@@ -13,7 +13,7 @@ Schema ``mtls-harness/results/1``::
      "summary": {"total", "passed", "failed", "error", "skipped", "selected", "ran", "skipped_by_design",
                  "skipped_other", "not_run", "by_design_reasons": {reason: count}},
      "chain": {hop: {"server_name", "client_auth", "caller_presents_cert", "min_version", "max_version"}},
-     "cases": [{"id", "nodeid", "hop", "endpoint", "via", "group", "column", "expected", "expected_outcome",
+     "cases": [{"id", "nodeid", "hop", "host", "endpoint", "via", "group", "column", "expected", "expected_outcome",
                 "source", "variant", "identity", "result", "passed", "message", "by_design", "duration_s",
                 "seen": {...}|null}],
      "links": {"gateway->apim": {"streams", "tls_versions", "bytes", "plaintext", ...}}    (optional)}
@@ -21,6 +21,7 @@ Schema ``mtls-harness/results/1``::
 ``result`` is ``passed``, ``failed`` (the hop answered differently), ``error`` (no answer to judge: the chain did not
 start, the probe raised) or ``skipped``; ``passed`` is true/false, or null when skipped. ``by_design`` (skipped cases
 only, else null): the target declared the limit that skipped it (:class:`harness.targets.base.ChainLimits`).
+``host``: the ingress host a case probes when it is not the home host (ids end ``@<host>``), else null.
 
 Skip accounting: ``selected`` is how many cases the run selected (null when unknown), ``ran`` how many were run to a
 verdict (passed + failed + error), ``skipped_by_design`` the skips the target declared (their reasons counted in
@@ -191,7 +192,8 @@ def case_facts(case: Case, identity: str | None = None) -> dict[str, Any]:
 
     presented = case.identity if identity is None else identity
     return {
-        "id": case.id, "hop": case.hop, "endpoint": case.endpoint or case.hop, "via": case.via, "group": case.group,
+        "id": case.id, "hop": case.hop, "host": case.host, "endpoint": case.endpoint or case.hop, "via": case.via,
+        "group": case.group,
         "column": case.column, "expected": str(case.expect), "expected_outcome": _outcome_dict(case.expect),
         "expected_label": outcome_label(case.expect), "source": case.source, "variant": _variant_name(case),
         "identity": ("the caller's own" if presented == DEFAULT_IDENTITY else presented) or "none",

@@ -5,7 +5,7 @@ Each test is named after the behaviour it checks and parametrized by the target,
 ``test_ingress_rejects_client_cert_unknown_ca_tls1_2[local]``; the same ids run on every target. On a chain file's
 chain each runs the case as generated for that chain (its identities and trust domains,
 :func:`harness.cases.catalogue.catalogue_for`); a case the reference catalogue does not have runs as
-``test_generated_case[<case id>-<target>]``. A case the target
+``test_generated_case[<target>-<case id with _>]`` (a case of another ingress host ends ``@<host>``). A case the target
 cannot run skips with the target's reason — *by design* when the target declared the limit
 (:class:`harness.targets.base.ChainLimits`), otherwise it fails under ``--mtls-require-tools``.
 """

@@ -6,6 +6,7 @@ error propagates) and yields a :class:`RunningChain`; leaving the block stops ev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -162,6 +163,22 @@ class RunningChain:
             raise HopUnreachable(why, declared=True) from None
         raise HopUnreachable(f"the {hop} hop is not reachable on the {self.target} target and the target did not "
                              f"declare why (reachable: {', '.join(self.endpoints)})", declared=False) from None
+
+    def on_host(self, host: str | None) -> RunningChain:
+        """This chain viewed for the ingress host ``host`` (None: the home host): its topology focused there
+        (:meth:`~harness.model.topology.Topology.focus_on`) and its ingress endpoint named for it — SNI and Host
+        ``host``, trusting the root of the cert that host serves. Every host is served all along: nothing restarts."""
+        view = self.topology.focus_on(host)
+        if view is self.topology:
+            return self
+        endpoints = dict(self.endpoints)
+        ep = endpoints.get("ingress")
+        if ep is not None:
+            trust = ep.trust
+            if view.server_ca_of("ingress") != self.topology.server_ca_of("ingress"):
+                trust = self.certs.trust_bundle(view.server_ca_of("ingress"))
+            endpoints["ingress"] = dataclasses.replace(ep, server_name=view.ingress.host, trust=trust)
+        return dataclasses.replace(self, topology=view, endpoints=endpoints)
 
     def evict(self, why: str) -> None:
         """Retire this handle: every later probe raises :class:`EvictedChainError` with ``why``."""

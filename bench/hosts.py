@@ -1,0 +1,80 @@
+"""A chain file with many ingress hosts, written from an example: what a real controller carries (one Ingress per
+team or API, each with its own host, TLS Secret and annotations).
+
+    write_hosts(DIR, ["pay.aks.contoso.example", ...], annotations={"reports.aks.contoso.example": {...}})
+
+``DIR`` is a chain written by ``mtls-harness init DIR --example NAME``. Each added host gets a server certificate
+issued by the example's ingress CA (``certs/ingress-ca.key``; ECDSA P-256, its own SAN), a ``kubernetes.io/tls``
+Secret and an Ingress copied from the home host's, with its name, host, Secret and any annotation overrides. All go
+into ``DIR/k8s/hosts.yaml``, which ``ingress.manifests: [k8s]`` already reads. The benchmark of chain cost
+(bench/chains.py) and the multi-host tests use it; the harness itself does not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PREFIX = "nginx.ingress.kubernetes.io/"
+
+
+def _leaf(host: str, ca_pem: bytes, ca_key_pem: bytes) -> tuple[bytes, bytes]:
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def write_hosts(directory: Path, hosts: Sequence[str],
+                annotations: Mapping[str, Mapping[str, str | None]] | None = None) -> Path:
+    """Add ``hosts`` to the chain in ``directory`` (see the module doc); returns the manifest file written.
+    ``annotations[host]`` overrides annotations (keys without the prefix; None removes one)."""
+    directory = Path(directory)
+    home = yaml.safe_load((directory / "k8s" / "ingress.yaml").read_text())
+    ca_pem = (directory / "certs" / "ingress-ca.pem").read_bytes()
+    ca_key = (directory / "certs" / "ingress-ca.key").read_bytes()
+    docs: list[dict[str, object]] = []
+    for n, host in enumerate(hosts, 1):
+        cert, key = _leaf(host, ca_pem, ca_key)
+        name = f"host-{n}"
+        docs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                     "metadata": {"name": f"{name}-tls", "namespace": "default"},
+                     "stringData": {"tls.crt": cert.decode(), "tls.key": key.decode()}})
+        ann = dict(home["metadata"].get("annotations") or {})
+        for k, v in (annotations or {}).get(host, {}).items():
+            if v is None:
+                ann.pop(PREFIX + k, None)
+            else:
+                ann[PREFIX + k] = v
+        spec = yaml.safe_load(yaml.safe_dump(home["spec"]))
+        spec["tls"] = [{"hosts": [host], "secretName": f"{name}-tls"}]
+        spec["rules"][0]["host"] = host
+        docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                     "metadata": {"name": name, "namespace": home["metadata"].get("namespace", "default"),
+                                  "annotations": ann},
+                     "spec": spec})
+    out = directory / "k8s" / "hosts.yaml"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds private keys
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump_all(docs, fh, sort_keys=False)
+    return out
