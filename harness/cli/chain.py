@@ -108,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                           "cert_set": str(loaded.certs.directory), "findings": findings}))
         return 0
     print_chain_notes(loaded)
-    rows = [*hops.items()]
+    rows: list[tuple[str, dict[str, str | None]]] = [*hops.items()]
     rows[3:3] = [("  +host", info) for info in hosts.values()]  # after the ingress's home host
     for hop, info in rows:
         by = f" by the {info['client_auth_by']}" if info["client_auth_by"] else ""
