@@ -5,9 +5,10 @@ generated for it has, how long generating it (and predicting its findings) takes
 Floor for the run's cost per case: the reference chain's own cost per case in the same bench run (a chain of your own
 should cost about what the reference does per case; what it adds is the cases it generates).
 
-Not measured: a chain with 20 ingress hosts. The model holds one host per ingress hop (several Ingress objects on
-it), and the catalogue is not yet generated per host (docs/findings.md), so such a chain would generate the same
-cases as one host.
+And a chain whose controller serves 20 ingress hosts (the reference example plus 19 hosts written by
+bench/hosts.py, each with its own certificate, TLS Secret and Ingress): the catalogue repeats each host's
+client-cert, TLS-version and pod-cert cases on it (docs/findings.md), so the row shows what an added host costs —
+cases, generation time, run wall time — next to the reference chain's.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Bench, Row, silent, time_row
+from bench.hosts import write_hosts
 from bench.suite import run_suite
 
 NAME = "chains"
 TITLE = "cost as the chain grows: cases generated, generation time, run wall time per case"
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("partner-mtls", "passthrough")
+#: the many-host chain: the reference example's host and this many more
+EXTRA_HOSTS = 19
 
 
 def _generate(chain: Path | None, runs: int) -> tuple[int, list[float], int]:
@@ -67,7 +71,13 @@ def run(*, runs: int = 5, live: bool = True, progress: Callable[[str], None] = s
             subprocess.run([sys.executable, "-m", "harness", "init", str(out), "--example", example], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
             chains[example] = out / "chain.yaml"
+        many = Path(tmp) / "hosts-20"
+        subprocess.run([sys.executable, "-m", "harness", "init", str(many), "--example", "reference"], cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
+        write_hosts(many, [f"team-{n:02d}.aks.contoso.example" for n in range(1, EXTRA_HOSTS + 1)])
+        chains[f"{EXTRA_HOSTS + 1} ingress hosts"] = many / "chain.yaml"
         reference_per_case: float | None = None
+        reference_wall: float | None = None
         for name, chain in chains.items():
             progress(f"chains: {name}: generating the catalogue ({runs} times)")
             n, samples, findings = _generate(chain, runs)
@@ -83,13 +93,18 @@ def run(*, runs: int = 5, live: bool = True, progress: Callable[[str], None] = s
             ran = max(1, int(summary.get("ran") or 0))
             per_case = wall / ran
             if name == "reference":
-                reference_per_case = per_case
+                reference_per_case, reference_wall = per_case, wall
             bench.rows.append(time_row(f"{name}: run -n 2 wall time", [wall], note=(
                 f"{summary.get('ran')} ran, {summary.get('skipped_by_design')} skipped by design, "
                 f"{summary.get('finding', 0)} findings, {summary.get('failed')} failed")))
             bench.rows.append(time_row(f"{name}: cost per case that ran", [per_case * 1000], unit="ms",
                                        floor=None if reference_per_case is None else reference_per_case * 1000,
                                        floor_name="the reference chain's cost per case"))
+            if name.endswith("ingress hosts") and reference_wall is not None:
+                bench.rows.append(time_row(f"{name}: run wall time per added host",
+                                           [(wall - reference_wall) / EXTRA_HOSTS], note=(
+                                               f"({wall:.1f} s - the reference's {reference_wall:.1f} s) / "
+                                               f"{EXTRA_HOSTS} hosts")))
             bench.details[name].update(run_wall_s=wall, summary=summary)
     bench.seconds = time.perf_counter() - t_start
     return bench
