@@ -46,9 +46,12 @@ def _leaf(host: str, ca_pem: bytes, ca_key_pem: bytes) -> tuple[bytes, bytes]:
 
 
 def write_hosts(directory: Path, hosts: Sequence[str],
-                annotations: Mapping[str, Mapping[str, str | None]] | None = None) -> Path:
+                annotations: Mapping[str, Mapping[str, str | None]] | None = None,
+                apis: Mapping[str, Mapping[str, object]] | None = None) -> Path:
     """Add ``hosts`` to the chain in ``directory`` (see the module doc); returns the manifest file written.
-    ``annotations[host]`` overrides annotations (keys without the prefix; None removes one)."""
+    ``annotations[host]`` overrides annotations (keys without the prefix; None removes one). ``apis[host]`` adds an
+    APIM API to that host to the chain file (``apim.apis``): ``{"path": "/reports", ...}`` with any other keys of an
+    API entry (``validate_certificate_name: false``); its name is the host's first label."""
     directory = Path(directory)
     home = yaml.safe_load((directory / "k8s" / "ingress.yaml").read_text())
     ca_pem = (directory / "certs" / "ingress-ca.pem").read_bytes()
@@ -73,6 +76,12 @@ def write_hosts(directory: Path, hosts: Sequence[str],
                      "metadata": {"name": name, "namespace": home["metadata"].get("namespace", "default"),
                                   "annotations": ann},
                      "spec": spec})
+    if apis:
+        chain = directory / "chain.yaml"
+        doc = yaml.safe_load(chain.read_text())
+        doc["apim"]["apis"] = [{"name": host.split(".")[0], "backend_url": f"https://{host}/", **entry}
+                               for host, entry in apis.items()]
+        chain.write_text(yaml.safe_dump(doc, sort_keys=False))
     out = directory / "k8s" / "hosts.yaml"
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds private keys
     with os.fdopen(fd, "w") as fh:

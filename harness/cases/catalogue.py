@@ -357,7 +357,12 @@ def _every_hop_tls(r: ProbeResult, c: RunningChain) -> str | None:
     trace = _trace(r)
     hops = ("gateway", "apim", "pod") if c.topology.passthrough else ("gateway", "apim", "ingress", "pod")
     bad = [h for h in hops if not trace.get(h, {}).get("tls", "").startswith("TLSv1.")]
-    return f"no TLS recorded at: {', '.join(bad)} (trace: {trace})" if bad else None
+    if bad:
+        return f"no TLS recorded at: {', '.join(bad)} (trace: {trace})"
+    sni, host = trace.get("ingress", {}).get("sni"), c.topology.ingress.host
+    if not c.topology.passthrough and sni != host:  # the request must have taken the path to THIS host (its API)
+        return f"the ingress's TLS session was for {sni!r}, expected {host!r} (trace: {trace})"
+    return None
 
 
 def _ingress_saw_apim(r: ProbeResult, c: RunningChain) -> str | None:
@@ -584,26 +589,35 @@ def catalogue_for(topology: Topology | None = None) -> tuple[Case, ...]:
 HOST_GROUPS: Final = ("client-cert", "protocol")
 
 
-def _for_host(c: Case) -> Case | None:
-    """``c`` as a case of a host other than the home one, or None when it is not about what a host decides."""
+#: through an API whose backend is the host: the chain end to end on that API's path
+HOST_CHAIN_CASES: Final = ("every-hop-is-tls-end-to-end", "ingress-verified-identity-is-apims-client-cert")
+
+
+def _for_host(c: Case, through_api: bool) -> Case | None:
+    """``c`` as a case of a host other than the home one, or None when it is not about what a host decides.
+    ``through_api``: an API of APIM has this host as its backend, so a request can reach it through the chain."""
     if c.hop == "ingress" and c.via == "direct" and c.endpoint is None and c.group in HOST_GROUPS:
         return c
     if c.group == "server-cert" and c.hop == "pod" and c.via == "chain" and c.expect.hop == "ingress":
-        # the host's proxy-ssl-* judge the pod's cert: probed at the ingress as APIM calls it (the chain file gives
-        # APIM one backend, the home host, so these cannot go through APIM)
-        return dataclasses.replace(c, via="direct", endpoint="ingress")
-    return None  # the ingress's own server cert is judged by APIM, which calls the home host only
+        # the host's proxy-ssl-* judge the pod's cert: through its API, else probed at the ingress as APIM calls it
+        return c if through_api else dataclasses.replace(c, via="direct", endpoint="ingress")
+    if through_api and c.via == "chain" and (
+            (c.group == "server-cert" and c.hop == "ingress") or c.id in HOST_CHAIN_CASES):
+        return c  # APIM's backend checks of that API judge the host's own server cert; the chain on that path
+    return None  # without an API to the host nothing but APIM's home backend calls it
 
 
 def host_cases(view: Topology) -> list[Case]:
-    """The ingress cases of the host ``view`` is focused on (:meth:`Topology.focus_on`), ids ``<case id>@<host>``:
-    each probes that host directly on the same running ingress, as APIM would, and expects what THAT host's
-    annotations mean."""
+    """The cases of the ingress host ``view`` is focused on (:meth:`Topology.focus_on`), ids ``<case id>@<host>``:
+    each probes that host on the same running chain — directly at the ingress as APIM would, or through the chain
+    under the path of the API whose backend it is — and expects what THAT host's annotations (and that API's backend
+    checks) mean."""
     host = view.ingress.host
+    through_api = view.apim.focus is not None
     out = []
     for build in CASE_BUILDERS:
         for c in build(view):
-            kept = _for_host(c)
+            kept = _for_host(c, through_api)
             if kept is not None:
                 out.append(dataclasses.replace(kept, id=f"{c.id}@{host}", host=host))
     return out

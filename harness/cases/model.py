@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from harness.cases.evidence import Attribution, attribute
 from harness.errors import HarnessError, Unavailable
-from harness.findings.predict import CaseFacts, Finding, Prediction, prediction_for
+from harness.findings.predict import CaseFacts, Finding, Prediction, predict, prediction_for
 from harness.model.topology import HopName, Topology, default_topology
 from harness.probe.outcomes import Outcome
 
@@ -206,6 +206,9 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
     chain.endpoint(hop)  # HopUnreachable (an Unavailable) when the runner cannot reach it
     kwargs: dict[str, Any] = dict(case.probe)
+    if case.via == "chain" and chain.topology.apim.path != "/":
+        # a case of another API's host goes through the chain under that API's URL suffix
+        kwargs["path"] = chain.topology.apim.path.rstrip("/") + kwargs.get("path", "/")
     identity = case.identity
     if case.via == "chain":
         identity = _caller_identity(chain, "gateway") if identity == DEFAULT_IDENTITY else identity
@@ -237,7 +240,14 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
         problem = _problem(case.expect, found.outcome, chain)
         if problem is None and case.check is not None:
             problem = case.check(seen, chain)
+            pooled = _pooled(case, chain.topology) if problem is not None else None
+            if pooled is not None:  # the pod saw another host's session, which the configuration lets happen
+                predicted = Prediction(pooled, None)
         verdict, expected = ("passed" if problem is None else "failed"), f"{case.expect}   [source: {case.source}]"
+        if predicted is not None:
+            verdict, expected = "finding", (f"{expected}; what the pod saw of its TLS session differs ({problem}) — "
+                                            f"finding {predicted.finding.id if predicted.finding else ''}: "
+                                            f"{predicted.finding.lets_through if predicted.finding else ''}")
     else:
         verdict, problem = _judge_predicted(predicted, found.outcome, chain)
         expected = _predicted_line(case, predicted)
@@ -250,6 +260,15 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
                f"  seen:     {seen.describe()}{evidence}{_trace_lines(seen)}")
     return CaseResult(case, verdict != "failed", seen, message, verdict,
                       predicted.finding if predicted is not None else None)  # a rule-only prediction: no finding
+
+
+def _pooled(case: Case, t: Topology) -> Finding | None:
+    """The keepalive-pool finding of the viewed host (harness.findings.predict), when ``case`` judges what the pod saw
+    of its TLS session (a trace check): over a connection another host opened, the pod sees that host's session."""
+    if case.group != "trace" or case.hop != "pod":
+        return None
+    host = t.ingress.focus
+    return next((f for f in predict(t) if f.intermittent and f.hop == "ingress" and f.host == host), None)
 
 
 def _judge_predicted(p: Prediction, seen: Outcome, chain: RunningChain) -> tuple[Verdict, str | None]:

@@ -38,6 +38,7 @@ from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_t
 from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
 from harness.model.topology import (
     ANNOTATION_PREFIX,
+    Api,
     Apim,
     ClientAuth,
     Gateway,
@@ -109,7 +110,7 @@ class LoadedChain:
             line = line_of(text, list(setting.chain_key))
             if line:
                 return f"{self.path}:{line}"
-            return f"{self.path} ({'.'.join(setting.chain_key)} not set: its default)"
+            return f"{self.path} ({'.'.join(map(str, setting.chain_key))} not set: its default)"
         return str(self.path)
 
 
@@ -381,6 +382,7 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
         validate_client_certificate=bool(facts and facts.validate_client_certificate),
         oauth=facts.oauth if facts else None,
     )
+    apim = dataclasses.replace(apim, apis=_apis(ap, ingress, r))
     pd = doc.pod
     pod = Pod(Listener(r.identity(pd.listener_certificate, ["pod", "listener_certificate"]) or "", pd.host,
                        pd.client_auth, r.ca(pd.client_ca, ["pod", "client_ca"], warnings),
@@ -389,6 +391,28 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
     topology = Topology(doc.name, chain_certs.certs.plan, client, gateway, apim, ingress, pod)
     _dry_render(topology, chain_certs.certs, man, r.where(["ingress", "manifests"]))
     return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings), man)
+
+
+def _apis(ap: Any, ingress: IngressHop, r: _Resolver) -> tuple[Api, ...]:
+    """APIM's other APIs, each to an ingress host other than the home one (one line and exit 2 otherwise)."""
+    out: list[Api] = []
+    for i, spec in enumerate(ap.apis):
+        where = r.where(["apim", "apis", i, "backend_url"])
+        host = urlsplit(spec.backend_url).hostname or ""
+        if host not in ingress.hosts:
+            raise InputError(where, f"apim.apis[{i}] ({spec.name}) backend host {host} has no Ingress in "
+                             f"ingress.manifests (hosts: {', '.join(ingress.hosts)})",
+                             "add the Ingress of that host to the manifests, or fix the URL")
+        if host == ingress.hosts[0]:
+            raise InputError(where, f"apim.apis[{i}] ({spec.name}) backend host {host} is the home host, which "
+                             "apim.backend already reaches", "give this API the backend of another host")
+        for j, other in enumerate(ap.apis[:i]):
+            if other.name == spec.name or other.path.rstrip("/") == spec.path.rstrip("/") or \
+                    urlsplit(other.backend_url).hostname == host:
+                raise InputError(r.where(["apim", "apis", i]), f"apim.apis[{i}] repeats the name, path or backend "
+                                 f"host of apim.apis[{j}] ({other.name})", "give each API its own name, path and host")
+        out.append(Api(spec.name, spec.path, host, spec.validate_certificate_chain, spec.validate_certificate_name))
+    return tuple(out)
 
 
 def _rel(base: Path, value: str) -> Path:

@@ -105,6 +105,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"chain": str(loaded.path), "name": t.name, "identities": dict(loaded.mode),
                           "warnings": list(loaded.warnings), "hops": hops, "ingress_hosts": hosts,
+                          "apis": [{"name": a.name, "path": a.path, "backend_host": a.hostname,
+                                    "validate_certificate_chain": a.verify_chain,
+                                    "validate_certificate_name": a.verify_name} for a in t.apim.apis],
                           "cert_set": str(loaded.certs.directory), "findings": findings}))
         return 0
     print_chain_notes(loaded)
@@ -114,6 +117,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         by = f" by the {info['client_auth_by']}" if info["client_auth_by"] else ""
         ca = f" (CA {info['client_ca']})" if info["client_ca"] and info["client_auth"] != "none" else ""
         print(f"{hop:8} {info['host']}  serves {info['serves']}  client auth {info['client_auth']}{by}{ca}")
+        if hop == "apim":
+            for api in t.apim.apis:
+                checks = ", ".join(f"{what} {'on' if on else 'OFF'}" for what, on in (
+                    ("chain check", api.verify_chain), ("name check", api.verify_chain and api.verify_name)))
+                print(f"  +api   {api.path} → https://{api.hostname}/  ({api.name}: {checks})")
     if findings:
         print(f"{len(findings)} finding(s) predicted from the configuration (`mtls-harness run --chain` observes "
               "them; a run exits 1 for each one not accepted):")

@@ -70,7 +70,8 @@ class Setting:
     """The configuration that causes a finding, in the products' words, and how to find it in a chain file."""
 
     text: str  # "nginx.ingress.kubernetes.io/auth-tls-verify-client: optional on Ingress default/echo"
-    chain_key: tuple[str, ...] | None = None  # key path in the chain file (gateway, ssl_policy, min_protocol_version)
+    #: key path in the chain file: ("gateway", "ssl_policy", "min_protocol_version"), ("apim", "apis", 0, …)
+    chain_key: tuple[str | int, ...] | None = None
     annotation: tuple[str, str] | None = None  # (Ingress ns/name, annotation key without the prefix)
     secret: str | None = None  # a Secret ns/name
 
@@ -196,7 +197,8 @@ def _shared_upstream_pool(home: Topology) -> Iterator[Finding]:
             continue
         yield Finding(_PROPERTY["every-hop-verifies-its-upstream-cert"], "ingress",
                       f"any pod server certificate, over a keepalive connection that {opener.ingress.host} opened "
-                      f"without verifying it (fix: proxy-ssl-verify on every host reaching the same pods, or "
+                      f"without verifying it — and the pod then sees that host's TLS session and client certificate "
+                      f"(fix: proxy-ssl-verify on every host reaching the same pods, or "
                       f"upstream-keepalive-connections: 0)",
                       _annotation_setting(ing, "proxy-ssl-verify", ing.annotation("proxy-ssl-verify")),
                       _SERVER_CERT_CAUSES, "upstream-cert",
@@ -209,6 +211,7 @@ def _host_findings(t: Topology) -> Iterator[Finding]:
     yield from _ingress_trust(t)
     yield from _ingress_depth(t)
     yield from _ingress_upstream(t)
+    yield from _api_upstream(t)
 
 
 def _ref(ing: Ingress) -> str:
@@ -330,14 +333,30 @@ def _upstreams(t: Topology) -> Iterator[Finding]:
         ("gateway", t.gateway.upstream, ("backend_settings", "validate_cert_chain_and_expiry", "validate_sni")),
         ("apim", t.apim.upstream, ("backend", "validate_certificate_chain", "validate_certificate_name")))
     for hop, up, (part, chain_key, name_key) in checks:
-        if not up.verify_chain:
-            yield Finding(prop, hop, "any next-hop server certificate (unknown CA, expired, self-signed, wrong name)",
-                          Setting(f"{hop}.{part}.{chain_key}: false", chain_key=(hop, part, chain_key)),
-                          _SERVER_CERT_CAUSES, "upstream-cert")
-        elif not up.verify_name:
-            yield Finding(prop, hop, f"a next-hop certificate that does not cover {up.hostname}",
-                          Setting(f"{hop}.{part}.{name_key}: false", chain_key=(hop, part, name_key)),
-                          frozenset({"name-mismatch"}), "upstream-cert")
+        yield from _upstream_checks(prop, hop, up, (hop, part), chain_key=chain_key, name_key=name_key)
+
+
+def _upstream_checks(prop: Property, hop: HopName, up: Upstream, at: tuple[str | int, ...], *, chain_key: str,
+                     name_key: str) -> Iterator[Finding]:
+    where = ".".join(str(k) if isinstance(k, str) else f"[{k}]" for k in at).replace(".[", "[")
+    if not up.verify_chain:
+        yield Finding(prop, hop, "any next-hop server certificate (unknown CA, expired, self-signed, wrong name)",
+                      Setting(f"{where}.{chain_key}: false", chain_key=(*at, chain_key)),
+                      _SERVER_CERT_CAUSES, "upstream-cert")
+    elif not up.verify_name:
+        yield Finding(prop, hop, f"a next-hop certificate that does not cover {up.hostname}",
+                      Setting(f"{where}.{name_key}: false", chain_key=(*at, name_key)),
+                      frozenset({"name-mismatch"}), "upstream-cert")
+
+
+def _api_upstream(t: Topology) -> Iterator[Finding]:
+    """The backend checks of the API whose backend is the viewed host (Apim.focused)."""
+    names = [a.name for a in t.apim.apis]
+    if t.apim.focus is None or t.apim.focus not in names:
+        return
+    yield from _upstream_checks(_PROPERTY["every-hop-verifies-its-upstream-cert"], "apim", t.apim.upstream,
+                                ("apim", "apis", names.index(t.apim.focus)), chain_key="validate_certificate_chain",
+                                name_key="validate_certificate_name")
 
 
 def _ingress_upstream(t: Topology) -> Iterator[Finding]:
@@ -409,8 +428,12 @@ def prediction_for(t: Topology, facts: CaseFacts, findings: tuple[Finding, ...] 
     for f in predict(t) if findings is None else findings:
         if f.hop != expect.hop or expect.cause not in f.defeats or not _in_scope(t, f, facts):
             continue
-        if f.hop == "ingress" and f.host != t.ingress.focus and f.setting.chain_key is None:
-            continue  # another host's annotations (a ConfigMap key, chain_key, holds for every host)
+        if f.host is not None and f.host != t.ingress.focus:
+            continue  # another host's (its annotations, its API's backend checks)
+        if f.host is None and f.hop == "ingress" and f.setting.chain_key is None and t.ingress.focus is not None:
+            continue  # the home host's annotations (a ConfigMap key, chain_key, holds for every host)
+        if f.host is None and f.hop == "apim" and f.scope == "upstream-cert" and t.apim.focus is not None:
+            continue  # the home API's backend checks: the viewed API has its own
         if f.scope == "protocol":
             return Prediction(f, ok(200), gone=expect)
         if f.intermittent:

@@ -175,6 +175,18 @@ class ApimBackend(_Strict):
     max_protocol_version: TLSName = "TLSv1_3"
 
 
+class ApiSpec(_Strict):
+    """Another API of the APIM service: requests under ``path`` (its URL suffix) go to ``backend_url``, whose host
+    must be an ingress host of ``ingress.manifests``. It uses the service's client certificate and backend CA
+    (``apim.backend``); its backend entity's own TLS checks are these two."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    path: str = Field(pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
+    backend_url: str = Field(pattern=r"^https://[^/:]+(:\d+)?(/.*)?$")
+    validate_certificate_chain: bool = True
+    validate_certificate_name: bool = True
+
+
 class ApimSpec(_Strict):
     host_names: list[str] = Field(min_length=1)
     custom_domain_certificate: str
@@ -187,6 +199,8 @@ class ApimSpec(_Strict):
     #: the API's policy XML file as you keep it (validate-client-certificate, validate-jwt, …)
     policy: str | None = None
     backend: ApimBackend
+    #: the service's other APIs, each to another ingress host (``backend`` is the home API: every other path)
+    apis: list[ApiSpec] = Field(default_factory=list)
 
 
 class SecretRef(_Strict):

@@ -29,6 +29,7 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "HOPS",
     "VERIFY_CLIENT_MODES",
+    "Api",
     "Apim",
     "CASpec",
     "ClientAuth",
@@ -212,6 +213,20 @@ class OAuth:
 
 
 @dataclass(frozen=True)
+class Api:
+    """An API of APIM beside the one its ``upstream`` serves: requests under ``path`` (its URL suffix, e.g.
+    ``/payments``) go to its backend at ``hostname``, another ingress host of the chain. The service's client
+    certificate, CA certificates and protocol range are the home API's (:meth:`Apim.backend_of`); its own are the host
+    name and the backend entity's two TLS checks."""
+
+    name: str
+    path: str
+    hostname: str
+    verify_chain: bool = True
+    verify_name: bool = True
+
+
+@dataclass(frozen=True)
 class Apim:
     """The API Management stand-in (internal VNet mode).
 
@@ -227,6 +242,46 @@ class Apim:
     negotiate_client_certificate: bool = False
     validate_client_certificate: bool = False
     oauth: OAuth | None = None
+    #: the other APIs, each to its own ingress host (``upstream`` is the home API's: the catch-all route)
+    apis: tuple[Api, ...] = ()
+    #: set on a view of one API (Topology.focus_on): its name; ``upstream`` then holds its backend and ``home`` the
+    #: home API's. Renderers and targets only ever see a topology without a focus
+    focus: str | None = None
+    home: Upstream | None = None
+
+    @property
+    def path(self) -> str:
+        """The URL suffix of the viewed API ("/" for the home API): a request through the chain is sent under it."""
+        return next((a.path for a in self.apis if a.name == self.focus), "/") if self.focus else "/"
+
+    def backend_of(self, api: Api) -> Upstream:
+        """How APIM calls ``api``'s backend: the service's client certificate, CA and protocols, the API's host name
+        and checks (on a view: the home API's, held in ``home``)."""
+        base = self.home if self.home is not None else self.upstream
+        return dataclasses.replace(base, hostname=api.hostname, verify_chain=api.verify_chain,
+                                   verify_name=api.verify_name)
+
+    def unfocused(self) -> Apim:
+        """The APIM without a view: the home API's backend back in ``upstream``. A variant's change to the viewed
+        backend is kept: its host and checks in the API's entry, the rest (client certificate, CA, protocols — the
+        service's) in the home backend."""
+        if self.focus is None or self.home is None:
+            return self
+        up, home = self.upstream, self.home
+        apis = tuple(dataclasses.replace(a, hostname=up.hostname, verify_chain=up.verify_chain,
+                                         verify_name=up.verify_name) if a.name == self.focus else a
+                     for a in self.apis)
+        home = dataclasses.replace(up, hostname=home.hostname, verify_chain=home.verify_chain,
+                                   verify_name=home.verify_name)
+        return dataclasses.replace(self, upstream=home, apis=apis, focus=None, home=None)
+
+    def focused(self, host: str | None) -> Apim:
+        """The view of the API whose backend is ``host`` (the APIM without a view when none is, or for None)."""
+        base = self.unfocused()
+        api = next((a for a in base.apis if a.hostname == host), None) if host else None
+        if api is None:
+            return base
+        return dataclasses.replace(base, upstream=base.backend_of(api), focus=api.name, home=base.upstream)
 
 
 @dataclass(frozen=True)
@@ -521,13 +576,16 @@ class Topology:
         return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, ingresses=ingresses))
 
     def focus_on(self, host: str | None) -> Topology:
-        """The same chain with its ingress views turned to ``host`` (None or the home host: the home host). Nothing
-        that runs changes: every host is served all along."""
+        """The same chain with its ingress views turned to ``host`` (None or the home host: the home host), and APIM's
+        to the API whose backend that host is, when one is (:meth:`Apim.focused`). Nothing that runs changes: every
+        host and API is served all along."""
         hop = self.ingress
         if host is not None and host not in hop.hosts:
             raise KeyError(f"no Ingress on host {host!r} (have: {', '.join(hop.hosts)})")
         focus = None if host is None or host == hop.ingresses[0].host else host
-        return self if focus == hop.focus else dataclasses.replace(self, ingress=dataclasses.replace(hop, focus=focus))
+        if focus == hop.focus:
+            return self
+        return dataclasses.replace(self, ingress=dataclasses.replace(hop, focus=focus), apim=self.apim.focused(focus))
 
 
 # ---------------------------------------------------------------------------------------------------------------

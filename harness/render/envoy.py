@@ -306,7 +306,8 @@ def _upstream_tls(up: Upstream, sds_dir: Path, where: str) -> dict[str, Any]:
                              "max_session_keys": 0}}
 
 
-def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str) -> dict[str, Any]:
+def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str,
+             name: str = _CLUSTER) -> dict[str, Any]:
     host, port = upstream
     try:
         ipaddress.ip_address(host)
@@ -314,10 +315,10 @@ def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str)
     except ValueError:  # a container name on a docker network
         discovery = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"}
     return {
-        "name": _CLUSTER,
+        "name": name,
         **discovery,
         "connect_timeout": "5s",
-        "load_assignment": {"cluster_name": _CLUSTER, "endpoints": [
+        "load_assignment": {"cluster_name": name, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}]},
         "transport_socket": _upstream_tls(up, sds_dir, where),
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -353,6 +354,18 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
         "log_format": {"text_format_source": {"inline_string": fmt}}}}]
 
 
+def _route(cluster: str, up: Upstream, *, prefix_rewrite: str | None = None) -> dict[str, Any]:
+    # the next hop routes by Host (APIM custom domain, ingress server_name): send the name it serves
+    route: dict[str, Any] = {"cluster": cluster, "host_rewrite_literal": up.hostname, "timeout": "30s",
+                             # one retry when the upstream drops the request unanswered — a pooled keep-alive
+                             # connection the ingress closes as nginx reloads — as an HTTP client retries a GET on a
+                             # stale connection; a TLS failure fails again the same way, so no outcome changes
+                             "retry_policy": {"retry_on": "reset", "num_retries": 1}}
+    if prefix_rewrite is not None:
+        route["prefix_rewrite"] = prefix_rewrite
+    return route
+
+
 def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_path: Path,
                         jwks: Path | None = None) -> dict[str, Any]:
     own = header_name(hop)
@@ -371,15 +384,14 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
             "name": f"{hop}-routes",
             "request_headers_to_remove": [header_name(h) for h in later],  # runs before request_headers_to_add
             "request_headers_to_add": [_header(own, _TRACE_VALUE)],
-            "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [{
-                "match": {"prefix": "/"},
-                # the next hop routes by Host (APIM custom domain, ingress server_name): send the name it serves
-                "route": {"cluster": _CLUSTER, "host_rewrite_literal": up.hostname, "timeout": "30s",
-                          # one retry when the upstream drops the request unanswered — a pooled keep-alive
-                          # connection the ingress closes as nginx reloads — as an HTTP client retries a GET on a
-                          # stale connection; a TLS failure fails again the same way, so no outcome changes
-                          "retry_policy": {"retry_on": "reset", "num_retries": 1}},
-            }]}],
+            "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [
+                # APIM's other APIs: a request under an API's URL suffix goes to its backend, the suffix removed
+                # (APIM forwards the operation's path below the backend URL)
+                *({"match": {"path_separated_prefix": api.path.rstrip("/")},
+                   "route": _route(f"{_CLUSTER}-{api.name}", topology.apim.backend_of(api), prefix_rewrite="/")}
+                  for api in (topology.apim.apis if hop == "apim" else ())),
+                {"match": {"prefix": "/"}, "route": _route(_CLUSTER, up)},
+            ]}],
         },
         "http_filters": [
             {"name": "envoy.filters.http.lua",
@@ -430,6 +442,15 @@ def render_envoy(
     if up.verify_chain and not up.trusted_ca:
         raise UsageError(f"{hop}.upstream: verify_chain is on but trusted_ca is not set — name the CA that issued "
                          "the next hop's server cert, or set verify_chain=False (an insecure configuration)")
+    if hop == "apim" and topology.apim.focus is not None:
+        raise UsageError("render_envoy: the topology is a view of one API (Topology.focus_on) — render the chain "
+                         "itself (focus_on(None))")
+    # APIM's other APIs: one cluster each, sharing the service's client certificate and CA (one SDS pair)
+    apis = [(api, topology.apim.backend_of(api)) for api in (topology.apim.apis if hop == "apim" else ())]
+    for api, backend in apis:
+        if backend.verify_chain and not backend.trusted_ca:
+            raise UsageError(f"apim API {api.name}: verify_chain is on but the service's backend CA (trusted_ca) is "
+                             "not set — name the CA that issued the ingress's server cert")
 
     workdir = Path(workdir).resolve()
     sds_dir = workdir / "sds"
@@ -439,7 +460,7 @@ def render_envoy(
         sources["client-ca"] = _bundle(certs, listener.client_ca or "", f"{hop}.listener.client_ca")
     if up.client_cert is not None:
         sources["upstream-client"] = _leaf(certs, up.client_cert, f"{hop}.upstream.client_cert")
-    if up.verify_chain:
+    if up.verify_chain or any(backend.verify_chain for _, backend in apis):
         sources["upstream-ca"] = _bundle(certs, up.trusted_ca or "", f"{hop}.upstream.trusted_ca")
 
     config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.yaml", sds_dir=sds_dir,
@@ -473,7 +494,9 @@ def render_envoy(
                     "transport_socket": _downstream_tls(listener, sds_dir, ask, hop),
                 }],
             }],
-            "clusters": [_cluster(up, upstream, sds_dir, hop)],
+            "clusters": [_cluster(up, upstream, sds_dir, hop),
+                         *(_cluster(backend, upstream, sds_dir, f"{hop}.apis.{api.name}",
+                                    name=f"{_CLUSTER}-{api.name}") for api, backend in apis)],
         },
     }
     # libyaml's dumper when present: the pure-Python one costs ~20 ms per config at every chain start

@@ -133,3 +133,30 @@ def test_a_host_that_does_not_verify_the_pod_lends_its_connection_to_one_that_do
         assert second.verdict == "passed", second.message
         assert (second.seen.outcome.status, second.seen.outcome.hop, second.seen.outcome.cause) == (
             502, "ingress", "unknown-issuer")
+
+
+def test_an_api_reaches_its_host_through_the_chain_and_its_backend_checks_are_its_own(tmp_path: Path) -> None:
+    """APIM with a second API (`/reports` → the reports host) whose backend entity does not validate the certificate
+    chain: through the gateway, under /reports, the reports host's bad certificate gets through APIM (a finding of
+    that API, at its chain-file line), while the home API still refuses it (APIM backend
+    tls.validateCertificateChain, docs/chain-file.md); the request under /reports really ended at the reports host
+    (the ingress's trace names its SNI)."""
+    chain_dir = tmp_path / "c"
+    assert main(["init", str(chain_dir), "--example", "reference"]) == 0
+    write_hosts(chain_dir, [REPORTS], apis={REPORTS: {"path": "/reports", "validate_certificate_chain": False}})
+    run = subprocess.run([sys.executable, "-m", "harness", "run", "--chain", str(chain_dir / "chain.yaml"), "-k",
+                          "apim_refuses_ingress_cert_unknown_ca or every_hop_is_tls_end_to_end",
+                          "--report", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO, check=False,
+                         timeout=600, stdin=subprocess.DEVNULL)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-2000:]
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    cases = {c["id"]: c for c in doc["cases"]}
+    assert cases["apim-refuses-ingress-cert-unknown-ca"]["result"] == "passed"
+    assert cases["apim-refuses-ingress-cert-unknown-ca"]["seen"]["outcome_text"].endswith(
+        "by apim for unknown-issuer")
+    through = cases[f"apim-refuses-ingress-cert-unknown-ca@{REPORTS}"]
+    assert (through["result"], through["via"], through["seen"]["outcome"]["kind"]) == ("finding", "chain", "ok")
+    assert cases[f"every-hop-is-tls-end-to-end@{REPORTS}"]["result"] == "passed"  # its check: the ingress's SNI
+    finding = {f["id"]: f for f in doc["findings"]}[f"every-hop-verifies-its-upstream-cert@apim:{REPORTS}"]
+    line = int(finding["where"].rpartition(":")[2])
+    assert "validate_certificate_chain: false" in (chain_dir / "chain.yaml").read_text().splitlines()[line - 1]

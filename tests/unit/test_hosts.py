@@ -19,8 +19,9 @@ import yaml
 from harness.cases.catalogue import catalogue_for
 from harness.chainfile.load import load_chain
 from harness.cli.main import main
+from harness.errors import UsageError
 from harness.findings.predict import CaseFacts, predict, prediction_for
-from harness.model.topology import K8sSecret, Topology, default_topology
+from harness.model.topology import Api, K8sSecret, Topology, default_topology
 from harness.probe.outcomes import http_reject, ok, upstream_failure
 
 REF = default_topology()
@@ -158,3 +159,97 @@ def test_explain_and_chain_check_speak_of_each_host(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err.strip().splitlines()  # the chain's notes line, then the one error
     assert err[-1].startswith("mtls-harness: error: explain: ")
     assert "did you mean" in err[-1]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# APIM's other APIs (chain file apim.apis): each to another ingress host, under its own URL suffix
+# ------------------------------------------------------------------------------------------------------------------
+def _with_api(**checks: bool) -> Topology:
+    t = _two_hosts()
+    return t.replace(apim=dataclasses.replace(t.apim, apis=(Api("reports", "/reports", OTHER, **checks),)))
+
+
+def test_a_view_of_an_apis_host_is_a_view_of_that_api() -> None:
+    t = _with_api(verify_name=False)
+    view = t.focus_on(OTHER)
+    assert (view.apim.focus, view.apim.path) == ("reports", "/reports")
+    assert view.caller_of("ingress").hostname == OTHER
+    assert not view.caller_of("ingress").verify_name
+    # the service's client certificate and CA stay the home API's
+    assert (view.apim.upstream.client_cert, view.apim.upstream.trusted_ca) == ("apim-client", "ingress-ca")
+    assert view.focus_on(None) == t
+    assert t.apim.path == "/"
+    # a variant on the view: its checks stay with the API, the service's CA change applies to every API
+    changed = view.with_hop("apim", upstream__verify_chain=False, upstream__trusted_ca="pod-ca").focus_on(None)
+    assert changed.apim.upstream.verify_chain
+    assert changed.apim.upstream.trusted_ca == "pod-ca"
+    assert not changed.apim.apis[0].verify_chain
+
+
+def test_the_apim_stand_in_routes_each_apis_path_to_its_hosts_cluster(tmp_path: Path) -> None:
+    from harness.pki.certset import cert_set_for
+    from harness.render.envoy import render_envoy
+
+    t = _with_api(verify_name=False)
+    certs = cert_set_for(t.pki)
+    config = render_envoy(t, "apim", certs, listen=("127.0.0.1", 1), upstream=("127.0.0.1", 2),
+                          admin=("127.0.0.1", 3), workdir=tmp_path)
+    boot = yaml.safe_load(config.config_path.read_text())
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"] == {"path_separated_prefix": "/reports"}
+    assert (routes[0]["route"]["cluster"], routes[0]["route"]["host_rewrite_literal"],
+            routes[0]["route"]["prefix_rewrite"]) == ("upstream-reports", OTHER, "/")
+    assert routes[-1]["match"] == {"prefix": "/"}
+    assert routes[-1]["route"]["host_rewrite_literal"] == HOME
+    clusters = {c["name"]: c["transport_socket"]["typed_config"] for c in boot["static_resources"]["clusters"]}
+    assert clusters["upstream-reports"]["sni"] == OTHER
+    # name check off: no SAN matcher (the chain is still checked against the service's CA)
+    vc = clusters["upstream-reports"]["common_tls_context"]["combined_validation_context"]
+    assert vc["default_validation_context"] == {}
+    assert clusters["upstream"]["common_tls_context"]["combined_validation_context"]["default_validation_context"] \
+        == {"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": HOME}}]}
+    with pytest.raises(UsageError, match="a view of one API"):
+        render_envoy(t.focus_on(OTHER), "apim", certs, listen=("127.0.0.1", 1), upstream=("127.0.0.1", 2),
+                     admin=("127.0.0.1", 3), workdir=tmp_path)
+
+
+def test_an_apis_backend_checks_are_its_findings_and_it_reaches_its_host_through_the_chain() -> None:
+    t = _with_api(verify_chain=False)
+    found = [f for f in predict(t) if f.hop == "apim"]
+    assert [f.id for f in found] == [f"every-hop-verifies-its-upstream-cert@apim:{OTHER}"]
+    assert found[0].setting.chain_key == ("apim", "apis", 0, "validate_certificate_chain")
+    refused = upstream_failure(500, hop="apim", cause="unknown-issuer")
+    assert prediction_for(t, CaseFacts(refused, None, None, "gateway")) is None  # the home API checks
+    p = prediction_for(t.focus_on(OTHER), CaseFacts(refused, None, None, "gateway"))
+    assert p is not None
+    assert p.finding is not None
+    assert p.finding.id == found[0].id
+    generated = {c.id: c for c in catalogue_for(t)}
+    through = generated[f"apim-refuses-ingress-cert-unknown-ca@{OTHER}"]
+    assert (through.via, through.host) == ("chain", OTHER)
+    assert generated[f"ingress-refuses-pod-cert-unknown-ca@{OTHER}"].via == "chain"  # its API carries it
+    assert f"apim-refuses-ingress-cert-unknown-ca@{OTHER}" not in {c.id for c in catalogue_for(_two_hosts())}
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    ({"name": "x", "path": "/x", "backend_url": "https://nope.example/"}, "nope.example has no Ingress"),
+    ({"name": "x", "path": "/x", "backend_url": f"https://{HOME}/"}, "is the home host"),
+    ({"name": "x", "path": "x", "backend_url": f"https://{OTHER}/"}, "path"),
+])
+def test_a_bad_api_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          entry: dict[str, str], words: str) -> None:
+    from bench.hosts import write_hosts
+
+    d = tmp_path / "c"
+    assert main(["init", str(d), "--example", "reference"]) == 0
+    write_hosts(d, [OTHER])
+    chain = d / "chain.yaml"
+    doc = yaml.safe_load(chain.read_text())
+    doc["apim"]["apis"] = [entry]
+    chain.write_text(yaml.safe_dump(doc, sort_keys=False))
+    capsys.readouterr()
+    assert main(["chain", "check", str(chain)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert words in err[0]
