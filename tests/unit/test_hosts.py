@@ -253,3 +253,16 @@ def test_a_bad_api_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert words in err[0]
+
+
+def test_the_kind_manifests_of_several_hosts_validate_offline_and_hold_every_hosts_ingress() -> None:
+    """The kind path (written here, run by users): one controller, every host's Ingress and TLS Secret applied."""
+    from harness.render.k8s import validate_manifests
+    from harness.targets.kind import KindTarget
+
+    docs = KindTarget(_with_api())._manifests("mtls-harness/pod:0.1.0-local")
+    assert validate_manifests(docs) == []
+    hosts = sorted(rule["host"] for d in docs if d["kind"] == "Ingress" for rule in d["spec"]["rules"])
+    assert hosts == sorted([HOME, OTHER])
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    assert {"ingress-tls", "reports-tls"} <= secrets
