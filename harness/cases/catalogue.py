@@ -19,6 +19,7 @@ from harness.cases.cross_domain import (
     consumer_identity,
     cross_domain_cases,
     gateway_strict,
+    passthrough_to_the_pod,
     stripped_by,
     stripping_cases,
     trusted_identity,
@@ -242,9 +243,7 @@ def _passthrough_serving_wrong_san(t: Topology) -> Topology:
 
 def _passthrough(t: Topology) -> Topology:
     """ssl-passthrough: the ingress routes the TLS stream by SNI; the pod terminates it and verifies APIM's cert."""
-    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
-    t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
-    return t.with_hop("apim", upstream__trusted_ca="pod-ca")
+    return passthrough_to_the_pod(t)
 
 
 def _pod_caller(c: RunningChain) -> str:
@@ -476,7 +475,7 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
     yield Case("ingress-optional-still-rejects-client-cert-from-unknown-ca", "ingress", "ingress-nginx",
                "verify optional", http_reject(400, CERT_ERROR, hop="ingress", cause="unknown-issuer"),
                "nginx ssl_verify_client optional; cause: nginx error.log (measured)",
-               variant=optional, identity="apim-client~unknown-ca")
+               variant=optional, identity=f"{caller}~unknown-ca")
     yield Case("ingress-optional-passes-verified-identity", "ingress", "ingress-nginx", "verify optional", ok(200),
                docs, variant=optional, check=_header("ssl-client-verify", lambda v: v == "SUCCESS", "SUCCESS"))
     yield Case("ingress-optional-no-ca-lets-unknown-ca-through-marked-failed", "ingress", "ingress-nginx",
@@ -533,18 +532,19 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
                variant=_proxy_ssl_verify_off_pod_unknown_ca)
 
 
-def _apim_cases() -> Iterator[Case]:
+def _apim_cases(t: Topology) -> Iterator[Case]:
     src = "APIM docs: negotiateClientCertificate is required for client certs over HTTP/2"
     h2 = {"alpn": ("h2",)}
     h1 = {"alpn": ("http/1.1",)}
+    consumer = consumer_identity(t, "apim")  # the identity APIM's CA certificates trust on this chain
     for proto, pv in (("http1", h1), ("http2", h2)):
         yield Case(f"apim-negotiate-on-validates-client-cert-over-{proto}", "apim", "apim", f"negotiate on {proto}",
-                   ok(200), src, variant=_apim_validates, identity="consumer-client", probe=pv)
+                   ok(200), src, variant=_apim_validates, identity=consumer, probe=pv)
         yield Case(f"apim-negotiate-off-never-sees-client-cert-over-{proto}", "apim", "apim",
                    f"negotiate off {proto}", http_reject(401, hop="apim", cause="no-client-cert"),
                    src + " (policy without negotiation → 401)",
                    variant=_apim_validates_without_negotiation,
-                   identity="consumer-client", probe=pv)
+                   identity=consumer, probe=pv)
         yield Case(f"apim-negotiate-on-without-policy-accepts-missing-cert-over-{proto}", "apim", "apim",
                    f"negotiate on {proto}", ok(200), "APIM: negotiation only requests a cert",
                    variant=_apim_negotiates,
@@ -558,7 +558,7 @@ def _apim_cases() -> Iterator[Case]:
 CASE_BUILDERS: tuple[Callable[[Topology], Iterator[Case]], ...] = (
     _client_cert_cases, lambda _t: _server_cert_cases(), _pod_cases,
     lambda _t: _protocol_cases(), lambda _t: _trace_cases(), _ingress_nginx_cases,
-    lambda _t: _apim_cases(), oauth_cases, cross_domain_cases, lambda _t: stripping_cases(),
+    _apim_cases, oauth_cases, cross_domain_cases, lambda _t: stripping_cases(),
     lambda _t: fidelity_cases(),
 )
 

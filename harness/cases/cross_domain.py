@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from harness.targets.base import RunningChain
 
 __all__ = ["FAKE_CERT_SOURCE", "SPOOF", "apim_validates", "consumer_identity", "cross_domain_cases", "foreign_leaves",
-           "gateway_strict", "serve_leaf", "stripped_by", "stripping_cases", "trusted_identity"]
+           "gateway_strict", "passthrough_to_the_pod", "serve_leaf", "stripped_by", "stripping_cases",
+           "trusted_identity"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -75,6 +76,20 @@ def trusted_identity(t: Topology, hop: HopName, fallback: str) -> str:
         return next(lf.name for lf in t.pki.leaves if lf.usage == "client" and t.pki.root_of(lf.issuer) == root)
     except (KeyError, StopIteration):
         return fallback
+
+
+def passthrough_to_the_pod(t: Topology) -> Topology:
+    """ssl-passthrough turned on (the annotation and the controller flag): the pod terminates APIM's TLS session, so
+    it requires a client cert of the CA that issued APIM's, and APIM trusts the CA of the pod's cert (the reference
+    chain's apim-client-ca and pod-ca; on yours, your CAs)."""
+    try:
+        client_ca = t.pki.leaf(t.apim.upstream.client_cert or "apim-client").issuer
+        pod_ca = t.pki.leaf(t.pod.listener.server_cert).issuer
+    except KeyError:
+        client_ca, pod_ca = "apim-client-ca", "pod-ca"  # reference names: skips by design on a chain without them
+    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
+    t = t.with_hop("pod", listener__client_auth="required", listener__client_ca=client_ca)
+    return t.with_hop("apim", upstream__trusted_ca=pod_ca)
 
 
 def consumer_identity(t: Topology, hop: HopName = "gateway") -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from harness.cases.cross_domain import passthrough_to_the_pod
 from harness.cases.model import NO_CERT, Case, Group, Skip
 from harness.errors import HarnessError
 from harness.model.topology import Topology
@@ -41,9 +42,7 @@ def _passthrough_annotation_only(t: Topology) -> Topology:
 
 
 def _passthrough_enabled(t: Topology) -> Topology:
-    t = t.with_ingress_annotations(ssl_passthrough="true").with_controller(enable_ssl_passthrough=True)
-    t = t.with_hop("pod", listener__client_auth="required", listener__client_ca="apim-client-ca")
-    return t.with_hop("apim", upstream__trusted_ca="pod-ca")
+    return passthrough_to_the_pod(t)
 
 
 def _tls13_only_pod_backend_protocol_alone(t: Topology) -> Topology:

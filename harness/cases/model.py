@@ -189,7 +189,8 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
     missing = needs_reference(case, chain.topology)
     if missing is not None:
         raise Skip(missing, declared=True)
-    terminating = _needs_a_terminating_ingress(case, chain.topology)
+    terminating = _needs_a_terminating_ingress(case, chain.topology) or _pod_cannot_pass_for_the_ingress(
+        case, chain.topology)
     if terminating is not None:
         raise Skip(terminating, declared=True)
     if case.variant is not None:
@@ -350,6 +351,30 @@ def _needs_a_terminating_ingress(case: Case, t: Topology) -> str | None:
         return None
     return ("the ingress passes TLS through on this chain (ssl-passthrough): a case about the ingress terminating TLS "
             "does not apply; the pod's cases cover that session")
+
+
+def _names(leaf: Any, host: str) -> bool:
+    """Whether ``leaf`` (a LeafSpec) names ``host``: a DNS SAN equal to it or a one-label wildcard over it; the common
+    name when it has no SAN."""
+    names = [n for n in leaf.sans if ":" not in n] or ([] if leaf.subject else [leaf.common_name])
+    return any(n == host or (n.startswith("*.") and host.partition(".")[2] == n[2:]) for n in names)
+
+
+def _pod_cannot_pass_for_the_ingress(case: Case, t: Topology) -> str | None:
+    """Why a case whose variant turns ssl-passthrough on cannot run on ``t``: behind passthrough the pod answers for
+    the ingress host with its own certificate, and ``t``'s pod certificate does not name that host (APIM and the
+    probe would refuse it for its name, which says nothing about passthrough). None when it can."""
+    if case.variant is None or t.passthrough:
+        return None
+    try:
+        v = case.variant(t)
+        leaf = t.pki.leaf(v.pod.listener.server_cert)
+    except KeyError:
+        return None
+    if not v.passthrough or _names(leaf, v.ingress.host):
+        return None
+    return (f"behind ssl-passthrough the pod answers for the ingress host {v.ingress.host} with its own certificate, "
+            f"and this chain's pod certificate ({leaf.name}) does not name it: a passthrough variant cannot run here")
 
 
 def _leaf_or_skip(chain: RunningChain, identity: str) -> Any:

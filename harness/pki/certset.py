@@ -40,6 +40,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.errors import InputError
@@ -402,7 +403,9 @@ class CertSet:
                 raise InputError(self.directory / "set.json", f"reserves no CRL serial for leaf {like!r}",
                                  "generate the set with `mtls-harness certs generate` to get revoked variants")
             line = _ca_line(self.plan, spec.issuer)
-            cas = {n: self._signed_ca(n) for n in line}
+            # an unknown-CA or self-signed variant is issued by none of the chain's CAs: their keys are not needed
+            # (a chain file's real identity, whose CA key is not given, still gets these two)
+            cas = {n: self._signed_ca(n, key=kind not in ("unknown-ca", "self-signed")) for n in line}
             material = build_fault(
                 kind,
                 spec,
@@ -424,10 +427,12 @@ class CertSet:
         self._leaves[name] = leaf_files_in(name, target)
         return self._leaves[name]
 
-    def _signed_ca(self, name: str) -> Signed:
+    def _signed_ca(self, name: str, *, key: bool = True) -> Signed:
         cert = x509.load_pem_x509_certificate(self.ca_cert(name).read_bytes())
-        key = serialization.load_pem_private_key(self.ca_key(name).read_bytes(), password=None)
-        return Signed(cert, key)  # type: ignore[arg-type]
+        if not key:  # a stand-in key that signs nothing: the fault being made is not issued by this CA
+            return Signed(cert, ec.generate_private_key(ec.SECP256R1()))
+        private = serialization.load_pem_private_key(self.ca_key(name).read_bytes(), password=None)
+        return Signed(cert, private)  # type: ignore[arg-type]
 
 
 def _need(path: Path, what: str) -> Path:

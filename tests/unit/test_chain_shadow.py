@@ -233,3 +233,27 @@ def test_certs_check_chain_of_clean_certs_passes(reference: Path, tmp_path: Path
     assert report["errors"] == 0
     leaves = {r["name"] for r in report["certs"] if r["role"] in ("server", "client")}
     assert leaves == set(yaml.safe_load((chain / "chain.yaml").read_text())["certificates"]["identities"])
+
+
+def test_a_real_identity_without_its_ca_key_still_gets_the_faults_no_ca_issues(tmp_path: Path) -> None:
+    """Measured on a docs-only chain: a partner's client cert given with its key but without its CA's key. An
+    unknown-CA or self-signed variant is issued by none of the chain's CAs, so it needs no CA key; an expired one must
+    be issued by the CA, and says whose key is missing."""
+    from harness.chainfile.load import load_chain
+    from harness.cli.main import main
+    from harness.errors import HarnessError
+
+    d = tmp_path / "c"
+    assert main(["init", str(d), "--example", "reference"]) == 0
+    chain = d / "chain.yaml"
+    chain.write_text(chain.read_text().replace("      key: certs/apim-client-ca.key\n", "", 1))
+    (d / "certs" / "apim-client-ca.key").unlink()
+    loaded = load_chain(chain)
+    assert loaded.mode["apim-client"] == "real"
+    real = x509.load_pem_x509_certificate(loaded.certs.leaf("apim-client").cert.read_bytes())
+    for fault in ("unknown-ca", "self-signed"):
+        made = x509.load_pem_x509_certificate(loaded.certs.leaf(f"apim-client~{fault}").cert.read_bytes())
+        assert made.subject == real.subject
+        assert made.issuer != real.issuer
+    with pytest.raises(HarnessError, match="CA private key"):
+        loaded.certs.leaf("apim-client~expired")
