@@ -346,6 +346,27 @@ def _accounting(doc: Mapping[str, Any]) -> str:
     return f'<p class="headline"><b>{_e(headline(doc))}</b></p>{listed}'
 
 
+def _hosts(doc: Mapping[str, Any]) -> str:
+    """The ingress hosts of a chain with several: each one's client auth, the API path that reaches it, its cases."""
+    hosts = ((doc.get("chain") or {}).get("ingress") or {}).get("hosts")
+    if not hosts:
+        return ""
+    rows = []
+    for i, h in enumerate(hosts):
+        mine = [c for c in doc["cases"] if (c.get("host") or None) == (None if i == 0 else h["host"])]
+        counts = ", ".join(f"{n} {k}" for k in ("passed", "finding", "failed", "error", "skipped")
+                           if (n := sum(1 for c in mine if c["result"] == k)))
+        api = h.get("api_path")
+        rows.append(f"<tr><td><code>{_e(h['host'])}</code>{' (home)' if i == 0 else ''}</td>"
+                    f"<td>{_e(h['client_auth'])}</td><td>{'<code>' + _e(api) + '</code>' if api else '—'}</td>"
+                    f"<td>{_e(counts) or '—'}</td></tr>")
+    return ("<h3>Ingress hosts</h3><p class=\"muted\">One controller serves them all; each host's cases end "
+            "<code>@host</code> and are judged by its own annotations (the home host's have no suffix). API path: "
+            "the APIM API whose backend is the host (— : probed at the ingress directly).</p><table><thead><tr>"
+            "<th>host</th><th>client auth</th><th>API path</th><th>cases</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
 def render_html(doc: Mapping[str, Any]) -> str:
     """The report page for ``doc`` (a results document, :mod:`harness.report.results`)."""
     cases: Sequence[Mapping[str, Any]] = doc["cases"]
@@ -381,6 +402,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
 {_findings(doc.get("findings"))}
 <h2>The chain</h2>
 {_diagram(doc)}
+{_hosts(doc)}
 {_identities(doc.get("identities"))}
 <p class="muted">Each edge is the TLS session into the hop it points at; its colour and counts are the cases about that
 session (green: all passed, red: any failed, grey dashed: none ran). Click an edge for its cases.</p>

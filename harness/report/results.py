@@ -12,7 +12,8 @@ Schema ``mtls-harness/results/1``::
     {"schema", "generated", "target", "harness_version", "pytest_exit", "duration_s", "interrupted", "headline",
      "summary": {"total", "passed", "failed", "error", "skipped", "selected", "ran", "skipped_by_design",
                  "skipped_other", "not_run", "by_design_reasons": {reason: count}},
-     "chain": {hop: {"server_name", "client_auth", "caller_presents_cert", "min_version", "max_version"}},
+     "chain": {hop: {"server_name", "client_auth", "caller_presents_cert", "min_version", "max_version"},
+               "ingress": {..., "hosts": [{"host", "client_auth", "api_path"}] (several hosts only)}},
      "cases": [{"id", "nodeid", "hop", "host", "endpoint", "via", "group", "column", "expected", "expected_outcome",
                 "source", "variant", "identity", "result", "passed", "message", "by_design", "duration_s",
                 "seen": {...}|null}],
@@ -247,6 +248,11 @@ def chain_facts(topology: Topology) -> dict[str, dict[str, Any]]:
         out[hop] = {"server_name": listener.hostname, "client_auth": listener.client_auth,
                     "caller_presents_cert": bool(caller.client_cert), "min_version": listener.min_version,
                     "max_version": listener.max_version}
+    if len(topology.ingress.hosts) > 1:  # every host the controller serves: its client auth, the API that calls it
+        views = [topology.focus_on(h) for h in topology.ingress.hosts]
+        out["ingress"]["hosts"] = [{"host": v.ingress.host, "client_auth": v.listener_of("ingress").client_auth,
+                                    "api_path": v.apim.path if v.apim.focus or v.ingress.focus is None else None}
+                                   for v in views]
     return out
 
 

@@ -266,3 +266,27 @@ def test_the_kind_manifests_of_several_hosts_validate_offline_and_hold_every_hos
     assert hosts == sorted([HOME, OTHER])
     secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
     assert {"ingress-tls", "reports-tls"} <= secrets
+
+
+def test_the_report_lists_every_host_with_its_api_and_its_cases() -> None:
+    from harness.report.html import render_html
+    from harness.report.results import case_facts, chain_facts, document
+
+    t = _with_api()
+    facts = chain_facts(t)
+    assert facts["ingress"]["hosts"] == [
+        {"host": HOME, "client_auth": "required", "api_path": "/"},
+        {"host": OTHER, "client_auth": "required", "api_path": "/reports"}]
+    assert "hosts" not in chain_facts(REF)["ingress"]  # one host: nothing more to say
+    generated = {c.id: c for c in catalogue_for(t)}
+
+    def record(case_id: str, result: str) -> dict[str, object]:
+        return {**case_facts(generated[case_id]), "result": result, "passed": result == "passed", "message": None,
+                "by_design": None, "duration_s": 0.0, "seen": None}
+
+    records = [record("ingress-refuses-tls1.1", "passed"), record(f"ingress-refuses-tls1.1@{OTHER}", "passed"),
+               record(f"ingress-refuses-tls1.0@{OTHER}", "failed")]
+    html = render_html(document(records, target="local", chain=facts))
+    assert "<h3>Ingress hosts</h3>" in html
+    assert f"<code>{OTHER}</code></td><td>required</td><td><code>/reports</code></td><td>1 passed, 1 failed</td>" \
+        in html
