@@ -76,8 +76,10 @@ def test_chains_bench_reports_cases_generated_per_chain_without_running_them() -
     assert bench.skipped is None
     generated = {r.measure: r.value for r in bench.rows if r.measure.endswith(": cases generated")}
     assert set(generated) == {"reference: cases generated", "partner-mtls: cases generated",
-                              "passthrough: cases generated"}
+                              "passthrough: cases generated", "20 ingress hosts: cases generated"}
     assert generated["reference: cases generated"] == 204.0  # today's catalogue (tests/unit/data)
+    # the reference's cases and more for each of its 19 other hosts
+    assert generated["20 ingress hosts: cases generated"] > 204.0 + 19
     assert all(v is not None and v > 0 for v in generated.values())
     timing = bench.row("partner-mtls: generate catalogue + predict findings")
     assert timing is not None
