@@ -151,6 +151,21 @@ def _no_case_ran(doc: dict[str, Any] | None) -> str | None:
     return f"no case ran: all {s['skipped']} selected cases were skipped (first reason: {first})"
 
 
+def _check_target_config(target: str) -> None:
+    """The attach / azure config, read once here: a missing or unusable one is one line and exit 2 before pytest
+    starts (inside pytest every case would report the same error)."""
+    if target == "attach":
+        from harness.targets.attach import load_attach_config
+        from harness.targets.base import config_path_from_env
+
+        load_attach_config(config_path_from_env(target))
+    elif target == "azure":
+        from harness.targets.azure.config import load_azure_config
+        from harness.targets.base import config_path_from_env
+
+        load_azure_config(config_path_from_env(target))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
@@ -158,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.collect import ReportCollector
 
     apply_config_option(args.target, args.config)
+    _check_target_config(args.target)
     suite = find_suite()
     report = _prepare_report_dir(args.report)
     if args.workers not in (None, "0") and importlib.util.find_spec("xdist") is None:

@@ -41,6 +41,27 @@ def test_missing_config_file_names_the_file(capsys: pytest.CaptureFixture[str], 
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("target", ["azure", "attach"])
+def test_run_without_a_usable_target_config_is_one_line_before_any_case(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str) -> None:
+    """Issue 18: `run --target azure` without a config printed 183 setup errors (one per case) and exited 1."""
+    for name in ("MTLS_HARNESS_AZURE_CONFIG", "MTLS_HARNESS_ATTACH_CONFIG"):
+        monkeypatch.setenv(name, "")  # recorded, so --config (which sets the variable) does not outlive the test
+        monkeypatch.delenv(name)
+    assert main(["run", "--target", target, "--report", str(tmp_path / "r")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"mtls-harness: error: the {target} target needs a config file — pass --config {target}.toml (or set "
+        f"MTLS_HARNESS_{target.upper()}_CONFIG) (format: docs/azure.md)"]
+    assert captured.out == ""  # pytest never started
+    bad = tmp_path / "bad.toml"
+    bad.write_text("hops = [\n")
+    assert main(["run", "--target", target, "--config", str(bad), "--report", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "is not valid TOML" in err[0]
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: mtls-harness" in capsys.readouterr().out
