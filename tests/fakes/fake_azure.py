@@ -171,6 +171,21 @@ def build_environment(variant: str = "bad") -> Environment:
     apim = _fill("apim-service.json", values)
     aks = _fill("aks.json", values)
     backends = _fill("apim-backends.json", values)
+    apis = _fill("apim-apis.json", values)
+    if not good:
+        # clients may use TLS 1.0 and 3DES while backends may not: the two sides must not collapse onto one key
+        props = apim["properties"]["customProperties"]
+        props["Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls10"] = "True"
+        props["Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Ciphers.TripleDes168"] = "True"
+        apis[1]["properties"]["serviceUrl"] = "http://status.aks.contoso.example/"  # a plaintext hop
+        gw_id = agw["id"]
+        agw["properties"]["frontendPorts"].append({"id": f"{gw_id}/frontendPorts/port-80", "name": "port-80",
+                                                   "properties": {"port": 80}})
+        agw["properties"]["httpListeners"].append({
+            "id": f"{gw_id}/httpListeners/public-http", "name": "public-http",
+            "properties": {"frontendIPConfiguration": {"id": f"{gw_id}/frontendIPConfigurations/public"},
+                           "frontendPort": {"id": f"{gw_id}/frontendPorts/port-80"}, "protocol": "Http",
+                           "hostNames": ["api.contoso.example"]}})
     if good:
         agw["properties"]["sslPolicy"] = {"policyType": "Predefined", "policyName": "AppGwSslPolicy20220101"}
         agw["properties"]["backendHttpSettingsCollection"] = [
@@ -192,7 +207,7 @@ def build_environment(variant: str = "bad") -> Environment:
     arm_lists = {
         f"{apim_path}/backends": backends,
         f"{apim_path}/certificates": _fill("apim-certificates.json", values),
-        f"{apim_path}/apis": _fill("apim-apis.json", values),
+        f"{apim_path}/apis": apis,
     }
     policies = {
         f"{apim_path}/policies/policy": (FIXTURES / "apim-policy-global.xml").read_text(),

@@ -58,7 +58,9 @@ def test_app_gateway_listeners_certs_backends_and_tls_policy_are_discovered(disc
     assert [(lst.name, lst.frontend, lst.frontend_address, lst.port, lst.host_names) for lst in gw.listeners] == [
         ("public-https", "public", None, 443, ("api.contoso.example",)),
         ("private-https", "private", "10.20.0.10", 443, ("api.contoso.example",)),
+        ("public-http", "public", None, 80, ("api.contoso.example",)),
     ]
+    assert [lst.redirects for lst in gw.listeners] == [False, False, False]
     assert gw.listeners[0].ssl_profile == "mtls-strict"
     (cert,) = gw.ssl_certificates
     assert cert.name == "gw-cert"
@@ -97,7 +99,11 @@ def test_apim_hostnames_certificates_and_policies_are_discovered(discovery):
     assert custom.key_vault_id.endswith("/secrets/apim-cert")
     assert not custom.versioned
     assert custom.certificate_subject == "CN=apim.internal.contoso.example"
-    assert apim.tls_settings["Protocols.Tls10"] == "False"
+    # the bad environment lets clients use TLS 1.0 and 3DES but not backends: both sides kept apart
+    assert (apim.tls_settings["Protocols.Tls10"], apim.tls_settings["Backend.Protocols.Tls10"]) == ("True", "False")
+    assert apim.tls_settings["Ciphers.TripleDes168"] == "True"
+    assert [(a.name, a.service_url) for a in apim.apis] == [
+        ("echo", "https://echo.aks.contoso.example/"), ("health", "http://status.aks.contoso.example/")]
     (client,) = apim.certificates
     assert (client.name, client.versioned) == ("apim-client", False)
     by_scope = {p.scope: p for p in apim.policies}
@@ -338,3 +344,22 @@ def test_documented_azure_configs_parse(tmp_path, source):
     assert cfg.aks
     assert cfg.allow_run_command is False
     assert cfg.hops["ingress"]["pfx_password_env"] == "APIM_CLIENT_PFX_PASSWORD"
+
+
+def test_a_certificate_that_does_not_parse_is_a_note_and_the_rest_is_still_read(tmp_path, monkeypatch):
+    """Issue 18: one App Gateway certificate whose publicCertData does not parse aborted the whole discovery."""
+    monkeypatch.setenv("FAKE_KUBE_TOKEN", KUBE_TOKEN)
+    env = bad_environment()
+    agw = next(v for k, v in env.arm.items() if "applicationgateways" in k)
+    broken = dict(agw["properties"]["sslCertificates"][0], name="broken-cert")
+    broken["properties"] = dict(broken["properties"], publicCertData="bm90IGEgcGtjczcgYmxvYg==")
+    agw["properties"]["sslCertificates"].append(broken)
+    with FakeAzure(env, tmp_path) as f:
+        disc = discover(_config(f, tmp_path), StaticCredential())
+        assert f.errors == []
+    assert [c.name for c in disc.app_gateway.ssl_certificates] == ["gw-cert", "broken-cert"]
+    (note,) = [n for n in disc.notes if "broken-cert" in n]
+    assert note.startswith(f"App Gateway {NAMES['AGW']} sslCertificates/broken-cert publicCertData: does not parse")
+    assert disc.apim is not None  # the rest of the discovery went on
+    assert disc.aks is not None
+    assert disc.key_vault_certificates

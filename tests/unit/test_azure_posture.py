@@ -21,6 +21,9 @@ BAD_FAILS = {
     "apim-internal-vnet",  # External
     "apim-client-cert-negotiation",  # validate-client-certificate on api:echo, no negotiation
     "ingress-serves-secret-cert",  # a stale cert on the wire
+    "apim-min-tls",  # customProperties: clients may use TLS 1.0 and 3DES (backends may not)
+    "apim-backend-https",  # the health API's serviceUrl is http://
+    "appgw-no-public-http",  # an Http listener on the public frontend, no redirect
 }
 
 
@@ -80,6 +83,47 @@ def test_each_bad_finding_names_the_resource_and_the_setting(bad):
     assert "api:echo" in findings["apim-client-cert-negotiation"]
     assert "virtualNetworkType External" in findings["apim-internal-vnet"]
     assert "not reloaded" in findings["ingress-serves-secret-cert"]
+    # APIM's two sides apart: clients may use TLS 1.0 and 3DES, backends may not
+    assert "…Security.Protocols.Tls10: True — clients may use TLS 1.0" in findings["apim-min-tls"]
+    assert "TripleDes168: True" in findings["apim-min-tls"]
+    assert "Backend" not in findings["apim-min-tls"]
+    assert "API health: serviceUrl http://status.aks.contoso.example/" in findings["apim-backend-https"]
+    assert "echo" not in findings["apim-backend-https"]
+    assert "listener public-http: Http on the public frontend, port 80" in findings["appgw-no-public-http"]
+    assert "public-https" not in findings["appgw-no-public-http"]
+
+
+def test_apims_backend_side_is_judged_on_its_own(good):
+    apim = good.apim
+    assert apim is not None
+    backend_only = dataclasses.replace(good, apim=dataclasses.replace(
+        apim, tls_settings={**apim.tls_settings, "Backend.Protocols.Tls11": "True"}))
+    (verdict,) = [v for v in evaluate(backend_only) if v.check.id == "apim-min-tls"]
+    assert verdict.status == "fail"
+    assert verdict.findings == (f"{apim.name} customProperties …Security.Backend.Protocols.Tls11: True — APIM may "
+                                "reach its backends with TLS 1.1",)
+
+
+def test_a_public_http_listener_that_only_redirects_passes(tmp_path_factory, monkeypatch_module):
+    env = build_environment("bad")
+    agw = next(v for k, v in env.arm.items() if "applicationgateways" in k)
+    gw_id = agw["id"]
+    agw["properties"]["redirectConfigurations"] = [{
+        "id": f"{gw_id}/redirectConfigurations/to-https", "name": "to-https",
+        "properties": {"redirectType": "Permanent", "targetListener": {"id": f"{gw_id}/httpListeners/public-https"},
+                       "includePath": True, "includeQueryString": True}}]
+    agw["properties"]["requestRoutingRules"] = [{
+        "id": f"{gw_id}/requestRoutingRules/http-to-https", "name": "http-to-https",
+        "properties": {"ruleType": "Basic", "priority": 100,
+                       "httpListener": {"id": f"{gw_id}/httpListeners/public-http"},
+                       "redirectConfiguration": {"id": f"{gw_id}/redirectConfigurations/to-https"}}}]
+    tmp = tmp_path_factory.mktemp("redirect")
+    with FakeAzure(env, tmp) as fake:
+        disc = discover(parse_azure_config(config_doc(fake), tmp), StaticCredential())
+        assert fake.errors == []
+    assert disc.app_gateway is not None
+    assert {lst.name: lst.redirects for lst in disc.app_gateway.listeners}["public-http"]
+    assert _status(evaluate(disc))["appgw-no-public-http"] == "pass"
 
 
 def test_expiry_check_lists_the_soon_expiring_cert_in_every_plane_that_holds_it(bad):

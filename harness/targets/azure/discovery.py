@@ -16,12 +16,14 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from azure.core.credentials import TokenCredential
+from cryptography import x509
 
 from harness.errors import HarnessError
 from harness.targets.azure.clients import AzureClients, explain
 from harness.targets.azure.config import AzureConfig
 from harness.targets.azure.model import (
     AksFacts,
+    ApimApi,
     ApimBackend,
     ApimCertificate,
     ApimFacts,
@@ -116,6 +118,8 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
     for f in gw.frontend_ip_configurations or []:
         public = f.public_ip_address is not None
         frontends[f.id] = ("public" if public else "private", None if public else f.private_ip_address)
+    redirecting = {_name(_ref_id(r.http_listener)) for r in gw.request_routing_rules or []
+                   if r.redirect_configuration is not None}
     listeners = []
     for lst in gw.http_listeners or []:
         fe = frontends.get(_ref_id(lst.frontend_ip_configuration), ("", None))
@@ -123,19 +127,22 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
         listeners.append(GatewayListener(
             name=lst.name, protocol=_s(lst.protocol) or "", host_names=names,
             port=ports.get(_ref_id(lst.frontend_port)), frontend=fe[0], frontend_address=fe[1],
-            ssl_certificate=_name(_ref_id(lst.ssl_certificate)), ssl_profile=_name(_ref_id(lst.ssl_profile))))
+            ssl_certificate=_name(_ref_id(lst.ssl_certificate)), ssl_profile=_name(_ref_id(lst.ssl_profile)),
+            redirects=lst.name in redirecting))
     ssl_certs = []
     for c in gw.ssl_certificates or []:
         ssl_certs.append(GatewaySslCertificate(c.name, c.key_vault_secret_id,
                                                is_versioned_secret_id(c.key_vault_secret_id)))
-        leaf = _leaf_of(certs_from_base64(c.public_cert_data))  # PKCS#7 is a set: its order means nothing
+        # PKCS#7 is a set: its order means nothing; data that does not parse is a note, never the end of discovery
+        leaf = _leaf_of(_certs_or_note(c.public_cert_data, f"App Gateway {gw.name} sslCertificates/{c.name} "
+                                       "publicCertData", disc))
         if leaf is not None:
             disc.certificates.append(cert_fact("app-gateway", f"{gw.name} sslCertificates/{c.name}", leaf))
     roots = []
     root_pems: dict[str, str] = {}
     for r in gw.trusted_root_certificates or []:
         roots.append(r.name)
-        found = certs_from_base64(r.data)
+        found = _certs_or_note(r.data, f"App Gateway {gw.name} trustedRootCertificates/{r.name} data", disc)
         if found:
             root_pems[r.name] = b"".join(pem(c) for c in found).decode()
         for cert in found:
@@ -192,6 +199,16 @@ def _policy_facts(scope: str, xml: str) -> ApimPolicy:
                       validate_jwt=bool(tags & {"validate-jwt", "validate-azure-ad-token"}))
 
 
+def _certs_or_note(data: str | bytes | None, where: str, disc: Discovery) -> list[x509.Certificate]:
+    """The certificates in ``data``; when it does not parse, a note naming ``where`` and none (the rest of the
+    discovery goes on)."""
+    try:
+        return certs_from_base64(data)
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        disc.notes.append(f"{where}: does not parse as a certificate ({exc}); not read")
+        return []
+
+
 def read_apim(clients: AzureClients, disc: Discovery) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -207,6 +224,7 @@ def read_apim(clients: AzureClients, disc: Discovery) -> None:
     with explain(f"the certificates of API Management service {name!r}", fix, cfg):
         certificates = _bounded(api.certificate.list_by_service(rg, name))
     policies = []
+    apis: list[ApimApi] = []
     with explain(f"the policies of API Management service {name!r}", fix, cfg):
         try:
             glob = api.policy.get(rg, name, "policy", format="rawxml")
@@ -214,6 +232,7 @@ def read_apim(clients: AzureClients, disc: Discovery) -> None:
         except ResourceNotFoundError:
             pass  # no global policy
         for a in _bounded(api.api.list_by_service(rg, name)):
+            apis.append(ApimApi(a.name or "", a.path, a.service_url))
             try:
                 pol = api.api_policy.get(rg, name, a.name, "policy", format="rawxml")
             except ResourceNotFoundError:
@@ -253,14 +272,16 @@ def read_apim(clients: AzureClients, disc: Discovery) -> None:
             validate_certificate_chain=_true_unless_false(tls.validate_certificate_chain if tls else None),
             validate_certificate_name=_true_unless_false(tls.validate_certificate_name if tls else None),
             certificate_ids=tuple(creds.certificate_ids or ()) if creds else ()))
-    tls_settings = {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1]: str(v)
-                    for k, v in (svc.custom_properties or {}).items() if ".Protocols." in k or ".Ciphers." in k}
+    # customProperties: …Gateway.Security.Protocols.Tls10 (clients), …Security.Backend.Protocols.Tls10 (backends),
+    # …Security.Ciphers.TripleDes168 (API Management service REST reference, customProperties) — kept apart
+    tls_settings = {k.split(".Security.", 1)[1]: str(v) for k, v in (svc.custom_properties or {}).items()
+                    if ".Security." in k and (".Protocols." in k or ".Ciphers." in k)}
     disc.apim = ApimFacts(
         name=svc.name or name, id=svc.id or "", sku=_s(svc.sku.name) if svc.sku else None,
         virtual_network_type=_s(svc.virtual_network_type),
         private_ip_addresses=tuple(svc.private_ip_addresses or ()), gateway_url=svc.gateway_url,
         hostnames=tuple(hostnames), tls_settings=tls_settings, backends=tuple(facts), certificates=tuple(certs),
-        policies=tuple(policies))
+        policies=tuple(policies), apis=tuple(apis))
 
 
 # ------------------------------------------------------------------------------------------------------------------

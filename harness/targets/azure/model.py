@@ -112,6 +112,8 @@ class GatewayListener:
     frontend_address: str | None
     ssl_certificate: str | None
     ssl_profile: str | None
+    #: a request routing rule of this listener redirects (an HTTP listener that only sends clients to HTTPS)
+    redirects: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,13 @@ class ApimCertificate:
 
 
 @dataclass(frozen=True)
+class ApimApi:
+    name: str
+    path: str | None
+    service_url: str | None  # the API's backend URL (serviceUrl), when it names one
+
+
+@dataclass(frozen=True)
 class ApimPolicy:
     scope: str  # "global" or "api:<name>"
     validate_client_certificate: bool
@@ -211,10 +220,13 @@ class ApimFacts:
     private_ip_addresses: tuple[str, ...]
     gateway_url: str | None
     hostnames: tuple[ApimHostname, ...]
-    tls_settings: dict[str, str]  # customProperties …Security.Protocols.* / Backend.Protocols.*
+    #: customProperties after ``…Gateway.Security.``: ``Protocols.Tls10`` (client side), ``Backend.Protocols.Tls10``
+    #: (towards backends), ``Ciphers.TripleDes168`` — kept apart, never collapsed onto one key
+    tls_settings: dict[str, str]
     backends: tuple[ApimBackend, ...]
     certificates: tuple[ApimCertificate, ...]
     policies: tuple[ApimPolicy, ...]
+    apis: tuple[ApimApi, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -113,6 +113,44 @@ def _appgw_min_tls(d: Discovery, o: Options) -> list[str] | None:
     return out
 
 
+#: APIM customProperties (after ``…Gateway.Security.``) that let a weak protocol or cipher in when "True"; the API
+#: Management service REST reference names them and documents the default as true only for services created before
+#: 2018-04-01 — an unset one is not judged here (the creation date is not read)
+_APIM_WEAK: tuple[tuple[str, str], ...] = (
+    ("Protocols.Tls10", "clients may use TLS 1.0"), ("Protocols.Tls11", "clients may use TLS 1.1"),
+    ("Protocols.Ssl30", "clients may use SSL 3.0"),
+    ("Backend.Protocols.Tls10", "APIM may reach its backends with TLS 1.0"),
+    ("Backend.Protocols.Tls11", "APIM may reach its backends with TLS 1.1"),
+    ("Backend.Protocols.Ssl30", "APIM may reach its backends with SSL 3.0"),
+    ("Ciphers.TripleDes168", "the 3DES cipher (TLS_RSA_WITH_3DES_EDE_CBC_SHA, Sweet32) is enabled"))
+
+
+def _apim_min_tls(d: Discovery, o: Options) -> list[str] | None:
+    if d.apim is None:
+        return None
+    return [f"{d.apim.name} customProperties …Security.{key}: True — {what}" for key, what in _APIM_WEAK
+            if d.apim.tls_settings.get(key, "").strip().lower() == "true"]
+
+
+def _apim_plaintext_backends(d: Discovery, o: Options) -> list[str] | None:
+    if d.apim is None:
+        return None
+    out = [f"API {a.name}: serviceUrl {a.service_url} — the hop from APIM to the backend is plaintext"
+           for a in d.apim.apis if (a.service_url or "").lower().startswith("http://")]
+    out += [f"backend {b.name}: url {b.url} — the hop from APIM to the backend is plaintext"
+            for b in d.apim.backends if (b.url or "").lower().startswith("http://")]
+    return out
+
+
+def _appgw_public_http(d: Discovery, o: Options) -> list[str] | None:
+    if d.app_gateway is None:
+        return None
+    return [f"listener {lst.name}: {lst.protocol} on the public frontend, port {lst.port} — requests reach the chain "
+            "in plaintext (a listener whose routing rule only redirects to HTTPS is fine)"
+            for lst in d.app_gateway.listeners
+            if lst.frontend == "public" and lst.protocol.lower() == "http" and not lst.redirects]
+
+
 def _versionless_ids(d: Discovery, o: Options) -> list[str] | None:
     if d.app_gateway is None and d.apim is None:
         return None
@@ -196,6 +234,16 @@ CHECKS: tuple[Check, ...] = (
     Check("appgw-min-tls", "App Gateway accepts TLS 1.2 or newer only",
           "TLS 1.0/1.1 are retired on App Gateway since 2025-08-31; an unset policy falls back to the creating API "
           "version's default", (), _appgw_min_tls),
+    Check("apim-min-tls", "APIM accepts TLS 1.2 or newer only, and no 3DES, on both sides",
+          "APIM's TLS settings are per side: clients (…Security.Protocols.*) and backends "
+          "(…Security.Backend.Protocols.*), plus …Security.Ciphers.TripleDes168 (API Management service REST "
+          "reference, customProperties; RFC 8996 deprecates TLS 1.0/1.1)", (), _apim_min_tls),
+    Check("apim-backend-https", "APIM reaches every backend over HTTPS",
+          "an API serviceUrl or backend url with http:// is a plaintext hop inside the VNet — every hop must be "
+          "encrypted (DESIGN.md)", (), _apim_plaintext_backends),
+    Check("appgw-no-public-http", "App Gateway takes no plaintext request from the internet",
+          "a public Http listener that does not redirect to HTTPS lets requests (and credentials in them) travel "
+          "unencrypted (App Gateway docs: HTTP to HTTPS redirection)", (), _appgw_public_http),
     Check("keyvault-versionless-ids", "Key Vault references are versionless",
           "App Gateway and APIM do not pick up a renewed Key Vault certificate through a versioned secret id "
           "(REFERENCES.md issue 9)", (9,), _versionless_ids),
