@@ -363,3 +363,45 @@ def test_a_certificate_that_does_not_parse_is_a_note_and_the_rest_is_still_read(
     assert disc.apim is not None  # the rest of the discovery went on
     assert disc.aks is not None
     assert disc.key_vault_certificates
+
+
+EXPRESSION_POLICY = """<policies>
+  <inbound>
+    <base />
+    <choose>
+      <when condition="@(context.Request.Certificate == null || context.Request.Certificate.NotAfter < DateTime.Now
+                         || context.Request.Certificate.Thumbprint != &quot;8A7B6C5D4E3F4071&quot;)">
+        <return-response><set-status code="403" reason="Invalid client certificate" /></return-response>
+      </when>
+    </choose>
+  </inbound>
+  <backend><base /></backend>
+  <outbound><base /></outbound>
+  <on-error><base /></on-error>
+</policies>"""
+
+
+def test_the_expression_form_of_the_client_cert_check_and_consumptions_switch_are_read(tmp_path, monkeypatch):
+    """Issue 18: APIM's documented expression form (a choose/when on context.Request.Certificate, here in rawxml:
+    the `<` makes it not well-formed XML) is a client-certificate check; the Consumption tier asks for client
+    certificates with enableClientCertificate, not with a hostname's negotiateClientCertificate."""
+    from harness.targets.azure import evaluate
+
+    monkeypatch.setenv("FAKE_KUBE_TOKEN", KUBE_TOKEN)
+    env = bad_environment()
+    key = next(k for k in env.apim_policies if k.endswith("/apis/echo/policies/policy"))
+    env.apim_policies[key] = EXPRESSION_POLICY
+    apim = next(v for k, v in env.arm.items() if "microsoft.apimanagement" in k)
+    apim["sku"] = {"name": "Consumption", "capacity": 0}
+    apim["properties"]["enableClientCertificate"] = True
+    with FakeAzure(env, tmp_path) as f:
+        disc = discover(_config(f, tmp_path), StaticCredential())
+        assert f.errors == []
+    by_scope = {p.scope: p for p in disc.apim.policies}
+    assert by_scope["api:echo"].validate_client_certificate
+    assert not by_scope["global"].validate_client_certificate
+    assert (disc.apim.sku, disc.apim.enable_client_certificate) == ("Consumption", True)
+    verdicts = {v.check.id: v for v in evaluate(disc)}
+    assert verdicts["apim-client-cert-negotiation"].status == "pass"
+    developer = dataclasses.replace(disc, apim=dataclasses.replace(disc.apim, sku="Developer"))
+    assert {v.check.id: v.status for v in evaluate(developer)}["apim-client-cert-negotiation"] == "fail"

@@ -187,14 +187,25 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
 _POLICY_TAGS = {"validate-client-certificate", "authentication-certificate", "validate-jwt", "validate-azure-ad-token"}
 
 
+#: APIM's documented expression form of a client-certificate check: a ``choose/when`` on the request's certificate
+#: (learn.microsoft.com "How to secure APIs using client certificate authentication": ``context.Request.Certificate
+#: == null || context.Request.Certificate.Thumbprint != "…"``)
+_CERT_CONDITION = re.compile(r"<when\s+condition\s*=\s*\"[^\"]*context\.Request\.Certificate")
+
+
 def _policy_facts(scope: str, xml: str) -> ApimPolicy:
-    """Which of the TLS/identity policies the XML uses (by element name, anywhere in any section)."""
+    """Which of the TLS/identity policies the XML uses (by element name, anywhere in any section), and the
+    expression form of the client-certificate check."""
     try:
-        tags = {el.tag for el in ET.fromstring(xml).iter()}  # noqa: S314 - the service's own policy document
+        elements = list(ET.fromstring(xml).iter())  # noqa: S314 - the service's own policy document
+        tags = {el.tag for el in elements}
+        expression = any(el.tag == "when" and "context.Request.Certificate" in (el.get("condition") or "")
+                         for el in elements)
     except ET.ParseError:  # rawxml may hold C# expressions that are not well-formed XML: fall back to a tag scan
         tags = set(re.findall(r"<\s*([a-z-]+)", xml))
+        expression = bool(_CERT_CONDITION.search(xml))
     tags &= _POLICY_TAGS
-    return ApimPolicy(scope=scope, validate_client_certificate="validate-client-certificate" in tags,
+    return ApimPolicy(scope=scope, validate_client_certificate="validate-client-certificate" in tags or expression,
                       authentication_certificate="authentication-certificate" in tags,
                       validate_jwt=bool(tags & {"validate-jwt", "validate-azure-ad-token"}))
 
@@ -281,7 +292,8 @@ def read_apim(clients: AzureClients, disc: Discovery) -> None:
         virtual_network_type=_s(svc.virtual_network_type),
         private_ip_addresses=tuple(svc.private_ip_addresses or ()), gateway_url=svc.gateway_url,
         hostnames=tuple(hostnames), tls_settings=tls_settings, backends=tuple(facts), certificates=tuple(certs),
-        policies=tuple(policies), apis=tuple(apis))
+        policies=tuple(policies), apis=tuple(apis),
+        enable_client_certificate=bool(getattr(svc, "enable_client_certificate", False)))
 
 
 # ------------------------------------------------------------------------------------------------------------------

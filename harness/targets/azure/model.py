@@ -227,6 +227,8 @@ class ApimFacts:
     certificates: tuple[ApimCertificate, ...]
     policies: tuple[ApimPolicy, ...]
     apis: tuple[ApimApi, ...] = ()
+    #: the Consumption tier's enableClientCertificate (its gateway then asks every client for a certificate)
+    enable_client_certificate: bool = False
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -203,6 +203,8 @@ def _apim_negotiation(d: Discovery, o: Options) -> list[str] | None:
     proxies = [h for h in d.apim.hostnames if h.type.lower() == "proxy"]
     if any(h.negotiate_client_certificate for h in proxies):
         return []
+    if (d.apim.sku or "").lower() == "consumption" and d.apim.enable_client_certificate:
+        return []  # the Consumption tier asks for client certificates with enableClientCertificate instead
     return [f"validate-client-certificate in {', '.join(scopes)} but no proxy hostname negotiates a client "
             f"certificate ({', '.join(h.host_name for h in proxies) or 'no proxy hostname'}) — every call gets 401"]
 
