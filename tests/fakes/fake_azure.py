@@ -96,6 +96,7 @@ class KvCert:
     versions: list[tuple[str, Signed]]  # (version id, cert + key)
     lifetime_percentage: int = 80
     action: str = "AutoRenew"
+    issuer: str = "Self"  # the policy's issuer name: Self, a CA provider, or Unknown (Key Vault cannot renew it)
 
 
 @dataclass
@@ -150,7 +151,8 @@ def build_environment(variant: str = "bad") -> Environment:
                                       ("8a7b6c5d4e3f40718293a4b5c6d7e8f9", gw_cert)]),
         "apim-cert": KvCert("apim-cert", [("0c1b2a3948574665a4b3c2d1e0f9a8b7", apim_cert)]),
         "apim-client": KvCert("apim-client", [("5e6f7a8b9c0d41e2f3a4b5c6d7e8f901", apim_client)],
-                              lifetime_percentage=90, action="EmailContacts"),
+                              lifetime_percentage=90, action="EmailContacts",
+                              issuer="Self" if good else "Unknown"),  # bad: an external CA Key Vault cannot renew
     }
     gw_version = kv["gw-cert"].versions[-1][0]
     kv_host = f"https://{NAMES['KV']}.vault.azure.net"
@@ -541,7 +543,7 @@ class FakeAzure:
                            "validity_months": 12},
             "lifetime_actions": [{"trigger": {"lifetime_percentage": c.lifetime_percentage},
                                   "action": {"action_type": c.action}}],
-            "issuer": {"name": "Self"},
+            "issuer": {"name": c.issuer},
             "attributes": {"enabled": True, "created": 1767225600, "updated": 1767225600},
         }
 

@@ -24,6 +24,7 @@ BAD_FAILS = {
     "apim-min-tls",  # customProperties: clients may use TLS 1.0 and 3DES (backends may not)
     "apim-backend-https",  # the health API's serviceUrl is http://
     "appgw-no-public-http",  # an Http listener on the public frontend, no redirect
+    "keyvault-renewal",  # apim-client's policy issuer is Unknown
 }
 
 
@@ -91,6 +92,30 @@ def test_each_bad_finding_names_the_resource_and_the_setting(bad):
     assert "echo" not in findings["apim-backend-https"]
     assert "listener public-http: Http on the public frontend, port 80" in findings["appgw-no-public-http"]
     assert "public-https" not in findings["appgw-no-public-http"]
+    assert "certificates/apim-client: issuer Unknown" in findings["keyvault-renewal"]
+    assert "gw-cert" not in findings["keyvault-renewal"]
+
+
+def test_the_edge_listener_must_ask_for_client_certs_unless_apim_checks_them(bad):
+    gw = bad.app_gateway
+    assert gw is not None
+    assert _status(evaluate(bad))["appgw-edge-client-auth"] == "pass"  # public-https has the Strict profile
+    passthrough = dataclasses.replace(gw, ssl_profiles=tuple(
+        dataclasses.replace(p, verify_client_auth_mode="Passthrough") for p in gw.ssl_profiles))
+    lax = dataclasses.replace(bad, app_gateway=passthrough)
+    assert bad.apim is not None
+    no_check = dataclasses.replace(lax, apim=dataclasses.replace(bad.apim, policies=tuple(
+        dataclasses.replace(p, validate_client_certificate=False) for p in bad.apim.policies)))
+    (verdict,) = [v for v in evaluate(no_check) if v.check.id == "appgw-edge-client-auth"]
+    assert verdict.status == "fail"
+    assert verdict.findings == ("listener public-https: SSL profile mtls-strict in Passthrough mode and no APIM "
+                                "policy validates the client certificate — any certificate, or none, gets through",)
+    assert _status(evaluate(lax))["appgw-edge-client-auth"] == "pass"  # APIM's api:echo policy validates it
+    no_profile = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, listeners=tuple(
+        dataclasses.replace(lst, ssl_profile=None) for lst in gw.listeners)))
+    (verdict,) = [v for v in evaluate(no_profile) if v.check.id == "appgw-edge-client-auth"]
+    assert verdict.findings == ("listener public-https: no SSL profile — App Gateway asks for no client "
+                                "certificate",)
 
 
 def test_apims_backend_side_is_judged_on_its_own(good):

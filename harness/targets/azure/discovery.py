@@ -354,7 +354,8 @@ def read_key_vault(clients: AzureClients, disc: Discovery, vault: str) -> None:
                 current_version=props.version or "", versions=len(versions), subject=subject,
                 not_before=_iso(props.not_before), expires_on=_iso(props.expires_on),
                 thumbprint=props.x509_thumbprint.hex().upper() if props.x509_thumbprint else None,
-                lifetime_actions=actions, auto_renew=any(a.startswith("AutoRenew") for a in actions)))
+                lifetime_actions=actions, auto_renew=any(a.startswith("AutoRenew") for a in actions),
+                issuer_name=policy.issuer_name))
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -262,6 +262,8 @@ class KeyVaultCertificate:
     thumbprint: str | None
     lifetime_actions: tuple[str, ...]  # e.g. "AutoRenew at 80% lifetime"
     auto_renew: bool
+    #: the policy's issuer: "Self", an integrated CA provider, or "Unknown" (a CA Key Vault cannot ask: no renewal)
+    issuer_name: str | None = None
 
 
 @dataclass(frozen=True)

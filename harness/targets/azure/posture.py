@@ -151,6 +151,36 @@ def _appgw_public_http(d: Discovery, o: Options) -> list[str] | None:
             if lst.frontend == "public" and lst.protocol.lower() == "http" and not lst.redirects]
 
 
+def _keyvault_renewal(d: Discovery, o: Options) -> list[str] | None:
+    if not d.key_vault_certificates:
+        return None
+    return [f"Key Vault {c.vault}/certificates/{c.name}: issuer Unknown — Key Vault cannot renew it (a CA it is not "
+            "integrated with); its expiry is a manual rotation" for c in d.key_vault_certificates
+            if (c.issuer_name or "").lower() == "unknown"]
+
+
+def _appgw_edge_client_auth(d: Discovery, o: Options) -> list[str] | None:
+    """A public HTTPS listener with no SSL profile asks for no client certificate; one in Passthrough mode asks and
+    verifies nothing — both are findings unless APIM checks client certificates itself."""
+    gw = d.app_gateway
+    if gw is None:
+        return None
+    apim_checks = d.apim is not None and any(p.validate_client_certificate for p in d.apim.policies)
+    profiles = {p.name: p for p in gw.ssl_profiles}
+    out = []
+    for lst in gw.listeners:
+        if lst.frontend != "public" or lst.protocol.lower() != "https":
+            continue
+        profile = profiles.get(lst.ssl_profile or "")
+        mode = profile.verify_client_auth_mode if profile is not None else None
+        if profile is None:
+            out.append(f"listener {lst.name}: no SSL profile — App Gateway asks for no client certificate")
+        elif (mode or "").lower() == "passthrough" and not apim_checks:
+            out.append(f"listener {lst.name}: SSL profile {profile.name} in Passthrough mode and no APIM policy "
+                       "validates the client certificate — any certificate, or none, gets through")
+    return out
+
+
 def _versionless_ids(d: Discovery, o: Options) -> list[str] | None:
     if d.app_gateway is None and d.apim is None:
         return None
@@ -246,6 +276,13 @@ CHECKS: tuple[Check, ...] = (
     Check("appgw-no-public-http", "App Gateway takes no plaintext request from the internet",
           "a public Http listener that does not redirect to HTTPS lets requests (and credentials in them) travel "
           "unencrypted (App Gateway docs: HTTP to HTTPS redirection)", (), _appgw_public_http),
+    Check("appgw-edge-client-auth", "App Gateway's public HTTPS listeners demand client certificates",
+          "a listener without an SSL profile asks for none; Passthrough mode asks and verifies nothing (App Gateway "
+          "mutual authentication docs) — unless APIM validates the certificate itself", (), _appgw_edge_client_auth),
+    Check("keyvault-renewal", "Key Vault can renew the chain's certificates",
+          "a certificate whose policy issuer is Unknown comes from a CA Key Vault is not integrated with: it is "
+          "never renewed automatically (Key Vault certificate issuers docs; REFERENCES.md issue 9)", (9,),
+          _keyvault_renewal),
     Check("keyvault-versionless-ids", "Key Vault references are versionless",
           "App Gateway and APIM do not pick up a renewed Key Vault certificate through a versioned secret id "
           "(REFERENCES.md issue 9)", (9,), _versionless_ids),
