@@ -405,3 +405,19 @@ def test_the_expression_form_of_the_client_cert_check_and_consumptions_switch_ar
     assert verdicts["apim-client-cert-negotiation"].status == "pass"
     developer = dataclasses.replace(disc, apim=dataclasses.replace(disc.apim, sku="Developer"))
     assert {v.check.id: v.status for v in evaluate(developer)}["apim-client-cert-negotiation"] == "fail"
+
+
+def test_a_value_discovery_cannot_read_is_one_line_naming_the_resource(tmp_path, monkeypatch):
+    """Issue 18: an exception inside discovery that is not the harness's own was a traceback."""
+    from harness.errors import HarnessError
+
+    monkeypatch.setenv("FAKE_KUBE_TOKEN", KUBE_TOKEN)
+    env = bad_environment()
+    apim = next(v for k, v in env.arm.items() if "microsoft.apimanagement" in k)
+    apim["properties"]["hostnameConfigurations"][0]["certificate"] = "not-an-object"
+    with FakeAzure(env, tmp_path) as f, pytest.raises(HarnessError) as caught:
+        discover(_config(f, tmp_path), StaticCredential())
+    line = str(caught.value)
+    assert "\n" not in line
+    assert "Data:" not in line  # the payload the SDK quotes is not repeated
+    assert line.startswith(f"discovery of API Management service {NAMES['APIM']!r} met a value it cannot read: ")

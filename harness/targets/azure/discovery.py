@@ -10,8 +10,12 @@ from the cluster with the kubernetes client (:mod:`.cluster`). A part the config
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -370,22 +374,44 @@ def discover(config: AzureConfig, credential: TokenCredential | None = None, *, 
                      discovered_at=dt.datetime.now(dt.UTC).isoformat())
     try:
         if config.app_gateway:
-            read_app_gateway(clients, disc)
+            with _unexpected(f"App Gateway {config.app_gateway!r}"):
+                read_app_gateway(clients, disc)
         if config.apim:
-            read_apim(clients, disc)
+            with _unexpected(f"API Management service {config.apim!r}"):
+                read_apim(clients, disc)
         if config.aks:
-            read_aks(clients, disc)
+            with _unexpected(f"AKS cluster {config.aks!r}"):
+                read_aks(clients, disc)
         for vault in config.key_vaults:
-            read_key_vault(clients, disc, vault)
+            with _unexpected(f"Key Vault {vault!r}"):
+                read_key_vault(clients, disc, vault)
         _note_unread_vaults(config, disc)
         if cluster:
             from harness.targets.azure.cluster import read_cluster
 
-            read_cluster(config, disc, clients)
+            with _unexpected("the cluster's Ingresses and Secrets"):
+                read_cluster(config, disc, clients)
     finally:
         if own:
             clients.close()
     return disc
+
+
+@contextlib.contextmanager
+def _unexpected(what: str) -> Iterator[None]:
+    """Anything but a harness error while reading ``what`` (a value shaped otherwise than discovery expects) is one
+    line naming the resource and where it was read, never a traceback."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except Exception as exc:  # any SDK or parsing surprise becomes one line
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/harness/" in f.filename.replace("\\", "/")]
+        at = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+        # the message only, never the payload an SDK error may quote ("… Data: {…}")
+        message = (str(exc).splitlines() or [""])[0].split(" Data: ")[0][:200]
+        raise HarnessError(f"discovery of {what} met a value it cannot read: {type(exc).__name__}: {message}{at} — "
+                           "run with the resource's JSON (`az resource show --ids …`) at hand and report it") from None
 
 
 def _note_unread_vaults(config: AzureConfig, disc: Discovery) -> None:
