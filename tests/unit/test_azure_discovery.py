@@ -421,3 +421,40 @@ def test_a_value_discovery_cannot_read_is_one_line_naming_the_resource(tmp_path,
     assert "\n" not in line
     assert "Data:" not in line  # the payload the SDK quotes is not repeated
     assert line.startswith(f"discovery of API Management service {NAMES['APIM']!r} met a value it cannot read: ")
+
+
+def test_a_key_vault_certificate_with_a_non_positive_serial_is_read_and_noted(tmp_path, monkeypatch):
+    """Issue 18: cryptography only warns about a serial number that is not positive today (RFC 5280 4.1.2.2 forbids
+    it) and will refuse it in a future release: discovery notes it instead of hiding a warning."""
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from harness.pki.x509 import Signed
+
+    monkeypatch.setenv("FAKE_KUBE_TOKEN", KUBE_TOKEN)
+    env = bad_environment()
+    version, signed = env.kv["apim-cert"].versions[-1]
+    der = signed.cert.public_bytes(serialization.Encoding.DER)
+    serial = signed.cert.serial_number.to_bytes((signed.cert.serial_number.bit_length() + 8) // 8, "big")
+    at = der.index(bytes([0x02, len(serial)]) + serial)
+    negative = der[:at] + bytes([0x02, 1, 0xFF]) + der[at + 2 + len(serial):]  # INTEGER -1
+    negative = negative[:2] + (len(negative) - 4).to_bytes(2, "big") + negative[4:]  # outer SEQUENCE length
+    tbs_at = 4  # the TBSCertificate SEQUENCE (long form, 2 length bytes) follows the outer header
+    tbs_len = int.from_bytes(negative[tbs_at + 2:tbs_at + 4], "big") - (len(der) - len(negative))
+    negative = negative[:tbs_at + 2] + tbs_len.to_bytes(2, "big") + negative[tbs_at + 4:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cert = x509.load_der_x509_certificate(negative)
+        assert cert.serial_number == -1
+    env.kv["apim-cert"].versions[-1] = (version, Signed(cert, signed.key))
+    with FakeAzure(env, tmp_path) as f:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # discovery must not leave the warning to the caller
+            disc = discover(_config(f, tmp_path), StaticCredential())
+        assert f.errors == []
+    (note,) = [n for n in disc.notes if "apim-cert" in n]
+    assert "serial number which wasn't positive" in note
+    assert "reissue the certificate" in note
+    assert any(c.name == "apim-cert" and c.subject for c in disc.key_vault_certificates)

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import re
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from xml.etree import ElementTree as ET
 
 from azure.core.credentials import TokenCredential
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
 from harness.errors import HarnessError
 from harness.targets.azure.clients import AzureClients, explain
@@ -216,12 +218,19 @@ def _policy_facts(scope: str, xml: str) -> ApimPolicy:
 
 def _certs_or_note(data: str | bytes | None, where: str, disc: Discovery) -> list[x509.Certificate]:
     """The certificates in ``data``; when it does not parse, a note naming ``where`` and none (the rest of the
-    discovery goes on)."""
-    try:
-        return certs_from_base64(data)
-    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
-        disc.notes.append(f"{where}: does not parse as a certificate ({exc}); not read")
-        return []
+    discovery goes on). A certificate cryptography only warns about today (a serial number that is not positive,
+    which RFC 5280 4.1.2.2 forbids and a future cryptography release refuses) is read, and noted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CryptographyDeprecationWarning)
+        try:
+            found = certs_from_base64(data)
+        except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+            disc.notes.append(f"{where}: does not parse as a certificate ({exc}); not read")
+            return []
+    for w in {str(w.message).split(".")[0] for w in caught if issubclass(w.category, CryptographyDeprecationWarning)}:
+        disc.notes.append(f"{where}: {w} — RFC 5280 forbids it and a future cryptography release will refuse it: "
+                          "reissue the certificate")
+    return found
 
 
 def read_apim(clients: AzureClients, disc: Discovery) -> None:
@@ -333,7 +342,6 @@ def _action(a: Any) -> str:
 
 
 def read_key_vault(clients: AzureClients, disc: Discovery, vault: str) -> None:
-    from cryptography import x509
 
     cfg = clients.config
     kv = clients.certificates(vault)
@@ -349,8 +357,10 @@ def read_key_vault(clients: AzureClients, disc: Discovery, vault: str) -> None:
             if props is None:
                 continue
             subject = None
-            if cert.cer:
-                leaf = x509.load_der_x509_certificate(bytes(cert.cer))
+            found = _certs_or_note(bytes(cert.cer), f"Key Vault {vault}/certificates/{cname} cer", disc) \
+                if cert.cer else []
+            if found:
+                leaf = found[0]
                 subject = leaf.subject.rfc4514_string()
                 disc.certificates.append(cert_fact("key-vault", f"{vault}/certificates/{cname}", leaf))
             disc.key_vault_certificates.append(KeyVaultCertificate(
