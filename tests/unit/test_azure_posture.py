@@ -111,6 +111,12 @@ def test_the_edge_listener_must_ask_for_client_certs_unless_apim_checks_them(bad
     assert verdict.findings == ("listener public-https: SSL profile mtls-strict in Passthrough mode and no APIM "
                                 "policy validates the client certificate — any certificate, or none, gets through",)
     assert _status(evaluate(lax))["appgw-edge-client-auth"] == "pass"  # APIM's api:echo policy validates it
+    assert gw.ssl_profiles[0].trusted_client_certificates == ("consumer-ca",)
+    assert "BEGIN CERTIFICATE" in gw.trusted_client_pems["consumer-ca"]
+    unanchored = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, trusted_client_pems={}))
+    (verdict,) = [v for v in evaluate(unanchored) if v.check.id == "appgw-edge-client-auth"]
+    assert verdict.findings == ("listener public-https: SSL profile mtls-strict is Strict but names no trusted "
+                                "client certificate App Gateway holds — no client certificate can be verified",)
     no_profile = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, listeners=tuple(
         dataclasses.replace(lst, ssl_profile=None) for lst in gw.listeners)))
     (verdict,) = [v for v in evaluate(no_profile) if v.check.id == "appgw-edge-client-auth"]

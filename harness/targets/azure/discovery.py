@@ -177,14 +177,23 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
             verify_client_cert_issuer_dn=bool(auth and auth.verify_client_cert_issuer_dn),
             verify_client_revocation=_s(auth.verify_client_revocation) if auth else None,
             min_protocol_version=((_s(pp.min_protocol_version) if pp is not None else None)
-                                  or PREDEFINED_MIN_TLS.get(pname or ""))))
+                                  or PREDEFINED_MIN_TLS.get(pname or "")),
+            trusted_client_certificates=tuple(n for n in (_name(_ref_id(t)) for t in
+                                                          p.trusted_client_certificates or []) if n)))
+    client_pems: dict[str, str] = {}
+    for t in gw.trusted_client_certificates or []:  # the client CAs App Gateway's mTLS verifies against
+        found = _certs_or_note(t.data, f"App Gateway {gw.name} trustedClientCertificates/{t.name} data", disc)
+        if found:
+            client_pems[t.name] = b"".join(pem(c) for c in found).decode()
+        for cert in found:
+            disc.certificates.append(cert_fact("app-gateway", f"{gw.name} trustedClientCertificates/{t.name}", cert))
     disc.app_gateway = AppGatewayFacts(
         name=gw.name or cfg.app_gateway, id=gw.id or "",
         operational_state=_s(gw.operational_state),
         listeners=tuple(listeners), ssl_certificates=tuple(ssl_certs), backend_settings=tuple(settings),
         trusted_root_certificates=tuple(roots), ssl_policy_type=_s(policy.policy_type) if policy is not None
         else None, ssl_policy_name=policy_name, min_protocol_version=min_tls,
-        ssl_profiles=tuple(profiles), trusted_root_pems=root_pems)
+        ssl_profiles=tuple(profiles), trusted_root_pems=root_pems, trusted_client_pems=client_pems)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ class SslProfile:
     verify_client_cert_issuer_dn: bool
     verify_client_revocation: str | None
     min_protocol_version: str | None
+    #: the trusted client certificate (CA) names this profile verifies clients against
+    trusted_client_certificates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class AppGatewayFacts:
     min_protocol_version: str | None  # explicit, or implied by the predefined policy; None when no policy is set
     ssl_profiles: tuple[SslProfile, ...]
     trusted_root_pems: dict[str, str] = field(default_factory=dict)  # name → PEM (public certificates)
+    #: trustedClientCertificates: name → PEM of the client CA certificates App Gateway's mTLS trusts
+    trusted_client_pems: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -175,6 +175,10 @@ def _appgw_edge_client_auth(d: Discovery, o: Options) -> list[str] | None:
         mode = profile.verify_client_auth_mode if profile is not None else None
         if profile is None:
             out.append(f"listener {lst.name}: no SSL profile — App Gateway asks for no client certificate")
+        elif (mode or "").lower() == "strict" and not [
+                n for n in profile.trusted_client_certificates if n in gw.trusted_client_pems]:
+            out.append(f"listener {lst.name}: SSL profile {profile.name} is Strict but names no trusted client "
+                       "certificate App Gateway holds — no client certificate can be verified")
         elif (mode or "").lower() == "passthrough" and not apim_checks:
             out.append(f"listener {lst.name}: SSL profile {profile.name} in Passthrough mode and no APIM policy "
                        "validates the client certificate — any certificate, or none, gets through")
