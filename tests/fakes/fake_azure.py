@@ -220,9 +220,12 @@ def build_environment(variant: str = "bad") -> Environment:
             "tls.crt": _b64(cert_pem(ingress_cert.cert, ingress_ca.cert)), "tls.key": _b64(key_pem(ingress_cert.key))}},
         ("default", "apim-client-ca"): {"type": "Opaque", "data": {"ca.crt": _b64(cert_pem(apim_client_ca.cert))}},
     }
+    ingresses = json.loads((FIXTURES / "ingresses.json").read_text())
+    if not good:  # an app-routing NGINX with a public load balancer: the cluster is reachable around the chain
+        ingresses["items"][-1]["status"]["loadBalancer"]["ingress"].append({"ip": "20.61.0.99"})
     return Environment(
         variant=variant, now=now, arm=arm, arm_lists=arm_lists, apim_policies=policies, kv=kv,
-        ingresses=json.loads((FIXTURES / "ingresses.json").read_text()), secrets=secrets,
+        ingresses=ingresses, secrets=secrets,
         served=ingress_cert if good else stale_ingress,
         certs={"ingress-ca": ingress_ca, "apim-ca": apim_ca, "apim-client": apim_client,
                "apim-client-ca": apim_client_ca, "ingress": ingress_cert, "gateway": gw_cert})

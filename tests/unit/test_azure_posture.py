@@ -25,6 +25,7 @@ BAD_FAILS = {
     "apim-backend-https",  # the health API's serviceUrl is http://
     "appgw-no-public-http",  # an Http listener on the public frontend, no redirect
     "keyvault-renewal",  # apim-client's policy issuer is Unknown
+    "ingress-private-address",  # the echo Ingress also has a public load balancer address
 }
 
 
@@ -94,6 +95,8 @@ def test_each_bad_finding_names_the_resource_and_the_setting(bad):
     assert "public-https" not in findings["appgw-no-public-http"]
     assert "certificates/apim-client: issuer Unknown" in findings["keyvault-renewal"]
     assert "gw-cert" not in findings["keyvault-renewal"]
+    assert "load balancer address 20.61.0.99 is public" in findings["ingress-private-address"]
+    assert "10.20.2.50" not in findings["ingress-private-address"]
 
 
 def test_the_edge_listener_must_ask_for_client_certs_unless_apim_checks_them(bad):

@@ -10,6 +10,7 @@ A check whose component was not discovered is ``skipped`` (with the reason), not
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -185,6 +186,23 @@ def _appgw_edge_client_auth(d: Discovery, o: Options) -> list[str] | None:
     return out
 
 
+def _public(address: str) -> bool:
+    """An IP address routable from the internet (a host name: unknown here, so not judged)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_global
+
+
+def _ingress_private(d: Discovery, o: Options) -> list[str] | None:
+    if not d.ingresses:
+        return None
+    return [f"ingress {ing.namespace}/{ing.name} ({', '.join(ing.hosts)}): load balancer address {a} is public — "
+            "clients can reach the cluster around App Gateway's WAF and mTLS and APIM's checks"
+            for ing in d.ingresses for a in ing.addresses if _public(a)]
+
+
 def _versionless_ids(d: Discovery, o: Options) -> list[str] | None:
     if d.app_gateway is None and d.apim is None:
         return None
@@ -283,6 +301,10 @@ CHECKS: tuple[Check, ...] = (
     Check("appgw-edge-client-auth", "App Gateway's public HTTPS listeners demand client certificates",
           "a listener without an SSL profile asks for none; Passthrough mode asks and verifies nothing (App Gateway "
           "mutual authentication docs) — unless APIM validates the certificate itself", (), _appgw_edge_client_auth),
+    Check("ingress-private-address", "The ingress is reachable only from inside the network",
+          "an Ingress whose load balancer address is public (an AKS app-routing NGINX defaults to a public one) "
+          "lets clients bypass App Gateway and APIM; the chain assumes APIM is the ingress's only caller", (),
+          _ingress_private),
     Check("keyvault-renewal", "Key Vault can renew the chain's certificates",
           "a certificate whose policy issuer is Unknown comes from a CA Key Vault is not integrated with: it is "
           "never renewed automatically (Key Vault certificate issuers docs; REFERENCES.md issue 9)", (9,),
