@@ -120,11 +120,16 @@ def test_the_edge_listener_must_ask_for_client_certs_unless_apim_checks_them(bad
     (verdict,) = [v for v in evaluate(unanchored) if v.check.id == "appgw-edge-client-auth"]
     assert verdict.findings == ("listener public-https: SSL profile mtls-strict is Strict but names no trusted "
                                 "client certificate App Gateway holds — no client certificate can be verified",)
-    no_profile = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, listeners=tuple(
-        dataclasses.replace(lst, ssl_profile=None) for lst in gw.listeners)))
+    # a second public HTTPS listener without a profile is a way around the first one's Strict mTLS
+    around = dataclasses.replace(gw.listeners[0], name="public-https-legacy", ssl_profile=None)
+    no_profile = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, listeners=(*gw.listeners, around)))
     (verdict,) = [v for v in evaluate(no_profile) if v.check.id == "appgw-edge-client-auth"]
-    assert verdict.findings == ("listener public-https: no SSL profile — App Gateway asks for no client "
-                                "certificate",)
+    assert verdict.findings == ("listener public-https-legacy: no SSL profile — it asks for no client certificate "
+                                "while public-https demand(s) one: a way around the gateway's mTLS",)
+    # a gateway that asks for client certificates nowhere is not judged by this check
+    nowhere = dataclasses.replace(bad, app_gateway=dataclasses.replace(gw, listeners=tuple(
+        dataclasses.replace(lst, ssl_profile=None) for lst in gw.listeners)))
+    assert _status(evaluate(nowhere))["appgw-edge-client-auth"] == "pass"
 
 
 def test_apims_backend_side_is_judged_on_its_own(good):

@@ -161,21 +161,26 @@ def _keyvault_renewal(d: Discovery, o: Options) -> list[str] | None:
 
 
 def _appgw_edge_client_auth(d: Discovery, o: Options) -> list[str] | None:
-    """A public HTTPS listener with no SSL profile asks for no client certificate; one in Passthrough mode asks and
-    verifies nothing — both are findings unless APIM checks client certificates itself."""
+    """Where the gateway asks for client certificates, every public HTTPS listener must: one without an SSL profile
+    (it asks for none) is a way around the others. A Strict profile must name a client CA the gateway holds; a
+    Passthrough one asks and verifies nothing, so APIM must check the certificate itself. A gateway that asks for
+    client certificates nowhere is not judged here."""
     gw = d.app_gateway
     if gw is None:
         return None
     apim_checks = d.apim is not None and any(p.validate_client_certificate for p in d.apim.policies)
     profiles = {p.name: p for p in gw.ssl_profiles}
+    public = [lst for lst in gw.listeners if lst.frontend == "public" and lst.protocol.lower() == "https"]
+    asking = [lst.name for lst in public if lst.ssl_profile in profiles
+              and (profiles[lst.ssl_profile].verify_client_auth_mode or "").lower() in ("strict", "passthrough")]
     out = []
-    for lst in gw.listeners:
-        if lst.frontend != "public" or lst.protocol.lower() != "https":
-            continue
+    for lst in public:
         profile = profiles.get(lst.ssl_profile or "")
         mode = profile.verify_client_auth_mode if profile is not None else None
         if profile is None:
-            out.append(f"listener {lst.name}: no SSL profile — App Gateway asks for no client certificate")
+            if asking:
+                out.append(f"listener {lst.name}: no SSL profile — it asks for no client certificate while "
+                           f"{', '.join(asking)} demand(s) one: a way around the gateway's mTLS")
         elif (mode or "").lower() == "strict" and not [
                 n for n in profile.trusted_client_certificates if n in gw.trusted_client_pems]:
             out.append(f"listener {lst.name}: SSL profile {profile.name} is Strict but names no trusted client "
@@ -298,9 +303,11 @@ CHECKS: tuple[Check, ...] = (
     Check("appgw-no-public-http", "App Gateway takes no plaintext request from the internet",
           "a public Http listener that does not redirect to HTTPS lets requests (and credentials in them) travel "
           "unencrypted (App Gateway docs: HTTP to HTTPS redirection)", (), _appgw_public_http),
-    Check("appgw-edge-client-auth", "App Gateway's public HTTPS listeners demand client certificates",
-          "a listener without an SSL profile asks for none; Passthrough mode asks and verifies nothing (App Gateway "
-          "mutual authentication docs) — unless APIM validates the certificate itself", (), _appgw_edge_client_auth),
+    Check("appgw-edge-client-auth", "App Gateway's mTLS has no way around it and verifies what it asks for",
+          "where the gateway demands client certificates, a public listener without an SSL profile asks for none; "
+          "a Strict profile without a trusted client CA verifies nothing; Passthrough mode asks and verifies nothing "
+          "unless APIM validates the certificate (App Gateway mutual authentication docs)", (),
+          _appgw_edge_client_auth),
     Check("ingress-private-address", "The ingress is reachable only from inside the network",
           "an Ingress whose load balancer address is public (an AKS app-routing NGINX defaults to a public one) "
           "lets clients bypass App Gateway and APIM; the chain assumes APIM is the ingress's only caller", (),
