@@ -12,37 +12,25 @@ into ``DIR/k8s/hosts.yaml``, which ``ingress.manifests: [k8s]`` already reads. T
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from harness.pki.x509 import Signed, cert_pem, issue_leaf, key_pem, write_atomic
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 
 
 def _leaf(host: str, ca_pem: bytes, ca_key_pem: bytes) -> tuple[bytes, bytes]:
-    ca = x509.load_pem_x509_certificate(ca_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    """A server certificate for ``host`` issued by the example's ingress CA (the harness's own issuer)."""
+    ca = Signed(x509.load_pem_x509_certificate(ca_pem),
+                serialization.load_pem_private_key(ca_key_pem, password=None))  # type: ignore[arg-type]
+    leaf = issue_leaf(ca, host, (host,), ("server",), "ecdsa")
+    return cert_pem(leaf.cert), key_pem(leaf.key)
 
 
 def write_hosts(directory: Path, hosts: Sequence[str],
@@ -83,7 +71,7 @@ def write_hosts(directory: Path, hosts: Sequence[str],
                                for host, entry in apis.items()]
         chain.write_text(yaml.safe_dump(doc, sort_keys=False))
     out = directory / "k8s" / "hosts.yaml"
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds private keys
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump_all(docs, fh, sort_keys=False)
+    text = io.StringIO()
+    yaml.safe_dump_all(docs, text, sort_keys=False)
+    write_atomic(out, text.getvalue().encode(), 0o600)  # it holds private keys
     return out

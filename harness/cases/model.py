@@ -18,6 +18,7 @@ from harness.cases.evidence import Attribution, attribute
 from harness.errors import HarnessError, Unavailable
 from harness.findings.predict import CaseFacts, Finding, Prediction, predict, prediction_for
 from harness.model.topology import HopName, Topology, default_topology
+from harness.pki.path import covers
 from harness.probe.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -354,10 +355,9 @@ def _needs_a_terminating_ingress(case: Case, t: Topology) -> str | None:
 
 
 def _names(leaf: Any, host: str) -> bool:
-    """Whether ``leaf`` (a LeafSpec) names ``host``: a DNS SAN equal to it or a one-label wildcard over it; the common
-    name when it has no SAN."""
-    names = [n for n in leaf.sans if ":" not in n] or ([] if leaf.subject else [leaf.common_name])
-    return any(n == host or (n.startswith("*.") and host.partition(".")[2] == n[2:]) for n in names)
+    """Whether ``leaf`` (a LeafSpec) names ``host`` (RFC 6125, :func:`harness.pki.path.covers`): its DNS SANs, or
+    its common name when the plan gives it no SAN."""
+    return covers([n for n in leaf.sans if ":" not in n] or ([] if leaf.subject else [leaf.common_name]), host)
 
 
 def _pod_cannot_pass_for_the_ingress(case: Case, t: Topology) -> str | None:
