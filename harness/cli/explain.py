@@ -91,7 +91,7 @@ def explain(case: Any, loaded: Any, topology: Any) -> dict[str, Any]:
     elif p is not None and p.finding is not None:
         f = p.finding
         doc["finding"] = {
-            "id": f.id, "property": f.property.statement, "rule_source": f.property.source,
+            "id": f.id, "property": f.property.statement, "rule_source": f.source,
             "setting": f.setting.text,
             "where": loaded.where(f.setting) if loaded is not None else "the reference chain",
             "lets_through": f.lets_through,

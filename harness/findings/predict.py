@@ -103,6 +103,13 @@ class Finding:
     #: seen only when the weak path was taken first (a pooled connection another host opened): a case it affects
     #: passes when the hop still refuses, and is a FINDING when it lets the request through
     intermittent: bool = False
+    #: the source of this rule, when it adds to its property's (a behaviour the property's source does not name)
+    rule_source: str | None = None
+
+    @builtins.property
+    def source(self) -> str:
+        """The property's source, and this rule's own when it has one (what the report and ``explain`` cite)."""
+        return self.property.source + (f"; {self.rule_source}" if self.rule_source else "")
 
     @builtins.property  # (the field above is named property)
     def id(self) -> str:
@@ -202,7 +209,8 @@ def _shared_upstream_pool(home: Topology) -> Iterator[Finding]:
                       f"upstream-keepalive-connections: 0)",
                       _annotation_setting(ing, "proxy-ssl-verify", ing.annotation("proxy-ssl-verify")),
                       _SERVER_CERT_CAUSES, "upstream-cert",
-                      host=None if v.ingress.focus is None else v.ingress.host, intermittent=True)
+                      host=None if v.ingress.focus is None else v.ingress.host, intermittent=True,
+                      rule_source=KEEPALIVE_SOURCE)
 
 
 def _host_findings(t: Topology) -> Iterator[Finding]:

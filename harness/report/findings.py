@@ -25,7 +25,7 @@ def finding_records(findings: Iterable[Finding], *, where: Callable[[Setting], s
             "id": f.id, "property": f.property.id, "statement": f.property.statement, "hop": f.hop,
             "lets_through": f.lets_through, "setting": f.setting.text,
             "where": where(f.setting) if where is not None else "the reference chain (mtls-harness init writes it)",
-            "source": f.property.source, "accepted": f.id in accepted, "reason": accepted.get(f.id),
+            "source": f.source, "accepted": f.id in accepted, "reason": accepted.get(f.id),
             "observed_by": [],
         })
     return out

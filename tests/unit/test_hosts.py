@@ -100,6 +100,7 @@ def test_a_lax_host_makes_the_verifying_hosts_upstream_check_intermittent() -> N
                           "every-hop-verifies-its-upstream-cert@ingress"}
     pooled = found["every-hop-verifies-its-upstream-cert@ingress"]
     assert pooled.intermittent
+    assert "Kong/kong#4001" in pooled.source  # the rule names its own source beside its property's
     assert OTHER in pooled.lets_through
     assert pooled.setting.annotation == ("default/reports", "proxy-ssl-verify")
     refused = upstream_failure(502, hop="ingress", cause="unknown-issuer")
