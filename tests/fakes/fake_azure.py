@@ -145,6 +145,8 @@ def build_environment(variant: str = "bad") -> Environment:
     apim_cert = leaf(apim_ca, "apim.internal.contoso.example", "server", 300)
     apim_client = leaf(apim_client_ca, "apim-client", "client", 250)
     ingress_cert = leaf(ingress_ca, "echo.aks.contoso.example", "server", 180)
+    pod_ca = issue_ca("Contoso Pod CA", "ecdsa")  # the ingress's proxy-ssl-secret: its client cert, the pods' CA
+    ingress_to_pod = leaf(pod_ca, "ingress-nginx", "client", 200)
     stale_ingress = leaf(ingress_ca, "echo.aks.contoso.example", "server", 90)
     kv = {
         "gw-cert": KvCert("gw-cert", [("1f0e9c2d3b4a45869788a9b0c1d2e3f4", gw_old),
@@ -174,6 +176,11 @@ def build_environment(variant: str = "bad") -> Environment:
     aks = _fill("aks.json", values)
     backends = _fill("apim-backends.json", values)
     apis = _fill("apim-apis.json", values)
+    certificates = _fill("apim-certificates.json", values)
+    if not good:  # APIM's last fetch of apim-client from Key Vault failed: the old version stays in service
+        certificates[0]["properties"]["keyVault"]["lastStatus"] = {
+            "code": "Failed", "message": "Could not fetch the secret: the identity has no get permission",
+            "timeStampUtc": values["NOW"]}
     if not good:
         # clients may use TLS 1.0 and 3DES while backends may not: the two sides must not collapse onto one key
         props = apim["properties"]["customProperties"]
@@ -208,7 +215,7 @@ def build_environment(variant: str = "bad") -> Environment:
     }
     arm_lists = {
         f"{apim_path}/backends": backends,
-        f"{apim_path}/certificates": _fill("apim-certificates.json", values),
+        f"{apim_path}/certificates": certificates,
         f"{apim_path}/apis": apis,
     }
     policies = {
@@ -219,6 +226,9 @@ def build_environment(variant: str = "bad") -> Environment:
         ("default", "ingress-tls"): {"type": "kubernetes.io/tls", "data": {
             "tls.crt": _b64(cert_pem(ingress_cert.cert, ingress_ca.cert)), "tls.key": _b64(key_pem(ingress_cert.key))}},
         ("default", "apim-client-ca"): {"type": "Opaque", "data": {"ca.crt": _b64(cert_pem(apim_client_ca.cert))}},
+        ("default", "pod-tls-client"): {"type": "kubernetes.io/tls", "data": {
+            "tls.crt": _b64(cert_pem(ingress_to_pod.cert)), "tls.key": _b64(key_pem(ingress_to_pod.key)),
+            "ca.crt": _b64(cert_pem(pod_ca.cert))}},
     }
     ingresses = json.loads((FIXTURES / "ingresses.json").read_text())
     if not good:  # an app-routing NGINX with a public load balancer: the cluster is reachable around the chain
@@ -228,7 +238,9 @@ def build_environment(variant: str = "bad") -> Environment:
         ingresses=ingresses, secrets=secrets,
         served=ingress_cert if good else stale_ingress,
         certs={"ingress-ca": ingress_ca, "apim-ca": apim_ca, "apim-client": apim_client,
-               "apim-client-ca": apim_client_ca, "ingress": ingress_cert, "gateway": gw_cert})
+               "apim-client-ca": apim_client_ca, "ingress": ingress_cert, "gateway": gw_cert, "pod-ca": pod_ca,
+               "ingress-to-pod": ingress_to_pod, "apim": apim_cert, "public-root": public_root,
+               "consumer-ca": consumer_ca})
 
 
 def bad_environment() -> Environment:

@@ -26,6 +26,7 @@ BAD_FAILS = {
     "appgw-no-public-http",  # an Http listener on the public frontend, no redirect
     "keyvault-renewal",  # apim-client's policy issuer is Unknown
     "ingress-private-address",  # the echo Ingress also has a public load balancer address
+    "apim-keyvault-refresh",  # apim-client's last refresh from Key Vault failed
 }
 
 
@@ -97,6 +98,8 @@ def test_each_bad_finding_names_the_resource_and_the_setting(bad):
     assert "gw-cert" not in findings["keyvault-renewal"]
     assert "load balancer address 20.61.0.99 is public" in findings["ingress-private-address"]
     assert "10.20.2.50" not in findings["ingress-private-address"]
+    assert findings["apim-keyvault-refresh"].startswith("APIM certificate apim-client: Key Vault refresh Failed "
+                                                         "(Could not fetch the secret")
 
 
 def test_the_edge_listener_must_ask_for_client_certs_unless_apim_checks_them(bad):

@@ -64,6 +64,21 @@ def _public_only(secret: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"metadata": secret.get("metadata", {}), "data": {k: data[k] for k in _SECRET_KEYS_KEPT if k in data}}
 
 
+#: metadata an applied manifest does not carry (the API server's bookkeeping), and kubectl's copy of the last apply
+_BOOKKEEPING = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _keep_manifest(ing: Mapping[str, Any], ns: str, name: str, disc: Discovery) -> None:
+    """The Ingress as one applies it: apiVersion, kind, metadata without the server's bookkeeping, spec."""
+    meta = {k: v for k, v in (ing.get("metadata") or {}).items() if k not in _BOOKKEEPING and v is not None}
+    meta["name"], meta["namespace"] = name, ns
+    if meta.get("annotations"):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != _LAST_APPLIED}
+    disc.ingress_manifests.append({"apiVersion": ing.get("apiVersion") or "networking.k8s.io/v1",
+                                   "kind": "Ingress", "metadata": meta, "spec": ing.get("spec") or {}})
+
+
 def ingress_facts(ing: Mapping[str, Any], get_secret: Any, disc: Discovery, config: AzureConfig) -> IngressFacts:
     """Facts of one Ingress (a dict as the API serves it); ``get_secret(ns, name)`` → public-only dict or None."""
     meta = ing.get("metadata", {})
@@ -101,6 +116,19 @@ def ingress_facts(ing: Mapping[str, Any], get_secret: Any, disc: Discovery, conf
             ca_subjects = tuple(c.subject.rfc4514_string() for c in cas)
             for c in cas:
                 disc.certificates.append(cert_fact("cluster-secret", f"{ca_ns}/{ca_name} ca.crt", c))
+    _keep_manifest(ing, ns, name, disc)
+    refs = [f"{ns}/{t['secretName']}" for t in spec.get("tls") or [] if t.get("secretName")]
+    for key in ("auth-tls-secret", "proxy-ssl-secret"):
+        if ann.get(key):
+            ref_ns, _, ref_name = ann[key].rpartition("/")
+            refs.append(f"{ref_ns or ns}/{ref_name}")
+    for ref in refs:
+        if ref not in disc.secrets:
+            ref_ns, _, ref_name = ref.partition("/")
+            data = ((get_secret(ref_ns, ref_name) or {}).get("data") or {})
+            public = {k: base64.b64decode(data[k]).decode(errors="replace") for k in _SECRET_KEYS_KEPT if k in data}
+            if public:
+                disc.secrets[ref] = public
     served_sha, served_error = None, None
     address = config.ingress_address or (addresses[0] if addresses else None)
     if hosts and address:

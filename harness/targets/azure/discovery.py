@@ -137,11 +137,14 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
             redirects=lst.name in redirecting))
     ssl_certs = []
     for c in gw.ssl_certificates or []:
-        ssl_certs.append(GatewaySslCertificate(c.name, c.key_vault_secret_id,
-                                               is_versioned_secret_id(c.key_vault_secret_id)))
         # PKCS#7 is a set: its order means nothing; data that does not parse is a note, never the end of discovery
-        leaf = _leaf_of(_certs_or_note(c.public_cert_data, f"App Gateway {gw.name} sslCertificates/{c.name} "
-                                       "publicCertData", disc))
+        found = _certs_or_note(c.public_cert_data, f"App Gateway {gw.name} sslCertificates/{c.name} publicCertData",
+                               disc)
+        leaf = _leaf_of(found)
+        ordered = [leaf, *(x for x in found if x is not leaf)] if leaf is not None else []
+        ssl_certs.append(GatewaySslCertificate(c.name, c.key_vault_secret_id,
+                                               is_versioned_secret_id(c.key_vault_secret_id),
+                                               b"".join(pem(x) for x in ordered).decode()))
         if leaf is not None:
             disc.certificates.append(cert_fact("app-gateway", f"{gw.name} sslCertificates/{c.name}", leaf))
     roots = []
@@ -193,7 +196,8 @@ def read_app_gateway(clients: AzureClients, disc: Discovery) -> None:
         listeners=tuple(listeners), ssl_certificates=tuple(ssl_certs), backend_settings=tuple(settings),
         trusted_root_certificates=tuple(roots), ssl_policy_type=_s(policy.policy_type) if policy is not None
         else None, ssl_policy_name=policy_name, min_protocol_version=min_tls,
-        ssl_profiles=tuple(profiles), trusted_root_pems=root_pems, trusted_client_pems=client_pems)
+        ssl_profiles=tuple(profiles), trusted_root_pems=root_pems, trusted_client_pems=client_pems,
+        sku_tier=_s(gw.sku.tier) if gw.sku is not None else None)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ def _policy_facts(scope: str, xml: str) -> ApimPolicy:
     tags &= _POLICY_TAGS
     return ApimPolicy(scope=scope, validate_client_certificate="validate-client-certificate" in tags or expression,
                       authentication_certificate="authentication-certificate" in tags,
-                      validate_jwt=bool(tags & {"validate-jwt", "validate-azure-ad-token"}))
+                      validate_jwt=bool(tags & {"validate-jwt", "validate-azure-ad-token"}), xml=xml)
 
 
 def _certs_or_note(data: str | bytes | None, where: str, disc: Discovery) -> list[x509.Certificate]:
@@ -292,8 +296,10 @@ def read_apim(clients: AzureClients, disc: Discovery) -> None:
     certs = []
     for c in certificates:
         kv = c.key_vault.secret_identifier if c.key_vault is not None else None
+        status = c.key_vault.last_status if c.key_vault is not None else None
         certs.append(ApimCertificate(c.name, c.subject, c.thumbprint, _iso(c.expiration_date), kv,
-                                     is_versioned_secret_id(kv)))
+                                     is_versioned_secret_id(kv), last_status=_s(status.code) if status else None,
+                                     last_status_message=status.message if status else None))
         if c.expiration_date is not None:
             disc.certificates.append(CertFact("apim", f"{name} certificates/{c.name}", c.subject or "", "",
                                               _iso(c.expiration_date) or "", thumbprint=c.thumbprint or ""))
@@ -378,7 +384,7 @@ def read_key_vault(clients: AzureClients, disc: Discovery, vault: str) -> None:
                 not_before=_iso(props.not_before), expires_on=_iso(props.expires_on),
                 thumbprint=props.x509_thumbprint.hex().upper() if props.x509_thumbprint else None,
                 lifetime_actions=actions, auto_renew=any(a.startswith("AutoRenew") for a in actions),
-                issuer_name=policy.issuer_name))
+                issuer_name=policy.issuer_name, pem=pem(found[0]).decode() if found else None))
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -121,6 +121,8 @@ class GatewaySslCertificate:
     name: str
     key_vault_secret_id: str | None
     versioned: bool
+    #: the public certificates of publicCertData as PEM, the leaf first ("" when it did not parse)
+    pem: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class AppGatewayFacts:
     trusted_root_pems: dict[str, str] = field(default_factory=dict)  # name → PEM (public certificates)
     #: trustedClientCertificates: name → PEM of the client CA certificates App Gateway's mTLS trusts
     trusted_client_pems: dict[str, str] = field(default_factory=dict)
+    #: the SKU tier (Standard_v2, WAF_v2): whether a WAF sits in front
+    sku_tier: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -198,6 +202,9 @@ class ApimCertificate:
     expiration_date: str | None
     key_vault_secret_id: str | None
     versioned: bool
+    #: keyVault.lastStatus: did APIM's last refresh from Key Vault work ("Success"/"Failed", its message)
+    last_status: str | None = None
+    last_status_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,8 @@ class ApimPolicy:
     validate_client_certificate: bool
     authentication_certificate: bool
     validate_jwt: bool  # validate-jwt or validate-azure-ad-token
+    #: the policy document as the service keeps it (rawxml), for a chain file written from discovery
+    xml: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,8 @@ class KeyVaultCertificate:
     auto_renew: bool
     #: the policy's issuer: "Self", an integrated CA provider, or "Unknown" (a CA Key Vault cannot ask: no renewal)
     issuer_name: str | None = None
+    #: the current version's certificate (``cer``) as PEM: public
+    pem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +308,10 @@ class Discovery:
     key_vault_certificates: list[KeyVaultCertificate] = field(default_factory=list)
     ingresses: list[IngressFacts] = field(default_factory=list)
     certificates: list[CertFact] = field(default_factory=list)  # the expiry table
+    #: the Ingress objects as the cluster holds them, reduced to what one applies (status and bookkeeping dropped)
+    ingress_manifests: list[dict[str, Any]] = field(default_factory=list)
+    #: the Secrets those Ingresses name, public keys only: ``namespace/name`` → {"tls.crt"|"ca.crt": PEM text}
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was not read, and why
 
     def as_dict(self) -> dict[str, Any]:

@@ -160,6 +160,16 @@ def _keyvault_renewal(d: Discovery, o: Options) -> list[str] | None:
             if (c.issuer_name or "").lower() == "unknown"]
 
 
+def _apim_keyvault_refresh(d: Discovery, o: Options) -> list[str] | None:
+    linked = [c for c in (d.apim.certificates if d.apim else ()) if c.key_vault_secret_id]
+    if not linked:
+        return None
+    return [f"APIM certificate {c.name}: Key Vault refresh {c.last_status}"
+            f"{(' (' + c.last_status_message + ')') if c.last_status_message else ''} — APIM keeps serving the old "
+            "version: grant its identity get on the vault's secrets and check the secret id"
+            for c in linked if c.last_status is not None and c.last_status.lower() != "success"]
+
+
 def _appgw_edge_client_auth(d: Discovery, o: Options) -> list[str] | None:
     """Where the gateway asks for client certificates, every public HTTPS listener must: one without an SSL profile
     (it asks for none) is a way around the others. A Strict profile must name a client CA the gateway holds; a
@@ -316,6 +326,10 @@ CHECKS: tuple[Check, ...] = (
           "a certificate whose policy issuer is Unknown comes from a CA Key Vault is not integrated with: it is "
           "never renewed automatically (Key Vault certificate issuers docs; REFERENCES.md issue 9)", (9,),
           _keyvault_renewal),
+    Check("apim-keyvault-refresh", "APIM's Key Vault certificates refresh",
+          "keyVault.lastStatus of an APIM certificate says whether its last fetch from Key Vault worked (API "
+          "Management certificates REST reference, KeyVaultLastAccessStatusContractProperties); a failed one leaves "
+          "the old version in service until it expires (REFERENCES.md issue 9)", (9,), _apim_keyvault_refresh),
     Check("keyvault-versionless-ids", "Key Vault references are versionless",
           "App Gateway and APIM do not pick up a renewed Key Vault certificate through a versioned secret id "
           "(REFERENCES.md issue 9)", (9,), _versionless_ids),
