@@ -26,6 +26,7 @@ from harness.cases.cross_domain import (
 )
 from harness.cases.fidelity import fidelity_cases
 from harness.cases.oauth import oauth_cases
+from harness.model.controller import parse_go_bool
 from harness.model.topology import HopName, Topology, default_topology
 from harness.model.wire import PROXY_HOPS
 from harness.probe.outcomes import (
@@ -493,7 +494,10 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
                e2e + " #3", variant=_annotations(auth_tls_error_page=page), identity=None,
                check=lambda r, c: None if r.headers.get("location") == page else
                f"Location {r.headers.get('location')!r}, expected {page!r}")
+    # the chain's own Ingress may not ask for it: then the case asks (a variant), as the does-not-pass case drops it
+    passes = parse_go_bool(t.ingress.auth_tls_ingress().annotation("auth-tls-pass-certificate-to-upstream") or "")
     yield Case("ingress-passes-client-cert-to-upstream", "ingress", "ingress-nginx", "pass cert", ok(200), e2e + " #4",
+               variant=None if passes else _annotations(auth_tls_pass_certificate_to_upstream="true"),
                check=_header("ssl-client-cert", lambda v: (v or "").startswith("-----BEGIN%20CERTIFICATE-----"),
                              "the URL-escaped PEM"))
     yield Case("ingress-does-not-pass-client-cert-unless-asked", "ingress", "ingress-nginx", "pass cert", ok(200),

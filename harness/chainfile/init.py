@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -45,7 +46,7 @@ from harness.model.topology import Listener, TLSVersion, Topology, Upstream
 from harness.pki.certset import CertSet
 from harness.render.k8s import render_manifests
 
-__all__ = ["chain_document", "write_chain"]
+__all__ = ["chain_document", "write_chain", "write_chain_files"]
 
 _NAMES = {"1.0": "TLSv1_0", "1.1": "TLSv1_1", "1.2": "TLSv1_2", "1.3": "TLSv1_3"}
 _MODES = {"none": "none", "required": "Strict", "optional": "Passthrough"}
@@ -160,6 +161,20 @@ def _fill(d: Path, topology: Topology, certs: CertSet) -> None:
 
 def write_chain(directory: Path, topology: Topology, certs: CertSet, *, force: bool = False) -> Path:
     """Write ``topology`` with the certificates of ``certs`` as a chain-file folder; returns ``DIR/chain.yaml``."""
+    return _write_folder(directory, lambda tmp: _fill(tmp, topology, certs), force=force)
+
+
+def write_chain_files(directory: Path, files: Mapping[str, tuple[bytes, int]], *, force: bool = False) -> Path:
+    """Write ``files`` (relative path → content, mode) as a chain-file folder; returns ``DIR/chain.yaml``."""
+    def fill(tmp: Path) -> None:
+        for rel, (data, mode) in files.items():
+            _write(tmp / rel, data, mode)
+
+    return _write_folder(directory, fill, force=force)
+
+
+def _write_folder(directory: Path, fill: Callable[[Path], None], *, force: bool) -> Path:
+    """Fill a folder built aside and rename it into place: nothing half-written is left on an error."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise InputError(directory, "is a file", "give a folder for the chain file (it is created when missing)")
@@ -169,7 +184,7 @@ def write_chain(directory: Path, topology: Topology, certs: CertSet, *, force: b
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.init-"))
     tmp.chmod(0o755)
     try:
-        _fill(tmp, topology, certs)
+        fill(tmp)
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)

@@ -478,9 +478,30 @@ def _gateway_presents_its_own_cert(t: Topology, facts: CaseFacts) -> Prediction 
     APIM's answer is about the gateway's certificate: ok when APIM's CA issued it, 401 not-trusted when not."""
     expect = facts.expect
     own = t.gateway.upstream.client_cert
-    if facts.target != "gateway" or expect.hop != "apim" or expect.cause != "no-client-cert" or own is None:
+    if facts.target not in ("gateway", "apim") or not t.apim.validate_client_certificate:
         return None
-    if not (t.apim.negotiate_client_certificate and t.apim.validate_client_certificate):
+    # without negotiateClientCertificate APIM never asks: context.Request.Certificate is null for every caller
+    blind = not t.apim.negotiate_client_certificate
+    if facts.target == "apim" and facts.identity is not None and not blind:
+        return None  # a probe at APIM presenting a certificate of its own: the case's expectation is about that one
+    if own is None or blind:
+        if expect.kind != "ok" and expect.hop not in ("apim", "ingress", "pod"):
+            return None  # the gateway decides first
+        if expect.kind not in ("ok", "http_reject", "upstream_failure"):
+            return None  # refused in the handshake, before APIM's policy runs
+        if expect.hop == "apim" and expect.cause == "no-client-cert":
+            return None  # the case's own expectation
+        why = ("APIM validates a client certificate (validate-client-certificate) but negotiateClientCertificate is "
+               "false on its host name: it never asks for one, the policy sees none" if blind else
+               "APIM validates a client certificate (validate-client-certificate, negotiateClientCertificate) but App "
+               "Gateway presents none (gateway.backend_settings.client_certificate is empty, and App Gateway does not "
+               "forward the client's certificate in TLS)")
+        return Prediction(None, None, http_reject(401, hop="apim", cause="no-client-cert"), rule=(
+            f"{why}: APIM refuses every request with 401 (APIM docs, How to secure APIs using client certificate "
+            "authentication)"))
+    if not t.apim.negotiate_client_certificate:
+        return None
+    if facts.target != "gateway" or expect.hop != "apim" or expect.cause != "no-client-cert":
         return None
     try:
         trusted = t.apim.listener.client_ca is not None and \
