@@ -164,11 +164,15 @@ def write_chain(directory: Path, topology: Topology, certs: CertSet, *, force: b
     return _write_folder(directory, lambda tmp: _fill(tmp, topology, certs), force=force)
 
 
-def write_chain_files(directory: Path, files: Mapping[str, tuple[bytes, int]], *, force: bool = False) -> Path:
-    """Write ``files`` (relative path → content, mode) as a chain-file folder; returns ``DIR/chain.yaml``."""
+def write_chain_files(directory: Path, files: Mapping[str, tuple[bytes, int]], *, force: bool = False,
+                      check: Callable[[Path], object] | None = None) -> Path:
+    """Write ``files`` (relative path → content, mode) as a chain-file folder; returns ``DIR/chain.yaml``.
+    ``check(chain.yaml)`` runs on the folder before it is renamed into place (an error leaves nothing)."""
     def fill(tmp: Path) -> None:
         for rel, (data, mode) in files.items():
             _write(tmp / rel, data, mode)
+        if check is not None:
+            check(tmp / "chain.yaml")
 
     return _write_folder(directory, fill, force=force)
 

@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
     init.add_argument("--force", action="store_true", help="replace what DIR holds")
     init.add_argument("--example", metavar="NAME", default=None,
                       help="write an example chain of examples/ instead: reference, partner-mtls, passthrough")
+    init.add_argument("--from-azure", metavar="AZURE_TOML", type=Path, default=None,
+                      help="write YOUR chain as discovery reads it from Azure and the cluster (the azure target's "
+                           "config, docs/azure.md): public parts only, labelled stand-ins for what no API shows")
     init.set_defaults(func=cmd_init)
 
     chain = subparsers.add_parser("chain", help="the chain file: print its JSON Schema, or check one",
@@ -54,7 +57,41 @@ def register(subparsers: Any) -> None:
 
 
 
+def _init_from_azure(args: argparse.Namespace) -> int:
+    import sys
+
+    from harness.targets.azure.config import load_azure_config
+    from harness.targets.azure.discovery import discover
+
+    if args.example is not None or args.oauth or args.key_type != "ecdsa":
+        raise UsageError("--from-azure writes the chain Azure holds: drop --example, --oauth and --key-type")
+    if not args.from_azure.is_file():
+        raise UsageError(f"--from-azure {args.from_azure}: no such file — give the azure target's TOML config "
+                         "(docs/azure.md)")
+    from harness.targets.azure.chain import write_discovered_chain
+
+    config = load_azure_config(args.from_azure)
+    parts = [f"{k} {v}" for k, v in (("App Gateway", config.app_gateway), ("APIM", config.apim),
+                                     ("AKS", config.aks)) if v]
+    print(f"mtls-harness: discovering {', '.join(parts) or 'nothing'} in resource group {config.resource_group} "
+          "(read-only) …", file=sys.stderr, flush=True)
+    disc = discover(config)
+    found = write_discovered_chain(args.directory, disc, config, force=args.force)
+    path = found.path
+    print(f"wrote {path} (chain {found.document.name!r} from {config.where}; public parts only, "
+          f"the discovery in {path.parent / 'discovery.json'})" if path else "")
+    if found.notes:
+        print(f"review these {len(found.notes)} stand-ins and assumptions (also at the top of chain.yaml):")
+        for note in found.notes:
+            print(f"  - {note}")
+    print(f"the twin:  mtls-harness run --chain {path}")
+    print(f"live:      mtls-harness run --target azure --config {args.from_azure} --chain {path} --twin")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
+    if args.from_azure is not None:
+        return _init_from_azure(args)
     from harness.chainfile.init import write_chain
     from harness.model.topology import default_topology
     from harness.pki.certset import cert_set_for

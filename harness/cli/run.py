@@ -1,6 +1,6 @@
 """``mtls-harness run``: the handshake suite through pytest, then the hop × case matrix and the report files.
 
-    mtls-harness run [--target local] [-n auto|N] [--report DIR] [-k EXPR] [-- PYTEST_ARGS...]
+    mtls-harness run [--target local] [-n auto|N] [--report DIR] [-k EXPR] [--chain FILE] [--twin] [-- PYTEST_ARGS...]
 
 It runs the handshake suite that ships inside the package (``harness/suite``: the catalogue's cases and, on
 ``--target azure``, the posture checks) — from any directory, installed from a wheel or from a checkout — with
@@ -25,12 +25,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.options import add_chain_option, add_config_option, apply_config_option, chain_path
+from harness.cli.options import (
+    add_chain_option,
+    add_config_option,
+    apply_config_option,
+    chain_path,
+    terminate_on_sigterm,
+)
 from harness.errors import UsageError
 from harness.targets.base import TARGET_NAMES
 
 __all__ = ["SUITE", "cmd_run", "find_suite", "pytest_argv", "register"]
 
+#: seconds the twin's child run gets to stop its chain after Ctrl-C (then SIGTERM, and as long again)
+TWIN_STOP_TIMEOUT = 30.0
 #: the suite's modules inside the package (harness/suite), in the order pytest gets them
 SUITE = ("test_handshakes.py", "test_posture.py")
 _EXAMPLES = """examples:
@@ -67,6 +75,10 @@ def register(subparsers: Any) -> None:
                           "e.g. -k 'ingress and expired')")
     add_config_option(run)
     add_chain_option(run)
+    run.add_argument("--twin", action="store_true",
+                     help="--target azure/attach: also run the chain file's whole catalogue on the local twin and "
+                          "write DIR/differential.json and .md: per case agree, DRIFT (production differs from its "
+                          "own configuration) or EMULATION GAP (the twin is wrong)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="anything after -- goes to pytest unchanged (e.g. -- --mtls-require-tools -x)")
     run.set_defaults(func=cmd_run)
@@ -166,22 +178,116 @@ def _check_target_config(target: str) -> None:
         load_azure_config(config_path_from_env(target))
 
 
+def _discover_chain(args: argparse.Namespace, report: Path) -> None:
+    """``--target azure``: discovery before any test starts — a missing credential, a wrong resource name or an
+    unreachable endpoint is one line and exit 2 here, not an error per case — and, without ``--chain``, the chain
+    file of what it found (REPORT/azure-chain), whose generated catalogue the live run then judges."""
+    from harness.targets.azure.chain import write_discovered_chain
+    from harness.targets.azure.config import load_azure_config
+    from harness.targets.azure.discovery import discover
+    from harness.targets.base import config_path_from_env
+
+    config = load_azure_config(config_path_from_env("azure"))
+    print(f"mtls-harness: discovering the chain in resource group {config.resource_group} (read-only) …",
+          file=sys.stderr, flush=True)
+    disc = discover(config)
+    if chain_path(args) is not None:
+        return
+    found = write_discovered_chain(report / "azure-chain", disc, config, force=True)
+    args.chain = found.path
+    print(f"mtls-harness: judging the discovered chain {found.document.name!r} ({found.path}; "
+          f"{len(found.notes)} stand-ins listed at its top)", file=sys.stderr)
+
+
+def _run_twin(args: argparse.Namespace, report: Path) -> dict[str, Any] | None:
+    """The same chain file's whole catalogue on the local twin (a child ``mtls-harness run``), into REPORT/twin."""
+    import subprocess
+
+    from harness.report.results import RESULTS_FILE
+
+    chain = chain_path(args)
+    if chain is None:
+        raise UsageError("--twin needs the chain file the twin runs: give --chain FILE (the azure target writes one "
+                         "from discovery when --chain is left out)")
+    twin = report / "twin"
+    argv = [sys.executable, "-m", "harness", "run", "--target", "local", "--chain", str(chain.resolve()),
+            "--report", str(twin)]
+    if args.workers not in (None, "0"):
+        argv += ["-n", args.workers]
+    if args.keyword is not None:
+        argv += ["-k", args.keyword]
+    print(f"mtls-harness: the twin: the chain's catalogue on the local target (report in {twin}) …", file=sys.stderr,
+          flush=True)
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        returncode = child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it stop its chain, then make sure it is gone
+        try:
+            child.wait(timeout=TWIN_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.terminate()  # SIGTERM: the child unwinds (terminate_on_sigterm) and stops every hop it started
+            child.wait(timeout=TWIN_STOP_TIMEOUT)
+        raise
+    if returncode == 130:
+        raise KeyboardInterrupt
+    try:
+        doc: dict[str, Any] = json.loads((twin / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        print(f"mtls-harness: error: the twin wrote no report (exit {returncode}); no differential",
+              file=sys.stderr)
+        return None
+    return doc
+
+
+def _write_differential(twin: dict[str, Any], live: dict[str, Any] | None, report: Path, chain: str | None) -> bool:
+    """Write and print the differential; True when a case differs (DRIFT or EMULATION GAP)."""
+    from harness.report.differential import differential, write_differential
+
+    if live is None:
+        print("mtls-harness: error: the live run wrote no report; no differential", file=sys.stderr)
+        return True
+    doc = differential(twin, live, chain)
+    js, md = write_differential(doc, report)
+    s = doc["summary"]
+    for row in doc["cases"]:
+        if row["verdict"] in ("DRIFT", "EMULATION GAP"):
+            print(f"{row['verdict']:<13} {row['id']}: expected {row['expected']}; twin {row['twin']}"
+                  f"{' (' + row['twin_seen'] + ')' if row['twin'] != 'passed' else ''}, live {row['live']}"
+                  f"{' (' + row['live_seen'] + ')' if row['live'] != 'passed' else ''}")
+    print(f"twin vs live: {s['agree']} agree, {s['DRIFT']} DRIFT, {s['EMULATION GAP']} EMULATION GAP, "
+          f"{s['twin only']} twin only (not run live), {s['live only']} live only — {js}, {md}")
+    return bool(s["DRIFT"] or s["EMULATION GAP"])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     from harness.cases.catalogue import CATALOGUE
     from harness.report.collect import ReportCollector
 
+    terminate_on_sigterm()  # SIGTERM unwinds like Ctrl-C: every hop the run (or its twin) started is stopped
     apply_config_option(args.target, args.config)
     _check_target_config(args.target)
+    if args.twin and args.target not in ("azure", "attach"):
+        raise UsageError(f"--twin compares production with its twin: use it with --target azure or attach, not "
+                         f"{args.target}")
     suite = find_suite()
     report = _prepare_report_dir(args.report)
+    if args.target == "azure":
+        _discover_chain(args, report)
+    twin = _run_twin(args, report) if args.twin else None
     if args.workers not in (None, "0") and importlib.util.find_spec("xdist") is None:
         raise UsageError("-n needs pytest-xdist — pip install pytest-xdist, or leave -n out")
     collector = ReportCollector(report)
     code = int(pytest.main(pytest_argv(args, suite, report), plugins=[collector]))
     if collector.interrupted:
         return 130
+    if twin is not None or args.twin:
+        chain = chain_path(args)
+        differs = twin is None or _write_differential(twin, collector.document, report,
+                                                       chain.name if chain else None)
+        if differs and code == pytest.ExitCode.OK:
+            code = pytest.ExitCode.TESTS_FAILED
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         selection = f"-k {args.keyword!r}" if args.keyword is not None else "the selection"
         print(f"mtls-harness: error: no case selected — {selection} matched none of the {len(CATALOGUE)} cases "

@@ -622,3 +622,49 @@ def iter_json_strings(doc: Any) -> Iterator[str]:
             yield from iter_json_strings(v)
     elif isinstance(doc, str):
         yield doc
+
+
+def config_toml(doc: dict[str, Any]) -> str:
+    """``doc`` (config_doc's shape: top-level values and one level of tables) as TOML text."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for table, body in ((k, v) for k, v in doc.items() if isinstance(v, dict)):
+        plain = {k: v for k, v in body.items() if not (isinstance(v, dict) and all(isinstance(x, dict)
+                                                                                   for x in v.values()) and v)}
+        lines.append(f"[{table}]")
+        for k, v in plain.items():
+            if isinstance(v, dict):
+                lines.append(f"{k} = {{ {', '.join(f'{json.dumps(a)} = {json.dumps(b)}' for a, b in v.items())} }}")
+            else:
+                lines.append(f"{k} = {json.dumps(v)}")
+        for k, v in body.items():
+            if k not in plain:
+                for sub, entries in v.items():
+                    lines.append(f"[{table}.{k}.{sub}]")
+                    lines += [f"{a} = {json.dumps(b)}" for a, b in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_cli_setup(fake: FakeAzure, directory: Path, **overrides: Any) -> tuple[Path, dict[str, str]]:
+    """What a user's shell has for ``mtls-harness … --target azure`` against ``fake``: ``DIR/azure.toml`` pointing
+    at it, and an environment whose ``az`` is a stand-in for the Azure CLI (DefaultAzureCredential's
+    AzureCliCredential runs ``az account get-access-token --output json`` and reads accessToken / expires_on from
+    its output). Returns the config path and the environment for the child process."""
+    import os
+    import sys
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "azure.toml"
+    config.write_text(config_toml(config_doc(fake, **overrides)))
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    expires = int(dt.datetime.now(dt.UTC).timestamp()) + 3600
+    token = json.dumps({"accessToken": fake.token, "expires_on": expires, "subscription": SUB, "tenant": TENANT,
+                        "tokenType": "Bearer"})
+    az = bin_dir / "az"
+    az.write_text(f"#!{sys.executable}\nprint({token!r})\n")
+    az.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               AZURE_TOKEN_CREDENTIALS="AzureCliCredential", FAKE_KUBE_TOKEN=fake.kube_token)
+    for var in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+        env.pop(var, None)
+    return config, env

@@ -317,6 +317,34 @@ def test_through_the_gateway_apim_judges_the_gateways_own_backend_cert() -> None
     assert p.refused == http_reject(401, hop="apim", cause="not-trusted")
 
 
+def test_apim_validating_a_cert_nobody_presents_refuses_every_request_with_401() -> None:
+    """Measured on the chain written from the fake Azure's good environment (tests/integration/test_azure_twin.py):
+    App Gateway presents no backend client cert, APIM validates one — every request through the gateway, and every
+    probe at APIM as the gateway, is APIM's 401; a TLS-version refusal still comes first. Without negotiation APIM
+    never asks (REFERENCES.md issue 10): a probe presenting a trusted cert is refused as well."""
+    refused = http_reject(401, hop="apim", cause="no-client-cert")
+    validating = REF.with_hop("apim", negotiate_client_certificate=True, validate_client_certificate=True)
+    assert validating.gateway.upstream.client_cert is None
+    for target, expect in (("gateway", ok(200)), ("apim", ok(200)), ("gateway", upstream_failure(502, hop="ingress",
+                                                                                                  cause="expired"))):
+        p = prediction_for(validating, CaseFacts(expect, None, None, target))
+        assert p is not None
+        assert p.refused == refused, (target, expect)
+    version = tls_alert("protocol_version", hop="apim", cause="protocol-version")
+    assert prediction_for(validating, CaseFacts(version, None, "1.1", "apim")) is None
+    gateway_first = http_reject(403, hop="gateway", cause="waf")
+    assert prediction_for(validating, CaseFacts(gateway_first, None, None, "gateway")) is None
+    trusted = next(lf.name for lf in REF.pki.leaves if lf.usage == "client" and REF.pki.root_of(lf.issuer) ==
+                   REF.pki.root_of(REF.apim.listener.client_ca or ""))
+    assert prediction_for(validating, CaseFacts(ok(200), trusted, None, "apim")) is None  # it asks: this one passes
+    blind = validating.with_hop("apim", negotiate_client_certificate=False)
+    p = prediction_for(blind, CaseFacts(ok(200), trusted, None, "apim"))
+    assert p is not None
+    assert p.refused == refused
+    assert "negotiateClientCertificate is false" in (p.rule or "")
+    assert prediction_for(REF, CaseFacts(ok(200), None, None, "gateway")) is None  # the reference APIM checks none
+
+
 def test_a_pod_that_requires_a_cert_refuses_a_probe_and_an_ingress_without_one() -> None:
     """Measured on a docs-only chain whose pod requires a client cert (certificate_required; the ingress's 502)."""
     t = REF.with_hop("pod", listener__client_auth="required")

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.chainfile.init import write_chain_files
-from harness.errors import UsageError
+from harness.errors import HarnessError, InputError, UsageError
 from harness.model.chainfile import (
     ApimBackend,
     ApimSpec,
@@ -509,5 +509,15 @@ def write_discovered_chain(directory: Path, disc: Discovery, config: AzureConfig
     files["chain.schema.json"] = (json.dumps(chain_json_schema(), indent=2).encode() + b"\n", 0o644)
     files["chain.yaml"] = (_chain_text(found, disc, config).encode(), 0o644)
     files["discovery.json"] = (disc.to_json().encode() + b"\n", 0o644)
-    found.path = write_chain_files(directory, files, force=force)
+    from harness.chainfile.load import load_chain
+
+    def check(path: Path) -> None:
+        """It must load as written (the twin runs from it): checked in the folder built aside, before the rename."""
+        try:
+            load_chain(path)
+        except (InputError, UsageError) as exc:
+            raise HarnessError(f"the chain file written from discovery does not load ({exc}) — nothing was "
+                               "written; this is a harness bug: please report it with this line") from None
+
+    found.path = write_chain_files(directory, files, force=force, check=check)
     return found
