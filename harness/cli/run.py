@@ -33,10 +33,13 @@ from harness.cli.options import (
     terminate_on_sigterm,
 )
 from harness.errors import UsageError
+from harness.pki.x509 import write_atomic
 from harness.targets.base import TARGET_NAMES
 
 __all__ = ["SUITE", "cmd_run", "find_suite", "pytest_argv", "register"]
 
+#: REPORT/config-drift.txt: the settings where Azure differs from the reviewed chain file (``--chain``), one a line
+CONFIG_DRIFT_FILE = "config-drift.txt"
 #: seconds the twin's child run gets to stop its chain after Ctrl-C (then SIGTERM, and as long again)
 TWIN_STOP_TIMEOUT = 30.0
 #: the suite's modules inside the package (harness/suite), in the order pytest gets them
@@ -178,10 +181,12 @@ def _check_target_config(target: str) -> None:
         load_azure_config(config_path_from_env(target))
 
 
-def _discover_chain(args: argparse.Namespace, report: Path) -> None:
+def _discover_chain(args: argparse.Namespace, report: Path) -> list[str]:
     """``--target azure``: discovery before any test starts — a missing credential, a wrong resource name or an
-    unreachable endpoint is one line and exit 2 here, not an error per case — and, without ``--chain``, the chain
-    file of what it found (REPORT/azure-chain), whose generated catalogue the live run then judges."""
+    unreachable endpoint is one line and exit 2 here, not an error per case. The chain file of what it found goes to
+    REPORT/azure-chain: without ``--chain`` the live run judges its generated catalogue; with one (a chain file
+    reviewed into the repo), the settings where Azure now differs from it are the config drift (returned, printed,
+    REPORT/config-drift.txt)."""
     from harness.targets.azure.chain import write_discovered_chain
     from harness.targets.azure.config import load_azure_config
     from harness.targets.azure.discovery import discover
@@ -191,12 +196,25 @@ def _discover_chain(args: argparse.Namespace, report: Path) -> None:
     print(f"mtls-harness: discovering the chain in resource group {config.resource_group} (read-only) …",
           file=sys.stderr, flush=True)
     disc = discover(config)
-    if chain_path(args) is not None:
-        return
     found = write_discovered_chain(report / "azure-chain", disc, config, force=True)
-    args.chain = found.path
-    print(f"mtls-harness: judging the discovered chain {found.document.name!r} ({found.path}; "
-          f"{len(found.notes)} stand-ins listed at its top)", file=sys.stderr)
+    given = chain_path(args)
+    if given is None:
+        args.chain = found.path
+        print(f"mtls-harness: judging the discovered chain {found.document.name!r} ({found.path}; "
+              f"{len(found.notes)} stand-ins listed at its top)", file=sys.stderr)
+        return []
+    from harness.chainfile.load import load_chain
+    from harness.targets.azure.chain import config_drift
+
+    assert found.path is not None
+    drift = config_drift(load_chain(given).topology, load_chain(found.path).topology)
+    for line in drift:
+        print(f"mtls-harness: config drift: {line}", file=sys.stderr)
+    write_atomic(report / CONFIG_DRIFT_FILE, "".join(f"{line}\n" for line in drift).encode())
+    if drift:
+        print(f"mtls-harness: {len(drift)} setting(s) in Azure differ from {given} — re-run `mtls-harness init "
+              f"--from-azure` and review the change ({report / CONFIG_DRIFT_FILE})", file=sys.stderr)
+    return drift
 
 
 def _run_twin(args: argparse.Namespace, report: Path) -> dict[str, Any] | None:
@@ -273,8 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"{args.target}")
     suite = find_suite()
     report = _prepare_report_dir(args.report)
-    if args.target == "azure":
-        _discover_chain(args, report)
+    drift = _discover_chain(args, report) if args.target == "azure" else []
     twin = _run_twin(args, report) if args.twin else None
     if args.workers not in (None, "0") and importlib.util.find_spec("xdist") is None:
         raise UsageError("-n needs pytest-xdist — pip install pytest-xdist, or leave -n out")
@@ -285,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if twin is not None or args.twin:
         chain = chain_path(args)
         differs = twin is None or _write_differential(twin, collector.document, report,
-                                                       chain.name if chain else None)
+                                                       chain.name if chain else None) or bool(drift)
         if differs and code == pytest.ExitCode.OK:
             code = pytest.ExitCode.TESTS_FAILED
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:

@@ -150,3 +150,23 @@ def test_run_azure_with_a_wrong_resource_name_is_one_line_naming_it(good, tmp_pa
     assert "API Management service 'apim-chian' in resource group 'rg-chain' was not found" in errors[0]
     assert "az apim list" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+def test_run_azure_with_a_reviewed_chain_file_names_the_config_drift(discovered, good, tmp_path) -> None:
+    """The nightly recipe: the chain file reviewed into the repo, Azure changed since — each changed setting is one
+    line, and REPORT/config-drift.txt keeps them."""
+    fake, _ = good
+    reviewed = tmp_path / "reviewed"
+    shutil.copytree(discovered.parent, reviewed)
+    doc = yaml.safe_load((reviewed / "chain.yaml").read_text())
+    doc["apim"]["negotiate_client_certificate"] = False  # what the repo says; Azure negotiates today
+    (reviewed / "chain.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    config, env = write_cli_setup(fake, tmp_path / "user")
+    report = tmp_path / "report"
+    done = _cli("run", "--target", "azure", "--config", str(config), "--chain", str(reviewed / "chain.yaml"),
+                "--report", str(report), "-k", "no_case_has_this_name", env=env, timeout=120)
+    assert done.returncode == 1  # nothing selected; the drift was reported before pytest started
+    assert ("mtls-harness: config drift: apim.negotiate_client_certificate: the chain file says False, Azure and the "
+            "cluster now True") in done.stderr
+    assert (report / "config-drift.txt").read_text().splitlines() == [
+        "apim.negotiate_client_certificate: the chain file says False, Azure and the cluster now True"]

@@ -13,7 +13,7 @@ from cryptography import x509
 from harness.chainfile.load import load_chain
 from harness.errors import InputError, UsageError
 from harness.targets.azure import discover, parse_azure_config
-from harness.targets.azure.chain import chain_from_discovery, write_discovered_chain
+from harness.targets.azure.chain import chain_from_discovery, config_drift, write_discovered_chain
 from tests.fakes.fake_azure import KUBE_TOKEN, FakeAzure, StaticCredential, build_environment, config_doc
 
 
@@ -113,3 +113,19 @@ def test_a_discovery_without_apim_is_one_clear_error(found) -> None:
     _, config, disc = found["good"]
     with pytest.raises(UsageError, match="discovery found no apim .*set app_gateway, apim and \\[kubernetes\\]"):
         chain_from_discovery(dataclasses.replace(disc, apim=None), config)
+
+
+def test_config_drift_names_each_setting_azure_changed_since_the_reviewed_chain_file(found, tmp_path) -> None:
+    _, config, disc = found["good"]
+    written = write_discovered_chain(tmp_path / "chain", disc, config)
+    assert written.path is not None
+    today = load_chain(written.path).topology
+    assert config_drift(today, today) == []
+    reviewed = today.with_hop("apim", negotiate_client_certificate=False).with_ingress_annotations(
+        auth_tls_verify_depth="2")
+    lines = config_drift(reviewed, today)
+    assert lines == [
+        "apim.negotiate_client_certificate: the chain file says False, Azure and the cluster now True",
+        "ingress default/echo.annotation auth-tls-verify-depth: the chain file says '2', Azure and the cluster now "
+        "'1'",
+    ]

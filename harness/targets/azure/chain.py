@@ -55,10 +55,11 @@ from harness.model.chainfile import (
     chain_json_schema,
     dump_chain_text,
 )
+from harness.model.topology import Topology
 from harness.targets.azure.config import AzureConfig
 from harness.targets.azure.model import ApimPolicy, AppGatewayFacts, BackendSetting, Discovery, GatewayListener
 
-__all__ = ["DiscoveredChain", "apim_host_sent", "chain_from_discovery", "write_discovered_chain"]
+__all__ = ["DiscoveredChain", "apim_host_sent", "chain_from_discovery", "config_drift", "write_discovered_chain"]
 
 _TLS = ("TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3")
 
@@ -521,3 +522,33 @@ def write_discovered_chain(directory: Path, disc: Discovery, config: AzureConfig
 
     found.path = write_chain_files(directory, files, force=force, check=check)
     return found
+
+
+def _settings(topology: Topology) -> dict[str, object]:
+    """The chain's settings by dotted name, certificates left out (a rotation changes them by design)."""
+    out: dict[str, object] = {}
+    for hop, lst in (("gateway", topology.gateway.listener), ("apim", topology.apim.listener)):
+        out |= {f"{hop}.listener.{k}": getattr(lst, k) for k in ("hostname", "client_auth", "min_version",
+                                                                  "max_version", "alpn")}
+    for hop, up in (("client", topology.client), ("gateway", topology.gateway.upstream),
+                    ("apim", topology.apim.upstream)):
+        out |= {f"{hop}.upstream.{k}": getattr(up, k) for k in ("hostname", "verify_chain", "verify_name",
+                                                                 "min_version", "max_version")}
+    out["gateway.waf"] = bool(topology.gateway.waf_block)
+    out["apim.negotiate_client_certificate"] = topology.apim.negotiate_client_certificate
+    out["apim.validate_client_certificate"] = topology.apim.validate_client_certificate
+    for api in topology.apim.apis:
+        out[f"apim.apis.{api.name}"] = (api.path, api.hostname, api.verify_chain, api.verify_name)
+    for ing in topology.ingress.ingresses:
+        where = f"ingress {ing.namespace}/{ing.name}"
+        out[f"{where}.host"] = ing.host
+        out |= {f"{where}.annotation {k}": v for k, v in ing.annotations.items()}
+    return out
+
+
+def config_drift(reviewed: Topology, current: Topology) -> list[str]:
+    """What Azure and the cluster say today that the reviewed chain file does not: one line per setting (the live
+    run judged the reviewed file's expectations, so each line is a place they may be stale)."""
+    a, b = _settings(reviewed), _settings(current)
+    return [f"{key}: the chain file says {a.get(key, '(absent)')!r}, Azure and the cluster now "
+            f"{b.get(key, '(absent)')!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
