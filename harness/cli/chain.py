@@ -28,6 +28,8 @@ def register(subparsers: Any) -> None:
         "init", help="write the reference chain as a chain file plus its certs, to edit into yours",
         description="Write the reference chain into DIR (default: ./mtls-chain): chain.yaml, its JSON Schema, the "
                     "APIM policy XML, the Kubernetes YAML (Ingress, Secrets) and the certificates (keys 0600). "
+                    "With --from-azure: your production chain as discovery reads it (public parts only; "
+                    "docs/azure.md). "
                     "`mtls-harness up --chain DIR/chain.yaml` runs it; docs/chain-file.md says how to make it yours.")
     init.add_argument("directory", nargs="?", type=Path, default=Path("mtls-chain"), metavar="DIR")
     init.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa", help="key type (default: ecdsa)")

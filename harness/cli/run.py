@@ -66,7 +66,9 @@ def register(subparsers: Any) -> None:
                     "pytest, print the hop × case matrix and write DIR/junit.xml, DIR/results.json,\n"
                     "DIR/index.html and DIR/summary.md (Markdown, for a pull request comment).\n"
                     "Exit 0: all passed and no open finding; 1: a case failed, a finding of your chain's\n"
-                    "configuration is not accepted (docs/findings.md), or nothing ran; 2: bad input.",
+                    "configuration is not accepted (docs/findings.md), nothing ran, or (--twin) a case differs\n"
+                    "between production and its twin; 2: bad input (with --target azure: no credential, a\n"
+                    "resource that does not exist).",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
     run.add_argument("-n", dest="workers", type=_workers, default=None, metavar="auto|N",
@@ -289,6 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.twin and args.target not in ("azure", "attach"):
         raise UsageError(f"--twin compares production with its twin: use it with --target azure or attach, not "
                          f"{args.target}")
+    if args.twin and args.target == "attach" and chain_path(args) is None:
+        raise UsageError("--twin with --target attach needs the chain file the twin runs: give --chain FILE")
     suite = find_suite()
     report = _prepare_report_dir(args.report)
     drift = _discover_chain(args, report) if args.target == "azure" else []

@@ -62,6 +62,22 @@ def test_run_without_a_usable_target_config_is_one_line_before_any_case(
     assert "is not valid TOML" in err[0]
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--twin"], "--twin compares production with its twin: use it with --target azure or attach, not local"),
+    (["init", "--from-azure", "nope.toml", "x"], "--from-azure nope.toml: no such file"),
+    (["init", "--from-azure", "pyproject.toml", "--oauth", "x"], "--from-azure writes the chain Azure holds: drop"),
+])
+def test_twin_and_from_azure_misuse_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                           message: str) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert main([*argv[:-1], str(tmp_path / argv[-1])] if argv[0] == "init" else argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"mtls-harness: error: {message}")
+    assert not (tmp_path / "x").exists()
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: mtls-harness" in capsys.readouterr().out
