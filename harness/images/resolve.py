@@ -28,10 +28,12 @@ from harness.errors import HarnessError, ToolMissingError, UsageError
 
 __all__ = [
     "IMAGE_ENV",
+    "LABEL_HEADERS_MORE",
     "LABEL_ROLE",
     "OFFICIAL_NGINX",
     "OFFICIAL_PYTHON",
     "POD_MODULE",
+    "PROBE_MODULE",
     "ROLES",
     "ImageRole",
     "Progress",
@@ -59,6 +61,8 @@ IMAGE_ENV: Final[Mapping[ImageRole, str]] = {
 }
 #: label on every image ``images build`` makes: the role it plays
 LABEL_ROLE: Final = "io.mtls-harness.image"
+#: on a locally built nginx image: it carries the headers-more module at the path this machine's nginx loads it from
+LABEL_HEADERS_MORE: Final = "io.mtls-harness.headers-more"
 
 #: the nginx the ingress renderer is written for (``listen … http2``; ingress-nginx's template needs >= 1.25.1)
 OFFICIAL_NGINX: Final = "nginx:1.22"
@@ -240,6 +244,8 @@ def resolve_image(client: Any, role: ImageRole, explicit: str | None = None, *, 
 # what the echo pod imports
 # ---------------------------------------------------------------------------------------------------------------
 POD_MODULE: Final = "harness.pod.echo"
+#: the probe runner the containers target runs in its probe container (from the pod image, on the chain's network)
+PROBE_MODULE: Final = "harness.isolation.runner"
 
 
 def _type_checking_only(node: Any) -> bool:
@@ -289,13 +295,14 @@ def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
 
 
 def pod_imports() -> set[str]:
-    """The top-level modules outside the standard library that the echo pod's modules import — lazily imported
-    ones included, found by reading the source (``harness`` itself not counted)."""
+    """The top-level modules outside the standard library that the echo pod's modules — and the probe runner's, which
+    the containers target runs in a container of the pod image — import: lazily imported ones included, found by
+    reading the source (``harness`` itself not counted)."""
     import importlib.util
 
     stdlib = set(sys.stdlib_module_names)
     seen_modules: set[str] = set()
-    todo = ["harness", "harness.pod", POD_MODULE]
+    todo = ["harness", "harness.pod", POD_MODULE, "harness.isolation", PROBE_MODULE]
     third: set[str] = set()
     while todo:
         name = todo.pop()

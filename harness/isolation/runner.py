@@ -12,7 +12,9 @@ exactly)
 
 ``--require-isolated`` makes the runner refuse to start (exit code 3, one line on stderr) unless it is in a network
 namespace other than the host's *and* that namespace has no default route: the harness's network rule, checked by
-the very process that would open the connections. The isolated target always passes it.
+the very process that would open the connections. The isolated target always passes it; the containers target's
+probe container (``--in-container``: its network namespace is the container's) passes it once the harness removed
+the container's default route.
 """
 
 from __future__ import annotations
@@ -39,17 +41,20 @@ _PATH_ARGS: Final = ("trust", "client_cert", "client_key")
 
 
 def isolation_problem(netns: str | None = None, proc: Path = Path("/proc"),
-                      netns_dir: Path = Path("/run/netns")) -> str | None:
+                      netns_dir: Path = Path("/run/netns"), *, in_container: bool = False) -> str | None:
     """None when this process is in a network namespace other than the host's with no default route; else why not.
 
     ``netns`` names the namespace the process must be in (``ip netns`` name): its inode must be this process's.
-    Without it the host's namespace is read from PID 1, which a hardened /proc may refuse.
+    Without it the host's namespace is read from PID 1, which a hardened /proc may refuse. ``in_container``: the
+    process runs in a container (its PID 1 is the container's, in the same namespace): only the routes are read.
     """
     try:
         own = os.stat(proc / "self" / "ns" / "net").st_ino
     except OSError as exc:
         return f"cannot read this process's network namespace ({exc})"
-    if netns is not None:
+    if in_container:
+        pass
+    elif netns is not None:
         try:
             want = os.stat(netns_dir / netns).st_ino
         except OSError as exc:
@@ -209,9 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="refuse to run outside a network namespace that has no default route")
     parser.add_argument("--netns", metavar="NAME", help="with --require-isolated: the namespace (ip netns name) "
                         "this runner must be in")
+    parser.add_argument("--in-container", action="store_true",
+                        help="with --require-isolated: the runner is in a container (the containers target's probe "
+                             "container); only the absence of a default route is checked")
     args = parser.parse_args(argv)
     if args.require_isolated:
-        problem = isolation_problem(args.netns)
+        problem = isolation_problem(args.netns, in_container=args.in_container)
         if problem is not None:
             print(f"probe_cli: refusing to run: {problem} (the network rule: clients run only inside a namespace "
                   "with no default route)", file=sys.stderr)

@@ -73,9 +73,16 @@ _STATUS_PATH: Final = re.compile(r"/status/(\d{3})")
 _CLOSE_PATH: Final = "/close"
 
 
+#: also append the log lines here (``--log FILE``: a pod in a container, whose stderr the harness cannot tail)
+_LOG_FILE: list[Path] = []
+
+
 def _log(line: str) -> None:
     sys.stderr.write(f"pod: {line}\n")
     sys.stderr.flush()
+    for path in _LOG_FILE:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"pod: {line}\n")
 
 
 def _cert_facts(der: bytes) -> dict[str, Any]:
@@ -398,7 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-version", choices=list(_VERSIONS), default="1.2")
     parser.add_argument("--max-version", choices=list(_VERSIONS), default="1.3")
     parser.add_argument("--ready-file", type=Path, help="written with HOST:PORT once the socket listens")
+    parser.add_argument("--log", type=Path, help="also append each log line to this file")
     args = parser.parse_args(argv)
+    if args.log is not None:
+        _LOG_FILE[:] = [args.log]
     started = time.monotonic()
     options = {"cert": args.cert, "key": args.key, "client_ca": args.client_ca, "client_auth": args.client_auth,
                "min_version": args.min_version, "max_version": args.max_version}

@@ -111,10 +111,16 @@ class ChainLimits:
     skip is a surprise (a dropped hop, a chain that became read-only) and fails the run under ``--mtls-require-tools``.
 
     ``unreachable``: hop → why the runner cannot probe it directly (e.g. only the gateway is published);
-    ``read_only``: why no variant of the chain can be made (None: variants can be made)."""
+    ``read_only``: why no variant of the chain can be made (None: variants can be made);
+    ``lacks``: a behaviour the target's components cannot show (:data:`SERVER_HEADER_REMOVAL`) → why."""
 
     unreachable: Mapping[HopName, str] = field(default_factory=dict)
     read_only: str | None = None
+    lacks: Mapping[str, str] = field(default_factory=dict)
+
+
+#: ``ChainLimits.lacks`` key: the ingress cannot drop nginx's ``Server`` header (no headers-more module)
+SERVER_HEADER_REMOVAL = "server-header-removal"
 
 
 class HopUnreachable(Unavailable):

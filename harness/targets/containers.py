@@ -25,20 +25,33 @@ API call left behind, and at the next start anything whose owner process on this
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import StartError
-from harness.images.resolve import docker_client, pod_packages, resolve_image
+from harness.errors import HarnessError, StartError, UsageError
+from harness.images.resolve import LABEL_HEADERS_MORE, PROBE_MODULE, docker_client, pod_packages, resolve_image
+from harness.isolation.probe_runner import ProbeRunner
 from harness.model.topology import HOPS, HopName, Topology, default_topology
 from harness.render.envoy import render_envoy
 from harness.runtime.wait import wait_until
-from harness.targets.base import ChainLimits, HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.base import (
+    SERVER_HEADER_REMOVAL,
+    ChainLimits,
+    HopEndpoint,
+    OwnCertSet,
+    RunningChain,
+    TargetBase,
+    apim_jwks,
+)
 from harness.targets.docker import (
     ADMIN_PORT,
     HOP_PORT,
@@ -62,6 +75,7 @@ from harness.targets.local import endpoints_for
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
+    from harness.probe.result import ProbeResult
     from harness.render.envoy import EnvoyConfig
     from harness.render.nginx import NginxConfig
 
@@ -72,11 +86,29 @@ START_TIMEOUT: Final = 60.0
 _POD_SOURCE: Final = "/opt/mtls-harness"  # where the harness package is mounted into the pod container
 
 
-#: what the containers target cannot run, by design: only the gateway is published; the inner hops listen on the
-#: run's private docker network, which the runner (this process, on the host) does not join
+#: what the containers target cannot run without its probe container: only the gateway is published; the inner hops
+#: listen on the run's private docker network, which this process (on the host) never joins
 LIMITS = ChainLimits(unreachable={
-    hop: f"the {hop} hop listens only on the run's private docker network; the containers target publishes only the "
-         "gateway (on 127.0.0.1)" for hop in ("apim", "ingress", "pod")})
+    hop: f"the {hop} hop listens only on the run's private docker network, and no probe container runs there (it "
+         "needs root to remove its default route: run as root, or see docs/containers.md)"
+    for hop in ("apim", "ingress", "pod")})
+#: seconds a probe through the probe container may take beyond its own timeout (docker exec, JSON both ways)
+RUNNER_GRACE: Final = 10.0
+
+
+@dataclass
+class ContainersChain(RunningChain):
+    """The chain as containers: the gateway is probed on its published 127.0.0.1 port, as the internet reaches it;
+    the inner hops from the probe container on the chain's own network, where their callers sit."""
+
+    _runner: Callable[[str, int, dict[str, Any]], ProbeResult] | None = field(default=None, repr=False,
+                                                                                  compare=False)
+
+    def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
+        if hop == "gateway" or self._runner is None:
+            return super().probe(hop, **overrides)
+        ep = self.endpoint(hop)
+        return self._runner(ep.host, ep.port, ep.probe_kwargs() | overrides)
 
 
 class ContainersTarget(OwnCertSet, TargetBase):
@@ -104,6 +136,9 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._envoy: dict[str, EnvoyConfig] = {}
         self.gateway_port: int | None = None
         self.chain: RunningChain | None = None
+        self._prober: Any = None
+        self._headers_more = False
+        self._probe_runner: ProbeRunner | None = None
         #: seconds from each container's start to its own ready signal, and "chain" for the whole start
         self.start_times: dict[str, float] = {}
 
@@ -117,6 +152,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         """Remove the containers (gateway first), the network, any stray of this run, then the work directory."""
         with deferred_interrupts():
             self._stop_containers()
+            self._stop_prober()
             if self._network is not None:
                 with contextlib.suppress(Exception):
                     self._network.remove()
@@ -132,6 +168,67 @@ class ContainersTarget(OwnCertSet, TargetBase):
                     shutil.rmtree(self.workdir, ignore_errors=True)
                     self.workdir = None
                 self.chain = None
+
+    # -- the probe container: the inner hops' callers' place ---------------------------------------------------------
+    def _start_prober(self) -> None:
+        """A container of the pod image on the chain's network, its default route removed (from the host, by
+        ``nsenter`` into its network namespace: root only), running the probe runner under ``docker exec``: the
+        inner hops are probed from inside the chain's network, by clients in a namespace with no default route
+        (the runner checks that itself, ``--require-isolated``). Without root the inner hops stay unreachable."""
+        from testcontainers.core.container import DockerContainer
+
+        if os.geteuid() != 0 or shutil.which("nsenter") is None or shutil.which("ip") is None \
+                or shutil.which("docker") is None:
+            return
+        container = (DockerContainer(self.images["pod"], labels={**self.labels, LABEL_HOP: "probe"},
+                                     user=f"{os.getuid()}:{os.getgid()}")
+                     .with_name(f"mtls-harness-{self.run_id}-probe").with_network(self._network)
+                     .with_command(["python3", "-c", "import time; time.sleep(86400)"])
+                     .with_env("PYTHONPATH", _POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1"))
+        for host_path in self._mounts():
+            container.with_volume_mapping(str(host_path), str(host_path), "ro")
+        for top, path in pod_packages().items():
+            container.with_volume_mapping(str(path), f"{_POD_SOURCE}/{top}", "ro")
+        with deferred_interrupts():
+            container.start()
+        self._prober = container
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        pid = int(wrapped.attrs["State"]["Pid"])
+        done = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "del", "default"],
+                              capture_output=True, text=True, check=False, timeout=10)
+        if done.returncode != 0 and "No such process" not in done.stderr:
+            raise StartError(f"could not remove the probe container's default route: {done.stderr.strip()}")
+        assert self.workdir is not None
+        argv = ["docker", "exec", "-i", wrapped.name, "python3", "-m", PROBE_MODULE, "--serve", "--require-isolated",
+                "--in-container"]
+        self._probe_runner = ProbeRunner(f"container {wrapped.name}", argv, self.workdir / "probe-runner.log")
+        self._probe_runner.start()
+
+    def _run_probe(self, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
+        from harness.isolation.runner import kwargs_to_wire, result_from_wire
+
+        runner = self._probe_runner
+        if runner is None:
+            raise HarnessError("the containers chain's probe runner is stopped")
+        timeout = float(kwargs.get("timeout", 5.0)) + RUNNER_GRACE
+        answer = runner.call({"op": "probe", "host": host, "port": port, "kwargs": kwargs_to_wire(kwargs)}, timeout)
+        if "error" in answer:
+            err = answer["error"]
+            cls = UsageError if err.get("type") in ("UsageError", "InputError") else HarnessError
+            raise cls(str(err.get("message")))
+        return result_from_wire(answer["result"])  # type: ignore[no-any-return]
+
+    def _stop_prober(self) -> None:
+        from docker.errors import DockerException
+
+        if self._probe_runner is not None:
+            self._probe_runner.stop()
+            self._probe_runner = None
+        if self._prober is not None:
+            with contextlib.suppress(DockerException, OSError):
+                self._prober.stop()
+            self._prober = None
 
     def _stop_containers(self, hops: tuple[HopName, ...] = ("gateway", "apim", "ingress", "pod")) -> None:
         from docker.errors import DockerException
@@ -149,12 +246,15 @@ class ContainersTarget(OwnCertSet, TargetBase):
         sweep_stale(self._client)
         for role, wanted in self._wanted.items():
             self.images[role] = resolve_image(self._client, role, wanted)  # type: ignore[arg-type]
+        # a locally built nginx image carries the headers-more module when this machine's nginx has it
+        self._headers_more = self._client.images.get(self.images["nginx"]).labels.get(LABEL_HEADERS_MORE) == "1"
         if self._given_workdir is not None:
             self.workdir = self._given_workdir.resolve()
             self.workdir.mkdir(parents=True, exist_ok=True)
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-containers-")).resolve()
         self._network = self._create_network()
+        self._start_prober()
         self._launch()
         self.start_times["chain"] = time.perf_counter() - t0
         return self.chain or self._publish()
@@ -193,11 +293,23 @@ class ContainersTarget(OwnCertSet, TargetBase):
         ports: dict[HopName, int] = dict.fromkeys(HOPS, self.gateway_port)
         gateway = endpoints_for(self.topology, self.certs, ports)["gateway"]
         endpoints: dict[HopName, HopEndpoint] = {"gateway": gateway}
+        limits = LIMITS
+        if self._probe_runner is not None:  # the inner hops by their network alias, from the probe container
+            inner = endpoints_for(self.topology, self.certs, dict.fromkeys(HOPS, HOP_PORT))
+            endpoints |= {hop: dataclasses.replace(inner[hop], host=hop) for hop in ("apim", "ingress", "pod")}
+            limits = ChainLimits()
+        if not self._headers_more:
+            limits = dataclasses.replace(limits, lacks={SERVER_HEADER_REMOVAL: (
+                f"the nginx image {self.images['nginx']} has no headers-more module, so the ingress sends "
+                "`Server: nginx` (docs/fidelity.md row 9; `mtls-harness images build` on a machine with "
+                "libnginx-mod-http-headers-more-filter makes one that has it)")})
         logs = {f"{hop}-access": cfg.access_log for hop, cfg in self._envoy.items()}
         if self._nginx is not None:
             logs |= {"ingress-error": self._nginx.error_log, "ingress-access": self._nginx.access_log}
-        self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                  logs=logs, limits=LIMITS)
+        logs["pod"] = self._pod_log()
+        self.chain = ContainersChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
+                                     logs=logs, limits=limits,
+                                     _runner=self._run_probe if self._probe_runner is not None else None)
         return self.chain
 
     def container_logs(self, hop: HopName, lines: int = 200) -> str:
@@ -230,6 +342,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 "--min-version", listener.min_version, "--max-version", listener.max_version]
         if listener.client_ca:
             argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca).resolve())]
+        assert self.workdir is not None
+        argv += ["--log", str(self._pod_log())]  # its lines name the pod's decisions (evidence), like the local pod's
         container = (self._base(self.images["pod"], "pod").with_command(argv)
                      .with_env("PYTHONPATH", _POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1")
                      .with_env("PYTHONUNBUFFERED", "1"))
@@ -238,6 +352,10 @@ class ContainersTarget(OwnCertSet, TargetBase):
         for top, path in pod_packages().items():
             container.with_volume_mapping(str(path), f"{_POD_SOURCE}/{top}", "ro")
         return ContainerHop("pod", container, lambda: log_has(container, "listening on"))
+
+    def _pod_log(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "pod.log"
 
     def _pod_address(self) -> str:
         """The pod container's address on the run's network, for nginx. Not the alias: nginx resolves a name in
@@ -254,11 +372,11 @@ class ContainersTarget(OwnCertSet, TargetBase):
         from harness.runtime.nginx import render_ingress
 
         assert self.workdir is not None
-        # no headers-more: neither the official nginx image nor `images build`'s carries it, so this ingress still
-        # sends `Server: nginx` (docs/fidelity.md row 9)
+        # headers-more only in an `images build` image of an nginx that has it: the official nginx image carries none,
+        # and then this ingress sends `Server: nginx` (docs/fidelity.md row 9; ChainLimits.lacks says so)
         self._nginx = render_ingress(self.topology, self.certs, listen=("0.0.0.0", HOP_PORT),
                                    pod=(self._pod_address(), HOP_PORT), workdir=self.workdir / "ingress",
-                                   clear_server_header=False)
+                                   clear_server_header=self._headers_more)
         return self._nginx
 
     def _ingress(self) -> ContainerHop:

@@ -31,24 +31,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import HarnessError, StartError, UsageError
+from harness.errors import HarnessError, UsageError
 from harness.isolation.netns import DEFAULT_SUBNET, ROLES, ChainNetwork, Role, check_available, processes_in, sweep
+from harness.isolation.probe_runner import ProbeRunner
 from harness.model.topology import HopName, KeyType, Topology
 from harness.runtime import ManagedProcess
 from harness.targets.base import RunningChain
@@ -74,106 +71,6 @@ RUNNER_GRACE: Final = 20.0
 _LIVE: weakref.WeakSet[IsolatedTarget] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 _LIVE_EVER: list[bool] = []  # non-empty once the atexit hook is installed
-
-
-def _child_setup() -> None:  # between fork and exec: own process group, SIGTERM if the harness dies
-    os.setpgid(0, 0)
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class _Runner:
-    """``python -m harness.isolation.runner --serve`` inside one namespace; one JSON request/answer per line."""
-
-    def __init__(self, role: Role, network: ChainNetwork, log_path: Path) -> None:
-        self.role = role
-        self.namespace = network.namespaces[role]
-        self.argv = network.exec_argv(role, [sys.executable, "-m", "harness.isolation.runner", "--serve",
-                                             "--require-isolated", "--netns", self.namespace])
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._buf = b""
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            try:
-                self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                             preexec_fn=_child_setup, close_fds=True)  # noqa: PLW1509
-            except OSError as exc:
-                raise StartError(f"probe runner in {self.namespace}: could not run {self.argv[0]}: {exc}") from exc
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def _dead(self, why: str) -> HarnessError:
-        tail = ""
-        with contextlib.suppress(OSError):
-            tail = self.log_path.read_text(errors="replace").strip()[-1500:]
-        return HarnessError(f"the probe runner in namespace {self.namespace} {why}" + (f"; its log: {tail}" if tail
-                                                                                       else ""))
-
-    def call(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request, return its answer; HarnessError if the runner is gone or silent past ``timeout``."""
-        with self._lock:
-            proc = self.proc
-            if proc is None or proc.stdin is None or proc.stdout is None:
-                raise self._dead("was never started")
-            if proc.poll() is not None:
-                raise self._dead(f"exited with code {proc.returncode}")
-            self._seq += 1
-            line = json.dumps({**request, "id": self._seq}).encode() + b"\n"
-            try:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-            except OSError as exc:
-                raise self._dead(f"does not take requests ({exc})") from None
-            deadline = time.monotonic() + timeout
-            fd = proc.stdout.fileno()
-            while b"\n" not in self._buf:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._dead(f"did not answer within {timeout:g}s")
-                ready, _, _ = select.select([fd], [], [], left)
-                if ready:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        proc.wait(timeout=5)
-                        raise self._dead(f"exited with code {proc.returncode}")
-                    self._buf += chunk
-            raw, _, self._buf = self._buf.partition(b"\n")
-            answer: dict[str, Any] = json.loads(raw)
-            if answer.get("id") != self._seq:
-                raise self._dead(f"answered request {answer.get('id')} to request {self._seq}")
-            return answer
-
-    def stop(self) -> None:
-        """End of input first (the runner exits), then SIGTERM, then SIGKILL: by PID and process group only."""
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(OSError):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            if sig is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, sig)
-            try:
-                proc.wait(timeout=3)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if proc.stdout is not None:
-            with contextlib.suppress(OSError):
-                proc.stdout.close()
 
 
 @dataclass
@@ -245,7 +142,7 @@ class IsolatedTarget(LocalTarget):
         self.capture_dir: Path | None = None
         self.network: ChainNetwork | None = None
         self.captures: LinkCaptures | None = None
-        self._runners: dict[Role, _Runner] = {}
+        self._runners: dict[Role, ProbeRunner] = {}
         self._rundir: Path | None = None
         #: processes found in this chain's namespaces at stop after everything was stopped (killed then); empty
         self.leftovers: dict[int, int] = {}
@@ -267,7 +164,10 @@ class IsolatedTarget(LocalTarget):
             self.capture_dir = self._given_capture_dir or self._rundir / "captures"
             self.captures = LinkCaptures(self.network, self.capture_dir).start()
         for role in RUNNER_NAMESPACES:
-            runner = _Runner(role, self.network, self._rundir / "runners" / f"{role}.log")
+            namespace = self.network.namespaces[role]
+            runner = ProbeRunner(f"namespace {namespace}", self.network.exec_argv(role, [
+                sys.executable, "-m", "harness.isolation.runner", "--serve", "--require-isolated", "--netns",
+                namespace]), self._rundir / "runners" / f"{role}.log")
             self._runners[role] = runner
             runner.start()
         return super()._start()

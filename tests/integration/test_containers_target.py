@@ -80,12 +80,15 @@ def test_gateway_returns_the_pods_json_with_a_four_hop_tls_trace(running, record
 
 def test_only_the_gateway_is_published_and_only_on_loopback(client, running) -> None:
     target, chain = running
-    assert set(chain.endpoints) == {"gateway"}
     assert chain.entry.host == "127.0.0.1"
+    # the inner hops by their network alias: only the probe container on the chain's network resolves them
+    assert {hop: ep.host for hop, ep in chain.endpoints.items()} == {
+        "gateway": "127.0.0.1", "apim": "apim", "ingress": "ingress", "pod": "pod"}
     by_hop = {}
     for c in client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"}):
         by_hop[c.labels[LABEL_HOP]] = c
-    assert set(by_hop) == set(HOPS)
+    assert set(by_hop) == {*HOPS, "probe"}
+    assert not by_hop["probe"].attrs["HostConfig"]["PortBindings"]
     gw_ports = by_hop["gateway"].attrs["NetworkSettings"]["Ports"]
     assert [(b["HostIp"], int(b["HostPort"])) for b in gw_ports[f"{HOP_PORT}/tcp"]] == \
            [("127.0.0.1", chain.entry.port)]
@@ -99,19 +102,40 @@ def test_only_the_gateway_is_published_and_only_on_loopback(client, running) -> 
             pass
 
 
-def test_cases_that_probe_an_inner_hop_skip_by_design_with_a_reason(running) -> None:
+def test_inner_hops_are_probed_from_the_probe_container_which_has_no_default_route(client, running) -> None:
+    """Issue 21: APIM's, the ingress's and the pod's callers sit on the chain's network — so does the probe, in a
+    container whose default route the harness removed (its runner refuses to start with one: --require-isolated)."""
+    from harness.cases.catalogue import CATALOGUE
+    from harness.cases.model import run_case
+
+    target, chain = running
+    inner = next(c for c in CATALOGUE if c.variant is None and c.via != "chain" and (c.endpoint or c.hop) == "apim")
+    result = run_case(inner, chain, lambda topo: chain)
+    assert result.passed, result.message
+    assert result.seen.target == f"apim:{HOP_PORT}"  # by its alias on the chain's network
+    (probe,) = client.containers.list(filters={"label": [f"{LABEL_RUN}={target.run_id}", f"{LABEL_HOP}=probe"]})
+    code, out = probe.exec_run(["python3", "-c", "print(open('/proc/net/route').read())"])
+    assert code == 0
+    routes = [line.split() for line in out.decode().splitlines()[1:] if line.strip()]
+    assert routes, out
+    assert all(r[1] != "00000000" for r in routes), out  # no default route: only the chain's subnet
+
+
+def test_without_root_the_inner_hops_skip_by_design_with_a_reason(monkeypatch) -> None:
     from harness.cases.catalogue import CATALOGUE
     from harness.cases.model import Skip, run_case
     from harness.targets.base import HopUnreachable
 
-    _, chain = running
-    inner = next(c for c in CATALOGUE if c.variant is None and c.via != "chain" and (c.endpoint or c.hop) == "apim")
-    with pytest.raises(Skip, match="the apim hop listens only on the run's private docker network") as skipped:
-        run_case(inner, chain, lambda topo: chain)
-    assert skipped.value.declared, "the containers target declares its private hops"
-    with pytest.raises(HopUnreachable, match="the containers target publishes only the gateway") as unreachable:
-        chain.endpoint("pod")
-    assert unreachable.value.declared
+    monkeypatch.setattr("harness.targets.containers.os.geteuid", lambda: 1000)  # nsenter needs root
+    with ContainersTarget() as chain:
+        inner = next(c for c in CATALOGUE if c.variant is None and c.via != "chain"
+                     and (c.endpoint or c.hop) == "apim")
+        with pytest.raises(Skip, match="the apim hop listens only on the run's private docker network") as skipped:
+            run_case(inner, chain, lambda topo: chain)
+        assert skipped.value.declared, "the containers target declares its private hops"
+        with pytest.raises(HopUnreachable, match="no probe container runs there") as unreachable:
+            chain.endpoint("pod")
+        assert unreachable.value.declared
 
 
 def test_an_ingress_only_change_is_a_hot_reload_in_the_running_container(client, running) -> None:
@@ -138,7 +162,7 @@ def test_nothing_is_left_after_exit(client) -> None:
         assert chain.probe("gateway").outcome.kind == "ok"
         label = f"{LABEL_RUN}={target.run_id}"
         containers, networks = _ours(client, label)
-        assert len(containers) == 4
+        assert len(containers) == 5  # the four hops and the probe container
         assert networks == [f"mtls-harness-{target.run_id}"]
         workdir = target.workdir
         assert workdir is not None
@@ -219,7 +243,7 @@ def test_sigint_of_up_removes_every_container_and_the_network(client, tmp_path: 
         assert json.loads(line)["target"] == "containers"
         label = f"{LABEL_PID}={proc.pid}"
         containers, networks = _ours(client, label)
-        assert len(containers) == 4, containers
+        assert len(containers) == 5, containers  # the four hops and the probe container
         assert len(networks) == 1, networks
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) in (0, 130), (tmp_path / "up.err").read_text()

@@ -49,8 +49,9 @@ def test_images_are_tagged_with_the_component_version(built) -> None:
 
 
 def test_pod_packages_are_exactly_what_the_pod_loads_outside_the_stdlib(tmp_path: Path) -> None:
-    """Run the pod's document builder for real (with a client cert, which loads its lazy imports): every non-stdlib
-    module it loaded lives in a package the images copy and the target mounts, and the source scan found nothing
+    """Run the pod's document builder for real (with a client cert, which loads its lazy imports) and the probe
+    runner's HTTP/2 exchange (the containers target's probe container runs it from the pod image): every non-stdlib
+    module they loaded lives in a package the images copy and the target mounts, and the source scan found nothing
     that did not load (the pod image stays small)."""
     from harness.model.topology import default_pki_plan
     from harness.pki.certset import cert_set_for
@@ -62,6 +63,16 @@ from harness.pod.echo import echo_document
 pem = open({str(der_source)!r}).read()
 der = ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25])
 echo_document(method="GET", path="/", headers=[], tls={{}}, peer_der=der, body=b"")
+# the probe runner the containers target runs from the pod image: an HTTP/2 exchange loads h2 (lazily)
+import socket
+from harness.isolation import runner
+from harness.probe.http import Request, exchange_h2
+mine, theirs = socket.socketpair()
+theirs.close()
+try:
+    exchange_h2(mine, lambda: 1.0, Request("GET", "/", "x", {{}}, b""), state={{}})
+except Exception:
+    pass
 std = set(sys.stdlib_module_names)
 third = {{n: m.__file__ for n, m in sys.modules.items()
          if n.split(".")[0] not in std and getattr(m, "__file__", None)}}
