@@ -80,7 +80,7 @@ def _plant_drifts(chain: Path, prod: Path) -> Path:
 
 
 def test_run_azure_twin_judges_the_discovered_chain_and_names_each_planted_drift(discovered, good, tmp_path) -> None:
-    fake, tmp = good
+    fake, _ = good
     production = _plant_drifts(discovered, tmp_path / "production")
     _, env = write_cli_setup(fake, tmp_path / "prod-env")
     up = subprocess.Popen([sys.executable, "-m", "harness", "up", "--chain", str(production), "--json", "--duration",
@@ -129,20 +129,21 @@ def test_run_azure_without_a_credential_is_one_line_before_any_test(good, tmp_pa
     config, env = write_cli_setup(fake, tmp_path)
     env["PATH"] = str(tmp_path / "no-az")  # the Azure CLI is not there: DefaultAzureCredential has nothing
     env["HOME"] = str(tmp_path)
-    done = _cli(*"run --target azure --config".split(), str(config), "--report", str(tmp_path / "r"), env=env,
+    done = _cli("run", "--target", "azure", "--config", str(config), "--report", str(tmp_path / "r"), env=env,
                 timeout=120)
     assert done.returncode == 2
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("mtls-harness: error:")]
     assert len(lines) == 1
     assert lines[0].startswith("mtls-harness: error: no Azure credential")
     assert "Traceback" not in done.stderr
-    assert "passed" not in done.stdout and "error" not in done.stdout  # pytest never started
+    assert "passed" not in done.stdout  # pytest never started
+    assert "error" not in done.stdout
 
 
 def test_run_azure_with_a_wrong_resource_name_is_one_line_naming_it(good, tmp_path) -> None:
     fake, _ = good
     config, env = write_cli_setup(fake, tmp_path, apim="apim-chian")
-    done = _cli(*"run --target azure --config".split(), str(config), "--report", str(tmp_path / "r"), env=env,
+    done = _cli("run", "--target", "azure", "--config", str(config), "--report", str(tmp_path / "r"), env=env,
                 timeout=120)
     assert done.returncode == 2
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("mtls-harness: error:")]
