@@ -7,8 +7,10 @@ line) with container addresses: every hop listens on :data:`HOP_PORT` in its own
 is the next hop's network alias (a ``STRICT_DNS`` cluster), nginx's is the pod container's address on the network
 (an ssl-passthrough ``map`` could not resolve a name without a ``resolver``), so the pod starts and is ready first.
 Only the gateway's port is published, on 127.0.0.1 (and the network's default host binding is 127.0.0.1 too); the
-other hops exist only on a private network this target creates, so the RunningChain has one endpoint and cases that
-probe an inner hop skip. The cert set and the work directory are bind-mounted at their host paths (the rendered
+other hops exist only on a private network this target creates. Their callers sit on that network, and so does the
+probe: a fifth container of the pod image, whose default route the harness removes (``nsenter``, root only), runs
+the probe runner under ``docker exec`` (:class:`~harness.isolation.probe_runner.ProbeRunner`); without root the inner
+hops are declared unreachable and their cases skip by design. The cert set and the work directory are bind-mounted at their host paths (the rendered
 files name them by absolute path); containers run as this process's uid/gid, so 0600 keys stay 0600 and readable.
 
 Images: :func:`harness.images.resolve.resolve_image` (official by default, ``MTLS_HARNESS_*_IMAGE`` to choose, the
