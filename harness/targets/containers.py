@@ -10,8 +10,9 @@ Only the gateway's port is published, on 127.0.0.1 (and the network's default ho
 other hops exist only on a private network this target creates. Their callers sit on that network, and so does the
 probe: a fifth container of the pod image, whose default route the harness removes (``nsenter``, root only), runs
 the probe runner under ``docker exec`` (:class:`~harness.isolation.probe_runner.ProbeRunner`); without root the inner
-hops are declared unreachable and their cases skip by design. The cert set and the work directory are bind-mounted at their host paths (the rendered
-files name them by absolute path); containers run as this process's uid/gid, so 0600 keys stay 0600 and readable.
+hops are declared unreachable and their cases skip by design. The cert set and the work directory are bind-mounted
+at their host paths (the rendered files name them by absolute path); containers run as this process's uid/gid, so
+0600 keys stay 0600 and readable.
 
 Images: :func:`harness.images.resolve.resolve_image` (official by default, ``MTLS_HARNESS_*_IMAGE`` to choose, the
 ``images build`` ones when no registry answers). Readiness: each container's own signal (the pod's "listening on"
