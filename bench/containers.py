@@ -1,4 +1,5 @@
-"""Containers target start time (the same chain as four Docker containers), when Docker and the images are here.
+"""Containers target start time (the same chain as four Docker containers), when Docker and the images are here;
+and (not with --quick) the whole handshake suite on it, against one chain start + one probe per case.
 
 Runs only with a reachable Docker engine and the images ``mtls-harness images build`` makes (passed explicitly, so
 nothing is pulled); otherwise the benchmark is skipped with the reason. One round is a warm-up. The floor is the local
@@ -8,10 +9,14 @@ the container runtime adds.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from bench.common import Bench, silent, time_row
+from bench.common import Bench, Row, silent, time_row
 
 NAME = "containers"
 TITLE = "containers target start (Docker)"
@@ -42,8 +47,45 @@ def why_not() -> str | None:
     return None
 
 
-def run(*, runs: int = 3, warmup: bool = True, local_start: float | None = None,
-        progress: Callable[[str], None] = silent) -> Bench:
+#: one run of the whole suite on containers may take this long (about four minutes here with -n 2)
+SUITE_TIMEOUT = 900.0
+
+
+def _suite_rows(start: float, probe_seconds: float | None, progress: Callable[[str], None]) -> tuple[list[Row],
+                                                                                                      dict[str, Any]]:
+    """The whole suite on containers with ``-n 2``: its wall time against the floor of one chain start (per worker)
+    and one probe per case, and what each case and each distinct variant cost."""
+    from bench.suite import read_results, run_suite
+
+    tmp = Path(tempfile.mkdtemp(prefix="mtls-bench-containers-suite-"))
+    try:
+        progress("containers suite -n 2: python -m harness run --target containers -n 2 (about four minutes)")
+        wall, code, tail = run_suite(tmp / "report", 2, progress, timeout=SUITE_TIMEOUT, target="containers")
+        facts = read_results(tmp / "report")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    summary = facts.get("summary") or {}
+    total, ran = summary.get("total") or 0, summary.get("ran") or 0
+    progress(f"containers suite -n 2: {wall:.1f} s, exit {code}, {ran} of {total} ran")
+    floor = start + ran * probe_seconds / 2 if probe_seconds is not None and ran else None
+    variants = facts.get("distinct_variants_run") or 0
+    rows = [
+        Row("containers suite -n 2: wall time", wall, "s", floor=floor,
+            floor_name=f"1 chain start + {ran} probes / 2 workers" if floor else None,
+            note=f"{ran} of {total} cases ran ({summary.get('passed')} passed), exit {code}"),
+        Row("containers suite -n 2: wall per case run", wall / ran if ran else None, "s"),
+        Row("containers suite: variant cases' share of the case time",
+            (facts.get("case_seconds") or {}).get("variant cases"), "s",
+            note=f"{facts.get('variant_cases')} cases on {variants} distinct variants; a variant other than an "
+                 "ingress-only one is a cold start of the four containers"),
+    ]
+    return rows, {"wall_s": round(wall, 2), "exit": code, "log_tail": tail, **facts}
+
+
+def run(*, runs: int = 3, warmup: bool = True, local_start: float | None = None, suite: bool = False,
+        probe_seconds: float | None = None, progress: Callable[[str], None] = silent) -> Bench:
+    """Start/stop times; with ``suite``, also the whole handshake suite on containers (``probe_seconds``: the local
+    probe rate, for its floor)."""
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()
     reason = why_not()
@@ -84,8 +126,12 @@ def run(*, runs: int = 3, warmup: bool = True, local_start: float | None = None,
             rows.append(time_row(f"  {hop}: start → ready" if hop != "first-request" else
                                  "  first request through the gateway", samples[hop]))
     rows.append(time_row("containers chain stop", samples["stop"], note="stop 4 containers, remove the network"))
-    bench.rows = rows
     bench.details = {"runs": runs, "images": images, "samples": {k: [round(x, 4) for x in v]
                                                                  for k, v in samples.items()}}
+    if suite:
+        start = sorted(samples["start"])[len(samples["start"]) // 2]
+        more, bench.details["suite"] = _suite_rows(start, probe_seconds, progress)
+        rows += more
+    bench.rows = rows
     bench.seconds = time.perf_counter() - t_bench
     return bench

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": lambda: _suite(done, quick, say),
         "chains": lambda: chains.run(runs=3 if quick else 10, live=not quick, progress=say),
         "containers": lambda: containers.run(runs=1 if quick else 2, warmup=not quick, local_start=chain_start(),
-                                             progress=say),
+                                             suite=not quick, probe_seconds=_probe_seconds(done), progress=say),
         "rotation": lambda: rotation.run(duration=3.0 if quick else 8.0, chain_start=chain_start(), progress=say),
     }
     for name in wanted:
@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if broken else 0
 
 
+def _probe_seconds(done: dict[str, Bench]) -> float | None:
+    """Seconds per harness probe (a handshake and a GET through three hops), from the probe-rate benchmark."""
+    rate = _figure(done, "probe_rate", "apim: harness probe (handshake + GET)")
+    return (1 / rate) if rate else None
+
+
 def _suite(done: dict[str, Bench], quick: bool, say: Callable[[str], None]) -> Bench:
     if quick:
         b = Bench(suite.NAME, suite.TITLE, skipped="--quick: the full suite takes about a minute serial and another "
@@ -138,11 +144,10 @@ def _suite(done: dict[str, Bench], quick: bool, say: Callable[[str], None]) -> B
         say(f"suite: skipped — {b.skipped}")
         return b
     chain = _figure(done, "cold_start", "chain start (all four hops ready)")
-    rate = _figure(done, "probe_rate", "apim: harness probe (handshake + GET)")
     reload_s = _figure(done, "variants", "reconfigure: ingress annotation (hot reload)")
     restart_s = _figure(done, "variants", "reconfigure: apim change (Envoy restart)")
     switch = {"ingress": reload_s, "one_hop": restart_s} if reload_s and restart_s else None
-    return suite.run(parallel=True, chain_start=chain, probe_seconds=(1 / rate) if rate else None, switch=switch,
+    return suite.run(parallel=True, chain_start=chain, probe_seconds=_probe_seconds(done), switch=switch,
                      progress=say)
 
 

@@ -36,10 +36,10 @@ TIMEOUT = 300.0
 
 
 def run_suite(report: Path, workers: int | None, progress: Callable[[str], None],
-              timeout: float = TIMEOUT, extra: tuple[str, ...] = ()) -> tuple[float, int, str]:
-    """Run the suite once (``extra``: more ``run`` options, e.g. ``--chain FILE``); (wall seconds, exit code, log
-    tail)."""
-    argv = [sys.executable, "-m", "harness", "run", "--target", "local", "--report", str(report), *extra]
+              timeout: float = TIMEOUT, extra: tuple[str, ...] = (), target: str = "local") -> tuple[float, int, str]:
+    """Run the suite once on ``target`` (``extra``: more ``run`` options, e.g. ``--chain FILE``); (wall seconds, exit
+    code, log tail)."""
+    argv = [sys.executable, "-m", "harness", "run", "--target", target, "--report", str(report), *extra]
     if workers:
         argv += ["-n", str(workers)]
     log = report.with_suffix(".log")
@@ -99,7 +99,7 @@ def _variant_analysis() -> dict[str, Any]:
     return {"distinct_variants": len(seen), "by_changed_hops": dict(kinds.most_common())}
 
 
-def _read_results(report: Path) -> dict[str, Any]:
+def read_results(report: Path) -> dict[str, Any]:
     path = report / "results.json"
     if not path.is_file():
         return {}
@@ -160,7 +160,7 @@ def run(*, parallel: bool = True, chain_start: float | None = None, probe_second
             progress(f"suite {label}: python -m harness run --target local --report … (about a minute)")
             report = tmp / ("parallel" if workers else "serial")
             wall, code, tail = run_suite(report, workers, progress)
-            facts = _read_results(report)
+            facts = read_results(report)
             total = (facts.get("summary") or {}).get("total")
             passed = (facts.get("summary") or {}).get("passed")
             progress(f"suite {label}: {wall:.1f} s, exit {code}, {passed}/{total} passed")
