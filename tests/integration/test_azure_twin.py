@@ -171,3 +171,17 @@ def test_run_azure_with_a_reviewed_chain_file_names_the_config_drift(discovered,
             "cluster now True") in done.stderr
     assert (report / "config-drift.txt").read_text().splitlines() == [
         "apim.negotiate_client_certificate: the chain file says False, Azure and the cluster now True"]
+
+
+def test_run_azure_without_the_cluster_still_runs_the_posture_checks(good, tmp_path) -> None:
+    """No [kubernetes]: discovery cannot write a chain file (no Ingress) — a warning, not the end of the run."""
+    fake, _ = good
+    config, env = write_cli_setup(fake, tmp_path, kubernetes=None)
+    report = tmp_path / "report"
+    done = _cli("run", "--target", "azure", "--config", str(config), "--report", str(report), "-k", "test_posture",
+                env=env, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "mtls-harness: warning: no chain file from discovery" in done.stderr
+    assert "discovery found no Ingress in the cluster — a chain file needs App Gateway, APIM" in done.stderr
+    assert "15 passed, 2 skipped" in done.stdout  # the posture checks; the two about the Ingress skip
+    assert not (report / "azure-chain").exists()

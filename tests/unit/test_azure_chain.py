@@ -111,7 +111,8 @@ def test_the_written_folder_loads_and_an_occupied_one_is_left_alone(found, tmp_p
 
 def test_a_discovery_without_apim_is_one_clear_error(found) -> None:
     _, config, disc = found["good"]
-    with pytest.raises(UsageError, match=r"discovery found no apim .*set app_gateway, apim and \[kubernetes\]"):
+    with pytest.raises(UsageError, match=r"discovery found no API Management service — .*\(set app_gateway, apim and "
+                                         r"\[kubernetes\]\)"):
         chain_from_discovery(dataclasses.replace(disc, apim=None), config)
 
 

@@ -244,10 +244,10 @@ def _backend_id(xml: str) -> str | None:
 def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChain:
     """The chain file document and its files for what ``disc`` found (see the module's docstring)."""
     gw, apim = disc.app_gateway, disc.apim
-    missing = [what for what, have in (("app_gateway", gw), ("apim", apim), ("the cluster's Ingresses",
-                                                                              disc.ingress_manifests)) if not have]
+    missing = [what for what, have in (("App Gateway", gw), ("API Management service", apim),
+                                       ("Ingress in the cluster", disc.ingress_manifests)) if not have]
     if missing:
-        raise UsageError(f"{config.where}: discovery found no {' and no '.join(missing)} — a chain file needs App "
+        raise UsageError(f"{config.where}: discovery found no {', no '.join(missing)} — a chain file needs App "
                          "Gateway, APIM and the cluster's Ingresses (set app_gateway, apim and [kubernetes])")
     assert gw is not None
     assert apim is not None
