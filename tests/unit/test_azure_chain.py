@@ -130,3 +130,19 @@ def test_config_drift_names_each_setting_azure_changed_since_the_reviewed_chain_
         "ingress default/echo.annotation auth-tls-verify-depth: the chain file says '2', Azure and the cluster now "
         "'1'",
     ]
+
+
+def test_a_certificate_azure_does_not_return_is_a_stand_in_under_the_ca_that_verifies_it(found) -> None:
+    """APIM's backend client certificate outside the listed vaults: its stand-in is issued under the CA of the home
+    Ingress's auth-tls-secret — the CA that verifies it — not under another Secret's CA."""
+    env, config, disc = found["good"]
+    other_ca = disc.secrets["default/pod-tls-client"]["ca.crt"]  # a Secret sorting first, holding another CA
+    without = dataclasses.replace(disc, key_vault_certificates=[c for c in disc.key_vault_certificates
+                                                                 if c.name != "apim-client"],
+                                  secrets={"default/aaa-other-ca": {"ca.crt": other_ca}, **disc.secrets})
+    chain = chain_from_discovery(without, config)
+    assert chain.document.apim.backend.client_certificate == "apim-client"
+    stand_in = _certs(chain.files["certs/apim-client.stand-in.pem"])[0]
+    assert stand_in.issuer == env.certs["apim-client-ca"].cert.subject
+    assert any(n.startswith("APIM certificate apim-client: its body is not readable") for n in chain.notes)
+

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -241,6 +242,21 @@ def _backend_id(xml: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _home_ingress(disc: Discovery, host: str | None) -> dict[str, Any]:
+    """The (first) Ingress of ``host`` as discovery kept it."""
+    return next(m for m in disc.ingress_manifests
+                if any(r.get("host") == host for r in (m.get("spec") or {}).get("rules") or []))
+
+
+def _secret_ref(ingress: Mapping[str, Any], annotation: str) -> str:
+    """``namespace/name`` of the Secret an ingress-nginx annotation names ("" without it)."""
+    meta = ingress.get("metadata") or {}
+    ref = str((meta.get("annotations") or {}).get(f"nginx.ingress.kubernetes.io/{annotation}") or "")
+    if not ref:
+        return ""
+    return ref if "/" in ref else f"{meta.get('namespace', 'default')}/{ref}"
+
+
 def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChain:
     """The chain file document and its files for what ``disc`` found (see the module's docstring)."""
     gw, apim = disc.app_gateway, disc.apim
@@ -387,8 +403,8 @@ def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChai
         chain = _kv_pem(disc, meta.key_vault_secret_id if meta else None)
         if chain:
             backend_client = b.identity(name, chain)
-        else:
-            ca_ref = next(iter(secret_cas.values()), None)
+        else:  # issued under the CA the home Ingress verifies APIM's client certificate with (auth-tls-secret)
+            ca_ref = secret_cas.get(_secret_ref(_home_ingress(disc, urlsplit(home_url).hostname), "auth-tls-secret"))
             issuer = _pems(b.files[b.trust[ca_ref].pem or ""])[0].subject if ca_ref else x509.Name(
                 [x509.NameAttribute(NameOID.COMMON_NAME, "APIM client CA (not discovered)")])
             backend_client = b.identity(name, [_stand_in(name, (), "client", issuer)], stand_in=True)
@@ -452,8 +468,7 @@ def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChai
 
     # ---- the pod: no API shows its listener ----------------------------------------------------------------------
     home_host = urlsplit(home_url).hostname
-    home = next(m for m in disc.ingress_manifests
-                if any(r.get("host") == home_host for r in (m.get("spec") or {}).get("rules") or []))
+    home = _home_ingress(disc, home_host)
     meta = home["metadata"]
     ann = {k.rsplit("/", 1)[-1]: v for k, v in (meta.get("annotations") or {}).items()
            if k.startswith("nginx.ingress.kubernetes.io/")}
@@ -461,8 +476,7 @@ def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChai
     service = (((rule.get("http") or {}).get("paths") or [{}])[0].get("backend") or {}).get("service") or {}
     svc = service.get("name") or "backend"
     pod_host = ann.get("proxy-ssl-name") or f"{svc}.{meta['namespace']}.svc.cluster.local"
-    proxy_ref = ann.get("proxy-ssl-secret")
-    proxy_ref = (proxy_ref if "/" in proxy_ref else f"{meta['namespace']}/{proxy_ref}") if proxy_ref else None
+    proxy_ref = _secret_ref(home, "proxy-ssl-secret") or None
     pod_ca = secret_cas.get(proxy_ref or "")
     issuer = (_pems(b.files[b.trust[pod_ca].pem or ""])[0].subject if pod_ca else
               x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pod CA (not discovered)")]))
