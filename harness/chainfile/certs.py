@@ -45,7 +45,7 @@ from harness.pki.load import load_k8s_secret, load_pkcs12, read_pem_certs, read_
 from harness.pki.x509 import cert_pem, fingerprint_sha256, key_pem
 
 __all__ = ["CertMaterial", "ChainCertSet", "ChainCerts", "Identity", "Origin", "Trust", "build_chain_cert_set",
-           "read_certificates", "secret_material"]
+           "read_certificates", "secret_material", "slug"]
 
 Mode = Literal["shadow", "real"]
 
@@ -230,7 +230,8 @@ def _cn(cert: x509.Certificate, fallback: str) -> str:
     return str(attrs[0].value) if attrs else fallback
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name for a file or a chain-file key made of ``text``: lower-case letters and digits joined by ``-``."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "ca"
 
 
@@ -275,7 +276,7 @@ def _plan(mat: CertMaterial) -> tuple[PKIPlan, dict[str, x509.Certificate], dict
         trust_cas[trust.name] = tuple(add(trust.name, c) for c in trust.certs)
     for ident in mat.identities.values():
         for cert in ident.chain[1:]:
-            add(_slug(_cn(cert, "intermediate")), cert)
+            add(slug(_cn(cert, "intermediate")), cert)
     by_subject = {c.subject: n for n, c in ca_certs.items()}
     cas = tuple(CASpec(n, _cn(c, n), None if _self_signed(c) else by_subject.get(c.issuer))
                 for n, c in ca_certs.items())

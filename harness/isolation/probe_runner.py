@@ -15,9 +15,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.errors import HarnessError, StartError
+from harness.errors import HarnessError, StartError, UsageError
+
+if TYPE_CHECKING:
+    from harness.probe.result import ProbeResult
 
 __all__ = ["ProbeRunner"]
 
@@ -96,6 +99,19 @@ class ProbeRunner:
             if answer.get("id") != self._seq:
                 raise self._dead(f"answered request {answer.get('id')} to request {self._seq}")
             return answer
+
+    def probe(self, host: str, port: int, kwargs: Mapping[str, Any], grace: float) -> ProbeResult:
+        """One probe of ``host:port`` by the runner (``kwargs``: :func:`harness.probe.handshake.probe`'s), waiting
+        its own timeout plus ``grace``; the probe's own input errors come back as UsageError."""
+        from harness.isolation.runner import kwargs_to_wire, result_from_wire
+
+        timeout = float(kwargs.get("timeout", 5.0)) + grace
+        answer = self.call({"op": "probe", "host": host, "port": port, "kwargs": kwargs_to_wire(kwargs)}, timeout)
+        if "error" in answer:
+            err = answer["error"]
+            cls = UsageError if err.get("type") in ("UsageError", "InputError") else HarnessError
+            raise cls(str(err.get("message")))
+        return result_from_wire(answer["result"])  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         """End of input first (the runner exits), then SIGTERM, then SIGKILL: by PID and process group only."""

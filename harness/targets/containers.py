@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import HarnessError, StartError, UsageError
+from harness.errors import HarnessError, StartError
 from harness.images.resolve import LABEL_HEADERS_MORE, PROBE_MODULE, docker_client, pod_packages, resolve_image
 from harness.isolation.probe_runner import ProbeRunner
 from harness.model.topology import HOPS, HopName, Topology, default_topology
@@ -209,18 +209,9 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._probe_runner.start()
 
     def _run_probe(self, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
-        from harness.isolation.runner import kwargs_to_wire, result_from_wire
-
-        runner = self._probe_runner
-        if runner is None:
+        if self._probe_runner is None:
             raise HarnessError("the containers chain's probe runner is stopped")
-        timeout = float(kwargs.get("timeout", 5.0)) + RUNNER_GRACE
-        answer = runner.call({"op": "probe", "host": host, "port": port, "kwargs": kwargs_to_wire(kwargs)}, timeout)
-        if "error" in answer:
-            err = answer["error"]
-            cls = UsageError if err.get("type") in ("UsageError", "InputError") else HarnessError
-            raise cls(str(err.get("message")))
-        return result_from_wire(answer["result"])  # type: ignore[no-any-return]
+        return self._probe_runner.probe(host, port, kwargs, RUNNER_GRACE)
 
     def _stop_prober(self) -> None:
         from docker.errors import DockerException

@@ -258,18 +258,10 @@ class IsolatedTarget(LocalTarget):
 
     # -- probing -------------------------------------------------------------------------------------------------
     def _run_probe(self, vantage: Role, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
-        from harness.isolation.runner import kwargs_to_wire, result_from_wire
-
         runner = self._runners.get(vantage)
         if runner is None:
             raise HarnessError(f"no probe runner in the {vantage} namespace (the chain is stopped?)")
-        timeout = float(kwargs.get("timeout", 5.0)) + RUNNER_GRACE
-        answer = runner.call({"op": "probe", "host": host, "port": port, "kwargs": kwargs_to_wire(kwargs)}, timeout)
-        if "error" in answer:
-            err = answer["error"]
-            cls = UsageError if err.get("type") in ("UsageError", "InputError") else HarnessError
-            raise cls(str(err.get("message")))
-        return result_from_wire(answer["result"])  # type: ignore[no-any-return]
+        return runner.probe(host, port, kwargs, RUNNER_GRACE)
 
     def reconfigure(self, topology: Topology) -> RunningChain:
         chain = super().reconfigure(topology)

@@ -1,6 +1,5 @@
 """Discovery with the REAL Azure SDK and kubernetes clients against a local HTTPS fake of ARM, Key Vault and the
-
-The tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
+Kubernetes API: the tests that start processes (nginx, Envoy, Docker, a subprocess); the others are in
 tests/unit/test_azure_discovery.py."""
 
 from __future__ import annotations
@@ -11,13 +10,8 @@ import pytest
 
 from harness.errors import UsageError
 from harness.targets.azure import discover
-from tests.fakes.fake_azure import (
-    config_doc,
-)
+from tests.fakes.fake_azure import config_doc, config_toml
 from tests.unit.test_azure_discovery import _config, bad_env, fake
-
-
-@pytest.fixture(scope="module")
 
 
 def test_missing_credentials_are_one_clear_line_and_nothing_is_sent(fake, tmp_path, monkeypatch):
@@ -39,21 +33,10 @@ def test_missing_credentials_are_one_clear_line_and_nothing_is_sent(fake, tmp_pa
 
 
 def test_cli_reports_missing_credentials_in_one_line_with_exit_2(fake, tmp_path, monkeypatch, capsys):
-    import tomllib
-
     from harness.cli.main import main
 
-    doc = config_doc(fake)
-    lines = [f"{k} = {json.dumps(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    for table in ("kubernetes", "runner", "endpoints"):
-        lines.append(f"[{table}]")
-        for k, v in doc[table].items():
-            if isinstance(v, dict):
-                lines.append(f"{k} = {{ {', '.join(f'{json.dumps(a)} = {json.dumps(b)}' for a, b in v.items())} }}")
-            else:
-                lines.append(f"{k} = {json.dumps(v)}")
     path = tmp_path / "azure.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(config_toml(config_doc(fake)))
     monkeypatch.setenv("MTLS_HARNESS_AZURE_CONFIG", str(path))
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))

@@ -30,10 +30,11 @@ from urllib.parse import urlsplit
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.chainfile.certs import slug
 from harness.chainfile.init import write_chain_files
 from harness.errors import HarnessError, InputError, UsageError
 from harness.model.chainfile import (
@@ -57,6 +58,7 @@ from harness.model.chainfile import (
     dump_chain_text,
 )
 from harness.model.topology import Topology
+from harness.pki.x509 import cert_pem
 from harness.targets.azure.config import AzureConfig
 from harness.targets.azure.model import ApimPolicy, AppGatewayFacts, BackendSetting, Discovery, GatewayListener
 
@@ -75,17 +77,6 @@ class DiscoveredChain:
 
 def _pems(text: str) -> list[x509.Certificate]:
     return list(x509.load_pem_x509_certificates(text.encode())) if text and "BEGIN CERTIFICATE" in text else []
-
-
-def _pem(certs: Iterable[x509.Certificate]) -> str:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode()
-
-
-def _slug(text: str) -> str:
-    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out or "cert"
 
 
 def _stand_in(cn: str, names: tuple[str, ...], usage: str, issuer: x509.Name, *, ca: bool = False) -> x509.Certificate:
@@ -119,9 +110,9 @@ class _Builder:
         self._known: dict[str, x509.Certificate] = {}  # every certificate seen, by SHA-1 thumbprint (upper hex)
 
     def _free(self, name: str) -> str:
-        unique, n = _slug(name), 2
+        unique, n = slug(name), 2
         while unique in self.identities or unique in self.trust:
-            unique, n = f"{_slug(name)}-{n}", n + 1
+            unique, n = f"{slug(name)}-{n}", n + 1
         return unique
 
     def see(self, certs: Iterable[x509.Certificate]) -> None:
@@ -134,7 +125,7 @@ class _Builder:
     def identity(self, name: str, chain: list[x509.Certificate], *, stand_in: bool = False) -> str:
         name = self._free(name)
         path = f"certs/{name}{'.stand-in' if stand_in else ''}.pem"
-        self.files[path] = _pem(chain)
+        self.files[path] = cert_pem(*chain).decode()
         self.identities[name] = IdentityFile(pem=path)
         self.see(chain)
         top = chain[-1]
@@ -148,7 +139,7 @@ class _Builder:
             return self._ca_by_fp[fp]
         name = self._free(name)
         path = f"certs/{name}{'.stand-in' if stand_in else ''}.pem"
-        self.files[path] = _pem(certs)
+        self.files[path] = cert_pem(*certs).decode()
         self.trust[name] = TrustFile(pem=path)
         self._ca_by_fp[fp] = name
         self.see(certs)
@@ -160,7 +151,7 @@ class _Builder:
             if ca.subject == issuer:
                 return self._trust_of(ca) or self.trust_list(name, [ca])
         self.notes.append(f"CA {issuer.rfc4514_string()!r}: its certificate was not found in what discovery read — "
-                          f"a stand-in with its name is trust list {_slug(name)!r}")
+                          f"a stand-in with its name is trust list {slug(name)!r}")
         return self.trust_list(name, [_stand_in("", (), "", issuer, ca=True)], stand_in=True)
 
     def _trust_of(self, ca: x509.Certificate) -> str | None:
@@ -450,7 +441,7 @@ def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChai
             url = "https://" + url.split("://", 1)[-1]
         if any(o.backend_url == url or urlsplit(o.backend_url).hostname == host for o in others):
             continue
-        others.append(ApiSpec(name=_slug(api.name)[:63], path="/" + api.path.strip("/"), backend_url=url,
+        others.append(ApiSpec(name=slug(api.name)[:63], path="/" + api.path.strip("/"), backend_url=url,
                               validate_certificate_chain=be.validate_certificate_chain if be else True,
                               validate_certificate_name=be.validate_certificate_name if be else True))
     apim_spec = ApimSpec(
@@ -496,7 +487,7 @@ def chain_from_discovery(disc: Discovery, config: AzureConfig) -> DiscoveredChai
 
     files["k8s/ingress.yaml"] = yaml.safe_dump_all(disc.ingress_manifests, sort_keys=False)
     document = ChainFile(
-        name=_slug(f"{config.resource_group}"),
+        name=slug(f"{config.resource_group}"),
         certificates=Certificates(identities=b.identities, trust=b.trust),
         client=ClientSpec(trusted_root=client_root, host_name=gw_host, certificate=client_cert),
         gateway=gateway, apim=apim_spec,

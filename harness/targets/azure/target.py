@@ -21,6 +21,7 @@ from azure.core.credentials import TokenCredential
 from harness.errors import UsageError
 from harness.model.topology import HOPS, Topology
 from harness.targets.attach import AttachTarget, parse_attach_config
+from harness.targets.azure.chain import apim_host_sent
 from harness.targets.azure.config import AzureConfig, load_azure_config
 from harness.targets.azure.model import Discovery
 from harness.targets.base import RunningChain, TargetBase, config_path_from_env
@@ -50,14 +51,8 @@ def _apim(disc: Discovery, workdir: Path) -> dict[str, Any]:
     if apim is None:
         return {}
     out: dict[str, Any] = {"port": 443}
-    proxies = [h for h in apim.hostnames if h.type.lower() == "proxy"]
-    # the name App Gateway sends (its https backend setting's SNI / host name), else a custom domain over the
-    # built-in *.azure-api.net one
     gw = disc.app_gateway
-    sent = [s.sni_name or s.host_name for s in (gw.backend_settings if gw else ())
-            if s.protocol.lower() == "https" and (s.sni_name or s.host_name)]
-    names = [h.host_name for h in sorted(proxies, key=lambda h: h.key_vault_id is None)]
-    chosen = next((n for n in sent if n in names), None) or (names[0] if names else None)
+    chosen = apim_host_sent(disc)
     if chosen:
         out["server_name"] = chosen
     if apim.private_ip_addresses:
