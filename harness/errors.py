@@ -48,6 +48,15 @@ class UsageError(HarnessError):
     exit_code = 2
 
 
+class LaneRefused(UsageError):
+    """A renderer refused one lane (a variant served beside the chain, harness.targets.lanes): ``lane`` is its
+    1-based position in the ``lanes`` the renderer was given. The caller drops that lane and renders the rest."""
+
+    def __init__(self, lane: int, message: str) -> None:
+        super().__init__(message)
+        self.lane = lane
+
+
 class InputError(UsageError):
     """An input file is missing or unusable. The message names the file, what is wrong, and the fix."""
 

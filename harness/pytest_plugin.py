@@ -40,14 +40,15 @@ import pytest
 
 from harness.errors import HarnessError, ToolMissingError, Unavailable, UsageError
 from harness.model.topology import Topology, default_topology
-from harness.report.collect import IDENTITY_MODES, skip_case
+from harness.report.collect import IDENTITY_MODES, case_of, skip_case
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
+from harness.targets.base import lane_key
 
 if TYPE_CHECKING:
     from harness.cases.model import Case as CaseType
 
-__all__ = ["MARKERS", "VariantChains", "require_chain_components"]
+__all__ = ["MARKERS", "VariantChains", "require_chain_components", "session_variants"]
 
 MARKERS = {
     "mtls_e2e": "a handshake case run against a live chain on the selected --mtls-target",
@@ -78,6 +79,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mtls-chain", metavar="FILE", default=os.environ.get("MTLS_HARNESS_CHAIN") or None,
                     help="run your chain file (docs/chain-file.md) instead of the reference chain "
                          "(default: $MTLS_HARNESS_CHAIN)")
+    group.addoption("--mtls-no-lanes", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_NO_LANES")),
+                    help="local target: run each variant as a chain of its own, started or reconfigured when a case "
+                         "needs it, instead of serving every variant beside the chain from the start (slower; for "
+                         "comparing)")
     group.addoption("--mtls-report", metavar="DIR", default=None,
                     help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
@@ -221,6 +226,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]
+    config.stash[_SESSION_CASES] = [c for c in (case_of(i) for i in items if i.get_closest_marker("mtls_e2e"))
+                                    if c is not None]
+
+
+_SESSION_CASES = pytest.StashKey[list["CaseType"]]()
+
+
+def session_variants(config: pytest.Config, topology: Topology) -> list[Topology]:
+    """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order):
+    the lanes the local target serves beside the chain from its start (harness.targets.lanes)."""
+    from harness.cases.model import variant_of
+
+    if config.getoption("--mtls-no-lanes", False):
+        return []
+    variants = (variant_of(case, topology) for case in config.stash.get(_SESSION_CASES, []))
+    return [v for v in variants if v is not None]
 
 
 _PROCESS_MARK = pytest.StashKey[int]()
@@ -296,11 +317,14 @@ def mtls_cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> An
     return loaded.certs if loaded is not None else cert_set_for(mtls_topology.pki)
 
 
-def _open_target(config: pytest.Config, name: str, topology: Topology) -> Any:
-    """The selected target; with --mtls-isolate the local chain in network namespaces (skips where it cannot run)."""
+def _open_target(config: pytest.Config, name: str, topology: Topology, lanes: list[Topology] | None = None) -> Any:
+    """The selected target; with --mtls-isolate the local chain in network namespaces (skips where it cannot run).
+    ``lanes``: the variants the local target serves beside the chain."""
     loaded = _chain_file(config)
-    own = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
-                                       and topology.pki == loaded.topology.pki) else {}
+    own: dict[str, Any] = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
+                                                      and topology.pki == loaded.topology.pki) else {}
+    if lanes and name == "local":
+        own["lanes"] = lanes
     if not config.getoption("--mtls-isolate"):
         try:
             return open_target(name, topology=topology, **own)
@@ -331,8 +355,10 @@ def _enter(config: pytest.Config, target: Any) -> RunningChain:
 @pytest.fixture(scope="session")
 def mtls_chain(request: pytest.FixtureRequest, mtls_target_name: str,
                mtls_topology: Topology) -> Iterator[RunningChain]:
-    """The running chain on the selected target, shared by the whole session (per xdist worker)."""
-    target = _open_target(request.config, mtls_target_name, mtls_topology)
+    """The running chain on the selected target, shared by the whole session (per xdist worker); on the local target
+    with every variant the session's cases need served beside it (harness.targets.lanes)."""
+    target = _open_target(request.config, mtls_target_name, mtls_topology,
+                          lanes=session_variants(request.config, mtls_topology))
     running = _enter(request.config, target)
     try:
         yield running
@@ -369,7 +395,10 @@ class VariantChains:
             reason = base.limits.read_only
             why = reason or f"the {base.target} chain is read-only, and its target did not declare it"
             skip_case(self.node, why, declared=reason is not None)
-        key = repr(topology)
+        key = lane_key(topology)
+        lane = base.lanes.get(key) if base is not None else None
+        if lane is not None and lane.evicted is None:
+            return lane  # served beside the chain from its start: nothing starts or reloads
         if key in self._up:
             self._up.move_to_end(key)
             return self._up[key][1]

@@ -182,6 +182,18 @@ def _reference_lookup(exc: KeyError, topology: Topology) -> str | None:
     return _needs(name) if name and not _has(topology, name) and _has(_reference(), name) else None
 
 
+def variant_of(case: Case, topology: Topology) -> Topology | None:
+    """The chain ``case`` runs on when the session's chain is ``topology``: its variant of the chain, viewed from the
+    home host (what :func:`run_case` asks ``chain_for`` for), or None when it runs on the chain itself or cannot run
+    here. The harness serves these beside the chain before the first case runs (harness.targets.lanes)."""
+    if case.variant is None or (case.host is not None and case.host not in topology.ingress.hosts):
+        return None
+    try:
+        return case.variant(topology.focus_on(case.host)).focus_on(None)
+    except (KeyError, ValueError, HarnessError):  # a case that skips here (a name this chain does not have)
+        return None
+
+
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
     if case.host is not None and case.host not in chain.topology.ingress.hosts:
         raise Skip(f"no Ingress on host {case.host} in this chain (hosts: {', '.join(chain.topology.ingress.hosts)})",

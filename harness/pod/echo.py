@@ -406,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-version", choices=list(_VERSIONS), default="1.3")
     parser.add_argument("--ready-file", type=Path, help="written with HOST:PORT once the socket listens")
     parser.add_argument("--log", type=Path, help="also append each log line to this file")
+    parser.add_argument("--lanes", type=Path,
+                        help="JSON list of more listeners served by this process, each with its own TLS settings: "
+                             '[{"listen": "HOST:PORT", "cert": …, "key": …, "client_ca": … or null, "client_auth": …, '
+                             '"min_version": …, "max_version": …}] (the harness\'s variants, issue 21)')
     args = parser.parse_args(argv)
     if args.log is not None:
         _LOG_FILE[:] = [args.log]
@@ -414,9 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "min_version": args.min_version, "max_version": args.max_version}
     try:
         server = EchoServer(args.listen, make_context(**options))
+        lanes = [_lane_server(spec) for spec in _read_lanes(args.lanes)] if args.lanes else []
     except (ValueError, OSError) as exc:
         _log(f"error: {exc}")
         return 2
+    for lane in lanes:
+        threading.Thread(target=lane.serve_forever, kwargs={"poll_interval": 0.5}, name="lane", daemon=True).start()
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _Reloader(server, options))
@@ -432,7 +439,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"stopping on {stop}")
     finally:
         server.server_close()
+        for lane in lanes:
+            lane.server_close()
     return 0
+
+
+def _read_lanes(path: Path) -> list[dict[str, Any]]:
+    """The ``--lanes`` file: a JSON list of listener settings; ValueError with a one-line reason otherwise."""
+    try:
+        specs = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--lanes {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise ValueError(f"--lanes {path}: must be a JSON list of objects (one per listener)")
+    return specs
+
+
+def _lane_server(spec: dict[str, Any]) -> EchoServer:
+    """One more listener of this process, with its own TLS context (nothing of its sessions reaches another's)."""
+    try:
+        listen = _parse_listen(str(spec["listen"]))
+        ca = spec.get("client_ca")
+        ctx = make_context(cert=Path(spec["cert"]), key=Path(spec["key"]), client_ca=Path(ca) if ca else None,
+                           client_auth=str(spec.get("client_auth", "none")),
+                           min_version=str(spec.get("min_version", "1.2")),
+                           max_version=str(spec.get("max_version", "1.3")))
+    except KeyError as exc:
+        raise ValueError(f"--lanes: a listener lacks {exc.args[0]!r}") from None
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--lanes: {exc}") from None
+    return EchoServer(listen, ctx)
 
 
 def _warm_up() -> None:

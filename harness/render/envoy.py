@@ -33,14 +33,14 @@ import ipaddress
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, get_args
 
 import yaml
 
-from harness.errors import UsageError
+from harness.errors import LaneRefused, UsageError
 from harness.model.topology import Listener, TLSVersion, Topology, Upstream
 from harness.model.wire import APPGW_SERVER, DETAIL_HEADER, PROXY_HOPS, header_name
 from harness.render.envoy_lua import (
@@ -61,6 +61,7 @@ __all__ = [
     "CertSource",
     "EnvoyConfig",
     "EnvoyHop",
+    "EnvoyLane",
     "SecretName",
     "render_envoy",
     "sds_secret_text",
@@ -243,6 +244,34 @@ def _sds_ref(sds_dir: Path, which: SecretName) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Refs:
+    """How one listener's and its clusters' TLS contexts name their certificates: as SDS secrets read from files in
+    ``sds_dir`` (the home lane: a rotation swaps them while Envoy runs), or, for a lane (:class:`EnvoyLane`), as the
+    PEM files themselves — no file watch, so a hundred lanes do not cost a hundred inotify instances."""
+
+    sds_dir: Path
+    sources: Mapping[SecretName, CertFiles | Path]
+    static: bool = False
+
+    def certificate(self, which: SecretName) -> dict[str, Any]:
+        if not self.static:
+            return {"tls_certificate_sds_secret_configs": [_sds_ref(self.sds_dir, which)]}
+        leaf = self.sources[which]
+        assert not isinstance(leaf, Path)
+        return {"tls_certificates": [{"certificate_chain": {"filename": str(Path(leaf.chain).resolve())},
+                                      "private_key": {"filename": str(Path(leaf.key).resolve())}}]}
+
+    def validation(self, which: SecretName, default: dict[str, Any]) -> dict[str, Any]:
+        if not self.static:
+            return {"combined_validation_context": {"default_validation_context": default,
+                                                    "validation_context_sds_secret_config": _sds_ref(self.sds_dir,
+                                                                                                     which)}}
+        bundle = self.sources[which]
+        assert isinstance(bundle, Path)
+        return {"validation_context": {**default, "trusted_ca": {"filename": str(bundle.resolve())}}}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the bootstrap
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,43 +286,37 @@ def _asks_client_cert(topology: Topology, hop: EnvoyHop) -> bool:
     return apim.negotiate_client_certificate or apim.listener.client_auth != "none"
 
 
-def _downstream_tls(listener: Listener, sds_dir: Path, ask_client_cert: bool, where: str) -> dict[str, Any]:
+def _downstream_tls(listener: Listener, refs: _Refs, ask_client_cert: bool, where: str) -> dict[str, Any]:
     common: dict[str, Any] = {
         "tls_params": _versions(listener.min_version, listener.max_version, f"{where}.listener"),
-        "tls_certificate_sds_secret_configs": [_sds_ref(sds_dir, "server")],
+        **refs.certificate("server"),
     }
     if listener.alpn:
         common["alpn_protocols"] = list(listener.alpn)
     tls: dict[str, Any] = {"common_tls_context": common, "require_client_certificate": False}
     if ask_client_cert:
         # Ask for a cert, accept whatever comes: the Lua filter answers like the real component (400 / 401).
-        common["combined_validation_context"] = {
-            "default_validation_context": {"trust_chain_verification": "ACCEPT_UNTRUSTED"},
-            "validation_context_sds_secret_config": _sds_ref(sds_dir, "client-ca"),
-        }
+        common |= refs.validation("client-ca", {"trust_chain_verification": "ACCEPT_UNTRUSTED"})
         tls["disable_stateless_session_resumption"] = True
         tls["disable_stateful_session_resumption"] = True
     return {"name": "envoy.transport_sockets.tls",
             "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.DownstreamTlsContext", **tls}}
 
 
-def _upstream_tls(up: Upstream, sds_dir: Path, where: str) -> dict[str, Any]:
+def _upstream_tls(up: Upstream, refs: _Refs, where: str) -> dict[str, Any]:
     common: dict[str, Any] = {
         # Envoy's upstream default maximum is TLS 1.2: always say what the model says
         "tls_params": _versions(up.min_version, up.max_version, f"{where}.upstream"),
         "alpn_protocols": ["http/1.1"],
     }
     if up.client_cert is not None:
-        common["tls_certificate_sds_secret_configs"] = [_sds_ref(sds_dir, "upstream-client")]
+        common |= refs.certificate("upstream-client")
     if up.verify_chain:
         default_vc: dict[str, Any] = {}
         if up.verify_name:
             # SNI alone checks nothing: the name is checked only by a SAN matcher
             default_vc["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": up.hostname}}]
-        common["combined_validation_context"] = {
-            "default_validation_context": default_vc,
-            "validation_context_sds_secret_config": _sds_ref(sds_dir, "upstream-ca"),
-        }
+        common |= refs.validation("upstream-ca", default_vc)
     # verify_chain off: no validation context at all, so the name is not checked either, whatever verify_name says.
     # Envoy cannot check a name alone: it refuses a SAN matcher without a trusted CA, and ACCEPT_UNTRUSTED accepts a
     # SAN mismatch too (measured). The real App Gateway / APIM can; the behaviour table records the difference.
@@ -306,7 +329,7 @@ def _upstream_tls(up: Upstream, sds_dir: Path, where: str) -> dict[str, Any]:
                              "max_session_keys": 0}}
 
 
-def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str,
+def _cluster(up: Upstream, upstream: tuple[str, int], refs: _Refs, where: str,
              name: str = _CLUSTER) -> dict[str, Any]:
     host, port = upstream
     try:
@@ -320,7 +343,7 @@ def _cluster(up: Upstream, upstream: tuple[str, int], sds_dir: Path, where: str,
         "connect_timeout": "5s",
         "load_assignment": {"cluster_name": name, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}]},
-        "transport_socket": _upstream_tls(up, sds_dir, where),
+        "transport_socket": _upstream_tls(up, refs, where),
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": _TYPE + "upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http_protocol_options": {}},
@@ -367,7 +390,7 @@ def _route(cluster: str, up: Upstream, *, prefix_rewrite: str | None = None) -> 
 
 
 def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_path: Path,
-                        jwks: Path | None = None) -> dict[str, Any]:
+                        jwks: Path | None = None, *, suffix: str = "") -> dict[str, Any]:
     own = header_name(hop)
     later = PROXY_HOPS[PROXY_HOPS.index(hop):]  # the gateway strips every trace header, apim its own and later ones
     if hop == "gateway":
@@ -381,16 +404,17 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
         "codec_type": "AUTO",
         "access_log": _access_log(log_path),
         "route_config": {
-            "name": f"{hop}-routes",
+            "name": f"{hop}-routes{suffix}",
             "request_headers_to_remove": [header_name(h) for h in later],  # runs before request_headers_to_add
             "request_headers_to_add": [_header(own, _TRACE_VALUE)],
             "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [
                 # APIM's other APIs: a request under an API's URL suffix goes to its backend, the suffix removed
                 # (APIM forwards the operation's path below the backend URL)
                 *({"match": {"path_separated_prefix": api.path.rstrip("/")},
-                   "route": _route(f"{_CLUSTER}-{api.name}", topology.apim.backend_of(api), prefix_rewrite="/")}
+                   "route": _route(f"{_CLUSTER}-{api.name}{suffix}", topology.apim.backend_of(api),
+                                   prefix_rewrite="/")}
                   for api in (topology.apim.apis if hop == "apim" else ())),
-                {"match": {"prefix": "/"}, "route": _route(_CLUSTER, up)},
+                {"match": {"prefix": "/"}, "route": _route(_CLUSTER + suffix, up)},
             ]}],
         },
         "http_filters": [
@@ -412,6 +436,88 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
+@dataclass(frozen=True)
+class EnvoyLane:
+    """One more path through the same Envoy process (issue 21: variants are hosts, not restarts): the hop as
+    ``topology`` configures it, listening on its own ``listen`` port and sending to its own ``upstream`` — its own
+    listener, clusters and TLS contexts, so nothing of one lane's sessions reaches another's."""
+
+    topology: Topology
+    certs: CertSource
+    listen: tuple[str, int]
+    upstream: tuple[str, int]
+    jwks: Mapping[str, Any] | None = None
+
+
+def _check(topology: Topology, hop: EnvoyHop) -> None:
+    """The model errors render_envoy refuses, one UsageError each."""
+    part = topology.gateway if hop == "gateway" else topology.apim
+    listener, up = part.listener, part.upstream
+    if _asks_client_cert(topology, hop) and not listener.client_ca:
+        raise UsageError(f"{hop}.listener: client certificates are requested but client_ca is not set — name the "
+                         "CA whose root verifies them (e.g. client_ca='consumer-ca')")
+    if up.verify_chain and not up.trusted_ca:
+        raise UsageError(f"{hop}.upstream: verify_chain is on but trusted_ca is not set — name the CA that issued "
+                         "the next hop's server cert, or set verify_chain=False (an insecure configuration)")
+    if hop == "apim" and topology.apim.focus is not None:
+        raise UsageError("render_envoy: the topology is a view of one API (Topology.focus_on) — render the chain "
+                         "itself (focus_on(None))")
+    for api in topology.apim.apis if hop == "apim" else ():
+        backend = topology.apim.backend_of(api)
+        if backend.verify_chain and not backend.trusted_ca:
+            raise UsageError(f"apim API {api.name}: verify_chain is on but the service's backend CA (trusted_ca) is "
+                             "not set — name the CA that issued the ingress's server cert")
+
+
+def _sources(topology: Topology, hop: EnvoyHop, certs: CertSource) -> dict[SecretName, CertFiles | Path]:
+    """The certificates and trust bundles ``hop``'s listener and clusters use, by secret name."""
+    part = topology.gateway if hop == "gateway" else topology.apim
+    listener, up = part.listener, part.upstream
+    apis = [topology.apim.backend_of(api) for api in (topology.apim.apis if hop == "apim" else ())]
+    sources: dict[SecretName, CertFiles | Path] = {"server": _leaf(certs, listener.server_cert, f"{hop}.listener")}
+    if _asks_client_cert(topology, hop):
+        sources["client-ca"] = _bundle(certs, listener.client_ca or "", f"{hop}.listener.client_ca")
+    if up.client_cert is not None:
+        sources["upstream-client"] = _leaf(certs, up.client_cert, f"{hop}.upstream.client_cert")
+    if up.verify_chain or any(backend.verify_chain for backend in apis):
+        sources["upstream-ca"] = _bundle(certs, up.trusted_ca or "", f"{hop}.upstream.trusted_ca")
+    return sources
+
+
+def _lane(topology: Topology, hop: EnvoyHop, refs: _Refs, *, listen: tuple[str, int], upstream: tuple[str, int],
+          access_log: Path, jwks: Path | None, suffix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One path through the hop: its listener and its clusters (names end in ``suffix``)."""
+    part = topology.gateway if hop == "gateway" else topology.apim
+    listener, up = part.listener, part.upstream
+    apis = [(api, topology.apim.backend_of(api)) for api in (topology.apim.apis if hop == "apim" else ())]
+    where = hop + (f" lane{suffix}" if suffix else "")
+    out = {
+        "name": f"{hop}-https{suffix}",
+        "address": _socket_address(*listen),
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+            "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
+        "filter_chains": [{
+            "filters": [_connection_manager(topology, hop, up, access_log, jwks, suffix=suffix)],
+            "transport_socket": _downstream_tls(listener, refs, _asks_client_cert(topology, hop), where),
+        }],
+    }
+    clusters = [_cluster(up, upstream, refs, where, name=_CLUSTER + suffix),
+                *(_cluster(backend, upstream, refs, f"{where}.apis.{api.name}", name=f"{_CLUSTER}-{api.name}{suffix}")
+                  for api, backend in apis)]
+    return out, clusters
+
+
+def _jwks_file(topology: Topology, hop: EnvoyHop, jwks: Mapping[str, Any] | None, workdir: Path) -> Path | None:
+    if not (hop == "apim" and topology.apim.oauth is not None and topology.apim.oauth.enabled):
+        return None
+    if jwks is None:
+        raise UsageError("apim has validate-jwt (topology.apim.oauth) but render_envoy got no jwks= — pass the "
+                         "issuer's key set (harness.oauth.issuer.LocalIssuer.for_cert_set(certs).jwks())")
+    path = workdir / "jwks.json"  # validate-jwt: the issuer's public keys, beside the bootstrap
+    _write_atomic(path, json.dumps(jwks, indent=2) + "\n")
+    return path
+
+
 def render_envoy(
     topology: Topology,
     hop: EnvoyHop,
@@ -422,6 +528,7 @@ def render_envoy(
     admin: tuple[str, int],
     workdir: Path,
     jwks: Mapping[str, Any] | None = None,
+    lanes: Sequence[EnvoyLane] = (),
 ) -> EnvoyConfig:
     """Write the bootstrap and SDS files for ``hop``'s stand-in into ``workdir`` (created; files replaced).
 
@@ -429,51 +536,42 @@ def render_envoy(
     interface (keep it on loopback). ``jwks`` is the key set apim's validate-jwt trusts (needed only with
     ``topology.apim.oauth``). Raises :class:`~harness.errors.UsageError` for an unknown hop, a bad address,
     an impossible TLS version range, a cert or CA name the cert set lacks, or client auth without a client CA.
+
+    ``lanes``: more paths through the same process, each the hop of another topology (a variant) on its own port
+    (:class:`EnvoyLane`); the returned config is the home lane's (its SDS files are the ones a rotation swaps). Every
+    lane shares the home lane's access log: a case reads only the lines its own request added.
     """
     if hop not in ("gateway", "apim"):
         raise UsageError(f"render_envoy: hop {hop!r} is not an Envoy stand-in — use 'gateway' or 'apim'")
     listen, upstream, admin = (_address(listen, "listen"), _address(upstream, "upstream"), _address(admin, "admin"))
-    part = topology.gateway if hop == "gateway" else topology.apim
-    listener, up = part.listener, part.upstream
-    ask = _asks_client_cert(topology, hop)
-    if ask and not listener.client_ca:
-        raise UsageError(f"{hop}.listener: client certificates are requested but client_ca is not set — name the "
-                         "CA whose root verifies them (e.g. client_ca='consumer-ca')")
-    if up.verify_chain and not up.trusted_ca:
-        raise UsageError(f"{hop}.upstream: verify_chain is on but trusted_ca is not set — name the CA that issued "
-                         "the next hop's server cert, or set verify_chain=False (an insecure configuration)")
-    if hop == "apim" and topology.apim.focus is not None:
-        raise UsageError("render_envoy: the topology is a view of one API (Topology.focus_on) — render the chain "
-                         "itself (focus_on(None))")
-    # APIM's other APIs: one cluster each, sharing the service's client certificate and CA (one SDS pair)
-    apis = [(api, topology.apim.backend_of(api)) for api in (topology.apim.apis if hop == "apim" else ())]
-    for api, backend in apis:
-        if backend.verify_chain and not backend.trusted_ca:
-            raise UsageError(f"apim API {api.name}: verify_chain is on but the service's backend CA (trusted_ca) is "
-                             "not set — name the CA that issued the ingress's server cert")
-
+    _check(topology, hop)
     workdir = Path(workdir).resolve()
     sds_dir = workdir / "sds"
     sds_dir.mkdir(parents=True, exist_ok=True)
-    sources: dict[SecretName, CertFiles | Path] = {"server": _leaf(certs, listener.server_cert, f"{hop}.listener")}
-    if ask:
-        sources["client-ca"] = _bundle(certs, listener.client_ca or "", f"{hop}.listener.client_ca")
-    if up.client_cert is not None:
-        sources["upstream-client"] = _leaf(certs, up.client_cert, f"{hop}.upstream.client_cert")
-    if up.verify_chain or any(backend.verify_chain for _, backend in apis):
-        sources["upstream-ca"] = _bundle(certs, up.trusted_ca or "", f"{hop}.upstream.trusted_ca")
-
+    sources = _sources(topology, hop, certs)
     config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.yaml", sds_dir=sds_dir,
                          admin_port=admin[1], listen_port=listen[1], secrets=tuple(sources))
     for which, source in sources.items():
         _write_atomic(config.sds_path(which), sds_secret_text(which, source))
-    jwks_path = None
-    if hop == "apim" and topology.apim.oauth is not None and topology.apim.oauth.enabled:
-        if jwks is None:
-            raise UsageError("apim has validate-jwt (topology.apim.oauth) but render_envoy got no jwks= — pass the "
-                             "issuer's key set (harness.oauth.issuer.LocalIssuer.for_cert_set(certs).jwks())")
-        jwks_path = workdir / "jwks.json"  # validate-jwt: the issuer's public keys, beside the bootstrap
-        _write_atomic(jwks_path, json.dumps(jwks, indent=2) + "\n")
+    listeners, clusters = [], []
+    home = _lane(topology, hop, _Refs(sds_dir, sources), listen=listen, upstream=upstream,
+                 access_log=config.access_log, jwks=_jwks_file(topology, hop, jwks, workdir), suffix="")
+    listeners.append(home[0])
+    clusters += home[1]
+    for i, lane in enumerate(lanes, 1):
+        where = f"render_envoy lane {i}"
+        lane_dir = workdir / "lanes" / f"l{i}"
+        lane_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            _check(lane.topology, hop)
+            one = _lane(lane.topology, hop, _Refs(lane_dir, _sources(lane.topology, hop, lane.certs), static=True),
+                        listen=_address(lane.listen, f"{where} listen"),
+                        upstream=_address(lane.upstream, f"{where} upstream"), access_log=config.access_log,
+                        jwks=_jwks_file(lane.topology, hop, lane.jwks, lane_dir), suffix=f"-l{i}")
+        except UsageError as exc:
+            raise LaneRefused(i, f"{where}: {exc}") from None
+        listeners.append(one[0])
+        clusters += one[1]
 
     bootstrap = {
         "node": {"id": f"mtls-harness-{hop}", "cluster": f"mtls-harness-{topology.name}"},
@@ -483,21 +581,7 @@ def render_envoy(
             "name": "envoy.resource_monitors.global_downstream_max_connections",
             "typed_config": {"@type": _TYPE + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                              "max_active_downstream_connections": 10000}}]},
-        "static_resources": {
-            "listeners": [{
-                "name": f"{hop}-https",
-                "address": _socket_address(*listen),
-                "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
-                    "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
-                "filter_chains": [{
-                    "filters": [_connection_manager(topology, hop, up, config.access_log, jwks_path)],
-                    "transport_socket": _downstream_tls(listener, sds_dir, ask, hop),
-                }],
-            }],
-            "clusters": [_cluster(up, upstream, sds_dir, hop),
-                         *(_cluster(backend, upstream, sds_dir, f"{hop}.apis.{api.name}",
-                                    name=f"{_CLUSTER}-{api.name}") for api, backend in apis)],
-        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
     # libyaml's dumper when present: the pure-Python one costs ~20 ms per config at every chain start
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -39,6 +39,7 @@ import os
 import pwd
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,20 +48,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.errors import UsageError
+from harness.errors import LaneRefused, UsageError
 from harness.model.controller import ControllerSettings
 from harness.model.topology import Topology
 from harness.model.wire import header_name
 from harness.pki.certset import CertSet
 from harness.render.nginx_ingress import LocationPlan, ProxySSL, ServerPlan, plan_servers, wants_passthrough
 
-__all__ = ["HEADERS_MORE_INSTALL_HINT", "STREAM_INSTALL_HINT", "HeadersMore", "NginxConfig", "Passthrough",
+__all__ = ["HEADERS_MORE_INSTALL_HINT", "STREAM_INSTALL_HINT", "HeadersMore", "NginxConfig", "NginxLane", "Passthrough",
            "render_nginx", "uses_passthrough"]
 
 #: the controller's nginx (1.27.1, images/nginx/rootfs/build.sh:21) offers TLS 1.0-1.3 upstream when no
 #: proxy_ssl_protocols is rendered (ngx_http_proxy_module.c@release-1.27.1 3736-3739); nginx 1.22's compiled-in
 #: default has no TLSv1.3 (@release-1.22.1 3726-3728), so the controller's default is written out here
 UPSTREAM_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"
+#: the controller's one upstream name (nginx.tmpl); a lane's balancer is this name with the lane's suffix
+BALANCER = "upstream_balancer"
 #: the controller's default certificate (internal/net/ssl/ssl.go getFakeHostSSLCert), served for unknown SNI
 FAKE_CERT_CN = "Kubernetes Ingress Controller Fake Certificate"
 STREAM_INSTALL_HINT = "install the nginx stream module: `apt-get install libnginx-mod-stream` (Debian/Ubuntu)"
@@ -92,6 +95,17 @@ def uses_passthrough(topology: Topology) -> bool:
         return any(wants_passthrough(ing) for ing in topology.ingress.ingresses)
     except UsageError:
         return False
+
+
+@dataclass(frozen=True)
+class NginxLane:
+    """One more path through the same nginx (issue 21): the Ingresses of ``topology`` served on ``listen``, proxied
+    to the pod at ``pod``."""
+
+    topology: Topology
+    certs: CertSet
+    listen: tuple[str, int]
+    pod: tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -232,7 +246,7 @@ def _proxy_ssl_location_lines(p: ProxySSL | None) -> list[str]:
     return lines
 
 
-def _location(server: ServerPlan, loc: LocationPlan, https_upstreams: set[str]) -> list[str]:
+def _location(server: ServerPlan, loc: LocationPlan, https_upstreams: set[str], balancer: str) -> list[str]:
     where = f"= {loc.path}" if loc.exact else loc.path
     if loc.default_backend:  # the controller's default backend (no --default-backend-service): 404
         return [f"location {where} {{", "    # the host's root: ingress-nginx's default backend", "    return 404;",
@@ -295,14 +309,20 @@ def _location(server: ServerPlan, loc: LocationPlan, https_upstreams: set[str]) 
         "",
     ]
     if loc.denied is None:
-        body += [f"proxy_pass {scheme}upstream_balancer;", "proxy_redirect                          off;"]
+        body += [f"proxy_pass {scheme}{balancer};", "proxy_redirect                          off;"]
+        if balancer != BALANCER and not (loc.proxy_ssl and loc.proxy_ssl.name) and not (
+                server.proxy_ssl and server.proxy_ssl.name):
+            # a lane's balancer has its own name (its own keep-alive pool); the name a backend cert is checked
+            # against stays the controller's (ingress-nginx #4928), as proxy_pass would make it
+            body.append(f"proxy_ssl_name                          {BALANCER};")
     else:
         body += [f"# Location denied. Reason: {_q(loc.denied)}", "return 503;"]
     body += _proxy_ssl_location_lines(loc.proxy_ssl)
     return [f"location {where} {{", *("    " + b if b else "" for b in body), "}"]
 
 
-def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSettings) -> list[str]:
+def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSettings, *,
+            balancer: str = BALANCER, session: Sequence[str] = ()) -> list[str]:
     cert = server.tls_pem or fake_cert
     http2 = " http2" if ctl.flag("use-http2") else ""
     lines = [
@@ -313,6 +333,7 @@ def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSet
         'set $proxy_upstream_name "-";',
         'set $proxy_alternative_upstream_name "";',
         "",
+        *session,
     ]
     if not server.cert_covers_host:
         lines += ["# the TLS Secret's certificate does not cover this host: the controller serves its fake",
@@ -346,15 +367,53 @@ def _server(server: ServerPlan, listen: str, fake_cert: Path, ctl: ControllerSet
     https_upstreams = ({root.upstream_name} if root is not None and not root.default_backend
                        and server.passthrough_upstream_https and not server.passthrough else set())
     for loc in server.locations:
-        lines += _location(server, loc, https_upstreams)
+        lines += _location(server, loc, https_upstreams, balancer)
     return [f"## start server {server.host}", "server {", *("    " + x if x else "" for x in lines), "}",
             f"## end server {server.host}", ""]
+
+
+def _lane_block(servers: list[ServerPlan], *, https_listen: str, pod: str, fake_cert: Path, ctl: ControllerSettings,
+                keepalive: list[str], lane: int = 0) -> list[str]:
+    """One path through the ingress: its balancer towards the pod, its catch-all server and its hosts' servers, all
+    on ``https_listen``. Lane 0 is the chain itself; a lane ``i`` (a variant) gets its own balancer
+    (``upstream_balancer_l<i>``: its own keep-alive pool) and its own TLS session cache zone, so no TLS state passes
+    between variants."""
+    balancer = BALANCER if lane == 0 else f"{BALANCER}_l{lane}"
+    session = ([f"ssl_session_cache shared:SSL_l{lane}:{ctl.get('ssl-session-cache-size')};", ""]
+               if lane and ctl.flag("ssl-session-cache") else [])
+    http2 = " http2" if ctl.flag("use-http2") else ""
+    out = [
+        "# ingress-nginx balances in Lua behind this one name and retries on the balancer's next pick",
+        "# (balancer.lua 354 set_more_tries); here the pod's address three times (= proxy_next_upstream_tries)",
+        "# with max_fails=0, so a rejected pod cert is tried three times and never marks the pod down",
+        f"upstream {balancer} {{",
+        *(f"    server {pod} max_fails=0;" for _ in range(3)),
+        *keepalive,
+        "}",
+        "",
+        "# the catch-all server: unknown SNI gets the default (fake) certificate and a 404",
+        "server {",
+        '    server_name "_" ;',
+        f"    listen {https_listen} default_server ssl{http2};",
+        *(["    ssl_reject_handshake on;"] if ctl.flag("ssl-reject-handshake") else []),
+        *("    " + x if x else "" for x in session),
+        '    set $proxy_upstream_name "-";',
+        '    set $proxy_alternative_upstream_name "";',
+        "    location / {",
+        "        return 404;",
+        "    }",
+        "}",
+        "",
+    ]
+    for server in servers:
+        out += _server(server, https_listen, fake_cert, ctl, balancer=balancer, session=session)
+    return out
 
 
 def _conf(
     *, prefix: Path, pid: Path, error_log: Path, servers: list[ServerPlan], https_listen: str, public: str,
     pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str], ctl: ControllerSettings,
-    headers_more: HeadersMore | None,
+    headers_more: HeadersMore | None, lanes: Sequence[tuple[list[ServerPlan], str, str]] = (),
 ) -> str:
     head = ["# Rendered by mtls-harness (harness/render/nginx.py) from Ingress annotations, after ingress-nginx's",
             "# nginx.tmpl. Do not edit: re-render and reload.", ""]
@@ -386,7 +445,6 @@ def _conf(
     ] if keepalive > 0 else []
     session = ([f"ssl_session_cache shared:SSL:{ctl.get('ssl-session-cache-size')};",  # nginx.tmpl 461-464
                 f"ssl_session_timeout {ctl.get('ssl-session-timeout')};"] if ctl.flag("ssl-session-cache") else [])
-    http2 = " http2" if ctl.flag("use-http2") else ""
     http = [
         *(f"{kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f"log_format upstreaminfo '{LOG_FORMAT_UPSTREAM}';",
@@ -433,29 +491,16 @@ def _conf(
         "# the upstream protocols of the controller's nginx 1.27.1 when no proxy-ssl-secret renders its own",
         f"proxy_ssl_protocols {UPSTREAM_PROTOCOLS};",
         "",
-        "# ingress-nginx balances in Lua behind this one name and retries on the balancer's next pick",
-        "# (balancer.lua 354 set_more_tries); here the pod's address three times (= proxy_next_upstream_tries)",
-        "# with max_fails=0, so a rejected pod cert is tried three times and never marks the pod down",
-        "upstream upstream_balancer {",
-        *(f"    server {pod} max_fails=0;" for _ in range(3)),
-        *keepalive_lines,
-        "}",
-        "",
-        "# the catch-all server: unknown SNI gets the default (fake) certificate and a 404",
-        "server {",
-        '    server_name "_" ;',
-        f"    listen {https_listen} default_server ssl{http2};",
-        *(["    ssl_reject_handshake on;"] if ctl.flag("ssl-reject-handshake") else []),
-        '    set $proxy_upstream_name "-";',
-        '    set $proxy_alternative_upstream_name "";',
-        "    location / {",
-        "        return 404;",
-        "    }",
-        "}",
-        "",
     ]
-    for server in servers:
-        http += _server(server, https_listen, fake_cert, ctl)
+    http += _lane_block(servers, https_listen=https_listen, pod=pod, fake_cert=fake_cert, ctl=ctl,
+                        keepalive=keepalive_lines)
+    for i, (lane_servers, lane_listen, lane_pod) in enumerate(lanes, 1):
+        http += [f"# ---- lane {i} (a variant of the chain on its own port: mtls-harness, issue 21) ----", ""]
+        try:
+            http += _lane_block(lane_servers, https_listen=lane_listen, pod=lane_pod, fake_cert=fake_cert, ctl=ctl,
+                                keepalive=keepalive_lines, lane=i)
+        except UsageError as exc:
+            raise LaneRefused(i, f"render_nginx lane {i}: {exc}") from None
     out = [*head, "http {", *("    " + x if x else "" for x in http), "}", ""]
     if passthrough:
         # pkg/tcpproxy/tcp.go 44-56: the SNI must equal the host exactly (no wildcard, no case folding); nginx's
@@ -484,6 +529,7 @@ def _conf(
 def render_nginx(
     topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path,
     passthrough: Passthrough | None = None, headers_more: HeadersMore | None = None,
+    lanes: Sequence[NginxLane] = (),
 ) -> NginxConfig:
     """Write the ingress Secrets' PEM files and nginx.conf under ``workdir``, as ingress-nginx would render them.
 
@@ -493,6 +539,11 @@ def render_nginx(
     port, found by :func:`harness.runtime.nginx.passthrough_for`); :func:`harness.runtime.nginx.render_ingress` does
     both. ``headers_more`` (the module, found by :func:`harness.runtime.nginx.headers_more_module`) removes the
     ``Server`` header as the controller does; without it ``Server: nginx`` stays and nginx.conf says so.
+
+    ``lanes``: more paths through the same nginx, each the Ingresses of another topology (a variant) on its own port
+    towards its own pod address (:class:`NginxLane`). A lane must have the home topology's controller settings (its
+    ConfigMap and flags are the process's) and no ssl-passthrough (the stream router is the process's too): one
+    UsageError names the lane that does not.
     """
     prefix = Path(workdir).resolve()
     ssl_dir, run_dir, log_dir = prefix / "ssl", prefix / "run", prefix / "logs"
@@ -503,6 +554,22 @@ def render_nginx(
     servers = plan_servers(hop, certs, ssl_dir, _write_atomic,
                            allow_cross_namespace=hop.allow_cross_namespace_resources)
     fake_cert = _fake_certificate(ssl_dir)
+    lane_blocks: list[tuple[list[ServerPlan], str, str]] = []
+    for i, lane in enumerate(lanes, 1):
+        if lane.topology.ingress.controller != hop.controller:
+            raise LaneRefused(i, f"render_nginx: lane {i} has other controller settings (ConfigMap / flags) than the "
+                             "home chain — give it a process of its own")
+        lane_ssl = prefix / "lanes" / f"l{i}" / "ssl"
+        lane_ssl.mkdir(parents=True, exist_ok=True)
+        lane_ssl.chmod(0o700)
+        try:
+            plans = plan_servers(lane.topology.ingress, lane.certs, lane_ssl, _write_atomic,
+                                 allow_cross_namespace=lane.topology.ingress.allow_cross_namespace_resources)
+        except UsageError as exc:
+            raise LaneRefused(i, f"render_nginx lane {i}: {exc}") from None
+        if any(p.passthrough for p in plans):
+            raise LaneRefused(i, f"render_nginx: lane {i} uses ssl-passthrough — give it a process of its own")
+        lane_blocks.append((plans, _addr(*lane.listen), _addr(*lane.pod)))
     public = _addr(*listen)
     passthrough_to = {s.host: _addr(*pod) for s in servers if s.passthrough}
     stream_module: str | None = None
@@ -523,6 +590,6 @@ def render_nginx(
     text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
                  https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
                  stream_module=stream_module, passthrough=passthrough_to, ctl=hop.controller,
-                 headers_more=headers_more)
+                 headers_more=headers_more, lanes=lane_blocks)
     _write_atomic(config.conf_path, text.encode())
     return config

@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.errors import StartError, ToolMissingError
@@ -25,6 +25,7 @@ from harness.render.nginx import (
     STREAM_INSTALL_HINT,
     HeadersMore,
     NginxConfig,
+    NginxLane,
     Passthrough,
     render_nginx,
     uses_passthrough,
@@ -38,7 +39,7 @@ __all__ = ["headers_more_module", "passthrough_for", "reload_nginx", "render_ing
 
 def render_ingress(
     topology: Topology, certs: CertSet, *, listen: tuple[str, int], pod: tuple[str, int], workdir: Path,
-    clear_server_header: bool = True,
+    clear_server_header: bool = True, lanes: Sequence[NginxLane] = (),
 ) -> NginxConfig:
     """:func:`~harness.render.nginx.render_nginx`, with the stream module and internal port ssl-passthrough needs and
     the headers-more module that removes the ``Server`` header as the controller does (nginx.tmpl 338-341).
@@ -57,7 +58,7 @@ def render_ingress(
             render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough)
         headers_more = headers_more_module(nginx)
     return render_nginx(topology, certs, listen=listen, pod=pod, workdir=workdir, passthrough=passthrough,
-                        headers_more=headers_more)
+                        headers_more=headers_more, lanes=lanes)
 
 
 def passthrough_for(run_dir: Path) -> Passthrough:

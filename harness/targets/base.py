@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONFIG_ENV", "TARGET_NAMES", "ChainLimits", "EvictedChainError", "HopEndpoint", "HopUnreachable",
            "OwnCertSet", "RunningChain", "Target", "TargetBase", "config_error", "config_file",
-           "config_path_from_env", "read_toml_config"]
+           "config_path_from_env", "lane_key", "read_toml_config"]
 
 #: every target the harness knows, in the order the CLI lists them
 TARGET_NAMES = ("local", "containers", "kind", "azure", "attach")
@@ -150,6 +150,8 @@ class RunningChain:
     limits: ChainLimits = field(default_factory=ChainLimits)
     #: why this handle may no longer be used (set when the chain behind it was evicted), else None
     evicted: str | None = None
+    #: the variants served beside this chain by its own processes, by :func:`harness.targets.lanes.lane_key`
+    lanes: Mapping[str, RunningChain] = field(default_factory=dict)
 
     @property
     def entry(self) -> HopEndpoint:
@@ -237,6 +239,12 @@ class RunningChain:
             "hops": {h: self.endpoints[h].as_dict() for h in HOPS if h in self.endpoints},
             "logs": {k: str(v) for k, v in self.logs.items()},
         }
+
+
+def lane_key(topology: Topology) -> str:
+    """How a variant is told apart from another: two topologies with the same key are the same variant (the key
+    of :attr:`RunningChain.lanes`)."""
+    return repr(topology)
 
 
 class Target(Protocol):

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -134,8 +134,8 @@ class IsolatedTarget(LocalTarget):
 
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False, subnet: str = DEFAULT_SUBNET,
-                 capture: bool = False, capture_dir: Path | None = None) -> None:
-        super().__init__(topology, certs=certs, workdir=workdir, keep_workdir=keep_workdir)
+                 capture: bool = False, capture_dir: Path | None = None, lanes: Sequence[Topology] = ()) -> None:
+        super().__init__(topology, certs=certs, workdir=workdir, keep_workdir=keep_workdir, lanes=lanes)
         self.subnet = subnet
         self.capture = capture
         self._given_capture_dir = capture_dir
@@ -271,6 +271,7 @@ class IsolatedTarget(LocalTarget):
 
 
 def _role(hop: str) -> Role:
+    hop = hop.partition(".")[0]  # a process of the hop's own (an nginx of other settings: "ingress.g1") runs there
     if hop not in ROLES:
         raise UsageError(f"unknown hop {hop!r} — use one of {', '.join(ROLES)}")
     return hop

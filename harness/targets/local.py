@@ -18,22 +18,23 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from harness.errors import HarnessError, StartError, UsageError, WaitTimeout
+from harness.errors import HarnessError, LaneRefused, StartError, UsageError, WaitTimeout
 from harness.model.topology import HOPS, HopName, Topology, default_topology
-from harness.render.envoy import render_envoy
+from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, plan_lanes
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.render.envoy import CertFiles, EnvoyConfig
-    from harness.render.nginx import NginxConfig
+    from harness.render.nginx import NginxConfig, NginxLane
 
 __all__ = ["LocalTarget", "ProcessHop", "Tamper", "endpoints_for"]
 
@@ -96,8 +97,14 @@ class LocalTarget(OwnCertSet, TargetBase):
     name = "local"
 
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
-                 workdir: Path | None = None, keep_workdir: bool = False, tamper: Tamper | None = None) -> None:
+                 workdir: Path | None = None, keep_workdir: bool = False, tamper: Tamper | None = None,
+                 lanes: Sequence[Topology] = ()) -> None:
         self.topology = topology or default_topology()
+        #: the variants to serve beside the chain, each on its own ports of the same processes (harness.targets.lanes)
+        self.variants = tuple(lanes)
+        self.lane_plan = LanePlan()
+        self._nginx_extra: dict[str, NginxConfig] = {}
+        self._refused: list[Lane] = []  # the lane a renderer just refused (set where its number is known)
         self.tamper = tamper
         self._certs = certs
         self._given_workdir = workdir
@@ -115,10 +122,12 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def stop(self) -> None:
         """Stop every process in reverse start order (gateway first), then remove the work directory."""
-        for name in ("gateway", "apim", "ingress", "pod"):
+        order = ("gateway", "apim", "ingress", *sorted(n for n in self._procs if n.startswith("ingress.")), "pod")
+        for name in (*order, *self._procs):
             proc = self._procs.pop(name, None)
             if proc is not None:
                 proc.stop()
+        self._nginx_extra.clear()
         if self.workdir is not None and not self.keep_workdir and self._given_workdir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -133,30 +142,153 @@ class LocalTarget(OwnCertSet, TargetBase):
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-local-"))
         names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin")
         self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
-        hops = [self._pod(), self._ingress(nginx), self._envoy_hop("apim", envoy), self._envoy_hop("gateway", envoy)]
-        self._launch(hops)
+        self.lane_plan = self._plan_lanes()
+        try:
+            self._launch(self._render_all(nginx, envoy))
+        except StartError as exc:
+            if not self.lane_plan.lanes:
+                raise
+            # a lane Envoy or nginx refused at start takes the chain with it: start the chain alone, and let each
+            # variant run as a chain of its own (as before lanes), saying why
+            why = f"the chain did not start with its lanes: {str(exc).splitlines()[0]}"
+            for name in list(self._procs):
+                self._procs.pop(name).stop()
+            self._nginx_extra.clear()
+            self.lane_plan = LanePlan(dropped={lane_key(lane.topology): why for lane in self.lane_plan.lanes})
+            self._launch(self._render_all(nginx, envoy))
         return self._publish()
+
+    # -- lanes: the variants served beside the chain (harness.targets.lanes) -------------------------------------
+    def _plan_lanes(self) -> LanePlan:
+        """Each variant's cert set (a variant whose PKI plan cannot be issued is dropped, with why), then the lanes."""
+        if not self.variants:
+            return LanePlan()
+        from harness.pki.certset import cert_set_for
+
+        certs: dict[str, CertSet] = {}
+        dropped: dict[str, str] = {}
+        for topology in self.variants:
+            key = lane_key(topology)
+            if key in certs or key in dropped:
+                continue
+            try:
+                certs[key] = self.certs if topology.pki == self.topology.pki else cert_set_for(topology.pki)
+            except (HarnessError, KeyError, ValueError) as exc:
+                dropped[key] = f"its cert set could not be issued: {exc}"
+        variants = [t for t in self.variants if lane_key(t) in certs]
+        plan = plan_lanes(self.topology, variants, free_ports(4 * len(variants), HOST), certs)
+        plan.dropped.update(dropped)
+        return plan
+
+    def _render_all(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
+        """Render every process of the chain with its lanes; a lane a renderer refuses is dropped (with the reason)
+        and the rest rendered again — at most once per lane."""
+        for _ in range(len(self.lane_plan.lanes) + 1):
+            try:
+                return [self._pod(), *self._ingresses(nginx), self._envoy_hop("apim", envoy),
+                        self._envoy_hop("gateway", envoy)]
+            except LaneRefused as exc:
+                lane = self._refused.pop() if self._refused else None
+                if lane is None:
+                    raise UsageError(str(exc)) from None
+                self.lane_plan.lanes.remove(lane)
+                self.lane_plan.dropped[lane_key(lane.topology)] = str(exc)
+        raise AssertionError("unreachable: every lane was dropped")  # pragma: no cover
+
+    def _ingresses(self, nginx: Path) -> list[ProcessHop]:
+        """The home nginx (the chain and every lane with its controller settings) and one nginx per other group."""
+        out = [self._ingress(nginx)]
+        for name in self.lane_plan.ingress_processes:
+            lanes = self.lane_plan.in_process(name)
+            if lanes:
+                out.append(self._extra_ingress(nginx, name, lanes))
+        return out
+
+    def _extra_ingress(self, nginx: Path, name: str, lanes: list[Lane]) -> ProcessHop:
+        """An nginx of its own for lanes whose controller settings differ from the chain's: the first lane is its
+        home server set, the others its lanes."""
+        from harness.runtime.nginx import render_ingress
+
+        assert self.workdir is not None
+        first, rest = lanes[0], lanes[1:]
+        try:
+            config = render_ingress(first.topology, first.certs,
+                                    listen=(self._host("ingress"), first.ports["ingress"]),
+                                    pod=(self._host("pod"), first.ports["pod"]), workdir=self.workdir / name,
+                                    lanes=self._nginx_lanes(rest))
+        except LaneRefused as exc:
+            self._refused[:] = [rest[exc.lane - 1]]
+            raise
+        except UsageError as exc:
+            self._refused[:] = [first]
+            raise LaneRefused(1, str(exc)) from None
+        self._nginx_extra[name] = config
+        argv = config.argv(nginx)
+        if self.tamper is not None:
+            argv = self.tamper("ingress", config.conf_path, argv)
+        proc = ManagedProcess(name, self._argv("ingress", argv), log_path=self._log(name))
+        return ProcessHop(name, proc, self._listening(name, first.ports["ingress"]))
+
+    def _nginx_lanes(self, lanes: Sequence[Lane]) -> list[NginxLane]:
+        from harness.render.nginx import NginxLane
+
+        return [NginxLane(lane.topology, lane.certs, listen=(self._host("ingress"), lane.ports["ingress"]),
+                          pod=(self._host("pod"), lane.ports["pod"])) for lane in lanes]
+
+    def _pod_lanes(self) -> Path | None:
+        """The pod's ``--lanes`` file: one listener per lane, each with the lane's pod settings."""
+        if not self.lane_plan.lanes:
+            return None
+        import json
+
+        from harness.pki.x509 import write_atomic
+
+        assert self.workdir is not None
+        specs = []
+        for lane in self.lane_plan.lanes:
+            listener = lane.topology.pod.listener
+            leaf = lane.certs.leaf(listener.server_cert)
+            specs.append({"listen": f"{self._host('pod')}:{lane.ports['pod']}", "cert": str(leaf.chain),
+                          "key": str(leaf.key),
+                          "client_ca": str(lane.certs.trust_bundle(listener.client_ca)) if listener.client_ca else None,
+                          "client_auth": listener.client_auth, "min_version": listener.min_version,
+                          "max_version": listener.max_version})
+        path = self.workdir / "pod" / "lanes.json"
+        write_atomic(path, json.dumps(specs, indent=1).encode())
+        return path
 
     def _publish(self) -> RunningChain:
         assert self.workdir is not None
         ports: dict[HopName, int] = {h: self.ports[h] for h in HOPS}
         endpoints = {h: dataclasses.replace(ep, host=self._host(h))
                      for h, ep in endpoints_for(self.topology, self.certs, ports).items()}
+        lanes: dict[str, RunningChain] = {}
+        for lane in self.lane_plan.lanes:
+            lane_eps = {h: dataclasses.replace(ep, host=self._host(h))
+                        for h, ep in endpoints_for(lane.topology, lane.certs, lane.ports).items()}
+            lane.chain = self._running_chain(target=self.name, topology=lane.topology, certs=lane.certs,
+                                             endpoints=lane_eps, logs=self._evidence_logs(lane.ingress))
+            lanes[lane_key(lane.topology)] = lane.chain
         self.chain = self._running_chain(
             target=self.name,
             topology=self.topology,
             certs=self.certs,
             endpoints=endpoints,
             logs=self._evidence_logs(),
+            lanes=lanes,
         )
         return self.chain
 
-    def _evidence_logs(self) -> dict[str, Path]:
+    def _evidence_logs(self, ingress: str = HOME_INGRESS) -> dict[str, Path]:
         """Every log a case reads its evidence from: each process's output (the pod logs failed handshakes), nginx's
-        error and access logs, the Envoy stand-ins' access logs."""
-        logs: dict[str, Path] = {name: p.log_path for name, p in self._procs.items()}
-        if self._nginx is not None:
-            logs |= {"ingress-error": self._nginx.error_log, "ingress-access": self._nginx.access_log}
+        error and access logs, the Envoy stand-ins' access logs. ``ingress``: the nginx process whose logs are the
+        ingress's (a lane's own process, when its controller settings are not the chain's)."""
+        logs: dict[str, Path] = {name: p.log_path for name, p in self._procs.items() if name in HOPS}
+        nginx = self._nginx if ingress == HOME_INGRESS else self._nginx_extra.get(ingress)
+        if ingress in self._procs:
+            logs["ingress"] = self._procs[ingress].log_path
+        if nginx is not None:
+            logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
         for hop in ("gateway", "apim"):
             config = self._envoy.get(hop)
             if config is not None:
@@ -255,6 +387,9 @@ class LocalTarget(OwnCertSet, TargetBase):
                 "--min-version", listener.min_version, "--max-version", listener.max_version]
         if ca is not None:
             argv += ["--client-ca", str(ca)]
+        lanes = self._pod_lanes()
+        if lanes is not None:
+            argv += ["--lanes", str(lanes)]
         if self.tamper is not None:
             argv = self.tamper("pod", None, argv)
         proc = ManagedProcess("pod", self._argv("pod", argv), log_path=self._log("pod"))
@@ -293,8 +428,15 @@ class LocalTarget(OwnCertSet, TargetBase):
         from harness.runtime.nginx import render_ingress
 
         assert self.workdir is not None
-        self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
-                                   pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")
+        home = self.lane_plan.in_process(HOME_INGRESS)
+        try:
+            self._nginx = render_ingress(self.topology, self.certs,
+                                         listen=(self._host("ingress"), self.ports["ingress"]),
+                                         pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress",
+                                         lanes=self._nginx_lanes(home))
+        except LaneRefused as exc:
+            self._refused[:] = [home[exc.lane - 1]]
+            raise
         argv = self._nginx.argv(nginx)
         if self.tamper is not None:
             argv = self.tamper("ingress", self._nginx.conf_path, argv)
@@ -303,11 +445,19 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
         assert self.workdir is not None
-        nxt = "apim" if hop == "gateway" else "ingress"
-        config = render_envoy(self.topology, hop, self.certs,
-                              listen=(self._host(hop), self.ports[hop]), upstream=(self._host(nxt), self.ports[nxt]),
-                              admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop,
-                              jwks=apim_jwks(self.topology, self.certs))
+        nxt: HopName = "apim" if hop == "gateway" else "ingress"
+        lanes = self.lane_plan.lanes
+        try:
+            config = render_envoy(self.topology, hop, self.certs, listen=(self._host(hop), self.ports[hop]),
+                                  upstream=(self._host(nxt), self.ports[nxt]),
+                                  admin=(HOST, self.ports[f"{hop}-admin"]), workdir=self.workdir / hop,
+                                  jwks=apim_jwks(self.topology, self.certs),
+                                  lanes=[EnvoyLane(lane.topology, lane.certs, listen=(self._host(hop), lane.ports[hop]),
+                                                   upstream=(self._host(nxt), lane.ports[nxt]),
+                                                   jwks=apim_jwks(lane.topology, lane.certs)) for lane in lanes])
+        except LaneRefused as exc:
+            self._refused[:] = [lanes[exc.lane - 1]]
+            raise
         self._envoy[hop] = config
         argv = config.argv(envoy)
         if self.tamper is not None:
@@ -320,6 +470,14 @@ class LocalTarget(OwnCertSet, TargetBase):
         """Turn the running chain into ``topology``, touching only the hops whose part of the model changed."""
         if self.chain is None:
             raise RuntimeError("the local chain is not running")
+        lane = self.chain.lanes.get(lane_key(topology))
+        if lane is not None:
+            return lane  # served all along on its own ports: nothing restarts
+        if self.lane_plan.lanes:  # the processes change: the lanes they served are gone
+            for served in self.chain.lanes.values():
+                served.evict("the chain was reconfigured into a variant it did not serve as a lane: its lanes are "
+                             "gone")
+            self.lane_plan = LanePlan()
         old, self.topology = self.topology, topology
         if old.pki != topology.pki:
             self._certs = None
