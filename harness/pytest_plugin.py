@@ -40,7 +40,7 @@ import pytest
 
 from harness.errors import HarnessError, ToolMissingError, Unavailable, UsageError
 from harness.model.topology import Topology, default_topology
-from harness.report.collect import IDENTITY_MODES, case_of, skip_case
+from harness.report.collect import IDENTITY_MODES, case_of, generated_for_chain, skip_case
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 from harness.targets.base import lane_key
@@ -226,8 +226,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]
-    config.stash[_SESSION_CASES] = [c for c in (case_of(i) for i in items if i.get_closest_marker("mtls_e2e"))
-                                    if c is not None]
+    config.stash[_SESSION_CASES] = [c for c in (case_of(i) for i in items if i.get_closest_marker("mtls_e2e")
+                                                and generated_for_chain(i)) if c is not None]
 
 
 _SESSION_CASES = pytest.StashKey[list["CaseType"]]()

@@ -188,6 +188,8 @@ def variant_of(case: Case, topology: Topology) -> Topology | None:
     here. The harness serves these beside the chain before the first case runs (harness.targets.lanes)."""
     if case.variant is None or (case.host is not None and case.host not in topology.ingress.hosts):
         return None
+    if needs_reference(case, topology.focus_on(case.host)) is not None:
+        return None  # it skips: the variant names what this chain does not have
     try:
         return case.variant(topology.focus_on(case.host)).focus_on(None)
     except (KeyError, ValueError, HarnessError):  # a case that skips here (a name this chain does not have)

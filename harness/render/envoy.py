@@ -568,7 +568,7 @@ def render_envoy(
                         listen=_address(lane.listen, f"{where} listen"),
                         upstream=_address(lane.upstream, f"{where} upstream"), access_log=config.access_log,
                         jwks=_jwks_file(lane.topology, hop, lane.jwks, lane_dir), suffix=f"-l{i}")
-        except UsageError as exc:
+        except (UsageError, KeyError) as exc:
             raise LaneRefused(i, f"{where}: {exc}") from None
         listeners.append(one[0])
         clusters += one[1]

@@ -565,7 +565,7 @@ def render_nginx(
         try:
             plans = plan_servers(lane.topology.ingress, lane.certs, lane_ssl, _write_atomic,
                                  allow_cross_namespace=lane.topology.ingress.allow_cross_namespace_resources)
-        except UsageError as exc:
+        except (UsageError, KeyError) as exc:
             raise LaneRefused(i, f"render_nginx lane {i}: {exc}") from None
         if any(p.passthrough for p in plans):
             raise LaneRefused(i, f"render_nginx: lane {i} uses ssl-passthrough — give it a process of its own")

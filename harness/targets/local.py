@@ -247,10 +247,14 @@ class LocalTarget(OwnCertSet, TargetBase):
         specs = []
         for lane in self.lane_plan.lanes:
             listener = lane.topology.pod.listener
-            leaf = lane.certs.leaf(listener.server_cert)
+            try:
+                leaf = lane.certs.leaf(listener.server_cert)
+                ca = lane.certs.trust_bundle(listener.client_ca) if listener.client_ca else None
+            except KeyError as exc:
+                self._refused[:] = [lane]
+                raise LaneRefused(0, f"the pod of lane {lane.index}: {exc}") from None
             specs.append({"listen": f"{self._host('pod')}:{lane.ports['pod']}", "cert": str(leaf.chain),
-                          "key": str(leaf.key),
-                          "client_ca": str(lane.certs.trust_bundle(listener.client_ca)) if listener.client_ca else None,
+                          "key": str(leaf.key), "client_ca": str(ca) if ca else None,
                           "client_auth": listener.client_auth, "min_version": listener.min_version,
                           "max_version": listener.max_version})
         path = self.workdir / "pod" / "lanes.json"
