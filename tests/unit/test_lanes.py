@@ -1,0 +1,42 @@
+"""Lanes (harness.targets.lanes): which variants share which process (what the renderers write for a lane is
+checked with the real nginx and Envoy in tests/integration/test_lanes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.cases.cross_domain import passthrough_to_the_pod
+from harness.model.topology import default_topology
+from harness.targets.base import lane_key
+from harness.targets.lanes import HOME_INGRESS, plan_lanes
+
+HOME = default_topology()
+OPTIONAL = HOME.with_ingress_annotations(auth_tls_verify_client="optional")
+TLS13 = HOME.with_controller(ssl_protocols="TLSv1.3")
+TLS13_OPTIONAL = OPTIONAL.with_controller(ssl_protocols="TLSv1.3")
+PASSTHROUGH = passthrough_to_the_pod(HOME)
+PASSTHROUGH_TLS13 = passthrough_to_the_pod(HOME).with_hop("gateway", listener__min_version="1.3")
+
+
+def _plan(*variants: Any) -> Any:
+    return plan_lanes(HOME, list(variants), list(range(1000, 1000 + 4 * len(variants))),
+                      {lane_key(v): object() for v in variants})  # type: ignore[misc]
+
+
+def test_duplicates_and_the_chain_itself_are_no_lanes_and_each_lane_has_four_ports_of_its_own() -> None:
+    plan = _plan(OPTIONAL, HOME, OPTIONAL, TLS13)
+    assert [lane.topology for lane in plan.lanes] == [OPTIONAL, TLS13]
+    assert [lane.ports for lane in plan.lanes] == [
+        {"gateway": 1000, "apim": 1001, "ingress": 1002, "pod": 1003},
+        {"gateway": 1004, "apim": 1005, "ingress": 1006, "pod": 1007}]
+
+
+def test_only_controller_settings_and_passthrough_need_an_nginx_of_their_own() -> None:
+    plan = _plan(OPTIONAL, TLS13, TLS13_OPTIONAL, PASSTHROUGH, PASSTHROUGH_TLS13)
+    where = {lane_key(lane.topology): lane.ingress for lane in plan.lanes}
+    assert where[lane_key(OPTIONAL)] == HOME_INGRESS  # annotations are server blocks: the chain's own nginx
+    assert where[lane_key(TLS13)] == where[lane_key(TLS13_OPTIONAL)] != HOME_INGRESS  # same ConfigMap: one process
+    assert "ssl-protocols=TLSv1.3" in plan.ingress_processes[where[lane_key(TLS13)]]
+    assert len({where[lane_key(PASSTHROUGH)], where[lane_key(PASSTHROUGH_TLS13)], HOME_INGRESS,
+                where[lane_key(TLS13)]}) == 4
+    assert "ssl-passthrough" in plan.ingress_processes[where[lane_key(PASSTHROUGH)]]
