@@ -20,6 +20,7 @@ from harness.cases.cross_domain import passthrough_to_the_pod
 from harness.cases.model import NO_CERT, Case, Group, Skip
 from harness.errors import HarnessError
 from harness.model.topology import Topology
+from harness.model.wire import RESUMED_FIELD
 from harness.probe.outcomes import http_reject, ok, server_untrusted, upstream_failure
 from harness.render.nginx_admission import admission_refusal
 from harness.targets.base import SERVER_HEADER_REMOVAL
@@ -229,6 +230,30 @@ def _full_handshake_on_a_new_connection(r: ProbeResult, c: RunningChain) -> str 
     return f"no request in {FRESH_TRIES} came on a connection the ingress opened for it"
 
 
+def _ingress_closes_each_connection(t: Topology) -> Topology:
+    """The controller's ConfigMap ``keep-alive: "0"``: nginx closes each client connection after its answer, so apim
+    opens a new TLS connection to the ingress for every request."""
+    return t.with_controller(keep_alive="0")
+
+
+def _apim_full_handshake_each_time(r: ProbeResult, c: RunningChain) -> str | None:
+    """Every request through the chain reached the ingress on a new connection from apim (the lane's ingress keeps
+    none alive); none of them resumed apim's earlier TLS session: a resumed session skips the ingress's
+    certificate, so a cert the ingress started serving since would never be verified (issue 15)."""
+    seen = [r] + [c.probe("gateway") for _ in range(FRESH_TRIES - 1)]
+    for n, answer in enumerate(seen, 1):
+        ingress = ((answer.json() or {}).get("trace") or {}).get("ingress")
+        if answer.status != 200 or ingress is None:
+            return f"request {n} through the chain: {answer.describe()}"
+        if RESUMED_FIELD not in ingress:
+            raise Skip(f"the {c.target} chain's ingress trace has no `{RESUMED_FIELD}` field: whether apim resumed "
+                       "its TLS session cannot be seen", declared=True)
+        if ingress[RESUMED_FIELD] != ".":
+            return (f"request {n}: apim resumed its TLS session to the ingress ({RESUMED_FIELD}="
+                    f"{ingress[RESUMED_FIELD]!r}): a resumed session skips the ingress's certificate check")
+    return None
+
+
 def _tried(times: int) -> Check:
     """One request through the ingress to a pod whose cert it rejects: ``times`` upstream tries in the ingress's
     access log line for that request ($upstream_status in ingress-nginx's log-format-upstream) and as many
@@ -328,6 +353,12 @@ def fidelity_cases() -> Iterator[Case]:
                f"{SRC} nginx.tmpl 504 with lua-nginx-module ngx_http_lua_balancer.c@v0.10.28 830-855 (no session "
                "saved or set); openresty/lua-resty-core#67", probe={"path": "/close"},
                check=_full_handshake_on_a_new_connection)
+    yield Case("apim-makes-a-full-handshake-on-every-new-connection-to-the-ingress", "apim", g,
+               "no upstream resumption", ok(200),
+               "issue 15 (a resumed upstream session passed an untrusted ingress cert after a reload); Envoy "
+               "UpstreamTlsContext max_session_keys (docs/design.md); the ingress's evidence: nginx "
+               f"$ssl_session_reused; keep-alive 0: {SRC} config.go 809, nginx.tmpl 263", via="chain",
+               variant=_ingress_closes_each_connection, check=_apim_full_handshake_each_time)
     yield Case("ingress-tries-a-rejected-pod-cert-three-times", "ingress", g, "upstream tries",
                upstream_failure(502, hop="ingress", cause="unknown-issuer"),
                f"{SRC} config.go 866-868 (proxy-next-upstream error timeout, 3 tries); balancer.lua 354 "

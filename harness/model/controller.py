@@ -44,6 +44,7 @@ CONTROLLER_DEFAULTS: Mapping[str, str] = MappingProxyType({
     "annotations-risk-level": "High",
     "allow-snippet-annotations": "false",
     "ssl-reject-handshake": "false",
+    "keep-alive": "75",  # config.go 809; nginx.tmpl 263 `keepalive_timeout {{ $cfg.KeepAlive }}s` (0: no keep-alive)
 })
 
 

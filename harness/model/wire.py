@@ -10,7 +10,8 @@ Fields (empty when the hop has no value): ``tls`` (protocol, e.g. ``TLSv1.3``), 
 ``peer_sha256`` (client cert SHA-256, lower-case hex without colons), ``peer_subject``, ``peer_issuer``,
 ``verify`` (``SUCCESS``, ``NONE`` or ``FAILED:<reason>``); optionally ``stripped`` (the trace-header hops,
 comma-separated, whose headers arrived from this hop's caller and which this hop removed or replaced: its own
-evidence, so a forged header is attributed to the hop that stopped it).
+evidence, so a forged header is attributed to the hop that stopped it); optionally ``resumed`` (the ingress: nginx's
+``$ssl_session_reused``, ``r`` when its caller's TLS session was resumed, ``.`` for a full handshake).
 
 The pod's own entry (in the JSON it answers with, not a header) adds :data:`POD_FIELDS` about the TCP/TLS connection
 the request came in on: ``connection`` (the pod's number for it, counted from 1 since the pod started),
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "POD_FIELDS", "PROXY_HOPS", "STRIPPED_FIELD", "TRACE_PREFIX",
+__all__ = ["APPGW_SERVER", "DETAIL_HEADER", "FIELDS", "POD_FIELDS", "PROXY_HOPS", "RESUMED_FIELD",
+           "STRIPPED_FIELD", "TRACE_PREFIX",
            "header_name", "parse_entry", "parse_headers"]
 
 TRACE_PREFIX: Final = "x-mtls-trace-"
@@ -38,6 +40,8 @@ FIELDS: Final = ("tls", "cipher", "sni", "peer_sha256", "peer_subject", "peer_is
 POD_FIELDS: Final = ("connection", "connection_requests", "session_reused")
 #: an optional field the local stand-ins add (not every deployment's trace snippets have it; see the module docstring)
 STRIPPED_FIELD: Final = "stripped"
+#: an optional field of the ingress's entry: ``r`` when the caller resumed a TLS session, ``.`` for a full handshake
+RESUMED_FIELD: Final = "resumed"
 
 
 def header_name(hop: str) -> str:

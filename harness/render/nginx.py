@@ -198,7 +198,7 @@ def _addr(host: str, port: int) -> str:
 #: that a forged header reached it, so a case can tell which hop stopped stripping.
 TRACE_VALUE = ("tls=$ssl_protocol; cipher=$ssl_cipher; sni=$ssl_server_name; peer_sha256=; "
                "peer_subject=$ssl_client_s_dn; peer_issuer=$ssl_client_i_dn; verify=$ssl_client_verify; "
-               "stripped=$mtls_trace_inbound")
+               "stripped=$mtls_trace_inbound; resumed=$ssl_session_reused")
 #: ingress-nginx's default ``log-format-upstream`` (its configmap docs), the format its access log lines have
 LOG_FORMAT_UPSTREAM = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
                        '"$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
@@ -454,7 +454,7 @@ def _conf(
         "server_tokens off;",
         *(["more_clear_headers Server;"] if headers_more is not None else
           ["# NOT the controller: nginx has no headers-more module here, so `Server: nginx` is still sent"]),
-        "keepalive_timeout 75s;",
+        f"keepalive_timeout {ctl.get('keep-alive')}s;",  # nginx.tmpl 263
         "",
         "map $http_upgrade $connection_upgrade {",
         "    default          upgrade;",

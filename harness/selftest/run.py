@@ -1,13 +1,15 @@
 """Running the case catalogue on the local chain, unmutated and once per mutant.
 
-One local chain per run; a case's variant is reached by ``reconfigure`` (only the hops that differ restart; an
-ingress-only change is an nginx hot reload), as the pytest plugin's ``VariantChains`` does once its cache is full.
+One local chain per run, with every case's variant served beside it as a lane of the same processes
+(:mod:`harness.targets.lanes`): a case on a variant probes its lane, and nothing restarts or reloads while the
+catalogue runs. A variant that cannot be a lane (``LocalTarget.lane_plan.dropped`` says why) is reached by
+``reconfigure`` instead, as before lanes.
 
-The order: cases on the chain as it is first, then the variants that change only the ingress (each a hot reload of
-the ingress under a chain that has been serving), then the rest — each group in catalogue order. That is the order
-in which changes reach a real chain (the ingress's certificates and annotations change far more often than the
-rest), it keeps restarts few, and it is what exposes a proxy that resumes a TLS session across its next hop's
-reload: the chain cases of the first group leave sessions behind, the server-cert cases of the second meet them.
+The order: cases on the chain as it is first, then the variants that change only the ingress, then the rest — each
+group in catalogue order (the order in which changes reach a real chain; with lanes it no longer decides what runs
+where). A proxy that would resume a TLS session across its next hop's certificate change is caught without a reload:
+``apim-makes-a-full-handshake-on-every-new-connection-to-the-ingress`` runs on a lane whose ingress closes every
+connection and reads nginx's ``$ssl_session_reused`` for each new one.
 
 A mutant is **caught** when a case that passed on the unmutated chain (the baseline, run first in the same order)
 fails on the mutated one. A render mutant whose edit never found its text is **not applied** (the renderer moved on;
@@ -23,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.cases.model import Case, Skip, run_case
+from harness.cases.model import Case, Skip, run_case, variant_of
 from harness.errors import HarnessError
 from harness.findings.predict import predict
 from harness.model.topology import Topology, default_topology
 from harness.selftest.mutants import Mutant
-from harness.targets.base import RunningChain
+from harness.targets.base import RunningChain, lane_key
 from harness.targets.local import LocalTarget
 
 __all__ = ["CatalogueRun", "MutantResult", "Status", "order_cases", "run_catalogue", "run_mutant", "select_cases"]
@@ -134,10 +136,11 @@ class _Tamper:
 
 def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> CatalogueRun:
-    """Run ``cases`` in :func:`order_cases` order on one local chain whose model is ``base``."""
+    """Run ``cases`` in :func:`order_cases` order on one local chain whose model is ``base``, every case's variant
+    served beside it as a lane of the same processes (harness.targets.lanes), so no case restarts anything."""
     out = CatalogueRun()
     t0 = time.perf_counter()
-    target = LocalTarget(base, tamper=tamper)
+    target = LocalTarget(base, tamper=tamper, lanes=[v for v in (variant_of(c, base) for c in cases) if v is not None])
     try:
         chain = target.__enter__()
     except HarnessError as exc:
@@ -147,8 +150,12 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
     current = [base]
 
     def switch(topology: Topology) -> RunningChain:
+        assert target.chain is not None
+        lane = target.chain.lanes.get(lane_key(topology))
+        if lane is not None and lane.evicted is None:
+            return lane
         if topology != current[0]:
-            target.reconfigure(topology)
+            target.reconfigure(topology)  # a variant that could not be a lane (target.lane_plan.dropped says why)
             current[0] = topology
         assert target.chain is not None
         return target.chain
