@@ -6,7 +6,8 @@ markers (``tests/integration/test_plugin_names.py`` runs it next to a project wi
 There are no short aliases: pytest refuses a second ``--target`` with an error at start-up, and a plugin cannot know
 which names a project's conftest adds later. (``mtls-harness run`` has its own ``--target``: that command line is ours.)
 
-Options: ``--mtls-target``, ``--mtls-key-type``, ``--mtls-require-tools``, ``--mtls-isolate``, ``--mtls-report``.
+Options: ``--mtls-target``, ``--mtls-key-type``, ``--mtls-require-tools``, ``--mtls-isolate``, ``--mtls-chain``,
+``--mtls-no-lanes``, ``--mtls-report``.
 Markers: ``mtls_e2e``, ``mtls_needs_root``, ``mtls_needs_chain``, ``mtls_needs_docker``, ``mtls_needs_azure``,
 ``mtls_needs_kind``.
 
@@ -15,9 +16,12 @@ Fixtures, in layers (override the settings ones in a conftest.py):
 - ``mtls_target_name`` / ``mtls_key_type`` (session): settings from ``--mtls-target`` / ``--mtls-key-type``;
 - ``mtls_topology`` (session): the topology the session's chain runs (default: :func:`default_topology`);
 - ``mtls_cert_set`` (session): the generated cert set for that topology, cached on disk across runs;
-- ``mtls_chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end;
-- ``mtls_chain_for`` (session): ``mtls_chain_for(variant_topology)`` → a running variant chain, started on demand
-  and kept while it is among the few most recently used, so a variant costs one start however many cases use it.
+- ``mtls_chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end.
+  On the local and containers targets it serves, beside the chain, every variant the session's collected cases need
+  (:func:`session_variants`): each a lane of the same processes on its own ports (:mod:`harness.targets.lanes`);
+- ``mtls_chain_for`` (session): ``mtls_chain_for(variant_topology)`` → the lane that serves that variant, or, for a
+  variant that is no lane (``--mtls-no-lanes``, another target, a topology no collected case asked for), a running
+  variant chain, started on demand and kept while it is among the few most recently used.
   On a read-only target (attach, azure) it skips the test with the target's reason; a handle to a variant that has
   since been evicted refuses to probe (:class:`~harness.targets.base.EvictedChainError`).
 
@@ -80,9 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run your chain file (docs/chain-file.md) instead of the reference chain "
                          "(default: $MTLS_HARNESS_CHAIN)")
     group.addoption("--mtls-no-lanes", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_NO_LANES")),
-                    help="local target: run each variant as a chain of its own, started or reconfigured when a case "
-                         "needs it, instead of serving every variant beside the chain from the start (slower; for "
-                         "comparing)")
+                    help="local and containers targets: run each variant as a chain of its own, started or "
+                         "reconfigured when a case needs it, instead of serving every variant beside the chain from "
+                         "the start (slower; for comparing)")
     group.addoption("--mtls-report", metavar="DIR", default=None,
                     help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
@@ -323,7 +327,7 @@ def _open_target(config: pytest.Config, name: str, topology: Topology, lanes: li
     loaded = _chain_file(config)
     own: dict[str, Any] = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
                                                       and topology.pki == loaded.topology.pki) else {}
-    if lanes and name == "local":
+    if lanes and name in ("local", "containers"):
         own["lanes"] = lanes
     if not config.getoption("--mtls-isolate"):
         try:

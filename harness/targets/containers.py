@@ -35,16 +35,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import HarnessError, StartError
+from harness.errors import HarnessError, LaneRefused, StartError, UsageError
 from harness.images.resolve import LABEL_HEADERS_MORE, PROBE_MODULE, docker_client, pod_packages, resolve_image
 from harness.isolation.probe_runner import ProbeRunner
 from harness.model.topology import HOPS, HopName, Topology, default_topology
-from harness.render.envoy import render_envoy
+from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime.wait import wait_until
 from harness.targets.base import (
     SERVER_HEADER_REMOVAL,
@@ -54,6 +54,7 @@ from harness.targets.base import (
     RunningChain,
     TargetBase,
     apim_jwks,
+    lane_key,
 )
 from harness.targets.docker import (
     ADMIN_PORT,
@@ -74,13 +75,14 @@ from harness.targets.docker import (
     wait_for_hops,
     wait_through_gateway,
 )
+from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lay_out, pod_lane_specs
 from harness.targets.local import endpoints_for
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.probe.result import ProbeResult
     from harness.render.envoy import EnvoyConfig
-    from harness.render.nginx import NginxConfig
+    from harness.render.nginx import NginxConfig, NginxLane
 
 __all__ = ["ContainersTarget"]
 
@@ -99,6 +101,11 @@ LIMITS = ChainLimits(unreachable={
 RUNNER_GRACE: Final = 10.0
 
 
+def _alias(process: str) -> str:
+    """A hop process's container name part and network alias (``ingress.g1`` → ``ingress-g1``)."""
+    return process.replace(".", "-")
+
+
 @dataclass
 class ContainersChain(RunningChain):
     """The chain as containers: the gateway is probed on its published 127.0.0.1 port, as the internet reaches it;
@@ -107,8 +114,11 @@ class ContainersChain(RunningChain):
     _runner: Callable[[str, int, dict[str, Any]], ProbeResult] | None = field(default=None, repr=False,
                                                                                   compare=False)
 
+    #: a lane's gateway is reached from the probe container too (only the chain's own gateway port is published)
+    gateway_inside: bool = False
+
     def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
-        if hop == "gateway" or self._runner is None:
+        if (hop == "gateway" and not self.gateway_inside) or self._runner is None:
             return super().probe(hop, **overrides)
         ep = self.endpoint(hop)
         return self._runner(ep.host, ep.port, ep.probe_kwargs() | overrides)
@@ -122,8 +132,11 @@ class ContainersTarget(OwnCertSet, TargetBase):
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  envoy_image: str | None = None, nginx_image: str | None = None, pod_image: str | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False,
-                 start_timeout: float = START_TIMEOUT) -> None:
+                 start_timeout: float = START_TIMEOUT, lanes: Sequence[Topology] = ()) -> None:
         self.topology = topology or default_topology()
+        #: the variants to serve beside the chain, each on its own port of the same containers (harness.targets.lanes)
+        self.variants = tuple(lanes)
+        self.lane_plan = LanePlan()
         self._certs = certs
         self._wanted = {"envoy": envoy_image, "nginx": nginx_image, "pod": pod_image}
         self.images: dict[str, str] = {}
@@ -134,8 +147,9 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self.run_id = secrets.token_hex(4)
         self._client: Any = None
         self._network: Any = None
-        self._containers: dict[HopName, Any] = {}
+        self._containers: dict[str, Any] = {}
         self._nginx: NginxConfig | None = None
+        self._nginx_extra: dict[str, NginxConfig] = {}
         self._envoy: dict[str, EnvoyConfig] = {}
         self.gateway_port: int | None = None
         self.chain: RunningChain | None = None
@@ -224,10 +238,11 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 self._prober.stop()
             self._prober = None
 
-    def _stop_containers(self, hops: tuple[HopName, ...] = ("gateway", "apim", "ingress", "pod")) -> None:
+    def _stop_containers(self) -> None:
         from docker.errors import DockerException
 
-        for hop in hops:
+        order = ("gateway", "apim", "ingress", *sorted(n for n in self._containers if n.startswith("ingress.")), "pod")
+        for hop in (*order, *self._containers):
             container = self._containers.pop(hop, None)
             if container is not None:
                 with contextlib.suppress(DockerException, OSError):  # already gone: remove_run checks afterwards
@@ -249,6 +264,12 @@ class ContainersTarget(OwnCertSet, TargetBase):
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-containers-")).resolve()
         self._network = self._create_network()
         self._start_prober()
+        if self._probe_runner is not None:  # a lane's hops, its gateway too, are probed from inside the network
+            self.lane_plan = lay_out(self.topology, self.certs, self.variants,
+                                     lambda n: [HOP_PORT + i for i in range(1, n + 1) for _ in HOPS])
+        elif self.variants:
+            why = "no probe container (it needs root): a lane's ports are reached only from inside the chain's network"
+            self.lane_plan = LanePlan(dropped={lane_key(t): why for t in self.variants})
         self._launch()
         self.start_times["chain"] = time.perf_counter() - t0
         return self.chain or self._publish()
@@ -272,7 +293,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         pod = self._pod()
         self._containers["pod"] = pod.container
         wait_for_hops([pod], "containers chain start", self.start_timeout, self.start_times)  # nginx needs its address
-        hops = [self._ingress(), self._envoy_hop("apim"), self._envoy_hop("gateway")]
+        hops = self.lane_plan.render(lambda: [*self._ingresses(), self._envoy_hop("apim"), self._envoy_hop("gateway")])
         for hop in hops:
             self._containers[hop.name] = hop.container
         wait_for_hops(hops, "containers chain start", self.start_timeout, self.start_times)
@@ -297,14 +318,28 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 f"the nginx image {self.images['nginx']} has no headers-more module, so the ingress sends "
                 "`Server: nginx` (docs/fidelity.md row 9; `mtls-harness images build` on a machine with "
                 "libnginx-mod-http-headers-more-filter makes one that has it)")})
-        logs = {f"{hop}-access": cfg.access_log for hop, cfg in self._envoy.items()}
-        if self._nginx is not None:
-            logs |= {"ingress-error": self._nginx.error_log, "ingress-access": self._nginx.access_log}
-        logs["pod"] = self._pod_log()
+        runner = self._run_probe if self._probe_runner is not None else None
+        lanes: dict[str, RunningChain] = {}
+        for lane in self.lane_plan.lanes:  # every hop of a lane, its gateway too, from the probe container
+            eps = endpoints_for(lane.topology, lane.certs, lane.ports)
+            hosts: dict[HopName, str] = {"gateway": "gateway", "apim": "apim", "ingress": _alias(lane.ingress),
+                                         "pod": "pod"}
+            lane.chain = ContainersChain(target=self.name, topology=lane.topology, certs=lane.certs,
+                                         endpoints={h: dataclasses.replace(ep, host=hosts[h]) for h, ep in eps.items()},
+                                         logs=self._evidence_logs(lane.ingress), limits=limits, _runner=runner,
+                                         gateway_inside=True)
+            lanes[lane_key(lane.topology)] = lane.chain
         self.chain = ContainersChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                     logs=logs, limits=limits,
-                                     _runner=self._run_probe if self._probe_runner is not None else None)
+                                     logs=self._evidence_logs(), limits=limits, _runner=runner, lanes=lanes)
         return self.chain
+
+    def _evidence_logs(self, ingress: str = HOME_INGRESS) -> dict[str, Path]:
+        logs = {f"{hop}-access": cfg.access_log for hop, cfg in self._envoy.items()}
+        nginx = self._nginx if ingress == HOME_INGRESS else self._nginx_extra.get(ingress)
+        if nginx is not None:
+            logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
+        logs["pod"] = self._pod_log()
+        return logs
 
     def container_logs(self, hop: HopName, lines: int = 200) -> str:
         """The last ``lines`` of a hop container's output (stdout and stderr)."""
@@ -316,13 +351,13 @@ class ContainersTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         return {self.certs.directory.resolve(): "ro", self.workdir: "rw"}
 
-    def _base(self, image: str, hop: HopName) -> Any:
+    def _base(self, image: str, hop: HopName, name: str | None = None) -> Any:
         from testcontainers.core.container import DockerContainer
 
         container = (DockerContainer(image, labels={**self.labels, LABEL_HOP: hop},
                                      user=f"{os.getuid()}:{os.getgid()}")
-                     .with_name(f"mtls-harness-{self.run_id}-{hop}")
-                     .with_network(self._network).with_network_aliases(hop))
+                     .with_name(f"mtls-harness-{self.run_id}-{_alias(name or hop)}")
+                     .with_network(self._network).with_network_aliases(_alias(name or hop)))
         for host_path, mode in self._mounts().items():
             container.with_volume_mapping(str(host_path), str(host_path), mode)
         return container
@@ -338,6 +373,16 @@ class ContainersTarget(OwnCertSet, TargetBase):
             argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca).resolve())]
         assert self.workdir is not None
         argv += ["--log", str(self._pod_log())]  # its lines name the pod's decisions (evidence), like the local pod's
+        if self.lane_plan.lanes:
+            import json
+
+            from harness.pki.x509 import write_atomic
+
+            lanes = self.workdir / "pod-lanes.json"
+            specs = self.lane_plan.render(lambda: pod_lane_specs(self.lane_plan,
+                                                                 lambda lane: f"0.0.0.0:{lane.ports['pod']}"))
+            write_atomic(lanes, json.dumps(specs, indent=1).encode())
+            argv += ["--lanes", str(lanes)]
         container = (self._base(self.images["pod"], "pod").with_command(argv)
                      .with_env("PYTHONPATH", _POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1")
                      .with_env("PYTHONUNBUFFERED", "1"))
@@ -366,26 +411,70 @@ class ContainersTarget(OwnCertSet, TargetBase):
         from harness.runtime.nginx import render_ingress
 
         assert self.workdir is not None
+        home = self.lane_plan.in_process(HOME_INGRESS)
         # headers-more only in an `images build` image of an nginx that has it: the official nginx image carries none,
         # and then this ingress sends `Server: nginx` (docs/fidelity.md row 9; ChainLimits.lacks says so)
-        self._nginx = render_ingress(self.topology, self.certs, listen=("0.0.0.0", HOP_PORT),
-                                   pod=(self._pod_address(), HOP_PORT), workdir=self.workdir / "ingress",
-                                   clear_server_header=self._headers_more)
+        try:
+            self._nginx = render_ingress(self.topology, self.certs, listen=("0.0.0.0", HOP_PORT),
+                                         pod=(self._pod_address(), HOP_PORT), workdir=self.workdir / "ingress",
+                                         clear_server_header=self._headers_more, lanes=self._nginx_lanes(home))
+        except LaneRefused as exc:
+            self.lane_plan.blame(home, exc)
         return self._nginx
 
-    def _ingress(self) -> ContainerHop:
+    def _nginx_lanes(self, lanes: Sequence[Lane]) -> list[NginxLane]:
+        from harness.render.nginx import NginxLane
+
+        pod = self._pod_address()
+        return [NginxLane(lane.topology, lane.certs, listen=("0.0.0.0", lane.ports["ingress"]),
+                          pod=(pod, lane.ports["pod"])) for lane in lanes]
+
+    def _ingresses(self) -> list[ContainerHop]:
+        """The chain's nginx container (with every lane of its controller settings) and one more per other group."""
         config = self._render_ingress()
         container = self._base(self.images["nginx"], "ingress").with_command(config.argv(Path("nginx")))
-        return ContainerHop("ingress", container, lambda: file_has(config.error_log, "start worker process"))
+        out = [ContainerHop("ingress", container, lambda: file_has(config.error_log, "start worker process"))]
+        for name in self.lane_plan.ingress_processes:
+            lanes = self.lane_plan.in_process(name)
+            if lanes:
+                out.append(self._extra_ingress(name, lanes))
+        return out
+
+    def _extra_ingress(self, name: str, lanes: list[Lane]) -> ContainerHop:
+        """An nginx container of its own (network alias :func:`_alias`) for lanes whose controller settings differ
+        from the chain's: the first lane is its home server set, the others its lanes."""
+        from harness.runtime.nginx import render_ingress
+
+        assert self.workdir is not None
+        first, rest = lanes[0], lanes[1:]
+        try:
+            config = render_ingress(first.topology, first.certs, listen=("0.0.0.0", first.ports["ingress"]),
+                                    pod=(self._pod_address(), first.ports["pod"]), workdir=self.workdir / name,
+                                    clear_server_header=self._headers_more, lanes=self._nginx_lanes(rest))
+        except LaneRefused as exc:
+            self.lane_plan.blame(rest, exc)
+        except UsageError as exc:
+            self.lane_plan.blame([first], LaneRefused(1, str(exc)))
+        self._nginx_extra[name] = config
+        container = self._base(self.images["nginx"], "ingress", name=name).with_command(config.argv(Path("nginx")))
+        return ContainerHop(name, container, lambda: file_has(config.error_log, "start worker process"))
 
     def _envoy_hop(self, hop: HopName) -> ContainerHop:
         assert self.workdir is not None
         assert hop in ("gateway", "apim")
         upstream = "apim" if hop == "gateway" else "ingress"
-        config = render_envoy(self.topology, hop, self.certs,
-                              listen=("0.0.0.0", HOP_PORT), upstream=(upstream, HOP_PORT),
-                              admin=("127.0.0.1", ADMIN_PORT), workdir=self.workdir / hop,
-                              jwks=apim_jwks(self.topology, self.certs))
+        lanes = self.lane_plan.lanes
+        try:
+            config = render_envoy(self.topology, hop, self.certs,
+                                  listen=("0.0.0.0", HOP_PORT), upstream=(upstream, HOP_PORT),
+                                  admin=("127.0.0.1", ADMIN_PORT), workdir=self.workdir / hop,
+                                  jwks=apim_jwks(self.topology, self.certs),
+                                  lanes=[EnvoyLane(lane.topology, lane.certs, listen=("0.0.0.0", lane.ports[hop]),
+                                                   upstream=(_alias(lane.ingress) if hop == "apim" else upstream,
+                                                             lane.ports["apim" if hop == "gateway" else "ingress"]),
+                                                   jwks=apim_jwks(lane.topology, lane.certs)) for lane in lanes])
+        except LaneRefused as exc:
+            self.lane_plan.blame(lanes, exc)
         self._envoy[hop] = config
         container = envoy_container(self.images["envoy"], config, name=f"mtls-harness-{self.run_id}-{hop}",
                                     network=self._network, alias=hop, labels={**self.labels, LABEL_HOP: hop},
@@ -398,6 +487,14 @@ class ContainersTarget(OwnCertSet, TargetBase):
         nginx in its container); anything else restarts the four containers on the same network."""
         if self.chain is None:
             raise RuntimeError("the containers chain is not running")
+        lane = self.chain.lanes.get(lane_key(topology))
+        if lane is not None:
+            return lane  # served all along on its own ports: nothing restarts
+        if self.lane_plan.lanes:
+            for served in self.chain.lanes.values():
+                served.evict("the chain was reconfigured into a variant it did not serve as a lane: its lanes are "
+                             "gone")
+            self.lane_plan = LanePlan()
         old, self.topology = self.topology, topology
         if old.pki != topology.pki:
             self._certs = None
@@ -410,6 +507,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
             return self.chain
         self._stop_containers()
         self._envoy.clear()
+        self._nginx_extra.clear()
         self._launch()
         return self._publish()
 

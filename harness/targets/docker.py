@@ -17,7 +17,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, WaitTimeout
-from harness.model.topology import HopName
 from harness.model.wire import DETAIL_HEADER
 from harness.runtime.wait import wait_until
 
@@ -231,7 +230,7 @@ def file_has(path: Path, text: str) -> bool:
 
 @dataclass
 class ContainerHop:
-    name: HopName
+    name: str  # the hop, or a process of its own beside it ("ingress.g1")
     container: Any
     ready: Callable[[], bool]
     started_at: float = 0.0
@@ -281,7 +280,7 @@ def wait_for_hops(hops: list[ContainerHop], what: str, timeout: float, start_tim
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def wait_through_gateway(chain: RunningChain, containers: Mapping[HopName, Any], timeout: float) -> None:
+def wait_through_gateway(chain: RunningChain, containers: Mapping[Any, Any], timeout: float) -> None:
     """The published gateway answers and every hop behind it is connected: any answer counts (a variant may reject
     the probe on purpose, with 400, 401, 403 or 502), except no connection at all, a connection closed before any
     TLS answer, and an Envoy hop's "connection refused" to its upstream (``x-harness-detail``), which only mean "not

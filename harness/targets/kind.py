@@ -456,7 +456,7 @@ class KindTarget(OwnCertSet, TargetBase):
                                         network=_Network(self.network), alias=f"mtls-harness-{self.run_id}-{hop}",
                                         labels={**labels, LABEL_HOP: hop}, mounts=mounts, publish=hop == "gateway")
             self._containers[hop] = container  # type: ignore[index]
-            hops.append(ContainerHop(hop, container, envoy_ready(container)))  # type: ignore[arg-type]
+            hops.append(ContainerHop(hop, container, envoy_ready(container)))
         wait_for_hops(hops, "kind chain Envoy hops", self.start_timeout, self.start_times)
         self.gateway_port = published_port(self._containers["gateway"])
         wait_through_gateway(self._publish(), self._containers, self.start_timeout)

@@ -14,10 +14,11 @@ says why any other process exists. The Envoy stand-ins and the pod have no such 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from harness.errors import HarnessError, LaneRefused, UsageError
 from harness.model.topology import HOPS, HopName, Topology
 from harness.render.nginx import uses_passthrough
 from harness.targets.base import lane_key
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.targets.base import RunningChain
 
-__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "plan_lanes"]
+__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lay_out", "plan_lanes", "pod_lane_specs"]
+
+T = TypeVar("T")
 
 #: the nginx process that serves the chain itself (and every lane with the chain's controller settings)
 HOME_INGRESS = "ingress"
@@ -55,9 +58,37 @@ class LanePlan:
     lanes: list[Lane] = field(default_factory=list)
     ingress_processes: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    _refused: list[Lane] = field(default_factory=list, repr=False)
 
     def in_process(self, name: str) -> list[Lane]:
         return [lane for lane in self.lanes if lane.ingress == name]
+
+    def blame(self, lanes: Sequence[Lane], exc: LaneRefused) -> NoReturn:
+        """Re-raise a renderer's refusal of its ``exc.lane``-th lane of ``lanes``, remembering which lane it was."""
+        self._refused[:] = [lanes[exc.lane - 1]]
+        raise exc
+
+    def render(self, render: Callable[[], T]) -> T:
+        """``render()`` (every process's config, with the lanes), again without each lane a renderer refuses (its
+        reason kept in :attr:`dropped`) — at most once per lane. A refusal no lane is blamed for is the chain's own:
+        a UsageError."""
+        for _ in range(len(self.lanes) + 1):
+            self._refused.clear()
+            try:
+                return render()
+            except LaneRefused as exc:
+                if not self._refused:
+                    raise UsageError(str(exc)) from None
+                lane = self._refused[0]
+                self.lanes.remove(lane)
+                self.dropped[lane_key(lane.topology)] = str(exc)
+        raise AssertionError("unreachable: every lane was dropped")  # pragma: no cover
+
+    def summary(self) -> dict[str, Any]:
+        """What the report says of the layout: how many lanes, the processes beyond the chain's own and why, the
+        variants that run as chains of their own and why."""
+        return {"lanes": len(self.lanes), "ingress_processes": dict(self.ingress_processes),
+                "not_lanes": len(self.dropped), "not_lanes_why": sorted(set(self.dropped.values()))}
 
 
 def _settings_diff(a: ControllerSettings, b: ControllerSettings) -> str:
@@ -109,3 +140,45 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
             plan.ingress_processes[process] = why
         plan.lanes.append(Lane(len(plan.lanes) + 1, topology, certs_for[key], lane_ports, process))
     return plan
+
+
+def lay_out(home: Topology, home_certs: CertSet, variants: Sequence[Topology],
+            ports: Callable[[int], Sequence[int]]) -> LanePlan:
+    """The lanes for ``variants`` beside ``home``: each variant's cert set (the chain's when its PKI plan is the
+    same; a plan that cannot be issued drops the variant, with why), then :func:`plan_lanes` with ``ports(n)`` — four
+    ports for each of the ``n`` lanes."""
+    if not variants:
+        return LanePlan()
+    from harness.pki.certset import cert_set_for
+
+    certs: dict[str, CertSet] = {}
+    dropped: dict[str, str] = {}
+    for topology in variants:
+        key = lane_key(topology)
+        if key in certs or key in dropped or topology == home:
+            continue
+        try:
+            certs[key] = home_certs if topology.pki == home.pki else cert_set_for(topology.pki)
+        except (HarnessError, KeyError, ValueError) as exc:
+            dropped[key] = f"its cert set could not be issued: {exc}"
+    kept = [t for t in variants if lane_key(t) in certs]
+    plan = plan_lanes(home, kept, ports(len(certs)), certs)
+    plan.dropped.update(dropped)
+    return plan
+
+
+def pod_lane_specs(plan: LanePlan, listen: Callable[[Lane], str]) -> list[dict[str, Any]]:
+    """The echo pod's ``--lanes`` file: one listener per lane (at ``listen(lane)``) with that lane's pod settings; a
+    lane whose pod cert the cert set lacks is refused (:meth:`LanePlan.blame`)."""
+    specs: list[dict[str, Any]] = []
+    for n, lane in enumerate(plan.lanes, 1):
+        listener = lane.topology.pod.listener
+        try:
+            leaf = lane.certs.leaf(listener.server_cert)
+            ca = lane.certs.trust_bundle(listener.client_ca) if listener.client_ca else None
+        except KeyError as exc:
+            plan.blame(plan.lanes, LaneRefused(n, f"the pod of lane {lane.index}: {exc}"))
+        specs.append({"listen": listen(lane), "cert": str(leaf.chain.resolve()), "key": str(leaf.key.resolve()),
+                      "client_ca": str(ca.resolve()) if ca else None, "client_auth": listener.client_auth,
+                      "min_version": listener.min_version, "max_version": listener.max_version})
+    return specs

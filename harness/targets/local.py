@@ -29,7 +29,7 @@ from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime import ManagedProcess, free_ports, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
-from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, plan_lanes
+from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, lay_out, pod_lane_specs
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
@@ -104,7 +104,6 @@ class LocalTarget(OwnCertSet, TargetBase):
         self.variants = tuple(lanes)
         self.lane_plan = LanePlan()
         self._nginx_extra: dict[str, NginxConfig] = {}
-        self._refused: list[Lane] = []  # the lane a renderer just refused (set where its number is known)
         self.tamper = tamper
         self._certs = certs
         self._given_workdir = workdir
@@ -142,7 +141,7 @@ class LocalTarget(OwnCertSet, TargetBase):
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-local-"))
         names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin")
         self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
-        self.lane_plan = self._plan_lanes()
+        self.lane_plan = lay_out(self.topology, self.certs, self.variants, lambda n: free_ports(4 * n, HOST))
         try:
             self._launch(self._render_all(nginx, envoy))
         except StartError as exc:
@@ -159,41 +158,10 @@ class LocalTarget(OwnCertSet, TargetBase):
         return self._publish()
 
     # -- lanes: the variants served beside the chain (harness.targets.lanes) -------------------------------------
-    def _plan_lanes(self) -> LanePlan:
-        """Each variant's cert set (a variant whose PKI plan cannot be issued is dropped, with why), then the lanes."""
-        if not self.variants:
-            return LanePlan()
-        from harness.pki.certset import cert_set_for
-
-        certs: dict[str, CertSet] = {}
-        dropped: dict[str, str] = {}
-        for topology in self.variants:
-            key = lane_key(topology)
-            if key in certs or key in dropped:
-                continue
-            try:
-                certs[key] = self.certs if topology.pki == self.topology.pki else cert_set_for(topology.pki)
-            except (HarnessError, KeyError, ValueError) as exc:
-                dropped[key] = f"its cert set could not be issued: {exc}"
-        variants = [t for t in self.variants if lane_key(t) in certs]
-        plan = plan_lanes(self.topology, variants, free_ports(4 * len(variants), HOST), certs)
-        plan.dropped.update(dropped)
-        return plan
-
     def _render_all(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
-        """Render every process of the chain with its lanes; a lane a renderer refuses is dropped (with the reason)
-        and the rest rendered again — at most once per lane."""
-        for _ in range(len(self.lane_plan.lanes) + 1):
-            try:
-                return [self._pod(), *self._ingresses(nginx), self._envoy_hop("apim", envoy),
-                        self._envoy_hop("gateway", envoy)]
-            except LaneRefused as exc:
-                lane = self._refused.pop() if self._refused else None
-                if lane is None:
-                    raise UsageError(str(exc)) from None
-                self.lane_plan.lanes.remove(lane)
-                self.lane_plan.dropped[lane_key(lane.topology)] = str(exc)
-        raise AssertionError("unreachable: every lane was dropped")  # pragma: no cover
+        """Every process of the chain rendered with its lanes (a lane a renderer refuses is dropped, with why)."""
+        return self.lane_plan.render(lambda: [self._pod(), *self._ingresses(nginx), self._envoy_hop("apim", envoy),
+                                              self._envoy_hop("gateway", envoy)])
 
     def _ingresses(self, nginx: Path) -> list[ProcessHop]:
         """The home nginx (the chain and every lane with its controller settings) and one nginx per other group."""
@@ -217,11 +185,9 @@ class LocalTarget(OwnCertSet, TargetBase):
                                     pod=(self._host("pod"), first.ports["pod"]), workdir=self.workdir / name,
                                     lanes=self._nginx_lanes(rest))
         except LaneRefused as exc:
-            self._refused[:] = [rest[exc.lane - 1]]
-            raise
+            self.lane_plan.blame(rest, exc)
         except UsageError as exc:
-            self._refused[:] = [first]
-            raise LaneRefused(1, str(exc)) from None
+            self.lane_plan.blame([first], LaneRefused(1, str(exc)))
         self._nginx_extra[name] = config
         argv = config.argv(nginx)
         if self.tamper is not None:
@@ -244,19 +210,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         from harness.pki.x509 import write_atomic
 
         assert self.workdir is not None
-        specs = []
-        for lane in self.lane_plan.lanes:
-            listener = lane.topology.pod.listener
-            try:
-                leaf = lane.certs.leaf(listener.server_cert)
-                ca = lane.certs.trust_bundle(listener.client_ca) if listener.client_ca else None
-            except KeyError as exc:
-                self._refused[:] = [lane]
-                raise LaneRefused(0, f"the pod of lane {lane.index}: {exc}") from None
-            specs.append({"listen": f"{self._host('pod')}:{lane.ports['pod']}", "cert": str(leaf.chain),
-                          "key": str(leaf.key), "client_ca": str(ca) if ca else None,
-                          "client_auth": listener.client_auth, "min_version": listener.min_version,
-                          "max_version": listener.max_version})
+        specs = pod_lane_specs(self.lane_plan, lambda lane: f"{self._host('pod')}:{lane.ports['pod']}")
         path = self.workdir / "pod" / "lanes.json"
         write_atomic(path, json.dumps(specs, indent=1).encode())
         return path
@@ -439,8 +393,7 @@ class LocalTarget(OwnCertSet, TargetBase):
                                          pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress",
                                          lanes=self._nginx_lanes(home))
         except LaneRefused as exc:
-            self._refused[:] = [home[exc.lane - 1]]
-            raise
+            self.lane_plan.blame(home, exc)
         argv = self._nginx.argv(nginx)
         if self.tamper is not None:
             argv = self.tamper("ingress", self._nginx.conf_path, argv)
@@ -460,8 +413,7 @@ class LocalTarget(OwnCertSet, TargetBase):
                                                    upstream=(self._host(nxt), lane.ports[nxt]),
                                                    jwks=apim_jwks(lane.topology, lane.certs)) for lane in lanes])
         except LaneRefused as exc:
-            self._refused[:] = [lanes[exc.lane - 1]]
-            raise
+            self.lane_plan.blame(lanes, exc)
         self._envoy[hop] = config
         argv = config.argv(envoy)
         if self.tamper is not None:
