@@ -314,11 +314,12 @@ def test_two_ingresses_on_one_host_share_one_server_block(render: RenderFn, base
 
 
 def test_the_ingress_trace_header_names_the_session_variables(render: RenderFn) -> None:
-    from harness.model.wire import FIELDS, STRIPPED_FIELD, parse_entry
+    from harness.model.wire import FIELDS, RESUMED_FIELD, STRIPPED_FIELD, parse_entry
 
     value = render(default_topology()).proxy_headers()["x-mtls-trace-ingress"]
     entry = parse_entry(value)
-    assert tuple(entry) == (*FIELDS, STRIPPED_FIELD)
+    assert tuple(entry) == (*FIELDS, STRIPPED_FIELD, RESUMED_FIELD)
+    assert entry[RESUMED_FIELD] == "$ssl_session_reused"
     assert entry["tls"] == "$ssl_protocol"
     assert entry["verify"] == "$ssl_client_verify"
     assert entry["peer_subject"] == "$ssl_client_s_dn"

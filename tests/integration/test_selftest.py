@@ -70,14 +70,17 @@ def test_a_render_mutant_that_finds_nothing_to_edit_is_reported_not_applied(
     assert "NOT APPLIED" in err
 
 
-def test_resumption_mutant_is_caught_by_a_hot_reload_after_chain_cases(capsys: pytest.CaptureFixture[str]) -> None:
-    # the run order puts the chain cases (which leave apim with a TLS session to nginx) before the ingress-only
-    # variants (nginx hot-reloaded to serve an untrusted cert, apim not restarted): a resumed session skips the check
+def test_resumption_mutant_is_caught_without_a_reload_by_the_full_handshake_case(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # every variant is a lane: nothing reloads in the run, so a stand-in that resumes its upstream TLS session is
+    # caught where it shows — a lane whose ingress keeps no connection alive sees apim's second connection resumed
+    case = "apim-makes-a-full-handshake-on-every-new-connection-to-the-ingress"
     code, doc, err = selftest(capsys, "--only", "upstream-tls-session-resumption",
-                              "--case", "every-hop-is-tls-end-to-end", "--case", "apim-refuses-ingress-cert-unknown-ca")
+                              "--case", "every-hop-is-tls-end-to-end", "--case", "apim-refuses-ingress-cert-unknown-ca",
+                              "--case", case)
     assert code == 0, err
     (m,) = doc["mutants"]
-    assert m["caught_by"] == ["apim-refuses-ingress-cert-unknown-ca"]
+    assert m["caught_by"] == [case]
     assert m["edits"] >= 2  # both stand-ins' bootstraps
 
 
