@@ -101,6 +101,11 @@ LIMITS = ChainLimits(unreachable={
 RUNNER_GRACE: Final = 10.0
 
 
+def _can_probe() -> bool:
+    """Whether this machine can run the probe container: root (``nsenter`` removes its default route) and the tools."""
+    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("nsenter", "ip", "docker"))
+
+
 def _alias(process: str) -> str:
     """A hop process's container name part and network alias (``ingress.g1`` → ``ingress-g1``)."""
     return process.replace(".", "-")
@@ -194,8 +199,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         (the runner checks that itself, ``--require-isolated``). Without root the inner hops stay unreachable."""
         from testcontainers.core.container import DockerContainer
 
-        if os.geteuid() != 0 or shutil.which("nsenter") is None or shutil.which("ip") is None \
-                or shutil.which("docker") is None:
+        if not _can_probe():
             return
         container = (DockerContainer(self.images["pod"], labels={**self.labels, LABEL_HOP: "probe"},
                                      user=f"{os.getuid()}:{os.getgid()}")
@@ -263,13 +267,13 @@ class ContainersTarget(OwnCertSet, TargetBase):
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-containers-")).resolve()
         self._network = self._create_network()
-        self._start_prober()
-        if self._probe_runner is not None:  # a lane's hops, its gateway too, are probed from inside the network
+        if _can_probe():  # a lane's hops, its gateway too, are probed from inside the network
             self.lane_plan = lay_out(self.topology, self.certs, self.variants,
                                      lambda n: [HOP_PORT + i for i in range(1, n + 1) for _ in HOPS])
         elif self.variants:
             why = "no probe container (it needs root): a lane's ports are reached only from inside the chain's network"
             self.lane_plan = LanePlan(dropped={lane_key(t): why for t in self.variants})
+        self._start_prober()
         self._launch()
         self.start_times["chain"] = time.perf_counter() - t0
         return self.chain or self._publish()
@@ -348,8 +352,10 @@ class ContainersTarget(OwnCertSet, TargetBase):
 
     # -- the four hops -------------------------------------------------------------------------------------------
     def _mounts(self) -> dict[Path, str]:
+        """The cert sets (the chain's and its lanes') read-only, the work directory read-write."""
         assert self.workdir is not None
-        return {self.certs.directory.resolve(): "ro", self.workdir: "rw"}
+        sets = {self.certs.directory.resolve(), *(lane.certs.directory.resolve() for lane in self.lane_plan.lanes)}
+        return {**dict.fromkeys(sorted(sets), "ro"), self.workdir: "rw"}
 
     def _base(self, image: str, hop: HopName, name: str | None = None) -> Any:
         from testcontainers.core.container import DockerContainer
