@@ -265,3 +265,42 @@ def test_sigint_during_the_start_removes_whatever_was_created(client, tmp_path: 
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+
+
+def test_variants_are_lanes_of_the_same_containers_and_a_configmap_change_gets_its_own(client) -> None:
+    """Issue 21 on containers: each variant on its own port of the same four containers (its gateway reached from the
+    probe container: only the chain's own gateway port is published); a lane of other controller settings is served
+    by one more nginx container; asking for a lane starts or restarts nothing."""
+    from harness.targets.base import lane_key
+
+    if os.geteuid() != 0:
+        pytest.skip("lanes on containers need the probe container (root)")
+    home = default_topology()
+    optional = home.with_ingress_annotations(auth_tls_verify_client="optional")
+    tls13 = home.with_controller(ssl_protocols="TLSv1.3")
+    strict_gateway = home.with_hop("gateway", listener__min_version="1.3")
+    target = ContainersTarget(home, lanes=[optional, tls13, strict_gateway])
+    with target as chain:
+        def containers() -> dict[str, str]:
+            prefix = f"mtls-harness-{target.run_id}-"
+            return {c.name.removeprefix(prefix): c.id
+                    for c in client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"})}
+
+        ours = containers()
+        assert sorted(ours) == sorted(["gateway", "apim", "ingress", "ingress-g1", "pod", "probe"]), ours
+        assert "ssl-protocols=TLSv1.3" in target.lane_plan.ingress_processes["ingress.g1"]
+        assert chain.probe("ingress", client_cert=None, client_key=None).status == 400  # the chain: cert required
+        lane = target.reconfigure(optional)
+        assert lane is chain.lanes[lane_key(optional)]
+        admitted = lane.probe("gateway")
+        assert admitted.outcome.kind == "ok", admitted.describe()
+        no_cert = lane.probe("ingress", client_cert=None, client_key=None)
+        assert no_cert.outcome.kind == "ok", no_cert.describe()
+        assert no_cert.json()["headers"].get("ssl-client-verify") == "NONE"
+        old_tls = chain.lanes[lane_key(tls13)].probe("ingress", max_version="1.2")
+        assert old_tls.outcome.kind == "tls_alert", old_tls.describe()
+        assert chain.probe("ingress", max_version="1.2").outcome.kind == "ok"
+        refused = chain.lanes[lane_key(strict_gateway)].probe("gateway", max_version="1.2")
+        assert refused.outcome.kind == "tls_alert", refused.describe()
+        assert containers() == ours  # nothing started or restarted
+    assert _ours(client, f"{LABEL_RUN}={target.run_id}") == ([], [])
