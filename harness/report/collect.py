@@ -41,6 +41,7 @@ from harness.report.results import (
     chain_facts,
     document,
     headline,
+    layout_lines,
     redact,
     seen_facts,
     write_json,
@@ -186,6 +187,8 @@ class ReportCollector:
         self._records: dict[str, dict[str, Any]] = {}
         self._chain: dict[str, Any] | None = None
         self._chain_sent = False
+        self._layout: dict[str, Any] | None = None
+        self._layout_sent = False
         self._positions: dict[str, int] | None = None
         self._links: dict[str, Any] = {}
         self._link_files = itertools.count()
@@ -242,6 +245,10 @@ class ReportCollector:
             if not self._chain_sent and (topology := self._topology(item)) is not None:
                 facts["chain"] = chain_facts(topology)
                 self._chain_sent = True
+            layout = getattr(getattr(item, "funcargs", {}).get("mtls_chain"), "layout", None)
+            if not self._layout_sent and layout:
+                facts["layout"] = dict(layout)  # how the variants ran: lanes, processes of their own, why
+                self._layout_sent = True
             report.mtls = facts  # type: ignore[attr-defined]
         return report
 
@@ -304,6 +311,8 @@ class ReportCollector:
             rec["seen"] = facts["seen"]
         if facts.get("chain") and self._chain is None:
             self._chain = dict(facts["chain"])
+        if facts.get("layout") and self._layout is None:
+            self._layout = dict(facts["layout"])
         rec["duration_s"] = round(float(rec["duration_s"]) + float(report.duration or 0.0), 4)
         self._judge(rec, report, bool(facts.get("by_design")))
 
@@ -369,7 +378,8 @@ class ReportCollector:
         doc = document(self._ordered(), target=str(target or "?"), pytest_exit=int(exitstatus),
                        duration_s=time.monotonic() - self._started, chain=self._chain, links=self._links,
                        selected=self.selected, interrupted=interrupted,
-                       identities=session.config.stash.get(IDENTITY_MODES, None), findings=findings)
+                       identities=session.config.stash.get(IDENTITY_MODES, None), findings=findings,
+                       layout=self._layout)
         if doc["summary"].get("findings_open") and session.exitstatus == pytest.ExitCode.OK and not interrupted:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a finding is its own verdict: exit 1 unless accepted
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -428,6 +438,8 @@ class ReportCollector:
         for stale in stale_acceptances(self.document.get("findings", []), self.accepted):
             terminalreporter.write_line(f"accept: {stale!r} is not a finding of this chain: remove the stale "
                                         "acceptance from the chain file", yellow=True)
+        for line in layout_lines(self.document.get("layout") or {}):
+            terminalreporter.write_line(line)
         terminalreporter.write_line(f"mTLS: {headline(self.document)}",
                                     **({"red": True, "bold": True} if self.document["interrupted"] else {}))
         terminalreporter.write_line(f"mTLS report: {', '.join(str(p) for p in files)} — "

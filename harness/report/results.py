@@ -60,6 +60,7 @@ __all__ = [
     "count",
     "document",
     "headline",
+    "layout_lines",
     "outcome_label",
     "redact",
     "seen_facts",
@@ -313,9 +314,11 @@ def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: 
              duration_s: float | None = None, chain: Mapping[str, Any] | None = None,
              links: Mapping[str, Any] | None = None, selected: int | None = None,
              interrupted: bool = False, identities: Mapping[str, str] | None = None,
-             findings: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+             findings: Sequence[Mapping[str, Any]] | None = None,
+             layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The results document for ``records`` (already in report order); ``selected``: how many cases the run
-    selected; ``interrupted``: the run was stopped before it finished."""
+    selected; ``interrupted``: the run was stopped before it finished; ``layout``: how the variants ran (lanes of
+    the chain's processes, the processes of their own and why: :meth:`harness.targets.lanes.LanePlan.summary`)."""
     from harness import __version__
 
     doc: dict[str, Any] = {
@@ -336,7 +339,26 @@ def document(records: Sequence[Mapping[str, Any]], *, target: str, pytest_exit: 
         doc["links"] = dict(links)
     if identities:  # a chain file's identities: "real" (the user's cert and key) or "shadow" (a stand-in)
         doc["identities"] = dict(identities)
+    if layout:
+        doc["layout"] = dict(layout)
     return doc
+
+
+def layout_lines(layout: Mapping[str, Any]) -> list[str]:
+    """The report's lines on how the variants ran: how many were lanes of the chain's own processes, which processes
+    had to be their own and why, and the variants that ran as chains of their own and why."""
+    if not layout:
+        return []
+    out = [f"variants: {layout.get('lanes', 0)} served as lanes of the chain's own processes (nothing restarted)"]
+    by_reason: dict[str, list[str]] = {}
+    for name, why in (layout.get("ingress_processes") or {}).items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        out.append(f"  {len(names)} nginx of their own ({', '.join(names)}): {why}")
+    if layout.get("not_lanes"):
+        out.append(f"  {layout['not_lanes']} variant(s) ran as chains of their own: "
+                   f"{'; '.join(layout.get('not_lanes_why') or [])}")
+    return out
 
 
 def _refuse_key_material(text: str, where: Path) -> None:

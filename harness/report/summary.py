@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.report.results import layout_lines
+
 __all__ = ["SUMMARY_FILE", "markdown"]
 
 SUMMARY_FILE = "summary.md"
@@ -44,6 +46,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
         out += [f"| `{c['id']}` | {c['hop']} | `{_cell(c.get('expected'))}` | "
                 f"`{_cell((c.get('seen') or {}).get('outcome_text'))}` | {_cell(c.get('message'))} |" for c in bad]
         out.append("")
+    layout = layout_lines(doc.get("layout") or {})
+    if layout:
+        out += [f"- {line.strip()}" for line in layout] + [""]
     reasons = s.get("by_design_reasons") or {}
     if reasons:
         out += ["<details><summary>skipped by design</summary>", ""]

@@ -150,8 +150,10 @@ class RunningChain:
     limits: ChainLimits = field(default_factory=ChainLimits)
     #: why this handle may no longer be used (set when the chain behind it was evicted), else None
     evicted: str | None = None
-    #: the variants served beside this chain by its own processes, by :func:`harness.targets.lanes.lane_key`
+    #: the variants served beside this chain by its own processes, by :func:`lane_key`
     lanes: Mapping[str, RunningChain] = field(default_factory=dict)
+    #: how the variants were laid out (:meth:`harness.targets.lanes.LanePlan.summary`), for the report; {} without
+    layout: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def entry(self) -> HopEndpoint:

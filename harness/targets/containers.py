@@ -334,7 +334,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
                                          gateway_inside=True)
             lanes[lane_key(lane.topology)] = lane.chain
         self.chain = ContainersChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                     logs=self._evidence_logs(), limits=limits, _runner=runner, lanes=lanes)
+                                     logs=self._evidence_logs(), limits=limits, _runner=runner, lanes=lanes,
+                                     layout=self.lane_plan.summary() if self.variants else {})
         return self.chain
 
     def _evidence_logs(self, ingress: str = HOME_INGRESS) -> dict[str, Path]:

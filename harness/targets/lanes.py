@@ -132,9 +132,8 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
             process = f"{HOME_INGRESS}.g{len(plan.ingress_processes) + 1}"
             if not passthrough:
                 groups[group] = process
-            why = (f"ssl-passthrough (lane {len(plan.lanes) + 1}): the controller's SNI router sits in front of all "
-                   "its TLS servers, and the harness renders one router (an nginx stream block) per nginx process"
-                   if passthrough else
+            why = ("ssl-passthrough: the controller's SNI router sits in front of all its TLS servers, and the "
+                   "harness renders one router (an nginx stream block) per nginx process" if passthrough else
                    f"other controller settings ({_settings_diff(home_settings, topology.ingress.controller)}): the "
                    "ConfigMap and the flags are the whole nginx process's")
             plan.ingress_processes[process] = why

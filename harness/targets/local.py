@@ -234,6 +234,7 @@ class LocalTarget(OwnCertSet, TargetBase):
             endpoints=endpoints,
             logs=self._evidence_logs(),
             lanes=lanes,
+            layout=self.lane_plan.summary() if self.variants else {},
         )
         return self.chain
 

@@ -40,3 +40,19 @@ def test_only_controller_settings_and_passthrough_need_an_nginx_of_their_own() -
     assert len({where[lane_key(PASSTHROUGH)], where[lane_key(PASSTHROUGH_TLS13)], HOME_INGRESS,
                 where[lane_key(TLS13)]}) == 4
     assert "ssl-passthrough" in plan.ingress_processes[where[lane_key(PASSTHROUGH)]]
+
+
+def test_the_reports_layout_names_each_process_of_its_own_and_why() -> None:
+    from harness.report.results import document, layout_lines
+
+    plan = _plan(OPTIONAL, TLS13, PASSTHROUGH, PASSTHROUGH_TLS13)
+    plan.dropped["x"] = "its cert set could not be issued: no CA 'nope'"
+    doc = document([], target="local", layout=plan.summary())
+    assert doc["layout"]["lanes"] == 4
+    lines = layout_lines(doc["layout"])
+    assert lines[0].startswith("variants: 4 served as lanes of the chain's own processes")
+    assert any(line.strip().startswith("2 nginx of their own") and "ssl-passthrough" in line for line in lines)
+    assert any(line.strip().startswith("1 nginx of their own") and "ssl-protocols=TLSv1.3" in line for line in lines)
+    assert lines[-1].strip() == ("1 variant(s) ran as chains of their own: its cert set could not be issued: "
+                                 "no CA 'nope'")
+    assert "layout" not in document([], target="local")  # no lanes asked for: nothing said
