@@ -237,15 +237,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _SESSION_CASES = pytest.StashKey[list["CaseType"]]()
 
 
-def session_variants(config: pytest.Config, topology: Topology) -> list[Topology]:
-    """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order):
-    the lanes the local target serves beside the chain from its start (harness.targets.lanes)."""
-    from harness.cases.model import variant_of
+def session_variants(config: pytest.Config, topology: Topology) -> dict[str, Any]:
+    """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order) and
+    the hosts each one's cases probe: the lanes the local and containers targets serve beside the chain from its
+    start (harness.targets.lanes), as the target's ``lanes=`` and ``lane_hosts=``; {} with --mtls-no-lanes."""
+    from harness.targets.lanes import lanes_for
 
     if config.getoption("--mtls-no-lanes", False):
-        return []
-    variants = (variant_of(case, topology) for case in config.stash.get(_SESSION_CASES, []))
-    return [v for v in variants if v is not None]
+        return {}
+    cases: list[CaseType] = config.stash.get(_SESSION_CASES, [])
+    variants, hosts = lanes_for(cases, topology)
+    return {"lanes": variants, "lane_hosts": hosts} if variants else {}
 
 
 _PROCESS_MARK = pytest.StashKey[int]()
@@ -321,14 +323,15 @@ def mtls_cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> An
     return loaded.certs if loaded is not None else cert_set_for(mtls_topology.pki)
 
 
-def _open_target(config: pytest.Config, name: str, topology: Topology, lanes: list[Topology] | None = None) -> Any:
+def _open_target(config: pytest.Config, name: str, topology: Topology,
+                 lanes: Mapping[str, Any] | None = None) -> Any:
     """The selected target; with --mtls-isolate the local chain in network namespaces (skips where it cannot run).
-    ``lanes``: the variants the local target serves beside the chain."""
+    ``lanes``: the variants the local and containers targets serve beside the chain (:func:`session_variants`)."""
     loaded = _chain_file(config)
     own: dict[str, Any] = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
                                                       and topology.pki == loaded.topology.pki) else {}
     if lanes and name in ("local", "containers"):
-        own["lanes"] = lanes
+        own |= lanes
     if not config.getoption("--mtls-isolate"):
         try:
             return open_target(name, topology=topology, **own)

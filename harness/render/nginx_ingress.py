@@ -20,6 +20,7 @@ The behaviours worth knowing (each cited in docs/ingress-nginx-fidelity.md):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,14 +229,27 @@ def _check_ca(ref: str, ca: bytes) -> None:  # ssl.CheckCACert
 
 
 def _check_keypair(ref: str, chain: bytes, key: bytes) -> None:  # ssl.CreateSSLCert → tls.X509KeyPair
+    if _keypair_ok(chain, key):
+        return
     try:
         cert = x509.load_pem_x509_certificates(chain)[0]
-        private = serialization.load_pem_private_key(key, password=None)
+        # the controller compares the public keys (tls.X509KeyPair); OpenSSL's full RSA check (primality) is not it
+        private = serialization.load_pem_private_key(key, password=None, unsafe_skip_rsa_key_validation=True)
     except ValueError:
         raise _SecretError(f"secret {ref!r}: tls.crt or tls.key is not PEM") from None
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if cert.public_key().public_bytes(*fmt) != private.public_key().public_bytes(*fmt):
         raise _SecretError(f"secret {ref!r}: certificate and private key does not have a matching public key")
+    _KEYPAIRS_OK.add(hashlib.sha256(chain + b"\0" + key).digest())
+
+
+#: key pairs already found to match (by digest of the PEM bytes): a chain with many lanes checks the same Secret's
+#: pair once, not once per lane (a private key's parse is ~2 ms)
+_KEYPAIRS_OK: set[bytes] = set()
+
+
+def _keypair_ok(chain: bytes, key: bytes) -> bool:
+    return hashlib.sha256(chain + b"\0" + key).digest() in _KEYPAIRS_OK
 
 
 # -- parsed annotations -----------------------------------------------------------------------------------------------

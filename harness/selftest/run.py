@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.cases.model import Case, Skip, run_case, variant_of
+from harness.cases.model import Case, Skip, run_case
 from harness.errors import HarnessError
 from harness.findings.predict import predict
 from harness.model.topology import Topology, default_topology
 from harness.selftest.mutants import Mutant
 from harness.targets.base import RunningChain, lane_key
+from harness.targets.lanes import lanes_for
 from harness.targets.local import LocalTarget
 
 __all__ = ["CatalogueRun", "MutantResult", "Status", "order_cases", "run_catalogue", "run_mutant", "select_cases"]
@@ -140,7 +141,8 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
     served beside it as a lane of the same processes (harness.targets.lanes), so no case restarts anything."""
     out = CatalogueRun()
     t0 = time.perf_counter()
-    target = LocalTarget(base, tamper=tamper, lanes=[v for v in (variant_of(c, base) for c in cases) if v is not None])
+    variants, hosts = lanes_for(cases, base)
+    target = LocalTarget(base, tamper=tamper, lanes=variants, lane_hosts=hosts)
     try:
         chain = target.__enter__()
     except HarnessError as exc:

@@ -306,6 +306,12 @@ def apim_jwks(topology: Topology, certs: CertSet) -> dict[str, Any] | None:
     """The key set apim's validate-jwt trusts (the local issuer's, kept with the cert set), or None without OAuth."""
     if topology.apim.oauth is None or not topology.apim.oauth.enabled:
         return None
-    from harness.oauth.issuer import LocalIssuer  # PyJWT only where OAuth is on
+    key = str(certs.directory)
+    if key not in _JWKS:  # the issuer's RSA key is loaded once per cert set, not once per lane (~35 ms each)
+        from harness.oauth.issuer import LocalIssuer  # PyJWT only where OAuth is on
 
-    return LocalIssuer.for_cert_set(certs).jwks()
+        _JWKS[key] = LocalIssuer.for_cert_set(certs).jwks()
+    return _JWKS[key]
+
+
+_JWKS: dict[str, dict[str, Any]] = {}

@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -137,10 +137,13 @@ class ContainersTarget(OwnCertSet, TargetBase):
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  envoy_image: str | None = None, nginx_image: str | None = None, pod_image: str | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False,
-                 start_timeout: float = START_TIMEOUT, lanes: Sequence[Topology] = ()) -> None:
+                 start_timeout: float = START_TIMEOUT, lanes: Sequence[Topology] = (),
+                 lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
         self.topology = topology or default_topology()
-        #: the variants to serve beside the chain, each on its own port of the same containers (harness.targets.lanes)
+        #: the variants to serve beside the chain, each on its own port of the same containers (harness.targets.lanes);
+        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.targets.lanes.lanes_for), None: all
         self.variants = tuple(lanes)
+        self.lane_hosts = lane_hosts
         self.lane_plan = LanePlan()
         self._certs = certs
         self._wanted = {"envoy": envoy_image, "nginx": nginx_image, "pod": pod_image}
@@ -269,7 +272,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._network = self._create_network()
         if _can_probe():  # a lane's hops, its gateway too, are probed from inside the network
             self.lane_plan = lay_out(self.topology, self.certs, self.variants,
-                                     lambda n: [HOP_PORT + i for i in range(1, n + 1) for _ in HOPS])
+                                     lambda n: [HOP_PORT + i for i in range(1, n + 1) for _ in HOPS],
+                                     hosts=self.lane_hosts, home_ports=dict.fromkeys(HOPS, HOP_PORT))
         elif self.variants:
             why = "no probe container (it needs root): a lane's ports are reached only from inside the chain's network"
             self.lane_plan = LanePlan(dropped={lane_key(t): why for t in self.variants})
@@ -380,7 +384,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
             argv += ["--client-ca", str(self.certs.trust_bundle(listener.client_ca).resolve())]
         assert self.workdir is not None
         argv += ["--log", str(self._pod_log())]  # its lines name the pod's decisions (evidence), like the local pod's
-        if self.lane_plan.lanes:
+        if self.lane_plan.on("pod"):
             import json
 
             from harness.pki.x509 import write_atomic
@@ -433,7 +437,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         from harness.render.nginx import NginxLane
 
         pod = self._pod_address()
-        return [NginxLane(lane.topology, lane.certs, listen=("0.0.0.0", lane.ports["ingress"]),
+        return [NginxLane(lane.served, lane.certs, listen=("0.0.0.0", lane.ports["ingress"]),
                           pod=(pod, lane.ports["pod"])) for lane in lanes]
 
     def _ingresses(self) -> list[ContainerHop]:
@@ -455,7 +459,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         first, rest = lanes[0], lanes[1:]
         try:
-            config = render_ingress(first.topology, first.certs, listen=("0.0.0.0", first.ports["ingress"]),
+            config = render_ingress(first.served, first.certs, listen=("0.0.0.0", first.ports["ingress"]),
                                     pod=(self._pod_address(), first.ports["pod"]), workdir=self.workdir / name,
                                     clear_server_header=self._headers_more, lanes=self._nginx_lanes(rest))
         except LaneRefused as exc:
@@ -470,7 +474,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         assert hop in ("gateway", "apim")
         upstream = "apim" if hop == "gateway" else "ingress"
-        lanes = self.lane_plan.lanes
+        lanes = self.lane_plan.on(hop)
         try:
             config = render_envoy(self.topology, hop, self.certs,
                                   listen=("0.0.0.0", HOP_PORT), upstream=(upstream, HOP_PORT),

@@ -14,7 +14,8 @@ says why any other process exists. The Envoy stand-ins and the pod have no such 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.targets.base import RunningChain
 
-__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lay_out", "plan_lanes", "pod_lane_specs"]
+__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lanes_for", "lay_out", "own_hops", "plan_lanes",
+           "pod_lane_specs"]
 
 T = TypeVar("T")
 
@@ -47,6 +49,26 @@ class Lane:
     ports: dict[HopName, int]
     ingress: str = HOME_INGRESS
     chain: RunningChain | None = None
+    #: the ingress hosts its cases probe (None: all of them); only these and the home host get server blocks
+    hosts: frozenset[str] | None = None
+    #: the hops that serve it on a listener of its own; on the others (the variant is the chain itself from there
+    #: on towards the pod) its port is the chain's own (:func:`own_hops`)
+    own: frozenset[HopName] = frozenset(HOPS)
+
+    @property
+    def served(self) -> Topology:
+        """The topology the lane's ingress renders: its variant with only the Ingresses of the hosts its cases probe
+        and the home host's (a controller with 20 hosts would otherwise repeat all 20 in every lane). Every other
+        hop, and the lane's own view (:attr:`topology`), keep the whole variant."""
+        hop = self.topology.ingress
+        if self.hosts is None:
+            return self.topology
+        keep = {hop.ingresses[0].host, *self.hosts}
+        kept = tuple(i for i in hop.ingresses if i.host in keep)
+        if len(kept) == len(hop.ingresses):
+            return self.topology
+        focus = hop.focus if hop.focus in keep else None
+        return self.topology.replace(ingress=dataclasses.replace(hop, ingresses=kept, focus=focus))
 
 
 @dataclass
@@ -61,7 +83,12 @@ class LanePlan:
     _refused: list[Lane] = field(default_factory=list, repr=False)
 
     def in_process(self, name: str) -> list[Lane]:
-        return [lane for lane in self.lanes if lane.ingress == name]
+        """The lanes whose ingress server blocks the nginx process ``name`` serves."""
+        return [lane for lane in self.lanes if lane.ingress == name and "ingress" in lane.own]
+
+    def on(self, hop: HopName) -> list[Lane]:
+        """The lanes with a listener of their own on ``hop``."""
+        return [lane for lane in self.lanes if hop in lane.own]
 
     def blame(self, lanes: Sequence[Lane], exc: LaneRefused) -> NoReturn:
         """Re-raise a renderer's refusal of its ``exc.lane``-th lane of ``lanes``, remembering which lane it was."""
@@ -105,11 +132,31 @@ def _group(topology: Topology) -> tuple[object, ...]:
     return ctl.enable_ssl_passthrough, tuple(sorted(ctl.config.items())), uses_passthrough(topology)
 
 
+def own_hops(home: Topology, variant: Topology) -> frozenset[HopName]:
+    """The hops where ``variant`` needs a listener of its own: where its configuration differs from ``home``'s, and
+    every hop in front of one that does (its path must lead there). Behind the last difference the variant IS the
+    chain, and its path goes on through the chain's own listeners. Another PKI plan changes every hop's files."""
+    if variant.pki != home.pki:
+        return frozenset(HOPS)
+    own: set[HopName] = set()
+    if variant.pod != home.pod:
+        own.add("pod")
+    if own or variant.ingress != home.ingress:
+        own.add("ingress")
+    if own or variant.apim != home.apim:
+        own.add("apim")
+    if own or variant.gateway != home.gateway:
+        own.add("gateway")
+    return frozenset(own)
+
+
 def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int],
-               certs_for: dict[str, CertSet]) -> LanePlan:
+               certs_for: dict[str, CertSet], *, hosts: Mapping[str, frozenset[str]] | None = None,
+               home_ports: Mapping[HopName, int] | None = None) -> LanePlan:
     """Lay ``variants`` out as lanes beside ``home``: lane ``i`` takes ports ``ports[4*(i-1):4*i]`` (gateway, apim,
     ingress, pod); ``certs_for`` maps a variant's key to its cert set. Duplicates and the home topology itself are
-    left out (a case on the home topology probes the chain)."""
+    left out (a case on the home topology probes the chain). With ``home_ports`` (the chain's own port on each hop),
+    a lane has listeners only on :func:`own_hops` and goes on through the chain's own listeners behind them."""
     plan = LanePlan()
     seen = {lane_key(home)}
     groups: dict[tuple[object, ...], str] = {}
@@ -122,9 +169,11 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
             continue
         seen.add(key)
         lane_ports: dict[HopName, int] = {hop: next(it) for hop in HOPS}
+        own = frozenset(HOPS) if home_ports is None else own_hops(home, topology)
+        lane_ports |= {hop: home_ports[hop] for hop in HOPS if hop not in own and home_ports is not None}
         passthrough = uses_passthrough(topology)
         group = _group(topology)
-        if group == home_group and not passthrough:
+        if "ingress" not in own or (group == home_group and not passthrough):
             process = HOME_INGRESS
         elif group in groups and not passthrough:
             process = groups[group]
@@ -137,12 +186,14 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
                    f"other controller settings ({_settings_diff(home_settings, topology.ingress.controller)}): the "
                    "ConfigMap and the flags are the whole nginx process's")
             plan.ingress_processes[process] = why
-        plan.lanes.append(Lane(len(plan.lanes) + 1, topology, certs_for[key], lane_ports, process))
+        plan.lanes.append(Lane(len(plan.lanes) + 1, topology, certs_for[key], lane_ports, process,
+                               hosts=None if hosts is None else hosts.get(key), own=own))
     return plan
 
 
 def lay_out(home: Topology, home_certs: CertSet, variants: Sequence[Topology],
-            ports: Callable[[int], Sequence[int]]) -> LanePlan:
+            ports: Callable[[int], Sequence[int]], *, hosts: Mapping[str, frozenset[str]] | None = None,
+            home_ports: Mapping[HopName, int] | None = None) -> LanePlan:
     """The lanes for ``variants`` beside ``home``: each variant's cert set (the chain's when its PKI plan is the
     same; a plan that cannot be issued drops the variant, with why), then :func:`plan_lanes` with ``ports(n)`` — four
     ports for each of the ``n`` lanes."""
@@ -161,7 +212,7 @@ def lay_out(home: Topology, home_certs: CertSet, variants: Sequence[Topology],
         except (HarnessError, KeyError, ValueError) as exc:
             dropped[key] = f"its cert set could not be issued: {exc}"
     kept = [t for t in variants if lane_key(t) in certs]
-    plan = plan_lanes(home, kept, ports(len(certs)), certs)
+    plan = plan_lanes(home, kept, ports(len(certs)), certs, hosts=hosts, home_ports=home_ports)
     plan.dropped.update(dropped)
     return plan
 
@@ -170,14 +221,34 @@ def pod_lane_specs(plan: LanePlan, listen: Callable[[Lane], str]) -> list[dict[s
     """The echo pod's ``--lanes`` file: one listener per lane (at ``listen(lane)``) with that lane's pod settings; a
     lane whose pod cert the cert set lacks is refused (:meth:`LanePlan.blame`)."""
     specs: list[dict[str, Any]] = []
-    for n, lane in enumerate(plan.lanes, 1):
+    lanes = plan.on("pod")
+    for n, lane in enumerate(lanes, 1):
         listener = lane.topology.pod.listener
         try:
             leaf = lane.certs.leaf(listener.server_cert)
             ca = lane.certs.trust_bundle(listener.client_ca) if listener.client_ca else None
         except KeyError as exc:
-            plan.blame(plan.lanes, LaneRefused(n, f"the pod of lane {lane.index}: {exc}"))
+            plan.blame(lanes, LaneRefused(n, f"the pod of lane {lane.index}: {exc}"))
         specs.append({"listen": listen(lane), "cert": str(leaf.chain.resolve()), "key": str(leaf.key.resolve()),
                       "client_ca": str(ca.resolve()) if ca else None, "client_auth": listener.client_auth,
                       "min_version": listener.min_version, "max_version": listener.max_version})
     return specs
+
+
+
+def lanes_for(cases: Iterable[Any], topology: Topology) -> tuple[list[Topology], dict[str, frozenset[str]]]:
+    """The variants ``cases`` ask for on the chain ``topology`` (:func:`harness.cases.model.variant_of`, in case
+    order) and, by :func:`lane_key`, the ingress hosts each variant's cases probe (the home host for a case of
+    none) — what a target needs to serve them as lanes."""
+    from harness.cases.model import variant_of
+
+    home = topology.ingress.ingresses[0].host
+    variants: list[Topology] = []
+    hosts: dict[str, set[str]] = {}
+    for case in cases:
+        variant = variant_of(case, topology)
+        if variant is None:
+            continue
+        variants.append(variant)
+        hosts.setdefault(lane_key(variant), set()).add(case.host or home)
+    return variants, {k: frozenset(v) for k, v in hosts.items()}

@@ -18,7 +18,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -98,10 +98,12 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False, tamper: Tamper | None = None,
-                 lanes: Sequence[Topology] = ()) -> None:
+                 lanes: Sequence[Topology] = (), lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
         self.topology = topology or default_topology()
-        #: the variants to serve beside the chain, each on its own ports of the same processes (harness.targets.lanes)
+        #: the variants to serve beside the chain, each on its own ports of the same processes (harness.targets.lanes);
+        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.targets.lanes.lanes_for), None: all
         self.variants = tuple(lanes)
+        self.lane_hosts = lane_hosts
         self.lane_plan = LanePlan()
         self._nginx_extra: dict[str, NginxConfig] = {}
         self.tamper = tamper
@@ -141,7 +143,8 @@ class LocalTarget(OwnCertSet, TargetBase):
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-local-"))
         names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin")
         self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
-        self.lane_plan = lay_out(self.topology, self.certs, self.variants, lambda n: free_ports(4 * n, HOST))
+        self.lane_plan = lay_out(self.topology, self.certs, self.variants, lambda n: free_ports(4 * n, HOST),
+                                 hosts=self.lane_hosts, home_ports={h: self.ports[h] for h in HOPS})
         try:
             self._launch(self._render_all(nginx, envoy))
         except StartError as exc:
@@ -180,7 +183,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         assert self.workdir is not None
         first, rest = lanes[0], lanes[1:]
         try:
-            config = render_ingress(first.topology, first.certs,
+            config = render_ingress(first.served, first.certs,
                                     listen=(self._host("ingress"), first.ports["ingress"]),
                                     pod=(self._host("pod"), first.ports["pod"]), workdir=self.workdir / name,
                                     lanes=self._nginx_lanes(rest))
@@ -198,12 +201,12 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _nginx_lanes(self, lanes: Sequence[Lane]) -> list[NginxLane]:
         from harness.render.nginx import NginxLane
 
-        return [NginxLane(lane.topology, lane.certs, listen=(self._host("ingress"), lane.ports["ingress"]),
+        return [NginxLane(lane.served, lane.certs, listen=(self._host("ingress"), lane.ports["ingress"]),
                           pod=(self._host("pod"), lane.ports["pod"])) for lane in lanes]
 
     def _pod_lanes(self) -> Path | None:
         """The pod's ``--lanes`` file: one listener per lane, each with the lane's pod settings."""
-        if not self.lane_plan.lanes:
+        if not self.lane_plan.on("pod"):
             return None
         import json
 
@@ -404,7 +407,7 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
         assert self.workdir is not None
         nxt: HopName = "apim" if hop == "gateway" else "ingress"
-        lanes = self.lane_plan.lanes
+        lanes = self.lane_plan.on(hop)
         try:
             config = render_envoy(self.topology, hop, self.certs, listen=(self._host(hop), self.ports[hop]),
                                   upstream=(self._host(nxt), self.ports[nxt]),

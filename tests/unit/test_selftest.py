@@ -86,7 +86,7 @@ def test_resumption_mutant_removes_the_session_key_limit_from_both_stand_ins(top
                                                                             tmp_path: Path) -> None:
     for hop in ("gateway", "apim"):
         path = _envoy(topology, hop, certs, tmp_path / hop)
-        assert "max_session_keys: 0" in path.read_text()
+        assert '"max_session_keys":0' in path.read_text()
         assert _edit("upstream-tls-session-resumption", hop, path)[1]
         assert "max_session_keys" not in path.read_text()
         yaml.safe_load(path.read_text())  # still a config Envoy can read
