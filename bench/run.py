@@ -25,10 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the bench package importable
     sys.path.insert(0, str(REPO))
 
-from bench import chains, cold_start, containers, machine, probe_rate, report, rotation, suite, variants  # noqa: E402
+from bench import (  # noqa: E402
+    chains,
+    cold_start,
+    containers,
+    lanes,
+    machine,
+    probe_rate,
+    report,
+    rotation,
+    suite,
+    variants,
+)
 from bench.common import Bench, Progress, load_average  # noqa: E402
 
-ORDER = ("cold_start", "probe_rate", "variants", "suite", "chains", "containers", "rotation")
+ORDER = ("cold_start", "probe_rate", "variants", "suite", "lanes", "chains", "containers", "rotation")
 DEFAULT_OUT = REPO / "bench" / "results.json"
 SCHEMA = "mtls-harness/bench/1"
 
@@ -91,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe_rate": lambda: probe_rate.run(seconds=seconds, experiment=experiments, progress=say),
         "variants": lambda: variants.run(runs=2 if quick else 6, progress=say),
         "suite": lambda: _suite(done, quick, say),
+        "lanes": lambda: lanes.run(progress=say),
         "chains": lambda: chains.run(runs=3 if quick else 10, live=not quick, progress=say),
         "containers": lambda: containers.run(runs=1 if quick else 2, warmup=not quick, local_start=chain_start(),
                                              suite=not quick, probe_seconds=_probe_seconds(done), progress=say),
@@ -144,11 +156,7 @@ def _suite(done: dict[str, Bench], quick: bool, say: Callable[[str], None]) -> B
         say(f"suite: skipped — {b.skipped}")
         return b
     chain = _figure(done, "cold_start", "chain start (all four hops ready)")
-    reload_s = _figure(done, "variants", "reconfigure: ingress annotation (hot reload)")
-    restart_s = _figure(done, "variants", "reconfigure: apim change (Envoy restart)")
-    switch = {"ingress": reload_s, "one_hop": restart_s} if reload_s and restart_s else None
-    return suite.run(parallel=True, chain_start=chain, probe_seconds=_probe_seconds(done), switch=switch,
-                     progress=say)
+    return suite.run(parallel=True, chain_start=chain, probe_seconds=_probe_seconds(done), progress=say)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 Serial, then ``-n 2`` (pytest-xdist), each a subprocess bounded in time (SIGINT, then SIGKILL of its process group:
 the run's own children stop with it). The case count and the per-case durations come from the run's results.json.
 
-Floor estimate (from figures measured in the same bench run, when those benchmarks ran): one chain start + one
-harness probe per case (the apim probe rate: a full handshake and a GET through three hops). Where the rest goes is
-read from results.json and the case catalogue: how many cases need a variant chain, how many distinct variants there
-are, and which hops each variant changes. The suite's VariantChains keeps three variant chains and reaches the others
-by reconfiguring the least recently used one (an ingress-only variant is a hot reload), so "all variants cold-started"
-is the cost it avoids and the reconfigure-per-variant floor is what it approaches.
+Floor (from figures measured in the same bench run, when those benchmarks ran): one chain start + one harness probe
+per case (the apim probe rate: a full handshake and a GET through three hops). Every variant the suite needs is a
+lane of the chain's own processes (harness.targets.lanes, started with the chain), so no variant costs a switch any
+more; the run's results.json says how the variants were laid out. ``-n 2`` also pays for pytest-xdist starting its
+workers (each imports and collects the suite): the row "xdist: start of 2 workers, no test" measures that.
 """
 
 from __future__ import annotations
@@ -71,34 +70,6 @@ def run_suite(report: Path, workers: int | None, progress: Callable[[str], None]
     return wall, code, tail
 
 
-def _variant_analysis() -> dict[str, Any]:
-    """Which hops each distinct variant of the case catalogue changes (as LocalTarget.reconfigure decides)."""
-    from harness.cases.catalogue import cases
-    from harness.model.topology import default_topology
-
-    base = default_topology()
-    kinds: collections.Counter[str] = collections.Counter()
-    seen: dict[str, str] = {}
-    for case in cases():
-        if case.variant is None:
-            continue
-        topo = case.variant(base)
-        key = repr(topo)
-        if key in seen:
-            continue
-        if topo.pki != base.pki:
-            kind = "cert set (all hops)"
-        else:
-            changed = [h for h, part in (("gateway", "gateway"), ("apim", "apim"), ("ingress", "ingress"),
-                                         ("pod", "pod")) if getattr(topo, part) != getattr(base, part)]
-            if topo.client != base.client and not changed:
-                changed = ["client only"]
-            kind = "+".join(changed) or "none"
-        seen[key] = kind
-        kinds[kind] += 1
-    return {"distinct_variants": len(seen), "by_changed_hops": dict(kinds.most_common())}
-
-
 def read_results(report: Path) -> dict[str, Any]:
     path = report / "results.json"
     if not path.is_file():
@@ -124,31 +95,14 @@ def read_results(report: Path) -> dict[str, Any]:
         "not_passed": [{"id": c["id"], "result": c.get("result")} for c in bad[:10]],
         "not_passed_reasons": [{"reason": r, "cases": n} for r, n in reasons.most_common(5)],
         "variant_cases": sum(1 for c in cases if c.get("variant") is not None),
+        "layout": doc.get("layout"),
         "distinct_variants_run": len({c.get("variant") for c in cases if c.get("variant") is not None}),
     }
 
 
-def _switch_floor(variants: dict[str, Any], chain_start: float, switch: dict[str, float]) -> tuple[float, str]:
-    """Seconds the suite's variants would cost if each were reached from a running chain by
-    LocalTarget.reconfigure (ingress: hot reload; one Envoy or the pod: restart of that hop; more: a chain start)."""
-    total = 0.0
-    parts = []
-    for kind, n in variants["by_changed_hops"].items():
-        if kind == "ingress":
-            cost, how = switch["ingress"], "hot reload"
-        elif kind in ("apim", "gateway", "pod", "client only"):
-            cost, how = switch["one_hop"], "one-hop restart"
-        else:
-            cost, how = chain_start, "chain start"
-        total += n * cost
-        parts.append(f"{n} {kind} ({how})")
-    return total, ", ".join(parts)
-
-
 def run(*, parallel: bool = True, chain_start: float | None = None, probe_seconds: float | None = None,
-        switch: dict[str, float] | None = None, progress: Callable[[str], None] = silent) -> Bench:
-    """``chain_start`` (s) and ``probe_seconds`` (s per probe) make the floor estimate; None leaves it out.
-    ``switch``: measured seconds of a variant switch, ``{"ingress": …, "one_hop": …}`` (bench/variants.py)."""
+        progress: Callable[[str], None] = silent) -> Bench:
+    """``chain_start`` (s) and ``probe_seconds`` (s per probe) make the floor estimate; None leaves it out."""
     bench = Bench(NAME, TITLE)
     t_bench = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mtls-bench-suite-"))
@@ -182,21 +136,19 @@ def run(*, parallel: bool = True, chain_start: float | None = None, probe_second
             rows.append(Row("suite serial: wall per case", serial["wall_s"] / total if total else None, "s"))
             rows.append(Row("suite serial: sum of case durations", serial.get("case_seconds_total"), "s",
                             note="; ".join(f"{k} {v:.1f} s" for k, v in serial.get("case_seconds", {}).items())))
-        details["variants"] = _variant_analysis()
-        if chain_start is not None:
-            n = details["variants"]["distinct_variants"]
-            details["variant_chain_starts_estimate_s"] = round(n * chain_start, 2)
-            rows.append(Row("suite: distinct variant chains × chain start", n * chain_start, "s",
-                            note=f"{n} variants: what cold-starting each would cost (VariantChains reconfigures)"))
-            serial_wall = details.get("serial", {}).get("wall_s")
-            total = (details.get("serial", {}).get("summary") or {}).get("total")
-            if switch and probe_seconds is not None and serial_wall and total:
-                cost, how = _switch_floor(details["variants"], chain_start, switch)
-                estimate = chain_start + cost + total * probe_seconds
-                details["reconfigure_floor_s"] = {"estimate": round(estimate, 2), "switches": how}
-                rows.append(Row("suite serial vs a reconfigure-per-variant floor", serial_wall, "s", floor=estimate,
-                                floor_name=f"1 chain start + {n} switches + {total} probes",
-                                note="switch costs from the variants benchmark: " + how))
+        layout = details.get("serial", {}).get("layout") or {}
+        if layout:
+            rows.append(Row("suite serial: variants served as lanes of the chain's processes", layout.get("lanes"),
+                            "count", note=f"{len(layout.get('ingress_processes') or {})} nginx of their own; "
+                                          f"{layout.get('not_lanes', 0)} variant(s) ran as chains of their own"))
+        if parallel:
+            progress("suite: xdist's own start (-n 2, no test selected)")
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+                            "harness/suite", "-k", "mtls_bench_selects_nothing"], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+            rows.append(Row("xdist: start of 2 workers, no test", time.perf_counter() - t0, "s",
+                            note="what -n 2 pays before its first case: two Python workers importing and collecting"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     bench.rows = rows
