@@ -76,8 +76,8 @@ def _suite_rows(start: float, probe_seconds: float | None, progress: Callable[[s
         Row("containers suite -n 2: wall per case run", wall / ran if ran else None, "s"),
         Row("containers suite: variant cases' share of the case time",
             (facts.get("case_seconds") or {}).get("variant cases"), "s",
-            note=f"{facts.get('variant_cases')} cases on {variants} distinct variants; a variant other than an "
-                 "ingress-only one is a cold start of the four containers"),
+            note=f"{facts.get('variant_cases')} cases on {variants} distinct variants, each a lane of the same "
+                 f"containers ({(facts.get('layout') or {}).get('lanes', '?')} lanes)"),
     ]
     return rows, {"wall_s": round(wall, 2), "exit": code, "log_tail": tail, **facts}
 

@@ -239,7 +239,11 @@ def _ingress_closes_each_connection(t: Topology) -> Topology:
 def _apim_full_handshake_each_time(r: ProbeResult, c: RunningChain) -> str | None:
     """Every request through the chain reached the ingress on a new connection from apim (the lane's ingress keeps
     none alive); none of them resumed apim's earlier TLS session: a resumed session skips the ingress's
-    certificate, so a cert the ingress started serving since would never be verified (issue 15)."""
+    certificate, so a cert the ingress started serving since would never be verified (issue 15). Behind
+    ssl-passthrough apim's session ends at the pod: the pod closes each connection (``/close``) and its own entry
+    says whether the next one resumed."""
+    if c.topology.passthrough:
+        return _apim_full_handshake_at_the_pod(c)
     seen = [r] + [c.probe("gateway") for _ in range(FRESH_TRIES - 1)]
     for n, answer in enumerate(seen, 1):
         ingress = ((answer.json() or {}).get("trace") or {}).get("ingress")
@@ -251,6 +255,22 @@ def _apim_full_handshake_each_time(r: ProbeResult, c: RunningChain) -> str | Non
         if ingress[RESUMED_FIELD] != ".":
             return (f"request {n}: apim resumed its TLS session to the ingress ({RESUMED_FIELD}="
                     f"{ingress[RESUMED_FIELD]!r}): a resumed session skips the ingress's certificate check")
+    return None
+
+
+def _apim_full_handshake_at_the_pod(c: RunningChain) -> str | None:
+    close = c.topology.apim.path.rstrip("/") + "/close"
+    fresh = 0
+    for n in range(1, FRESH_TRIES + 1):
+        pod = _pod_entry(c.probe("gateway", path=close))
+        if not pod:
+            return f"request {n} through the chain: the pod did not answer"
+        if pod.get("session_reused") != "false":
+            return (f"request {n}: apim resumed its TLS session to the pod behind ssl-passthrough (pod connection "
+                    f"{pod.get('connection', '?')}): a resumed session skips the pod's certificate check")
+        fresh += pod.get("connection_requests") == "1"
+    if fresh < 2:
+        return f"only {fresh} of {FRESH_TRIES} requests came on a new connection: nothing could be resumed"
     return None
 
 

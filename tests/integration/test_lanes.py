@@ -253,3 +253,27 @@ def test_the_pods_lanes_file_when_unusable_is_one_line_and_exit_2(certs: CertSet
     assert "must be a JSON list of objects" in out, out
     assert str(bad) in out, out
     assert "Traceback" not in out
+
+
+def test_the_full_handshake_case_catches_a_resuming_apim_behind_passthrough_too() -> None:
+    # behind ssl-passthrough apim's TLS session ends at the pod: the pod closes each connection and its own entry
+    # says whether apim's next one resumed (the selftest's mutant, on a passthrough chain)
+    from harness.cases.catalogue import catalogue_for
+    from harness.cases.cross_domain import passthrough_to_the_pod
+    from harness.cases.model import run_case
+    from harness.selftest.mutants import mutant_named
+    from harness.selftest.run import _Tamper
+    from harness.targets.lanes import lanes_for
+
+    base = passthrough_to_the_pod(HOME)
+    (case,) = [c for c in catalogue_for(base) if c.id == "apim-makes-a-full-handshake-on-every-new-connection-to-the-"
+               "ingress"]
+    verdicts = []
+    for tamper in (None, _Tamper(mutant_named("upstream-tls-session-resumption"))):
+        variants, hosts = lanes_for([case], base)
+        with LocalTarget(base, lanes=variants, lane_hosts=hosts, tamper=tamper) as chain:
+            result = run_case(case, chain, lambda t, chain=chain: chain.lanes[lane_key(t)])
+            verdicts.append((result.passed, result.message.splitlines()[0]))
+    assert verdicts[0][0], verdicts[0][1]
+    assert not verdicts[1][0]
+    assert "resumed its TLS session to the pod behind ssl-passthrough" in verdicts[1][1]
