@@ -67,11 +67,10 @@ def _pids(target: Any) -> list[int]:
 
 def _measure(name: str, chain_file: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     from harness.cases.catalogue import catalogue_for
-    from harness.cases.model import Skip, run_case
+    from harness.cases.model import Skip, lanes_for, run_case
     from harness.chainfile.load import load_chain
     from harness.model.topology import default_topology
     from harness.targets.base import lane_key
-    from harness.targets.lanes import lanes_for
     from harness.targets.local import LocalTarget
 
     loaded = load_chain(chain_file) if chain_file is not None else None

@@ -241,7 +241,7 @@ def session_variants(config: pytest.Config, topology: Topology) -> dict[str, Any
     """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order) and
     the hosts each one's cases probe: the lanes the local and containers targets serve beside the chain from its
     start (harness.targets.lanes), as the target's ``lanes=`` and ``lane_hosts=``; {} with --mtls-no-lanes."""
-    from harness.targets.lanes import lanes_for
+    from harness.cases.model import lanes_for
 
     if config.getoption("--mtls-no-lanes", False):
         return {}

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -194,6 +194,24 @@ def variant_of(case: Case, topology: Topology) -> Topology | None:
         return case.variant(topology.focus_on(case.host)).focus_on(None)
     except (KeyError, ValueError, HarnessError):  # a case that skips here (a name this chain does not have)
         return None
+
+
+def lanes_for(cases: Iterable[Case], topology: Topology) -> tuple[list[Topology], dict[str, frozenset[str]]]:
+    """The variants ``cases`` ask for on the chain ``topology`` (:func:`harness.cases.model.variant_of`, in case
+    order) and, by :func:`lane_key`, the ingress hosts each variant's cases probe (the home host for a case of
+    none) — what a target needs to serve them as lanes."""
+    from harness.targets.base import lane_key
+
+    home = topology.ingress.ingresses[0].host
+    variants: list[Topology] = []
+    hosts: dict[str, set[str]] = {}
+    for case in cases:
+        variant = variant_of(case, topology)
+        if variant is None:
+            continue
+        variants.append(variant)
+        hosts.setdefault(lane_key(variant), set()).add(case.host or home)
+    return variants, {k: frozenset(v) for k, v in hosts.items()}
 
 
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:

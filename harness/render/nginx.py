@@ -106,6 +106,8 @@ class NginxLane:
     certs: CertSet
     listen: tuple[str, int]
     pod: tuple[str, int]
+    #: where the lane's TLS servers listen behind its SNI router when an Ingress of it uses ssl-passthrough
+    internal_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +416,7 @@ def _conf(
     *, prefix: Path, pid: Path, error_log: Path, servers: list[ServerPlan], https_listen: str, public: str,
     pod: str, fake_cert: Path, stream_module: str | None, passthrough: dict[str, str], ctl: ControllerSettings,
     headers_more: HeadersMore | None, lanes: Sequence[tuple[list[ServerPlan], str, str]] = (),
+    routers: Sequence[tuple[int, tuple[str, str, dict[str, str]]]] = (),
 ) -> str:
     head = ["# Rendered by mtls-harness (harness/render/nginx.py) from Ingress annotations, after ingress-nginx's",
             "# nginx.tmpl. Do not edit: re-render and reload.", ""]
@@ -502,23 +505,28 @@ def _conf(
         except UsageError as exc:
             raise LaneRefused(i, f"render_nginx lane {i}: {exc}") from None
     out = [*head, "http {", *("    " + x if x else "" for x in http), "}", ""]
-    if passthrough:
-        # pkg/tcpproxy/tcp.go 44-56: the SNI must equal the host exactly (no wildcard, no case folding); nginx's
-        # map compares plain strings case-insensitively, so each host is a case-sensitive regex
-        route = [f'"~^{re.escape(host)}$" {addr};' for host, addr in passthrough.items()]
+    # one SNI router per path that has a passthrough host: the chain's own, then each lane's (its own port)
+    paths = ([(public, https_listen, passthrough, "")] if passthrough else []) + [
+        (lane_public, lane_https, lane_routes, f"_l{i}") for i, (lane_public, lane_https, lane_routes) in routers]
+    if paths:
         stream = [
             "# ingress-nginx --enable-ssl-passthrough: its Go TCP proxy (pkg/tcpproxy) reads the SNI and pipes the",
             "# connection to the passthrough host's backend untouched; everything else goes to the TLS servers above",
-            "map $ssl_preread_server_name $mtls_passthrough_backend {",
-            *("    " + r for r in route),
-            f"    default {https_listen};",
-            "}",
-            "server {",
-            f"    listen {public};",
-            "    ssl_preread on;",
-            "    proxy_pass $mtls_passthrough_backend;",
-            "}",
         ]
+        for path_public, path_https, routes, suffix in paths:
+            # pkg/tcpproxy/tcp.go 44-56: the SNI must equal the host exactly (no wildcard, no case folding); nginx's
+            # map compares plain strings case-insensitively, so each host is a case-sensitive regex
+            stream += [
+                f"map $ssl_preread_server_name $mtls_passthrough_backend{suffix} {{",
+                *(f'    "~^{re.escape(host)}$" {addr};' for host, addr in routes.items()),
+                f"    default {path_https};",
+                "}",
+                "server {",
+                f"    listen {path_public};",
+                "    ssl_preread on;",
+                f"    proxy_pass $mtls_passthrough_backend{suffix};",
+                "}",
+            ]
         out += ["stream {", *("    " + x if x else "" for x in stream), "}", ""]
     return "\n".join(out)
 
@@ -555,6 +563,7 @@ def render_nginx(
                            allow_cross_namespace=hop.allow_cross_namespace_resources)
     fake_cert = _fake_certificate(ssl_dir)
     lane_blocks: list[tuple[list[ServerPlan], str, str]] = []
+    routers: list[tuple[int, tuple[str, str, dict[str, str]]]] = []
     for i, lane in enumerate(lanes, 1):
         if lane.topology.ingress.controller != hop.controller:
             raise LaneRefused(i, f"render_nginx: lane {i} has other controller settings (ConfigMap / flags) than the "
@@ -567,9 +576,15 @@ def render_nginx(
                                  allow_cross_namespace=lane.topology.ingress.allow_cross_namespace_resources)
         except (UsageError, KeyError) as exc:
             raise LaneRefused(i, f"render_nginx lane {i}: {exc}") from None
-        if any(p.passthrough for p in plans):
-            raise LaneRefused(i, f"render_nginx: lane {i} uses ssl-passthrough — give it a process of its own")
-        lane_blocks.append((plans, _addr(*lane.listen), _addr(*lane.pod)))
+        lane_public, lane_https = _addr(*lane.listen), _addr(*lane.listen)
+        routes = {p.host: _addr(*lane.pod) for p in plans if p.passthrough}
+        if routes:  # the lane's own SNI router on its port, its TLS servers behind it on its internal port
+            if passthrough is None or lane.internal_port is None:
+                raise LaneRefused(i, f"render_nginx: lane {i} uses ssl-passthrough, which needs the stream module "
+                                     "(passthrough=) and the lane's internal_port")
+            lane_https = _addr(lane.listen[0], lane.internal_port)
+            routers.append((i, (lane_public, lane_https, routes)))
+        lane_blocks.append((plans, lane_https, _addr(*lane.pod)))
     public = _addr(*listen)
     passthrough_to = {s.host: _addr(*pod) for s in servers if s.passthrough}
     stream_module: str | None = None
@@ -578,8 +593,9 @@ def render_nginx(
         if passthrough is None:
             raise UsageError("an Ingress asks for ssl-passthrough, but render_nginx got no passthrough= (the stream "
                              "module and an internal port) — render through harness.runtime.nginx.render_ingress")
-        stream_module = passthrough.stream_module
         https_listen = _addr(listen[0], passthrough.internal_port)
+    if (passthrough_to or routers) and passthrough is not None:
+        stream_module = passthrough.stream_module
     config = NginxConfig(
         conf_path=prefix / "nginx.conf",
         prefix=prefix,
@@ -590,6 +606,6 @@ def render_nginx(
     text = _conf(prefix=prefix, pid=config.pid_path, error_log=config.error_log, servers=servers,
                  https_listen=https_listen, public=public, pod=_addr(*pod), fake_cert=fake_cert,
                  stream_module=stream_module, passthrough=passthrough_to, ctl=hop.controller,
-                 headers_more=headers_more, lanes=lane_blocks)
+                 headers_more=headers_more, lanes=lane_blocks, routers=routers)
     _write_atomic(config.conf_path, text.encode())
     return config

@@ -48,7 +48,8 @@ def render_ingress(
     stderr says so (once per process) and the rendered nginx.conf says so in a comment. ``clear_server_header=False``
     is for a target whose nginx image may not hold the module (containers: an official image has none).
     """
-    passthrough = passthrough_for(Path(workdir).resolve() / "run") if uses_passthrough(topology) else None
+    wanted = uses_passthrough(topology) or any(uses_passthrough(lane.topology) for lane in lanes)
+    passthrough = passthrough_for(Path(workdir).resolve() / "run") if wanted else None
     headers_more: HeadersMore | None = None
     if clear_server_header:
         nginx = find_nginx()

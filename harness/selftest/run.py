@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.cases.model import Case, Skip, run_case
+from harness.cases.model import Case, Skip, lanes_for, run_case
 from harness.errors import HarnessError
 from harness.findings.predict import predict
 from harness.model.topology import Topology, default_topology
 from harness.selftest.mutants import Mutant
 from harness.targets.base import RunningChain, lane_key
-from harness.targets.lanes import lanes_for
 from harness.targets.local import LocalTarget
 
 __all__ = ["CatalogueRun", "MutantResult", "Status", "order_cases", "run_catalogue", "run_mutant", "select_cases"]

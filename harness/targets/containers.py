@@ -101,6 +101,10 @@ LIMITS = ChainLimits(unreachable={
 RUNNER_GRACE: Final = 10.0
 
 
+#: a passthrough lane's internal port in the ingress container: this + its index (its public port is HOP_PORT + index)
+INTERNAL_PORT_BASE: Final = HOP_PORT + 500
+
+
 def _can_probe() -> bool:
     """Whether this machine can run the probe container: root (``nsenter`` removes its default route) and the tools."""
     return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("nsenter", "ip", "docker"))
@@ -141,7 +145,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
                  lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
         self.topology = topology or default_topology()
         #: the variants to serve beside the chain, each on its own port of the same containers (harness.targets.lanes);
-        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.targets.lanes.lanes_for), None: all
+        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.cases.model.lanes_for), None: all
         self.variants = tuple(lanes)
         self.lane_hosts = lane_hosts
         self.lane_plan = LanePlan()
@@ -437,8 +441,13 @@ class ContainersTarget(OwnCertSet, TargetBase):
         from harness.render.nginx import NginxLane
 
         pod = self._pod_address()
+        from harness.render.nginx import uses_passthrough
+
+        # a passthrough lane's TLS servers listen behind its SNI router on a port of the lane's own
         return [NginxLane(lane.served, lane.certs, listen=("0.0.0.0", lane.ports["ingress"]),
-                          pod=(pod, lane.ports["pod"])) for lane in lanes]
+                          pod=(pod, lane.ports["pod"]),
+                          internal_port=INTERNAL_PORT_BASE + lane.index if uses_passthrough(lane.served) else None)
+                for lane in lanes]
 
     def _ingresses(self) -> list[ContainerHop]:
         """The chain's nginx container (with every lane of its controller settings) and one more per other group."""

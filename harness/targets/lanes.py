@@ -6,22 +6,22 @@ itself: its own port on every hop — an Envoy listener with its own clusters on
 probes its lane, and nothing reloads or restarts. Each lane has its own TLS contexts (listener, cluster, session cache
 zone, pod context): no session state passes between variants.
 
-Only what is global to a process needs a process of its own. For the ingress that is the controller's settings (its
-ConfigMap keys and flags: the ``http {}`` block of nginx.conf) and ssl-passthrough (the controller's SNI router: the
-``stream {}`` block). :func:`plan_lanes` puts each lane's ingress in the nginx process whose settings it shares and
-says why any other process exists. The Envoy stand-ins and the pod have no such setting: every lane shares them.
+Only what is global to a process needs a process of its own. For the ingress that is the controller's settings: its
+ConfigMap keys and flags (``--enable-ssl-passthrough`` among them), the ``http {}`` block of nginx.conf.
+:func:`plan_lanes` puts each lane's ingress in the nginx process whose settings it shares and says why any other
+process exists; a lane with ssl-passthrough gets its own SNI router (a ``stream`` server) on its own port there.
+The Envoy stand-ins and the pod have no such setting: every lane shares them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from harness.errors import HarnessError, LaneRefused, UsageError
 from harness.model.topology import HOPS, HopName, Topology
-from harness.render.nginx import uses_passthrough
 from harness.targets.base import lane_key
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.targets.base import RunningChain
 
-__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lanes_for", "lay_out", "own_hops", "plan_lanes",
+__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lay_out", "own_hops", "plan_lanes",
            "pod_lane_specs"]
 
 T = TypeVar("T")
@@ -127,9 +127,10 @@ def _settings_diff(a: ControllerSettings, b: ControllerSettings) -> str:
 
 
 def _group(topology: Topology) -> tuple[object, ...]:
-    """What must be equal for two lanes' ingresses to share an nginx process."""
+    """What must be equal for two lanes' ingresses to share an nginx process: the controller's flags and ConfigMap
+    (a lane with ssl-passthrough gets its own SNI router on its own port, in the process of its settings)."""
     ctl = topology.ingress.controller
-    return ctl.enable_ssl_passthrough, tuple(sorted(ctl.config.items())), uses_passthrough(topology)
+    return ctl.enable_ssl_passthrough, tuple(sorted(ctl.config.items()))
 
 
 def own_hops(home: Topology, variant: Topology) -> frozenset[HopName]:
@@ -171,21 +172,16 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
         lane_ports: dict[HopName, int] = {hop: next(it) for hop in HOPS}
         own = frozenset(HOPS) if home_ports is None else own_hops(home, topology)
         lane_ports |= {hop: home_ports[hop] for hop in HOPS if hop not in own and home_ports is not None}
-        passthrough = uses_passthrough(topology)
         group = _group(topology)
-        if "ingress" not in own or (group == home_group and not passthrough):
+        if "ingress" not in own or group == home_group:
             process = HOME_INGRESS
-        elif group in groups and not passthrough:
+        elif group in groups:
             process = groups[group]
         else:
-            process = f"{HOME_INGRESS}.g{len(plan.ingress_processes) + 1}"
-            if not passthrough:
-                groups[group] = process
-            why = ("ssl-passthrough: the controller's SNI router sits in front of all its TLS servers, and the "
-                   "harness renders one router (an nginx stream block) per nginx process" if passthrough else
-                   f"other controller settings ({_settings_diff(home_settings, topology.ingress.controller)}): the "
-                   "ConfigMap and the flags are the whole nginx process's")
-            plan.ingress_processes[process] = why
+            process = groups[group] = f"{HOME_INGRESS}.g{len(plan.ingress_processes) + 1}"
+            plan.ingress_processes[process] = (
+                f"other controller settings ({_settings_diff(home_settings, topology.ingress.controller)}): the "
+                "ConfigMap and the flags are the whole nginx process's")
         plan.lanes.append(Lane(len(plan.lanes) + 1, topology, certs_for[key], lane_ports, process,
                                hosts=None if hosts is None else hosts.get(key), own=own))
     return plan
@@ -235,20 +231,3 @@ def pod_lane_specs(plan: LanePlan, listen: Callable[[Lane], str]) -> list[dict[s
     return specs
 
 
-
-def lanes_for(cases: Iterable[Any], topology: Topology) -> tuple[list[Topology], dict[str, frozenset[str]]]:
-    """The variants ``cases`` ask for on the chain ``topology`` (:func:`harness.cases.model.variant_of`, in case
-    order) and, by :func:`lane_key`, the ingress hosts each variant's cases probe (the home host for a case of
-    none) — what a target needs to serve them as lanes."""
-    from harness.cases.model import variant_of
-
-    home = topology.ingress.ingresses[0].host
-    variants: list[Topology] = []
-    hosts: dict[str, set[str]] = {}
-    for case in cases:
-        variant = variant_of(case, topology)
-        if variant is None:
-            continue
-        variants.append(variant)
-        hosts.setdefault(lane_key(variant), set()).add(case.host or home)
-    return variants, {k: frozenset(v) for k, v in hosts.items()}

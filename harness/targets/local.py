@@ -101,11 +101,12 @@ class LocalTarget(OwnCertSet, TargetBase):
                  lanes: Sequence[Topology] = (), lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
         self.topology = topology or default_topology()
         #: the variants to serve beside the chain, each on its own ports of the same processes (harness.targets.lanes);
-        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.targets.lanes.lanes_for), None: all
+        #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.cases.model.lanes_for), None: all
         self.variants = tuple(lanes)
         self.lane_hosts = lane_hosts
         self.lane_plan = LanePlan()
         self._nginx_extra: dict[str, NginxConfig] = {}
+        self._internal_ports: dict[int, int] = {}
         self.tamper = tamper
         self._certs = certs
         self._given_workdir = workdir
@@ -202,7 +203,18 @@ class LocalTarget(OwnCertSet, TargetBase):
         from harness.render.nginx import NginxLane
 
         return [NginxLane(lane.served, lane.certs, listen=(self._host("ingress"), lane.ports["ingress"]),
-                          pod=(self._host("pod"), lane.ports["pod"])) for lane in lanes]
+                          pod=(self._host("pod"), lane.ports["pod"]), internal_port=self._internal_port(lane))
+                for lane in lanes]
+
+    def _internal_port(self, lane: Lane) -> int | None:
+        """Where a passthrough lane's TLS servers listen behind its SNI router (one free port per lane)."""
+        from harness.render.nginx import uses_passthrough
+
+        if not uses_passthrough(lane.served):
+            return None
+        if lane.index not in self._internal_ports:
+            self._internal_ports[lane.index] = free_ports(1, HOST)[0]
+        return self._internal_ports[lane.index]
 
     def _pod_lanes(self) -> Path | None:
         """The pod's ``--lanes`` file: one listener per lane, each with the lane's pod settings."""

@@ -14,7 +14,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 @pytest.mark.mtls_e2e
 def test_my_ingress_admits_only_the_partner_cn(mtls_chain, mtls_chain_for):  # type: ignore[no-untyped-def]
-    # mtls_chain: the running chain on --mtls-target; mtls_chain_for(topology): a variant, started once and reused
+    # mtls_chain: the running chain on --mtls-target; mtls_chain_for(topology): a variant — the lane that serves it
+    # when a collected case needs it (local, containers), else a chain of its own, started once and reused
     variant = mtls_chain_for(mtls_chain.topology.with_ingress_annotations(auth_tls_match_cn="CN=partner"))
     seen = variant.probe("ingress")  # as apim, the ingress's real caller: a valid cert, but not the partner's CN
     assert seen.status == 403, seen.describe()

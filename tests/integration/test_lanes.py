@@ -63,8 +63,14 @@ def test_every_lane_runs_on_the_chains_own_processes(lanes: tuple[LocalTarget, R
     # one pod, one Envoy per stand-in, one nginx — and one more nginx for the lane whose ConfigMap differs
     assert set(_pids(target)) == {"pod", "ingress", "ingress.g1", "apim", "gateway"}
     assert "ssl-protocols=TLSv1.3" in target.lane_plan.ingress_processes["ingress.g1"]
+    # a lane has its own listener where its variant differs and in front of that; behind, the chain's own
     ports = {ep.port for c in (chain, *chain.lanes.values()) for ep in c.endpoints.values()}
-    assert len(ports) == 4 * 5  # every lane its own port on every hop
+    assert len(ports) == 4 + 3 * 3 + 1  # the chain; 3 ingress variants (ingress, apim, gateway); a gateway one
+    gateway_lane = _lane(chain, GATEWAY_TLS13)
+    assert gateway_lane.endpoint("gateway").port != chain.endpoint("gateway").port
+    assert {h: gateway_lane.endpoint(h).port for h in ("apim", "ingress", "pod")} == {
+        h: chain.endpoint(h).port for h in ("apim", "ingress", "pod")}
+    assert _lane(chain, OPTIONAL).endpoint("pod").port == chain.endpoint("pod").port
 
 
 def test_an_ingress_lane_is_its_variant_and_the_chain_is_unchanged(lanes: tuple[LocalTarget, RunningChain]) -> None:
@@ -260,10 +266,9 @@ def test_the_full_handshake_case_catches_a_resuming_apim_behind_passthrough_too(
     # says whether apim's next one resumed (the selftest's mutant, on a passthrough chain)
     from harness.cases.catalogue import catalogue_for
     from harness.cases.cross_domain import passthrough_to_the_pod
-    from harness.cases.model import run_case
+    from harness.cases.model import lanes_for, run_case
     from harness.selftest.mutants import mutant_named
     from harness.selftest.run import _Tamper
-    from harness.targets.lanes import lanes_for
 
     base = passthrough_to_the_pod(HOME)
     (case,) = [c for c in catalogue_for(base) if c.id == "apim-makes-a-full-handshake-on-every-new-connection-to-the-"
@@ -277,3 +282,25 @@ def test_the_full_handshake_case_catches_a_resuming_apim_behind_passthrough_too(
     assert verdicts[0][0], verdicts[0][1]
     assert not verdicts[1][0]
     assert "resumed its TLS session to the pod behind ssl-passthrough" in verdicts[1][1]
+
+
+def test_passthrough_lanes_share_the_nginx_of_their_settings_each_with_its_own_sni_router(certs: CertSet,
+                                                                                        tmp_path: Path) -> None:
+    from harness.cases.cross_domain import passthrough_to_the_pod
+    from harness.runtime.nginx import render_ingress
+
+    first = passthrough_to_the_pod(HOME)
+    second = first.with_hop("gateway", listener__min_version="1.3").with_ingress_annotations(
+        auth_tls_verify_client="optional")
+    config = render_ingress(first, certs, listen=("127.0.0.1", 8443), pod=("127.0.0.1", 9443), workdir=tmp_path,
+                            lanes=[NginxLane(second, certs, listen=("127.0.0.1", 8444), pod=("127.0.0.1", 9444),
+                                             internal_port=8544)])
+    text = config.conf_path.read_text()
+    stream = text[text.index("stream {"):]
+    assert "map $ssl_preread_server_name $mtls_passthrough_backend {" in stream
+    assert "map $ssl_preread_server_name $mtls_passthrough_backend_l1 {" in stream
+    assert "listen 127.0.0.1:8444;" in stream  # the lane's router on the lane's port …
+    assert "default 127.0.0.1:8544;" in stream  # … and its TLS servers behind it on the lane's internal port
+    assert '"~^echo\\.aks\\.contoso\\.example$" 127.0.0.1:9444;' in stream  # its passthrough host to its pod
+    check = subprocess.run(config.test_argv(find_nginx()), capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stderr

@@ -31,15 +31,32 @@ def test_duplicates_and_the_chain_itself_are_no_lanes_and_each_lane_has_four_por
         {"gateway": 1004, "apim": 1005, "ingress": 1006, "pod": 1007}]
 
 
-def test_only_controller_settings_and_passthrough_need_an_nginx_of_their_own() -> None:
+def test_only_controller_settings_need_an_nginx_of_their_own() -> None:
     plan = _plan(OPTIONAL, TLS13, TLS13_OPTIONAL, PASSTHROUGH, PASSTHROUGH_TLS13)
     where = {lane_key(lane.topology): lane.ingress for lane in plan.lanes}
     assert where[lane_key(OPTIONAL)] == HOME_INGRESS  # annotations are server blocks: the chain's own nginx
     assert where[lane_key(TLS13)] == where[lane_key(TLS13_OPTIONAL)] != HOME_INGRESS  # same ConfigMap: one process
     assert "ssl-protocols=TLSv1.3" in plan.ingress_processes[where[lane_key(TLS13)]]
-    assert len({where[lane_key(PASSTHROUGH)], where[lane_key(PASSTHROUGH_TLS13)], HOME_INGRESS,
-                where[lane_key(TLS13)]}) == 4
-    assert "ssl-passthrough" in plan.ingress_processes[where[lane_key(PASSTHROUGH)]]
+    # the passthrough lanes share the controller flag: one process, each lane its own SNI router there
+    assert where[lane_key(PASSTHROUGH)] == where[lane_key(PASSTHROUGH_TLS13)] not in (HOME_INGRESS,
+                                                                                       where[lane_key(TLS13)])
+    assert "--enable-ssl-passthrough=true" in plan.ingress_processes[where[lane_key(PASSTHROUGH)]]
+    assert len(plan.ingress_processes) == 2
+
+
+def test_a_lane_has_listeners_only_where_it_differs_and_in_front_of_that() -> None:
+    home_ports = {"gateway": 1, "apim": 2, "ingress": 3, "pod": 4}
+    gateway_only = HOME.with_hop("gateway", listener__min_version="1.3")
+    pod_only = HOME.with_hop("pod", listener__client_auth="required")
+    plan = plan_lanes(HOME, [gateway_only, OPTIONAL, pod_only], list(range(1000, 1012)),
+                      {lane_key(v): object() for v in (gateway_only, OPTIONAL, pod_only)},  # type: ignore[misc]
+                      home_ports=home_ports)
+    own = {lane_key(lane.topology): (lane.own, lane.ports) for lane in plan.lanes}
+    assert own[lane_key(gateway_only)] == (frozenset({"gateway"}),
+                                           {"gateway": 1000, "apim": 2, "ingress": 3, "pod": 4})
+    assert own[lane_key(OPTIONAL)][0] == frozenset({"gateway", "apim", "ingress"})
+    assert own[lane_key(OPTIONAL)][1]["pod"] == 4
+    assert own[lane_key(pod_only)][0] == frozenset({"gateway", "apim", "ingress", "pod"})
 
 
 def test_the_reports_layout_names_each_process_of_its_own_and_why() -> None:
@@ -51,7 +68,8 @@ def test_the_reports_layout_names_each_process_of_its_own_and_why() -> None:
     assert doc["layout"]["lanes"] == 4
     lines = layout_lines(doc["layout"])
     assert lines[0].startswith("variants: 4 served as lanes of the chain's own processes")
-    assert any(line.strip().startswith("2 nginx of their own") and "ssl-passthrough" in line for line in lines)
+    assert any(line.strip().startswith("1 nginx of their own") and "--enable-ssl-passthrough=true" in line
+               for line in lines)
     assert any(line.strip().startswith("1 nginx of their own") and "ssl-protocols=TLSv1.3" in line for line in lines)
     assert lines[-1].strip() == ("1 variant(s) ran as chains of their own: its cert set could not be issued: "
                                  "no CA 'nope'")
