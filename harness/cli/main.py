@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from harness import __version__
-from harness.cli import certs, chain, explain, images, rotate, run, selftest, up
+from harness.cli import certs, chain, explain, images, migrate, rotate, run, selftest, up
 from harness.errors import HarnessError, UsageError
 
 __all__ = ["build_parser", "entry", "main"]
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtls-harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    for command in (up, run, explain, rotate, certs, images, chain, selftest):
+    for command in (up, run, explain, migrate, rotate, certs, images, chain, selftest):
         command.register(sub)
     return parser
 

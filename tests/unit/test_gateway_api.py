@@ -1,0 +1,144 @@
+"""The chain's Ingresses as Gateway API resources, and the migration ledger (harness.render.gateway_api, issue 20):
+what is written, field by field, and which security property each Ingress setting keeps, changes or loses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.cases.catalogue import _ingress_crl
+from harness.cli.main import main
+from harness.errors import UsageError
+from harness.model.topology import Topology, default_topology
+from harness.pki.certset import CertSet, cert_set_for
+from harness.render.gateway_api import translate
+
+REF = default_topology()
+
+
+@pytest.fixture(scope="module")
+def certs() -> CertSet:
+    return cert_set_for(REF.pki)
+
+
+def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _verdicts(t: Topology, certs: CertSet) -> dict[str, str]:
+    return {p.name: p.verdict for p in translate(t, certs).ledger}
+
+
+def test_the_reference_chain_as_gateway_api_resources(certs: CertSet) -> None:
+    docs = translate(REF, certs).documents
+    (gateway,) = _kind(docs, "Gateway")
+    assert gateway["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway["spec"]["gatewayClassName"] == "eg"
+    (listener,) = gateway["spec"]["listeners"]
+    assert listener["hostname"] == "echo.aks.contoso.example"
+    assert listener["protocol"] == "HTTPS"
+    assert listener["tls"] == {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "ingress-tls"}]}
+    validation = gateway["spec"]["tls"]["frontend"]["default"]["validation"]
+    assert validation["mode"] == "AllowValidOnly"  # auth-tls-verify-client: on
+    (ca_ref,) = validation["caCertificateRefs"]
+    assert ca_ref == {"group": "", "kind": "ConfigMap", "name": "apim-client-ca-ca"}
+    configmaps = {d["metadata"]["name"]: d["data"]["ca.crt"] for d in _kind(docs, "ConfigMap")}
+    assert configmaps["apim-client-ca-ca"] == certs.trust_bundle("apim-client-ca").read_text()
+    # the client cert the ingress presents to the pod: what ingress2gateway drops
+    assert gateway["spec"]["tls"]["backend"] == {"clientCertificateRef": {"kind": "Secret", "name": "pod-tls-client"}}
+    (route,) = _kind(docs, "HTTPRoute")
+    assert route["spec"]["hostnames"] == ["echo.aks.contoso.example"]
+    assert route["spec"]["parentRefs"] == [{"name": "echo-gateway", "sectionName": "https-1"}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "echo", "port": 8443}]
+    (policy,) = _kind(docs, "BackendTLSPolicy")
+    assert policy["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": "echo"}]
+    assert policy["spec"]["validation"]["hostname"] == "echo.default.svc.cluster.local"  # proxy-ssl-name
+    assert configmaps[policy["spec"]["validation"]["caCertificateRefs"][0]["name"]] == \
+        certs.trust_bundle("pod-ca").read_text()
+    text = yaml.safe_dump_all(docs)
+    assert "PRIVATE KEY" not in text  # Secrets are named, never copied (the proxy-ssl file holds a key: not taken)
+
+
+def test_the_reference_chains_ledger(certs: CertSet) -> None:
+    assert _verdicts(REF, certs) == {
+        "client certificate required": "changed",  # a 400 page becomes a TLS alert
+        "client certificate chain depth": "lost",
+        "client certificate passed to the pod": "lost",
+        "the pod's certificate is verified": "kept",
+        "the ingress presents a client certificate to the pod": "kept",
+    }
+
+
+@pytest.mark.parametrize(("mode", "written", "verdict"), [("optional", "AllowInsecureFallback", "changed"),
+                                                          ("optional_no_ca", "AllowInsecureFallback", "lost")])
+def test_a_weaker_client_check_is_written_as_the_fallback(certs: CertSet, mode: str, written: str,
+                                                          verdict: str) -> None:
+    t = REF.with_ingress_annotations(auth_tls_verify_client=mode)
+    translation = translate(t, certs)
+    (gateway,) = _kind(translation.documents, "Gateway")
+    assert gateway["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] == written
+    assert _verdicts(t, certs)["client certificate required"] == verdict
+
+
+def test_what_gateway_api_cannot_say_is_lost(certs: CertSet) -> None:
+    t = _ingress_crl(REF.with_ingress_annotations(auth_tls_match_cn="CN=apim-client",
+                                                  auth_tls_error_page="https://example.com/denied"))
+    verdicts = _verdicts(t, certs)
+    assert verdicts["client certificate CN match"] == "lost"
+    assert verdicts["error page for a refused client certificate"] == "lost"
+    assert verdicts["revoked client certificates refused (CRL)"] == "lost"
+
+
+def test_an_unverified_pod_hop_becomes_verified_and_one_without_a_ca_becomes_plaintext(certs: CertSet) -> None:
+    unverified = REF.with_ingress_annotations(proxy_ssl_verify="off")
+    assert _verdicts(unverified, certs)["the pod's certificate is verified"] == "changed"  # stricter
+    assert _kind(translate(unverified, certs).documents, "BackendTLSPolicy")
+    no_ca = REF.with_ingress_annotations(proxy_ssl_secret=None, proxy_ssl_verify=None, proxy_ssl_name=None,
+                                         proxy_ssl_server_name=None, proxy_ssl_verify_depth=None,
+                                         proxy_ssl_protocols=None)
+    translation = translate(no_ca, certs)
+    assert {p.name: p.verdict for p in translation.ledger}["the hop to the pod is TLS"] == "lost"
+    assert not _kind(translation.documents, "BackendTLSPolicy")
+
+
+def test_a_second_host_with_another_client_check_is_lost_per_port(certs: CertSet) -> None:
+    home = REF.ingress.ingresses[0]
+    other = dataclasses.replace(home, name="reports", host="reports.aks.contoso.example",
+                                annotations={**home.annotations, "auth-tls-verify-client": "optional"})
+    t = REF.replace(ingress=dataclasses.replace(REF.ingress, ingresses=(home, other)))
+    rows = [p for p in translate(t, certs).ledger if p.name == "client certificate checked per host"]
+    assert [(p.host, p.verdict) for p in rows] == [("reports.aks.contoso.example", "lost")]
+
+
+def test_an_implementation_not_written_yet_is_one_clear_error(certs: CertSet) -> None:
+    with pytest.raises(UsageError, match="gateway-api:agc: not available"):
+        translate(REF, certs, implementation="agc")
+
+
+def test_migrate_writes_the_resources_prints_the_ledger_and_exits_1_for_a_lost_property(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gw"
+    assert main(["migrate", "--to", "gateway-api:envoy-gateway", "--out", str(out), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"] == {"kept": 2, "changed": 1, "lost": 2}
+    assert doc["to"] == "gateway-api:envoy-gateway"
+    written = list(yaml.safe_load_all((out / "gateway-api.yaml").read_text()))
+    assert [d["kind"] for d in written].count("Gateway") == 1
+    # a second run does not overwrite without --force: one line, exit 2, the file untouched
+    before = (out / "gateway-api.yaml").read_bytes()
+    assert main(["migrate", "--to", "gateway-api", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "--force" in err
+    assert (out / "gateway-api.yaml").read_bytes() == before
+
+
+def test_migrate_refuses_another_target_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--to", "istio", "--out", str(tmp_path / "x")]) == 2
+    assert "the only migration is to gateway-api" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
