@@ -1,14 +1,16 @@
-"""``mtls-harness migrate --to gateway-api[:envoy-gateway] [--chain FILE]``: the chain's Ingresses as Gateway API
-resources, and the ledger of what the migration keeps, changes and loses.
+"""``mtls-harness migrate --to gateway-api[:envoy-gateway] [--chain FILE] [--resources FILE]``: the chain's Ingresses
+as Gateway API resources — or YOUR resources — and the ledger of what the migration keeps, changes and loses.
 
     mtls-harness migrate --chain chain.yaml --to gateway-api:envoy-gateway --out gateway-api/
+    mtls-harness migrate --chain chain.yaml --to gateway-api --resources ingress2gateway-out.yaml
     mtls-harness migrate --to gateway-api --json
 
-Writes ``DIR/gateway-api.yaml`` (the Gateway, its HTTPRoutes, the BackendTLSPolicies and the CA ConfigMaps they name;
-Secrets are referenced by name, never copied) and prints one line per security property: kept, changed (how) or lost,
-with the source of both sides. Exit 1 when a property is lost, 0 otherwise, 2 for bad input (one line). The ledger
-is the translation's, from the two APIs' documented fields: running the catalogue on the Gateway API chain is the part
-of issue 20 not built yet (docs/gateway-api.md).
+Without ``--resources`` it writes ``DIR/gateway-api.yaml`` (the Gateway, its HTTPRoutes, the BackendTLSPolicies and the
+CA ConfigMaps they name; Secrets are referenced by name, never copied). With ``--resources`` it writes nothing and
+assesses the resources given (written by you, or by ingress2gateway). Either way it prints one line per security
+property: kept, changed (how) or lost, with the source of both sides. Exit 1 when a property is lost, 0 otherwise, 2
+for bad input (one line). The ledger is the resources' own account, from the two APIs' documented fields: running the
+catalogue on the Gateway API chain is the part of issue 20 not built yet (docs/gateway-api.md).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("gateway-api"), metavar="DIR",
                    help=f"where {OUTPUT} is written (default: ./gateway-api)")
     p.add_argument("--force", action="store_true", help=f"replace an existing DIR/{OUTPUT}")
+    p.add_argument("--resources", type=Path, action="append", metavar="FILE",
+                   help="assess these Gateway API resources (YAML; repeatable) instead of writing them: yours, or "
+                        "what ingress2gateway wrote")
     p.add_argument("--json", action="store_true", help="print the ledger as one JSON document")
     p.set_defaults(func=cmd_migrate)
 
@@ -63,7 +68,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     implementation = _implementation(args.to)
     target = Path(args.out) / OUTPUT
-    if target.exists() and not args.force:
+    resources = _read_resources(args.resources) if args.resources else None
+    if resources is None and target.exists() and not args.force:
         raise UsageError(f"--out {args.out}: {target} exists — pass --force to replace it, or another --out")
     loaded = load_chain_option(args)
     if loaded is not None:
@@ -74,23 +80,57 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
         topology = default_topology()
         certs = cert_set_for(topology.pki)
-    translation = translate(topology, certs, implementation=implementation)
-    text = ("# Written by mtls-harness migrate from the chain's Ingresses (docs/gateway-api.md). The Secrets are "
-            "referenced by name, as they are in the cluster.\n"
-            + yaml.safe_dump_all(translation.documents, sort_keys=False, width=120))
-    write_atomic(target, text.encode())
+    translation = translate(topology, certs, implementation=implementation, resources=resources)
+    if resources is None:
+        text = ("# Written by mtls-harness migrate from the chain's Ingresses (docs/gateway-api.md). The Secrets are "
+                "referenced by name, as they are in the cluster.\n"
+                + yaml.safe_dump_all(translation.documents, sort_keys=False, width=120))
+        write_atomic(target, text.encode())
     counts = {v: sum(1 for p in translation.ledger if p.verdict == v) for v in ("kept", "changed", "lost")}
     if args.json:
         print(json.dumps({"schema": "mtls-harness/migrate/1", "to": f"gateway-api:{implementation}",
-                          "chain": topology.name, "written": str(target), "counts": counts,
+                          "chain": topology.name, "written": None if resources is not None else str(target),
+                          "assessed": [str(f) for f in args.resources or []], "counts": counts,
                           "ledger": [p.as_dict() for p in translation.ledger]}, indent=2))
     else:
         width = max((len(p.name) for p in translation.ledger), default=0)
         for p in translation.ledger:
             print(f"{p.verdict.upper():<7} {p.name:<{width}}  {p.host}: {p.ingress} → {p.gateway}")
             print(f"{'':<8}{'':<{width}}  source: {p.source}")
-        print(f"wrote {target} ({len(translation.documents)} resources for gateway-api:{implementation})")
+        if resources is None:
+            print(f"wrote {target} ({len(translation.documents)} resources for gateway-api:{implementation})")
+        else:
+            print(f"assessed {len(translation.documents)} resources from {', '.join(map(str, args.resources))}")
         print(f"migration ledger: {counts['kept']} kept, {counts['changed']} changed, {counts['lost']} lost — the "
               "translation's own account (the catalogue's run on the Gateway API chain is not built yet)",
               file=sys.stderr if counts["lost"] else sys.stdout)
     return 1 if counts["lost"] else 0
+
+
+def _read_resources(paths: list[Path]) -> list[dict[str, Any]]:
+    """The Kubernetes objects in ``paths`` (multi-document YAML; a ``List`` is expanded); one InputError for a missing
+    file or bad YAML, naming the line."""
+    import yaml
+
+    from harness.errors import InputError
+
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            docs = list(yaml.safe_load_all(Path(path).read_text()))
+        except FileNotFoundError:
+            raise InputError(path, "does not exist", "give the Gateway API resources' YAML file") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise InputError(path, f"{where}not valid YAML ({getattr(exc, 'problem', exc)})",
+                             "fix the YAML (kubectl apply --dry-run=client -f FILE shows the same)") from None
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                out += [item for item in doc.get("items") or [] if isinstance(item, dict)]
+            elif isinstance(doc, dict):
+                out.append(doc)
+    if not any(d.get("kind") == "Gateway" for d in out):
+        raise InputError(paths[0], "holds no Gateway", "give the file(s) with the Gateway, its HTTPRoutes and "
+                                                      "BackendTLSPolicies")
+    return out

@@ -1,56 +1,67 @@
-"""The chain's Ingresses as Gateway API resources, and what that translation keeps, changes and loses (issue 20).
+"""The chain's Ingresses as Gateway API resources, and what a migration keeps, changes and loses (issue 20).
 
-    translation = translate(topology, certs, implementation="envoy-gateway")
-    translation.documents    # Gateway, HTTPRoutes, BackendTLSPolicies, the CA ConfigMaps they name
+    translation = translate(topology, certs)                          # resources written from the Ingresses
+    translation = translate(topology, certs, resources=documents)     # YOUR resources (or ingress2gateway's)
+    translation.documents    # the Gateway API resources assessed
     translation.ledger       # one Property per security property of the Ingresses: kept / changed / lost
 
 The Ingresses are read as the controller reads them (:func:`harness.render.nginx_ingress.plan_servers`: the same
-annotation parsing, defaults and Secret checks the nginx rendering uses), then written in the Gateway API v1.5
-standard channel (``gateway.networking.k8s.io/v1``; field names from ``apis/v1/gateway_types.go`` and
+annotation parsing, defaults and Secret checks the nginx rendering uses). Without ``resources`` they are written in the
+Gateway API v1.5 standard channel (``gateway.networking.k8s.io/v1``; field names from ``apis/v1/gateway_types.go`` and
 ``apis/v1/backendtlspolicy_types.go`` at v1.5.1):
 
 - each host: an ``HTTPS`` listener on 443 with the host's TLS Secret (``tls.mode: Terminate``);
 - ``auth-tls-secret`` + ``auth-tls-verify-client``: ``spec.tls.frontend.default.validation`` with the CA in a ConfigMap
   (key ``ca.crt``, the Core support level) and ``mode`` ``AllowValidOnly`` (``on``) or ``AllowInsecureFallback``
-  (``optional``);
+  (``optional``); Gateway API validates per port, not per host (GEP-91), so the first checking host's setting;
 - the client certificate the ingress presents to the pod (``proxy-ssl-secret``'s ``tls.crt``/``tls.key``):
   ``spec.tls.backend.clientCertificateRef`` (what ingress2gateway drops with a warning);
 - ``proxy-ssl-*`` with a CA: a ``BackendTLSPolicy`` on the Service (``validation.caCertificateRefs``, ``hostname`` =
   ``proxy-ssl-name``, else the Service's cluster name);
 - each Ingress path: an ``HTTPRoute`` rule to its Service.
 
-The ledger is the translation's own account, from the two APIs' documented fields — not a run. A run of the catalogue on
-the Gateway API chain (a Gateway API ingress rendered to real Envoy, as Envoy Gateway configures it) is what the rest of
-issue 20 builds; docs/gateway-api.md says what is and is not there yet.
+Either way the ledger comes from ONE assessment (:func:`assess`) of the Ingresses against the Gateway API resources:
+per host, the HTTPS listener that serves it, the client-certificate validation of its port (``spec.tls.frontend``, the
+experimental per-listener ``frontendValidation`` of v1.1–v1.3, or Envoy Gateway's ``ClientTrafficPolicy``), the CA it
+trusts, the BackendTLSPolicy of each backend Service and the Gateway's backend client certificate. It is the
+resources' own account from the two APIs' documented fields — not a run: a run of the catalogue on the Gateway API
+chain is the part of issue 20 not built yet (docs/gateway-api.md).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from harness.errors import UsageError
 from harness.model.topology import Topology
 from harness.pki.certset import CertSet
 from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
 
-__all__ = ["IMPLEMENTATIONS", "Property", "Translation", "translate"]
+__all__ = ["IMPLEMENTATIONS", "Property", "Translation", "assess", "translate"]
 
 GATEWAY_API: Final = "gateway.networking.k8s.io/v1"
-#: the implementations the resources are written for, by ``--to gateway-api:<name>``: the GatewayClass they use
+#: the implementations resources are written for, by ``--to gateway-api:<name>``: the GatewayClass they use
 #: (Envoy Gateway's quick start names its GatewayClass ``eg``: gateway.envoyproxy.io docs, "Quickstart")
 IMPLEMENTATIONS: Final = {"envoy-gateway": "eg"}
 Verdict = Literal["kept", "changed", "lost"]
 
 _SPEC = "Gateway API v1.5.1 apis/v1/gateway_types.go"
 _FRONTEND = f"{_SPEC} 728-817 (FrontendTLSValidation: caCertificateRefs, mode AllowValidOnly|AllowInsecureFallback)"
+_PER_PORT = f"{_SPEC} 645-668 (FrontendTLSConfig: default and perPort, no per-host setting); GEP-91"
 _CONFORMANCE = ("Gateway API conformance GatewayFrontendClientCertificateValidation (a cert of another CA must fail "
                 "the TLS handshake; any HTTP answer fails the test)")
+_FALLBACK = "conformance GatewayFrontendClientCertificateValidationInsecureFallback"
+_POLICY = ("Gateway API v1.5.1 apis/v1/backendtlspolicy_types.go 58-250 (BackendTLSPolicy: targetRefs, "
+           "validation.caCertificateRefs or wellKnownCACertificates, hostname)")
+_CLIENT_CERT = (f"{_SPEC} 526-553 (GatewayBackendTLS.clientCertificateRef); conformance "
+                "GatewayBackendClientCertificateFeature")
 
 
 @dataclass(frozen=True)
@@ -82,39 +93,29 @@ class Translation:
         return [p for p in self.ledger if p.verdict == "lost"]
 
 
-def _meta(name: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "mtls-harness"}}
+# ------------------------------------------------------------------------------------------------------------------
+# the Ingress side
+# ------------------------------------------------------------------------------------------------------------------
+def _secret_name(ref: str) -> str:
+    return ref.rpartition("/")[2]
 
 
-def _secret_name(ref: str) -> tuple[str, str]:
-    namespace, _, name = ref.rpartition("/")
-    return namespace, name
-
-
-def _ca_pem(path: Path) -> str:
-    """The CA certificates of a file the controller wrote for a Secret — only certificates with ``CA:TRUE``: the
-    proxy-ssl file holds the client certificate and its KEY too (ingress-nginx writes one PEM), none of which may
-    leave."""
+def _ca_certs(pem: bytes) -> list[x509.Certificate]:
+    """Only the certificates with ``CA:TRUE``: the file ingress-nginx writes for a proxy-ssl Secret holds the client
+    certificate and its KEY too, none of which may leave."""
     found = []
-    for cert in x509.load_pem_x509_certificates(path.read_bytes()):
+    for cert in x509.load_pem_x509_certificates(pem):
         try:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         except x509.ExtensionNotFound:
             is_ca = False
         if is_ca:
-            found.append(cert.public_bytes(serialization.Encoding.PEM).decode())
-    return "".join(found)
+            found.append(cert)
+    return found
 
 
-def _ca_configmap(ref: str, path: Path, namespace: str, out: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A ConfigMap holding the CA bundle of Secret ``ref`` under ``ca.crt`` (the Core support level of
-    caCertificateRefs), and the reference to it."""
-    pem = _ca_pem(path)
-    _, secret = _secret_name(ref)
-    name = f"{secret}-ca"
-    out.setdefault(name, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, namespace),
-                          "data": {"ca.crt": pem}})
-    return {"group": "", "kind": "ConfigMap", "name": name}
+def _fingerprints(certs: Iterable[x509.Certificate]) -> frozenset[bytes]:
+    return frozenset(c.fingerprint(hashes.SHA256()) for c in certs)
 
 
 def _client_auth(server: ServerPlan) -> tuple[str, AuthTLS | None]:
@@ -124,63 +125,214 @@ def _client_auth(server: ServerPlan) -> tuple[str, AuthTLS | None]:
     return auth.verify_client, auth
 
 
-def _frontend(servers: list[ServerPlan], namespace: str, configmaps: dict[str, dict[str, Any]],
-              ledger: list[Property]) -> dict[str, Any] | None:
-    """``spec.tls.frontend``: Gateway API validates client certificates per PORT, not per host (GEP-91 moved it off
-    the listener to close a connection-coalescing bypass), so every host on 443 gets the first checking host's CA and
-    mode; a host that checked with another CA, or not at all, is a lost property."""
-    checking = [s for s in servers if _client_auth(s)[0] in ("on", "optional", "optional_no_ca")]
-    if not checking:
-        return None
-    first = checking[0]
-    mode, auth = _client_auth(first)
-    assert auth is not None
-    assert auth.ca_file is not None
-    ref = _ca_configmap(auth.secret, auth.ca_file, namespace, configmaps)
-    fallback = mode != "on"
-    for server in servers:
-        other_mode, other = _client_auth(server)
-        if server is first:
-            continue
-        if other is None or other.secret != auth.secret or other_mode != mode:
-            ledger.append(Property(
-                "client certificate checked per host", server.host,
-                f"auth-tls-verify-client {other_mode}" + (f" with {other.secret}" if other else ""),
-                f"the port's validation: {auth.secret}, {'AllowInsecureFallback' if fallback else 'AllowValidOnly'}",
-                "lost", f"{_SPEC} 645-668 (FrontendTLSConfig: default and perPort, no per-host setting); GEP-91"))
-    return {"default": {"validation": {"caCertificateRefs": [ref],
-                                       "mode": "AllowInsecureFallback" if fallback else "AllowValidOnly"}}}
+# ------------------------------------------------------------------------------------------------------------------
+# writing the resources
+# ------------------------------------------------------------------------------------------------------------------
+def _meta(name: str, namespace: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "mtls-harness"}}
 
 
-def _client_cert_rows(server: ServerPlan, ledger: list[Property]) -> None:
-    mode, auth = _client_auth(server)
+def _ca_configmap(ref: str, path: Path, namespace: str, out: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A ConfigMap holding the CA certificates of Secret ``ref`` under ``ca.crt`` (the Core support level of
+    caCertificateRefs), and the reference to it."""
+    name = f"{_secret_name(ref)}-ca"
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in _ca_certs(path.read_bytes()))
+    out.setdefault(name, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, namespace),
+                          "data": {"ca.crt": pem}})
+    return {"group": "", "kind": "ConfigMap", "name": name}
+
+
+def _write_resources(topology: Topology, servers: list[ServerPlan], implementation: str) -> list[dict[str, Any]]:
+    ingresses = topology.ingress.ingresses
+    namespace = ingresses[0].namespace
+    name = f"{ingresses[0].name}-gateway"
+    configmaps: dict[str, dict[str, Any]] = {}
+    policies: dict[str, dict[str, Any]] = {}
+    routes: list[dict[str, Any]] = []
+    listeners: list[dict[str, Any]] = []
+    client_cert: str | None = None
+    tls_secret = {i.host: i.tls_secret for i in reversed(ingresses) if i.tls_secret}
+    for n, server in enumerate(servers, 1):
+        listener = f"https-{n}"
+        listeners.append({"name": listener, "protocol": "HTTPS", "port": 443, "hostname": server.host,
+                          "tls": {"mode": "Terminate",
+                                  "certificateRefs": [{"kind": "Secret", "name": tls_secret.get(server.host, "")}]},
+                          "allowedRoutes": {"namespaces": {"from": "Same"}}})
+        rules = []
+        for loc in server.locations:
+            if loc.default_backend:
+                continue
+            rules.append({"matches": [{"path": {"type": "Exact" if loc.exact else "PathPrefix",
+                                                "value": loc.path.rstrip("/") or "/"}}],
+                          "backendRefs": [{"name": loc.service, "port": loc.service_port}]})
+            p = loc.proxy_ssl
+            if p is not None and p.pem_file is not None and client_cert is None:
+                client_cert = _secret_name(p.secret)
+            if loc.backend_protocol == "HTTPS" and p is not None and p.ca_file is not None \
+                    and loc.service not in policies:
+                ref = _ca_configmap(p.secret, p.ca_file, namespace, configmaps)
+                policies[loc.service] = {
+                    "apiVersion": GATEWAY_API, "kind": "BackendTLSPolicy",
+                    "metadata": _meta(f"{loc.service}-tls", namespace),
+                    "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": loc.service}],
+                             "validation": {"caCertificateRefs": [ref],
+                                            "hostname": p.name or f"{loc.service}.{loc.namespace}.svc.cluster.local"}}}
+        if rules:
+            routes.append({"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": _meta(f"{name}-{n}", namespace),
+                           "spec": {"parentRefs": [{"name": name, "sectionName": listener}],
+                                    "hostnames": [server.host], "rules": rules}})
+    spec: dict[str, Any] = {"gatewayClassName": IMPLEMENTATIONS[implementation], "listeners": listeners}
+    tls: dict[str, Any] = {}
+    checking = [s for s in servers if _client_auth(s)[0] != "off"]
+    if checking:  # validation is per port: the first checking host's CA and mode (the ledger says what that costs)
+        mode, auth = _client_auth(checking[0])
+        assert auth is not None
+        assert auth.ca_file is not None
+        ref = _ca_configmap(auth.secret, auth.ca_file, namespace, configmaps)
+        tls["frontend"] = {"default": {"validation": {
+            "caCertificateRefs": [ref], "mode": "AllowValidOnly" if mode == "on" else "AllowInsecureFallback"}}}
+    if client_cert is not None:
+        tls["backend"] = {"clientCertificateRef": {"kind": "Secret", "name": client_cert}}
+    if tls:
+        spec["tls"] = tls
+    gateway = {"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": _meta(name, namespace), "spec": spec}
+    return [*configmaps.values(), gateway, *routes, *policies.values()]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reading resources: what serves a host, and how
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Resources:
+    gateways: list[dict[str, Any]] = field(default_factory=list)
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    client_traffic: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, documents: Iterable[Mapping[str, Any]]) -> _Resources:
+        out = cls()
+        for doc in documents:
+            group = str(doc.get("apiVersion", "")).partition("/")[0]
+            kind = doc.get("kind")
+            if group == "gateway.networking.k8s.io" and kind == "Gateway":
+                out.gateways.append(dict(doc))
+            elif group == "gateway.networking.k8s.io" and kind == "HTTPRoute":
+                out.routes.append(dict(doc))
+            elif group == "gateway.networking.k8s.io" and kind == "BackendTLSPolicy":
+                out.policies.append(dict(doc))
+            elif kind == "ConfigMap":
+                out.configmaps[str((doc.get("metadata") or {}).get("name", ""))] = dict(doc)
+            elif group == "gateway.envoyproxy.io" and kind == "ClientTrafficPolicy":
+                out.client_traffic.append(dict(doc))
+        return out
+
+
+def _host_matches(pattern: str | None, host: str) -> bool:
+    if not pattern:
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and host.count(".") >= pattern.count(".")
+    return pattern == host
+
+
+def _listener_for(res: _Resources, host: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The Gateway and HTTPS listener serving ``host``: an exact hostname first, then a wildcard or none."""
+    candidates = [(gw, ls) for gw in res.gateways for ls in (gw.get("spec") or {}).get("listeners") or []
+                  if ls.get("protocol") == "HTTPS" and _host_matches(ls.get("hostname"), host)]
+    candidates.sort(key=lambda pair: 0 if pair[1].get("hostname") == host else 1)
+    return candidates[0] if candidates else None
+
+
+def _validation(res: _Resources, gateway: dict[str, Any], listener: dict[str, Any]) -> tuple[str, list[Any], str]:
+    """(mode, caCertificateRefs, where) of the client-certificate check on ``listener``'s port: the Gateway's
+    ``spec.tls.frontend`` (perPort, else default), the experimental listener ``tls.frontendValidation`` (v1.1–v1.3),
+    Envoy Gateway's ClientTrafficPolicy on the Gateway; mode "none" when nothing asks for a certificate."""
+    frontend = ((gateway.get("spec") or {}).get("tls") or {}).get("frontend") or {}
+    port = listener.get("port")
+    chosen = next(((pp.get("tls") or {}).get("validation") for pp in frontend.get("perPort") or []
+                   if pp.get("port") == port), None) or (frontend.get("default") or {}).get("validation")
+    if chosen:
+        return str(chosen.get("mode") or "AllowValidOnly"), list(chosen.get("caCertificateRefs") or []), \
+            f"spec.tls.frontend ({'perPort ' + str(port) if frontend.get('perPort') else 'default'})"
+    legacy = (listener.get("tls") or {}).get("frontendValidation")
+    if legacy:
+        return "AllowValidOnly", list(legacy.get("caCertificateRefs") or []), "listener tls.frontendValidation"
+    name = (gateway.get("metadata") or {}).get("name")
+    for ctp in res.client_traffic:
+        refs = (ctp.get("spec") or {}).get("targetRefs") or [(ctp.get("spec") or {}).get("targetRef") or {}]
+        if any(r.get("kind") == "Gateway" and r.get("name") == name for r in refs):
+            cv = ((ctp.get("spec") or {}).get("tls") or {}).get("clientValidation")
+            if cv:
+                mode = "AllowInsecureFallback" if cv.get("optional") else "AllowValidOnly"
+                return mode, list(cv.get("caCertificateRefs") or []), "ClientTrafficPolicy tls.clientValidation"
+    return "none", [], "no client-certificate validation"
+
+
+def _ca_of(res: _Resources, refs: list[Any]) -> frozenset[bytes] | None:
+    """The fingerprints of the CA certificates the refs name, when every ref is a ConfigMap among the resources."""
+    found: list[x509.Certificate] = []
+    for ref in refs:
+        cm = res.configmaps.get(str(ref.get("name", ""))) if ref.get("kind", "ConfigMap") == "ConfigMap" else None
+        if cm is None:
+            return None
+        found += x509.load_pem_x509_certificates(str((cm.get("data") or {}).get("ca.crt", "")).encode())
+    return _fingerprints(found)
+
+
+def _policy_for(res: _Resources, service: str) -> dict[str, Any] | None:
+    for policy in res.policies:
+        for ref in (policy.get("spec") or {}).get("targetRefs") or []:
+            if ref.get("kind") == "Service" and ref.get("name") == service:
+                return policy
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the assessment
+# ------------------------------------------------------------------------------------------------------------------
+def _client_check(server: ServerPlan, res: _Resources, gateway: dict[str, Any], listener: dict[str, Any],
+                  ledger: list[Property]) -> None:
     host = server.host
-    if auth is None:
-        ledger.append(Property("client certificate required", host, "auth-tls-verify-client: off (no CA)",
-                               "no frontend validation", "kept", _FRONTEND))
-        return
+    mode, auth = _client_auth(server)
+    gw_mode, refs, where = _validation(res, gateway, listener)
+    said = f"auth-tls-verify-client: {mode}" + (f", auth-tls-secret {auth.secret}" if auth else "")
+    seen = f"{where}: {gw_mode}"
+    source = f"{_FRONTEND}; {_PER_PORT}"
+    verdict: Verdict
     if mode == "on":
-        ledger.append(Property(
-            "client certificate required", host, f"auth-tls-verify-client: on, auth-tls-secret {auth.secret}",
-            "frontend validation AllowValidOnly", "changed",
-            f"{_FRONTEND}; {_CONFORMANCE}: a missing or untrusted client cert is refused in the TLS handshake (an "
-            "alert), no longer with ingress-nginx's HTTP 400 page"))
+        verdict = "changed" if gw_mode == "AllowValidOnly" else "lost"
+        why = (f"{_CONFORMANCE}: a missing or untrusted client cert is refused in the TLS handshake (an alert), no "
+               "longer with ingress-nginx's HTTP 400 page") if verdict == "changed" else source
+        ledger.append(Property("client certificate required", host, said, seen, verdict, why))
     elif mode == "optional":
-        ledger.append(Property(
-            "client certificate required", host, "auth-tls-verify-client: optional", "AllowInsecureFallback",
-            "changed", f"{_FRONTEND}; conformance GatewayFrontendClientCertificateValidationInsecureFallback: both "
-            "let a request without a valid cert through; the pod no longer learns the verify result (no "
-            "ssl-client-verify header)"))
+        verdict = "changed" if gw_mode in ("AllowInsecureFallback", "AllowValidOnly") else "lost"
+        why = (f"{_FALLBACK}: both let a request without a valid cert through; the pod no longer learns the verify "
+               "result" if gw_mode == "AllowInsecureFallback" else
+               f"{source}: stricter — a request without a valid cert is now refused" if verdict == "changed"
+               else f"{source}: nothing asks for a certificate")
+        ledger.append(Property("client certificate required", host, said, seen, verdict, why))
+    elif mode == "optional_no_ca":
+        ledger.append(Property("client certificate required", host, said, seen, "lost",
+                               f"{_FRONTEND}: no mode asks for a certificate without checking it"))
     else:
-        ledger.append(Property(
-            "client certificate required", host, f"auth-tls-verify-client: {mode}",
-            "AllowInsecureFallback (no mode asks for a cert without checking it)", "lost", _FRONTEND))
-    if auth.verify_depth >= 0:  # always: the controller renders its default (1) when the annotation is unset
-        ledger.append(Property(
-            "client certificate chain depth", host, f"auth-tls-verify-depth: {auth.verify_depth}",
-            "no depth field (the implementation's own limit)", "lost",
-            f"{_SPEC} 728-817 (FrontendTLSValidation has no depth); ingress-nginx annotations docs "
-            "(auth-tls-verify-depth, default 1)"))
+        ledger.append(Property("client certificate required", host, said, seen,
+                               "kept" if gw_mode == "none" else "changed",
+                               source if gw_mode == "none" else f"{source}: stricter"))
+    if auth is None:
+        return
+    ingress_cas = _fingerprints(_ca_certs(auth.ca_file.read_bytes())) if auth.ca_file else frozenset()
+    gateway_cas = _ca_of(res, refs)
+    if gw_mode != "none" and gateway_cas is not None and gateway_cas != ingress_cas:
+        ledger.append(Property("the client CAs trusted", host, f"{auth.secret}: {len(ingress_cas)} CA(s)",
+                               f"{len(gateway_cas)} CA(s), {len(gateway_cas - ingress_cas)} of them not trusted "
+                               "before", "lost" if gateway_cas - ingress_cas else "changed", _FRONTEND))
+    ledger.append(Property(
+        "client certificate chain depth", host, f"auth-tls-verify-depth: {auth.verify_depth}",
+        "no depth field (the implementation's own limit)", "lost",
+        f"{_SPEC} 728-817 (FrontendTLSValidation has no depth); ingress-nginx annotations docs (auth-tls-verify-depth, "
+        "default 1)"))
     if auth.match_cn:
         ledger.append(Property("client certificate CN match", host, f"auth-tls-match-cn: {auth.match_cn}",
                                "no subject or CN match", "lost",
@@ -191,137 +343,110 @@ def _client_cert_rows(server: ServerPlan, ledger: list[Property]) -> None:
                                "gateway-api #3402, #5083 (forwarding the client certificate upstream)"))
     if auth.error_page:
         ledger.append(Property("error page for a refused client certificate", host,
-                               f"auth-tls-error-page: {auth.error_page}",
-                               "none: the refusal is a TLS alert", "lost", _CONFORMANCE))
+                               f"auth-tls-error-page: {auth.error_page}", "none: the refusal is a TLS alert", "lost",
+                               _CONFORMANCE))
     if auth.crl_file is not None:
         ledger.append(Property("revoked client certificates refused (CRL)", host, f"{auth.secret} has ca.crl",
-                               "no CRL in the standard API", "lost",
-                               f"{_SPEC} 728-817 (no CRL or OCSP field)"))
+                               "no CRL in the standard API", "lost", f"{_SPEC} 728-817 (no CRL or OCSP field)"))
 
 
-def _backend(server: ServerPlan, namespace: str, configmaps: dict[str, dict[str, Any]],
-             policies: dict[str, dict[str, Any]], ledger: list[Property]) -> str | None:
-    """The pod hop: a BackendTLSPolicy per Service when the ingress can check the pod's cert, and the name of the
-    client-certificate Secret the gateway presents (``spec.tls.backend.clientCertificateRef``)."""
+def _pod_hop(server: ServerPlan, res: _Resources, gateway: dict[str, Any], ledger: list[Property]) -> None:
     host = server.host
-    client_cert: str | None = None
+    done: set[str] = set()
+    presents: str | None = None
     for loc in server.locations:
-        if loc.default_backend or loc.service in policies:
+        if loc.default_backend or loc.service in done:
             continue
+        done.add(loc.service)
         p = loc.proxy_ssl
-        https = loc.backend_protocol == "HTTPS"
-        policy_src = ("Gateway API v1.5.1 apis/v1/backendtlspolicy_types.go 58-250 (BackendTLSPolicy: targetRefs, "
-                      "validation.caCertificateRefs or wellKnownCACertificates, hostname)")
         if p is not None and p.pem_file is not None:
-            client_cert = p.secret
-        if not https:
+            presents = p.secret
+        policy = _policy_for(res, loc.service)
+        validation = ((policy or {}).get("spec") or {}).get("validation") or {}
+        if loc.backend_protocol != "HTTPS":
             ledger.append(Property("the hop to the pod is TLS", host, f"backend-protocol: {loc.backend_protocol}",
-                                   "plain HTTP to the Service", "kept", policy_src))
+                                   "a BackendTLSPolicy" if policy else "plain HTTP to the Service",
+                                   "changed" if policy else "kept", _POLICY))
             continue
-        if p is None or p.ca_file is None:
-            ledger.append(Property(
-                "the hop to the pod is TLS", host, "backend-protocol: HTTPS without a proxy-ssl CA",
-                "no BackendTLSPolicy: the gateway speaks plain HTTP to the Service", "lost",
-                f"{policy_src}: a BackendTLSPolicy always validates (caCertificateRefs or wellKnownCACertificates); "
-                "without one the backend connection is not TLS"))
+        if policy is None:
+            ledger.append(Property("the hop to the pod is TLS", host, f"backend-protocol: HTTPS to {loc.service}",
+                                   f"no BackendTLSPolicy on Service {loc.service}: plain HTTP", "lost",
+                                   f"{_POLICY}: without a policy the backend connection is not TLS"))
             continue
-        ref = _ca_configmap(p.secret, p.ca_file, namespace, configmaps)
-        hostname = p.name or f"{loc.service}.{loc.namespace}.svc.cluster.local"
-        policies[loc.service] = {
-            "apiVersion": GATEWAY_API, "kind": "BackendTLSPolicy", "metadata": _meta(f"{loc.service}-tls", namespace),
-            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": loc.service}],
-                     "validation": {"caCertificateRefs": [ref], "hostname": hostname}}}
-        verified = p.verify == "on"
+        hostname = str(validation.get("hostname", ""))
+        refs = ", ".join(str(r.get("name")) for r in validation.get("caCertificateRefs") or [])
+        checked = (f"BackendTLSPolicy {(policy.get('metadata') or {}).get('name')}: hostname {hostname}, "
+                   + ("well-known CAs" if validation.get("wellKnownCACertificates") else f"caCertificateRefs {refs}"))
+        if p is None or p.ca_file is None or p.verify != "on":
+            ledger.append(Property("the pod's certificate is verified", host,
+                                   f"proxy-ssl-verify: {p.verify if p else 'off'}", checked, "changed",
+                                   f"{_POLICY}: stricter — the pod's cert is now checked"))
+            continue
+        said = f"proxy-ssl-verify: on, proxy-ssl-secret {p.secret}" + (f", proxy-ssl-name {p.name}" if p.name else "")
+        trusted = _ca_of(res, list(validation.get("caCertificateRefs") or []))
+        before = _fingerprints(_ca_certs(p.ca_file.read_bytes()))
+        if validation.get("wellKnownCACertificates") or (trusted is not None and trusted - before):
+            verdict: Verdict = "lost"
+            why = f"{_POLICY}: it trusts CAs the ingress did not (a pod cert from any of them is accepted)"
+        elif p.name and hostname and hostname != p.name:
+            verdict, why = "changed", f"{_POLICY}: the pod's cert is checked against {hostname}, not {p.name}"
+        else:
+            verdict, why = "kept", _POLICY
+        ledger.append(Property("the pod's certificate is verified", host, said, checked, verdict, why))
+    if presents is not None:
+        ref = (((gateway.get("spec") or {}).get("tls") or {}).get("backend") or {}).get("clientCertificateRef")
         ledger.append(Property(
-            "the pod's certificate is verified", host,
-            f"proxy-ssl-verify: {p.verify}, proxy-ssl-secret {p.secret}" + (f", proxy-ssl-name {p.name}" if p.name
-                                                                              else ""),
-            f"BackendTLSPolicy {loc.service}-tls: caCertificateRefs {ref['name']}, hostname {hostname}",
-            "kept" if verified else "changed",
-            policy_src + ("" if verified else ": stricter than before — the pod's cert is now checked")))
-    if client_cert is not None:
-        ledger.append(Property("the ingress presents a client certificate to the pod", host,
-                               f"proxy-ssl-secret {client_cert} (tls.crt, tls.key)",
-                               f"spec.tls.backend.clientCertificateRef {_secret_name(client_cert)[1]}", "kept",
-                               f"{_SPEC} 526-553 (GatewayBackendTLS.clientCertificateRef); conformance "
-                               "GatewayBackendClientCertificateFeature"))
-    return client_cert
+            "the ingress presents a client certificate to the pod", host, f"proxy-ssl-secret {presents} (tls.crt, "
+            "tls.key)", f"spec.tls.backend.clientCertificateRef {ref.get('name')}" if ref else
+            "no spec.tls.backend.clientCertificateRef", "kept" if ref else "lost", _CLIENT_CERT))
 
 
-def translate(topology: Topology, certs: CertSet, *, implementation: str = "envoy-gateway") -> Translation:
-    """The Gateway API resources equivalent to ``topology``'s Ingresses and the ledger of what changes (module doc).
-    Raises :class:`UsageError` for an implementation it cannot write for, or an Ingress the controller refuses."""
-    if implementation not in IMPLEMENTATIONS:
+def assess(topology: Topology, servers: list[ServerPlan], documents: Iterable[Mapping[str, Any]]) -> list[Property]:
+    """The ledger: each security property of the Ingresses (``servers``, as the controller reads them) against the
+    Gateway API ``documents``."""
+    res = _Resources.of(documents)
+    ledger: list[Property] = []
+    for server in servers:
+        if server.passthrough:
+            ledger.append(Property("TLS passed through to the pod", server.host, "ssl-passthrough: true",
+                                   "not assessed (a TLS listener with a TLSRoute)", "lost",
+                                   f"{_SPEC} (TLSModeType Passthrough)"))
+            continue
+        found = _listener_for(res, server.host)
+        if found is None:
+            ledger.append(Property("the host is served over TLS", server.host, "an Ingress with a TLS Secret",
+                                   "no HTTPS listener matches the host", "lost", _SPEC))
+            continue
+        gateway, listener = found
+        _client_check(server, res, gateway, listener, ledger)
+        _pod_hop(server, res, gateway, ledger)
+    ctl = topology.ingress.controller
+    if "ssl-protocols" in ctl.config:
+        ledger.append(Property("TLS versions the ingress accepts", "*",
+                               f"ConfigMap ssl-protocols: {ctl.get('ssl-protocols')}",
+                               "the implementation's own TLS settings", "lost",
+                               f"{_SPEC} (ListenerTLSConfig.options is implementation-specific)"))
+    return ledger
+
+
+def translate(topology: Topology, certs: CertSet, *, implementation: str = "envoy-gateway",
+              resources: Iterable[Mapping[str, Any]] | None = None) -> Translation:
+    """The Gateway API resources for ``topology``'s Ingresses — written, or ``resources`` as given — and the ledger of
+    what they keep, change and lose (module doc). Raises :class:`UsageError` for an implementation it cannot write
+    for, or an Ingress the controller refuses."""
+    if resources is None and implementation not in IMPLEMENTATIONS:
         raise UsageError(f"--to gateway-api:{implementation}: not available — choose one of "
                          f"{', '.join(IMPLEMENTATIONS)} (Application Gateway for Containers' FrontendTLSPolicy and "
                          "alb BackendTLSPolicy are not written yet: docs/gateway-api.md)")
     hop = topology.ingress
     with tempfile.TemporaryDirectory(prefix="mtls-harness-gwapi-") as tmp:
         servers = plan_servers(hop, certs, Path(tmp), _write, allow_cross_namespace=hop.allow_cross_namespace_resources)
-        return _translate(topology, servers, implementation)
+        documents = ([dict(d) for d in resources] if resources is not None
+                     else _write_resources(topology, servers, implementation))
+        return Translation(implementation, documents, assess(topology, servers, documents))
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(mode)
-
-
-def _translate(topology: Topology, servers: list[ServerPlan], implementation: str) -> Translation:
-    out = Translation(implementation)
-    ingresses = topology.ingress.ingresses
-    namespace = ingresses[0].namespace
-    name = f"{ingresses[0].name}-gateway"
-    configmaps: dict[str, dict[str, Any]] = {}
-    policies: dict[str, dict[str, Any]] = {}
-    routes: list[dict[str, Any]] = []
-    listeners: list[dict[str, Any]] = []
-    client_certs: list[str] = []
-    tls_secret = {i.host: i.tls_secret for i in reversed(ingresses) if i.tls_secret}
-    for n, server in enumerate(servers, 1):
-        listener = f"https-{n}"
-        if server.passthrough:
-            out.ledger.append(Property(
-                "TLS passed through to the pod", server.host, "ssl-passthrough: true",
-                "not written (a TLS listener with a TLSRoute)", "lost",
-                f"{_SPEC} (TLSModeType Passthrough); the harness writes HTTPS listeners only"))
-        listeners.append({"name": listener, "protocol": "HTTPS", "port": 443, "hostname": server.host,
-                          "tls": {"mode": "Terminate",
-                                  "certificateRefs": [{"kind": "Secret", "name": tls_secret.get(server.host, "")}]},
-                          "allowedRoutes": {"namespaces": {"from": "Same"}}})
-        _client_cert_rows(server, out.ledger)
-        cert = _backend(server, namespace, configmaps, policies, out.ledger)
-        if cert is not None and cert not in client_certs:
-            client_certs.append(cert)
-        rules = [{"matches": [{"path": {"type": "Exact" if loc.exact else "PathPrefix",
-                                        "value": loc.path.rstrip("/") or "/"}}],
-                  "backendRefs": [{"name": loc.service, "port": loc.service_port}]}
-                 for loc in server.locations if not loc.default_backend]
-        if rules:
-            routes.append({"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
-                           "metadata": _meta(f"{name}-{n}", namespace),
-                           "spec": {"parentRefs": [{"name": name, "sectionName": listener}],
-                                    "hostnames": [server.host], "rules": rules}})
-    ctl = topology.ingress.controller
-    if "ssl-protocols" in ctl.config:
-        out.ledger.append(Property(
-            "TLS versions the ingress accepts", "*", f"ConfigMap ssl-protocols: {ctl.get('ssl-protocols')}",
-            "not written (the implementation's own TLS settings)", "lost",
-            f"{_SPEC} (ListenerTLSConfig.options is implementation-specific)"))
-    spec: dict[str, Any] = {"gatewayClassName": IMPLEMENTATIONS[implementation], "listeners": listeners}
-    tls: dict[str, Any] = {}
-    frontend = _frontend(servers, namespace, configmaps, out.ledger)
-    if frontend is not None:
-        tls["frontend"] = frontend
-    if client_certs:
-        tls["backend"] = {"clientCertificateRef": {"kind": "Secret", "name": _secret_name(client_certs[0])[1]}}
-        for other in client_certs[1:]:
-            out.ledger.append(Property(
-                "the ingress presents a client certificate to the pod", "*", f"proxy-ssl-secret {other}",
-                f"one clientCertificateRef per Gateway ({_secret_name(client_certs[0])[1]})", "lost",
-                f"{_SPEC} 526-553"))
-    if tls:
-        spec["tls"] = tls
-    gateway = {"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": _meta(name, namespace), "spec": spec}
-    out.documents = [*configmaps.values(), gateway, *routes, *policies.values()]
-    return out

@@ -106,13 +106,60 @@ def test_an_unverified_pod_hop_becomes_verified_and_one_without_a_ca_becomes_pla
     assert not _kind(translation.documents, "BackendTLSPolicy")
 
 
-def test_a_second_host_with_another_client_check_is_lost_per_port(certs: CertSet) -> None:
+def test_validation_is_per_port_so_a_second_hosts_own_check_changes(certs: CertSet) -> None:
     home = REF.ingress.ingresses[0]
     other = dataclasses.replace(home, name="reports", host="reports.aks.contoso.example",
                                 annotations={**home.annotations, "auth-tls-verify-client": "optional"})
     t = REF.replace(ingress=dataclasses.replace(REF.ingress, ingresses=(home, other)))
-    rows = [p for p in translate(t, certs).ledger if p.name == "client certificate checked per host"]
-    assert [(p.host, p.verdict) for p in rows] == [("reports.aks.contoso.example", "lost")]
+    rows = {p.host: p for p in translate(t, certs).ledger if p.name == "client certificate required"}
+    assert rows["echo.aks.contoso.example"].verdict == "changed"  # the 400 page becomes an alert
+    reports = rows["reports.aks.contoso.example"]
+    assert reports.verdict == "changed"
+    assert "stricter" in reports.source  # optional on its Ingress, AllowValidOnly for the whole port
+    assert "GEP-91" in reports.source
+
+
+def _weakened(docs: list[dict[str, Any]], *, fallback: bool = False, no_policy: bool = False,
+              no_client_cert: bool = False) -> list[dict[str, Any]]:
+    out = json.loads(json.dumps(docs))
+    for d in out:
+        if d["kind"] == "Gateway":
+            if fallback:
+                d["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] = "AllowInsecureFallback"
+            if no_client_cert:
+                del d["spec"]["tls"]["backend"]
+    return [d for d in out if not (no_policy and d["kind"] == "BackendTLSPolicy")]
+
+
+def test_your_resources_weakened_are_reported_as_lost(certs: CertSet) -> None:
+    written = translate(REF, certs).documents
+    fallback = {p.name: p for p in translate(REF, certs, resources=_weakened(written, fallback=True)).ledger}
+    assert fallback["client certificate required"].verdict == "lost"  # on → AllowInsecureFallback
+    no_policy = {p.name: p for p in translate(REF, certs, resources=_weakened(written, no_policy=True)).ledger}
+    assert no_policy["the hop to the pod is TLS"].verdict == "lost"  # HTTPS pod, no BackendTLSPolicy: plain HTTP
+    assert "the pod's certificate is verified" not in no_policy
+    no_cert = {p.name: p for p in translate(REF, certs, resources=_weakened(written, no_client_cert=True)).ledger}
+    assert no_cert["the ingress presents a client certificate to the pod"].verdict == "lost"
+
+
+def test_resources_without_any_client_check_as_a_migration_tool_writes_them_lose_it(certs: CertSet) -> None:
+    # what ingress2gateway writes for the reference Ingress: the listener and route, no auth-tls (it only warns)
+    docs = [d for d in json.loads(json.dumps(translate(REF, certs).documents)) if d["kind"] in ("Gateway",
+                                                                                                  "HTTPRoute")]
+    del docs[0]["spec"]["tls"]
+    ledger = {p.name: p.verdict for p in translate(REF, certs, resources=docs).ledger}
+    assert ledger["client certificate required"] == "lost"
+    assert ledger["the hop to the pod is TLS"] == "lost"
+    assert ledger["the ingress presents a client certificate to the pod"] == "lost"
+
+
+def test_a_gateway_trusting_more_client_cas_loses_the_property(certs: CertSet) -> None:
+    docs = json.loads(json.dumps(translate(REF, certs).documents))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "apim-client-ca-ca")
+    cm["data"]["ca.crt"] += certs.trust_bundle("consumer-ca").read_text()
+    rows = {p.name: p for p in translate(REF, certs, resources=docs).ledger}
+    assert rows["the client CAs trusted"].verdict == "lost"
+    assert "1 of them not trusted before" in rows["the client CAs trusted"].gateway
 
 
 def test_an_implementation_not_written_yet_is_one_clear_error(certs: CertSet) -> None:
@@ -142,3 +189,31 @@ def test_migrate_refuses_another_target_in_one_line(tmp_path: Path, capsys: pyte
     assert main(["migrate", "--to", "istio", "--out", str(tmp_path / "x")]) == 2
     assert "the only migration is to gateway-api" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_migrate_assesses_your_resources_and_writes_nothing(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    weak = _weakened(translate(REF, certs=cert_set_for(REF.pki)).documents, fallback=True, no_policy=True)
+    path = tmp_path / "yours.yaml"
+    path.write_text(yaml.safe_dump_all(weak))
+    out = tmp_path / "not-written"
+    assert main(["migrate", "--to", "gateway-api", "--resources", str(path), "--out", str(out), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    lost = {row["property"] for row in doc["ledger"] if row["verdict"] == "lost"}
+    assert {"client certificate required", "the hop to the pod is TLS"} <= lost
+    assert doc["written"] is None
+    assert doc["assessed"] == [str(path)]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("text", "said"), [("kind: Gateway\n  bad: [\n", "line 2: not valid YAML"),
+                                            ("kind: HTTPRoute\n", "holds no Gateway")])
+def test_unusable_resources_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                                    said: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert main(["migrate", "--to", "gateway-api", "--resources", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert said in err
+    assert str(path) in err
