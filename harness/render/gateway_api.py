@@ -60,6 +60,10 @@ _CONFORMANCE = ("Gateway API conformance GatewayFrontendClientCertificateValidat
 _FALLBACK = "conformance GatewayFrontendClientCertificateValidationInsecureFallback"
 _POLICY = ("Gateway API v1.5.1 apis/v1/backendtlspolicy_types.go 58-250 (BackendTLSPolicy: targetRefs, "
            "validation.caCertificateRefs or wellKnownCACertificates, hostname)")
+#: Envoy Gateway's ClientTrafficPolicy modes as the Gateway API modes they behave as (envoyproxy/gateway
+#: api/v1alpha1/tls_types.go 190-275 and internal/gatewayapi/helpers.go 605-622, 672-681 at d32f282942: AllowValidOnly
+#: is RequireAndVerify, AllowInsecureFallback is Request); VerifyIfGiven and RequireAny have no Gateway API twin
+_EG_MODES: Final = {"RequireAndVerify": "AllowValidOnly", "Request": "AllowInsecureFallback"}
 _CLIENT_CERT = (f"{_SPEC} 526-553 (GatewayBackendTLS.clientCertificateRef); conformance "
                 "GatewayBackendClientCertificateFeature")
 
@@ -265,8 +269,10 @@ def _validation(res: _Resources, gateway: dict[str, Any], listener: dict[str, An
         if any(r.get("kind") == "Gateway" and r.get("name") == name for r in refs):
             cv = ((ctp.get("spec") or {}).get("tls") or {}).get("clientValidation")
             if cv:
-                mode = "AllowInsecureFallback" if cv.get("optional") else "AllowValidOnly"
-                return mode, list(cv.get("caCertificateRefs") or []), "ClientTrafficPolicy tls.clientValidation"
+                # Envoy Gateway's modes (RequireAndVerify by default; the deprecated `optional: true` is Request)
+                mode = str(cv.get("mode") or ("Request" if cv.get("optional") else "RequireAndVerify"))
+                return (_EG_MODES.get(mode, mode), list(cv.get("caCertificateRefs") or []),
+                        f"ClientTrafficPolicy tls.clientValidation mode {mode}")
     return "none", [], "no client-certificate validation"
 
 
@@ -307,7 +313,7 @@ def _client_check(server: ServerPlan, res: _Resources, gateway: dict[str, Any], 
                "longer with ingress-nginx's HTTP 400 page") if verdict == "changed" else source
         ledger.append(Property("client certificate required", host, said, seen, verdict, why))
     elif mode == "optional":
-        verdict = "changed" if gw_mode in ("AllowInsecureFallback", "AllowValidOnly") else "lost"
+        verdict = "changed" if gw_mode in ("AllowInsecureFallback", "AllowValidOnly", "VerifyIfGiven") else "lost"
         why = (f"{_FALLBACK}: both let a request without a valid cert through; the pod no longer learns the verify "
                "result" if gw_mode == "AllowInsecureFallback" else
                f"{source}: stricter — a request without a valid cert is now refused" if verdict == "changed"

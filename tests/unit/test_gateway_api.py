@@ -217,3 +217,24 @@ def test_unusable_resources_are_one_line_and_exit_2(tmp_path: Path, capsys: pyte
     assert err.count("\n") == 0
     assert said in err
     assert str(path) in err
+
+
+@pytest.mark.parametrize(("client_validation", "verdict"), [({}, "changed"),  # RequireAndVerify by default
+                                                            ({"mode": "RequireAndVerify"}, "changed"),
+                                                            ({"mode": "Request"}, "lost"),
+                                                            ({"optional": True}, "lost"),  # deprecated: Request
+                                                            ({"mode": "RequireAny"}, "lost"),
+                                                            ({"mode": "VerifyIfGiven"}, "lost")])
+def test_envoy_gateways_client_traffic_policy_is_read(certs: CertSet, client_validation: dict[str, Any],
+                                                      verdict: str) -> None:
+    docs = json.loads(json.dumps(translate(REF, certs).documents))
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    refs = gateway["spec"]["tls"].pop("frontend")["default"]["validation"]["caCertificateRefs"]
+    docs.append({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "ClientTrafficPolicy",
+                 "metadata": {"name": "mtls", "namespace": "default"},
+                 "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                          "name": gateway["metadata"]["name"]}],
+                          "tls": {"clientValidation": {"caCertificateRefs": refs, **client_validation}}}})
+    row = next(p for p in translate(REF, certs, resources=docs).ledger if p.name == "client certificate required")
+    assert row.verdict == verdict, row
+    assert "ClientTrafficPolicy" in row.gateway
