@@ -44,7 +44,7 @@ from harness.model.topology import Topology
 from harness.pki.certset import CertSet
 from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
 
-__all__ = ["IMPLEMENTATIONS", "Property", "Translation", "assess", "translate"]
+__all__ = ["IMPLEMENTATIONS", "Property", "Resources", "Translation", "assess", "translate", "validation_of"]
 
 GATEWAY_API: Final = "gateway.networking.k8s.io/v1"
 #: the implementations resources are written for, by ``--to gateway-api:<name>``: the GatewayClass they use
@@ -207,7 +207,7 @@ def _write_resources(topology: Topology, servers: list[ServerPlan], implementati
 # reading resources: what serves a host, and how
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
-class _Resources:
+class Resources:
     gateways: list[dict[str, Any]] = field(default_factory=list)
     routes: list[dict[str, Any]] = field(default_factory=list)
     policies: list[dict[str, Any]] = field(default_factory=list)
@@ -215,7 +215,7 @@ class _Resources:
     client_traffic: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, documents: Iterable[Mapping[str, Any]]) -> _Resources:
+    def of(cls, documents: Iterable[Mapping[str, Any]]) -> Resources:
         out = cls()
         for doc in documents:
             group = str(doc.get("apiVersion", "")).partition("/")[0]
@@ -241,7 +241,7 @@ def _host_matches(pattern: str | None, host: str) -> bool:
     return pattern == host
 
 
-def _listener_for(res: _Resources, host: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _listener_for(res: Resources, host: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The Gateway and HTTPS listener serving ``host``: an exact hostname first, then a wildcard or none."""
     candidates = [(gw, ls) for gw in res.gateways for ls in (gw.get("spec") or {}).get("listeners") or []
                   if ls.get("protocol") == "HTTPS" and _host_matches(ls.get("hostname"), host)]
@@ -249,7 +249,7 @@ def _listener_for(res: _Resources, host: str) -> tuple[dict[str, Any], dict[str,
     return candidates[0] if candidates else None
 
 
-def _validation(res: _Resources, gateway: dict[str, Any], listener: dict[str, Any]) -> tuple[str, list[Any], str]:
+def validation_of(res: Resources, gateway: dict[str, Any], listener: dict[str, Any]) -> tuple[str, list[Any], str]:
     """(mode, caCertificateRefs, where) of the client-certificate check on ``listener``'s port: the Gateway's
     ``spec.tls.frontend`` (perPort, else default), the experimental listener ``tls.frontendValidation`` (v1.1–v1.3),
     Envoy Gateway's ClientTrafficPolicy on the Gateway; mode "none" when nothing asks for a certificate."""
@@ -276,7 +276,7 @@ def _validation(res: _Resources, gateway: dict[str, Any], listener: dict[str, An
     return "none", [], "no client-certificate validation"
 
 
-def _ca_of(res: _Resources, refs: list[Any]) -> frozenset[bytes] | None:
+def _ca_of(res: Resources, refs: list[Any]) -> frozenset[bytes] | None:
     """The fingerprints of the CA certificates the refs name, when every ref is a ConfigMap among the resources."""
     found: list[x509.Certificate] = []
     for ref in refs:
@@ -287,7 +287,7 @@ def _ca_of(res: _Resources, refs: list[Any]) -> frozenset[bytes] | None:
     return _fingerprints(found)
 
 
-def _policy_for(res: _Resources, service: str) -> dict[str, Any] | None:
+def _policy_for(res: Resources, service: str) -> dict[str, Any] | None:
     for policy in res.policies:
         for ref in (policy.get("spec") or {}).get("targetRefs") or []:
             if ref.get("kind") == "Service" and ref.get("name") == service:
@@ -298,11 +298,11 @@ def _policy_for(res: _Resources, service: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------------------------------
 # the assessment
 # ------------------------------------------------------------------------------------------------------------------
-def _client_check(server: ServerPlan, res: _Resources, gateway: dict[str, Any], listener: dict[str, Any],
+def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], listener: dict[str, Any],
                   ledger: list[Property]) -> None:
     host = server.host
     mode, auth = _client_auth(server)
-    gw_mode, refs, where = _validation(res, gateway, listener)
+    gw_mode, refs, where = validation_of(res, gateway, listener)
     said = f"auth-tls-verify-client: {mode}" + (f", auth-tls-secret {auth.secret}" if auth else "")
     seen = f"{where}: {gw_mode}"
     source = f"{_FRONTEND}; {_PER_PORT}"
@@ -356,7 +356,7 @@ def _client_check(server: ServerPlan, res: _Resources, gateway: dict[str, Any], 
                                "no CRL in the standard API", "lost", f"{_SPEC} 728-817 (no CRL or OCSP field)"))
 
 
-def _pod_hop(server: ServerPlan, res: _Resources, gateway: dict[str, Any], ledger: list[Property]) -> None:
+def _pod_hop(server: ServerPlan, res: Resources, gateway: dict[str, Any], ledger: list[Property]) -> None:
     host = server.host
     done: set[str] = set()
     presents: str | None = None
@@ -410,7 +410,7 @@ def _pod_hop(server: ServerPlan, res: _Resources, gateway: dict[str, Any], ledge
 def assess(topology: Topology, servers: list[ServerPlan], documents: Iterable[Mapping[str, Any]]) -> list[Property]:
     """The ledger: each security property of the Ingresses (``servers``, as the controller reads them) against the
     Gateway API ``documents``."""
-    res = _Resources.of(documents)
+    res = Resources.of(documents)
     ledger: list[Property] = []
     for server in servers:
         if server.passthrough:
