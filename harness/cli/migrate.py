@@ -8,9 +8,11 @@ as Gateway API resources — or YOUR resources — and the ledger of what the mi
 Without ``--resources`` it writes ``DIR/gateway-api.yaml`` (the Gateway, its HTTPRoutes, the BackendTLSPolicies and the
 CA ConfigMaps they name; Secrets are referenced by name, never copied). With ``--resources`` it writes nothing and
 assesses the resources given (written by you, or by ingress2gateway). Either way it prints one line per security
-property: kept, changed (how) or lost, with the source of both sides. Exit 1 when a property is lost, 0 otherwise, 2
-for bad input (one line). The ledger is the resources' own account, from the two APIs' documented fields: running the
-catalogue on the Gateway API chain is the part of issue 20 not built yet (docs/gateway-api.md).
+property: kept, changed (how) or lost, with the source of both sides. Then (unless ``--no-run``) it runs
+the same probes against the chain's ingress-nginx and against the resources as Envoy Gateway's data plane, both real,
+and prints what each answered and the verdict (:mod:`harness.cases.migration`). Exit 1 when a property is lost in the
+ledger or in the measurements, 0 otherwise, 2 for bad input (one line). The whole case catalogue on a Gateway API chain
+is the part of issue 20 not built yet (docs/gateway-api.md).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resources", type=Path, action="append", metavar="FILE",
                    help="assess these Gateway API resources (YAML; repeatable) instead of writing them: yours, or "
                         "what ingress2gateway wrote")
-    p.add_argument("--json", action="store_true", help="print the ledger as one JSON document")
+    p.add_argument("--no-run", action="store_true",
+                   help="only the ledger: do not run the probes against both ingresses (needs nginx and Envoy)")
+    p.add_argument("--json", action="store_true", help="print the ledger and the measurements as one JSON document")
     p.set_defaults(func=cmd_migrate)
 
 
@@ -86,12 +90,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "referenced by name, as they are in the cluster.\n"
                 + yaml.safe_dump_all(translation.documents, sort_keys=False, width=120))
         write_atomic(target, text.encode())
+    measured = [] if args.no_run else _measure(topology, certs, translation.documents)
     counts = {v: sum(1 for p in translation.ledger if p.verdict == v) for v in ("kept", "changed", "lost")}
+    measured_counts = {v: sum(1 for o in measured if o.verdict == v) for v in ("kept", "changed", "lost")}
     if args.json:
         print(json.dumps({"schema": "mtls-harness/migrate/1", "to": f"gateway-api:{implementation}",
                           "chain": topology.name, "written": None if resources is not None else str(target),
                           "assessed": [str(f) for f in args.resources or []], "counts": counts,
-                          "ledger": [p.as_dict() for p in translation.ledger]}, indent=2))
+                          "ledger": [p.as_dict() for p in translation.ledger],
+                          "measured": [o.as_dict() for o in measured] if not args.no_run else None,
+                          "measured_counts": measured_counts if not args.no_run else None}, indent=2))
     else:
         width = max((len(p.name) for p in translation.ledger), default=0)
         for p in translation.ledger:
@@ -101,10 +109,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"wrote {target} ({len(translation.documents)} resources for gateway-api:{implementation})")
         else:
             print(f"assessed {len(translation.documents)} resources from {', '.join(map(str, args.resources))}")
-        print(f"migration ledger: {counts['kept']} kept, {counts['changed']} changed, {counts['lost']} lost — the "
-              "translation's own account (the catalogue's run on the Gateway API chain is not built yet)",
-              file=sys.stderr if counts["lost"] else sys.stdout)
-    return 1 if counts["lost"] else 0
+        if measured:
+            print("measured — the same probes against the chain's ingress-nginx and its Gateway API twin:")
+            pwidth = max(len(o.property) for o in measured)
+            for o in measured:
+                print(f"{o.verdict.upper():<7} {o.property:<{pwidth}}  {o.probe}: ingress-nginx {o.nginx} → "
+                      f"Gateway API {o.gateway}")
+        print(f"migration ledger: {counts['kept']} kept, {counts['changed']} changed, {counts['lost']} lost"
+              + (f"; measured: {measured_counts['kept']} kept, {measured_counts['changed']} changed, "
+                 f"{measured_counts['lost']} lost" if measured else " (not run: --no-run)"),
+              file=sys.stderr if counts["lost"] or measured_counts["lost"] else sys.stdout)
+    return 1 if counts["lost"] or measured_counts["lost"] else 0
+
+
+def _measure(topology: Any, certs: Any, documents: list[dict[str, Any]]) -> list[Any]:
+    """Both ingresses probed for real (harness.cases.migration), progress on stderr; a missing nginx or Envoy is one
+    line with the install hint (ToolMissingError)."""
+    from harness.cases.migration import measure
+    from harness.runtime.binaries import find_envoy, find_nginx
+
+    find_nginx()
+    find_envoy()
+    return measure(topology, certs, documents, progress=lambda line: print(line, file=sys.stderr))
 
 
 def _read_resources(paths: list[Path]) -> list[dict[str, Any]]:

@@ -170,15 +170,16 @@ def test_an_implementation_not_written_yet_is_one_clear_error(certs: CertSet) ->
 def test_migrate_writes_the_resources_prints_the_ledger_and_exits_1_for_a_lost_property(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gw"
-    assert main(["migrate", "--to", "gateway-api:envoy-gateway", "--out", str(out), "--json"]) == 1
+    assert main(["migrate", "--to", "gateway-api:envoy-gateway", "--out", str(out), "--json", "--no-run"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["counts"] == {"kept": 2, "changed": 1, "lost": 2}
+    assert doc["measured"] is None  # --no-run
     assert doc["to"] == "gateway-api:envoy-gateway"
     written = list(yaml.safe_load_all((out / "gateway-api.yaml").read_text()))
     assert [d["kind"] for d in written].count("Gateway") == 1
     # a second run does not overwrite without --force: one line, exit 2, the file untouched
     before = (out / "gateway-api.yaml").read_bytes()
-    assert main(["migrate", "--to", "gateway-api", "--out", str(out)]) == 2
+    assert main(["migrate", "--to", "gateway-api", "--out", str(out), "--no-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "--force" in err
@@ -197,7 +198,8 @@ def test_migrate_assesses_your_resources_and_writes_nothing(tmp_path: Path,
     path = tmp_path / "yours.yaml"
     path.write_text(yaml.safe_dump_all(weak))
     out = tmp_path / "not-written"
-    assert main(["migrate", "--to", "gateway-api", "--resources", str(path), "--out", str(out), "--json"]) == 1
+    assert main(["migrate", "--to", "gateway-api", "--resources", str(path), "--out", str(out), "--json",
+                 "--no-run"]) == 1
     doc = json.loads(capsys.readouterr().out)
     lost = {row["property"] for row in doc["ledger"] if row["verdict"] == "lost"}
     assert {"client certificate required", "the hop to the pod is TLS"} <= lost
@@ -212,7 +214,7 @@ def test_unusable_resources_are_one_line_and_exit_2(tmp_path: Path, capsys: pyte
                                                     said: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    assert main(["migrate", "--to", "gateway-api", "--resources", str(path)]) == 2
+    assert main(["migrate", "--to", "gateway-api", "--resources", str(path), "--no-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert said in err
