@@ -14,6 +14,11 @@ hops are declared unreachable and their cases skip by design. The cert set and t
 at their host paths (the rendered files name them by absolute path); containers run as this process's uid/gid, so
 0600 keys stay 0600 and readable.
 
+Variants are lanes (:mod:`harness.targets.lanes`): with the probe container, every variant the session needs is
+served by the same containers on ports of its own (8443 + i; a lane's gateway too is probed from the probe container),
+an ingress of other controller settings by one more nginx container (alias ``ingress-g<n>``); every lane's cert set is
+mounted. Without it (no root) a variant is reached by :meth:`ContainersTarget.reconfigure`.
+
 Images: :func:`harness.images.resolve.resolve_image` (official by default, ``MTLS_HARNESS_*_IMAGE`` to choose, the
 ``images build`` ones when no registry answers). Readiness: each container's own signal (the pod's "listening on"
 line, nginx's "start worker process" in its error log, Envoy's "starting workers" line), then an answer from the

@@ -4,8 +4,13 @@
 
 All four start at once (their ports are reserved first, so every hop knows the next one's port), then one wait
 covers them all. A failed start stops whatever did start and raises :class:`~harness.errors.StartError` with the
-failing process's log tail. :meth:`LocalTarget.reconfigure` turns the running chain into a variant: nginx by
-re-render + SIGHUP (hot reload), Envoy and the pod by a restart of that hop only.
+failing process's log tail.
+
+``LocalTarget(topology, lanes=variants)`` serves each variant beside the chain as a lane of the same processes, on
+ports of its own (:mod:`harness.targets.lanes`): ``chain.lanes[lane_key(variant)]`` is its running chain, and
+:meth:`LocalTarget.reconfigure` to a lane's topology returns it without touching anything. Any other variant is
+reached by reconfiguring: nginx by re-render + SIGHUP (hot reload), Envoy and the pod by a restart of that hop only
+(the lanes are then gone, their handles evicted).
 """
 
 from __future__ import annotations
