@@ -148,8 +148,9 @@ def run(*, progress: Callable[[str], None] = silent) -> Bench:
         bench.rows.append(time_row(f"{name}: start cost per lane (variant)",
                                    [(f["start_lanes_s"] - f["start_alone_s"]) / max(1, f["lanes"]) * 1000],
                                    unit="ms"))
-        bench.rows.append(Row(f"{name}: peak memory of all hop processes, MiB (sum of VmHWM)", round(f["hwm_kib"] / 1024),
-                              "count", floor=round(f["hwm_alone_kib"] / 1024), floor_name="the chain alone",
+        bench.rows.append(Row(f"{name}: peak memory of all hop processes, MiB (sum of VmHWM)",
+                              round(f["hwm_kib"] / 1024), "count", floor=round(f["hwm_alone_kib"] / 1024),
+                              floor_name="the chain alone",
                               note=f"resident now {f['rss_kib'] / 1024:.0f} MiB"))
     ref, many_f = figures["reference"], figures[f"{EXTRA_HOSTS + 1} ingress hosts"]
     added = ((many_f["start_lanes_s"] + many_f["cases_s"]) - (ref["start_lanes_s"] + ref["cases_s"])) / EXTRA_HOSTS
