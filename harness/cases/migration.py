@@ -11,6 +11,8 @@ ingress host as SNI), unless it changes the identity:
 - the caller's own certificate; none (TLS 1.2 and 1.3); one of an unknown CA; an expired one; one deeper than the
   verify depth; one for another name (what ``auth-tls-match-cn`` refuses, when the Ingress sets it); a revoked one
   (when the CA Secret has a CRL) — :mod:`harness.pki.faults`;
+- with more than one host: a TLS session made for another host, then a request for the host that checks client
+  certificates (the connection-coalescing bypass GEP-91 closed; ingress-nginx answers 421);
 - the pod learns the client certificate (``auth-tls-pass-certificate-to-upstream``): its ``ssl-client-cert`` header;
 - the pod's own certificate, from an unknown CA and for another name: the chain's pod restarts with that certificate
   and both ingresses are asked again.
@@ -95,6 +97,12 @@ def _verify_failed(log: Path, mark: int) -> bool:
     return False
 
 
+def _checks_client_certs(topology: Topology, host: str | None) -> bool:
+    """Whether the Ingress of ``host`` (None: the home host) asks ingress-nginx to check client certificates."""
+    ingress = topology.focus_on(host).ingress.auth_tls_ingress()
+    return bool(ingress.annotation("auth-tls-secret")) and ingress.verify_client() != "off"
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.5):
@@ -118,7 +126,6 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
     services = {str(b.get("name")) for r in res.routes for rule in (r.get("spec") or {}).get("rules") or []
                 for b in rule.get("backendRefs") or []}
     secrets = {s.name: certs.leaf(s.tls) for s in topology.ingress.secrets if s.tls}
-    auth = topology.ingress.auth_tls_ingress()
     caller = topology.apim.upstream.client_cert or "apim-client"
     tmp = Path(tempfile.mkdtemp(prefix="mtls-harness-migrate-"))
     target = LocalTarget(topology, certs=certs)
@@ -152,14 +159,14 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             ident: dict[str, Any] = {"client_cert": leaf.chain if leaf else None,
                                      "client_key": leaf.key if leaf else None}
             nginx = chain.probe("ingress", **ident, **kwargs)
-            gateway = probe(HOST, listen, server_name=ep.server_name, trust=ep.trust, **ident, **kwargs)
+            gateway = probe(HOST, listen, **({"server_name": ep.server_name, "trust": ep.trust} | ident | kwargs))
             observations.append(Observation(name, what, _said(nginx), _said(gateway),
                                             _judge(nginx, gateway, client_side=client_side)))
             return nginx, gateway
 
         progress("migrate: probing both ingresses")
         nginx, gateway = both("the caller reaches the pod", f"{caller}'s certificate", client_side=False)
-        if auth.verify_client() != "off" and auth.annotation("auth-tls-secret"):
+        if _checks_client_certs(topology, None):
             for version in ("1.2", "1.3"):
                 both("client certificate required", f"no client certificate, TLS {version}", None,
                      max_version=version)
@@ -168,11 +175,21 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             both("expired client certificates refused", "an expired client certificate", f"{caller}~expired")
             both("client certificate chain depth", "a client certificate two intermediates deep",
                  f"{caller}~too-deep")
-            if auth.annotation("auth-tls-match-cn"):
+            if topology.ingress.auth_tls_ingress().annotation("auth-tls-match-cn"):
                 both("client certificate CN match", "a client certificate for another name", f"{caller}~wrong-san")
             if any(s.crl for s in topology.ingress.secrets):
                 both("revoked client certificates refused (CRL)", "a revoked client certificate",
                      f"{caller}~revoked")
+        hosts = topology.ingress.hosts
+        checked = [h for h in hosts if _checks_client_certs(topology, h)]
+        others = [h for h in hosts if h not in checked[:1]]
+        if checked and others:
+            # the connection-coalescing bypass (gateway-api #72, GEP-91): a TLS session made for another host, then
+            # a request for the host that checks client certificates; ingress-nginx answers 421 (its certificate
+            # cannot be the other host's: not checked here, verify off)
+            both("a client-certificate host on another host's TLS session",
+                 f"SNI {others[0]}, Host {checked[0]}, no client certificate", None, server_name=others[0],
+                 http_host=checked[0], verify=False)
         passes = [bool(((r.json() or {}).get("headers") or {}).get("ssl-client-cert")) if r.outcome.kind == "ok"
                   else False for r in (nginx, gateway)]
         if passes[0] or passes[1]:

@@ -111,8 +111,10 @@ def _routes(res: Resources, gateway: dict[str, Any], listener: dict[str, Any]) -
         spec = route.get("spec") or {}
         attached = any(p.get("name") == name and p.get("sectionName") in (None, listener.get("name"))
                        for p in spec.get("parentRefs") or [])
-        if not attached:
-            continue
+        host = listener.get("hostname")
+        hostnames = spec.get("hostnames") or []
+        if not attached or (host and hostnames and not any(_intersects(h, host) for h in hostnames)):
+            continue  # a route attaches to a listener only where their hostnames intersect (Gateway API HTTPRoute)
         for rule in spec.get("rules") or []:
             backends = rule.get("backendRefs") or []
             if not backends:
@@ -126,6 +128,13 @@ def _routes(res: Resources, gateway: dict[str, Any], listener: dict[str, Any]) -
                        {"prefix": "/"} if value == "/" else {"path_separated_prefix": value.rstrip("/")})
                 out.append({"match": how, "route": {"cluster": cluster, "timeout": "30s"}})
     return out
+
+
+def _intersects(route_host: str, listener_host: str) -> bool:
+    def covers(pattern: str, host: str) -> bool:
+        return pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+
+    return covers(route_host, listener_host) or covers(listener_host, route_host)
 
 
 def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Path,

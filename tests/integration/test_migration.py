@@ -72,3 +72,41 @@ def test_migrate_runs_both_and_exits_1_for_what_is_lost(tmp_path: Path) -> None:
         "client certificate chain depth", "client certificate passed to the pod"}
     assert "migrate: probing both ingresses" in done.stderr  # progress on stderr
     assert (tmp_path / "gw" / "gateway-api.yaml").is_file()
+
+
+def _two_hosts() -> Any:
+    """The reference chain with a second host whose Ingress checks no client certificate (same TLS Secret)."""
+    import dataclasses
+
+    home = REF.ingress.ingresses[0]
+    plain = {k: v for k, v in home.annotations.items() if not k.startswith("auth-tls")}
+    other = dataclasses.replace(home, name="reports", host="reports.aks.contoso.example", annotations=plain)
+    return REF.replace(ingress=dataclasses.replace(REF.ingress, ingresses=(home, other)))
+
+
+def test_the_coalescing_bypass_is_refused_by_both_as_written(certs: CertSet) -> None:
+    t = _two_hosts()
+    row = _by_probe(measure(t, certs, translate(t, certs).documents))[
+        "SNI reports.aks.contoso.example, Host echo.aks.contoso.example, no client certificate"]
+    assert row.nginx == "http_reject(421)", row  # ingress-nginx: Misdirected Request
+    assert row.gateway.startswith("TLS alert"), row  # validation is per port: the other host's session needs a cert
+    assert row.verdict == "changed", row
+
+
+def test_a_listener_for_every_host_without_validation_lets_the_bypass_through(certs: CertSet) -> None:
+    # the hole GEP-91 closed: validation on the mTLS host's listener only (the experimental per-listener field), a
+    # second listener without a hostname and without validation, the route attached to both
+    t = _two_hosts()
+    docs = json.loads(json.dumps(translate(t, certs).documents))
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    validation = gateway["spec"]["tls"].pop("frontend")["default"]["validation"]
+    echo, reports = gateway["spec"]["listeners"]
+    echo["tls"]["frontendValidation"] = {"caCertificateRefs": validation["caCertificateRefs"]}
+    del reports["hostname"]
+    for route in (d for d in docs if d["kind"] == "HTTPRoute"):
+        route["spec"]["parentRefs"] = [{"name": gateway["metadata"]["name"]}]
+    row = _by_probe(measure(t, certs, docs))[
+        "SNI reports.aks.contoso.example, Host echo.aks.contoso.example, no client certificate"]
+    assert row.nginx == "http_reject(421)", row
+    assert row.gateway == "ok(200)", row  # the request reached the mTLS host's pod with no certificate
+    assert row.verdict == "lost", row
