@@ -110,3 +110,15 @@ def test_a_listener_for_every_host_without_validation_lets_the_bypass_through(ce
     assert row.nginx == "http_reject(421)", row
     assert row.gateway == "ok(200)", row  # the request reached the mTLS host's pod with no certificate
     assert row.verdict == "lost", row
+
+
+def test_a_passthrough_chain_is_not_measured_and_says_why(tmp_path: Path) -> None:
+    chain = tmp_path / "chain"
+    subprocess.run([sys.executable, "-m", "harness", "init", str(chain), "--example", "passthrough"], cwd=REPO,
+                   capture_output=True, timeout=120, check=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "harness", "migrate", "--chain", str(chain / "chain.yaml"), "--to",
+                           "gateway-api", "--out", str(tmp_path / "gw")], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr[-2000:]  # the passthrough host is lost: not written
+    assert "not measured — the chain passes TLS through to the pod" in done.stderr
+    assert "TLS passed through to the pod" in done.stdout
