@@ -185,8 +185,8 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
         others = [h for h in hosts if h not in checked[:1]]
         if checked and others:
             # the connection-coalescing bypass (gateway-api #72, GEP-91): a TLS session made for another host, then
-            # a request for the host that checks client certificates; ingress-nginx answers 421 (its certificate
-            # cannot be the other host's: not checked here, verify off)
+            # a request for the host that checks client certificates; ingress-nginx answers 421. The server's
+            # certificate is not checked here (verify=False): it may be the other host's, or the controller's fake
             both("a client-certificate host on another host's TLS session",
                  f"SNI {others[0]}, Host {checked[0]}, no client certificate", None, server_name=others[0],
                  http_host=checked[0], verify=False)
