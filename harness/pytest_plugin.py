@@ -230,8 +230,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]
-    config.stash[_SESSION_CASES] = [c for c in (case_of(i) for i in items if i.get_closest_marker("mtls_e2e")
-                                                and generated_for_chain(i)) if c is not None]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The cases the session will run — after every plugin's selection (``-k``, ``-m``, xdist) — whose variants
+    the chain serves as lanes (:func:`session_variants`)."""
+    session.config.stash[_SESSION_CASES] = [
+        c for c in (case_of(i) for i in session.items if i.get_closest_marker("mtls_e2e") and generated_for_chain(i))
+        if c is not None]
 
 
 _SESSION_CASES = pytest.StashKey[list["CaseType"]]()

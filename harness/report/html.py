@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from harness.model.topology import HOPS
 from harness.report.matrix import SYMBOLS, Grid, by_hop, cell_status, grids
-from harness.report.results import headline
+from harness.report.results import headline, layout_lines
 
 __all__ = ["EDGE_COLOURS", "HOP_TITLES", "link_for", "render_html"]
 
@@ -404,6 +404,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
 {_diagram(doc)}
 {_hosts(doc)}
 {_identities(doc.get("identities"))}
+{_layout(doc.get("layout"))}
 <p class="muted">Each edge is the TLS session into the hop it points at; its colour and counts are the cases about that
 session (green: all passed, red: any failed, grey dashed: none ran). Click an edge for its cases.</p>
 {_failures(cases)}
@@ -438,6 +439,14 @@ def _findings(findings: Any) -> str:
             "configuration predicts and a case observed; it is not a failure of the harness or of the emulation. "
             "Accept one with its reason under <code>accept:</code> in the chain file.</p>"
             f'<ul class="findings">{"".join(items)}</ul>')
+
+
+def _layout(layout: Any) -> str:
+    """How the variants ran: lanes of the chain's own processes, the processes of their own and why (issue 21)."""
+    lines = layout_lines(layout or {})
+    if not lines:
+        return ""
+    return f'<p class="muted">{"<br>".join(_e(line.strip()) for line in lines)}</p>'
 
 
 def _identities(modes: Any) -> str:

@@ -5,6 +5,7 @@ reloads or restarts. Run for real: one local chain with five lanes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import ssl
 import subprocess
@@ -304,3 +305,15 @@ def test_passthrough_lanes_share_the_nginx_of_their_settings_each_with_its_own_s
     assert '"~^echo\\.aks\\.contoso\\.example$" 127.0.0.1:9444;' in stream  # its passthrough host to its pod
     check = subprocess.run(config.test_argv(find_nginx()), capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
+
+
+def test_a_selected_run_serves_only_its_own_cases_variants(tmp_path: Path) -> None:
+    # the lanes come from the cases the session runs after -k, not from everything collected
+    report = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--report", str(report), "-k",
+                           "ingress_error_page_redirects_missing_client_cert or ingress_accepts_tls1_3"],
+                          capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    doc = json.loads((report / "results.json").read_text())
+    assert doc["summary"]["total"] == 2
+    assert doc["layout"]["lanes"] == 1  # one case on a variant, one on the chain itself

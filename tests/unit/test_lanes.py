@@ -74,3 +74,8 @@ def test_the_reports_layout_names_each_process_of_its_own_and_why() -> None:
     assert lines[-1].strip() == ("1 variant(s) ran as chains of their own: its cert set could not be issued: "
                                  "no CA 'nope'")
     assert "layout" not in document([], target="local")  # no lanes asked for: nothing said
+    from harness.report.html import render_html
+
+    page = render_html(doc)
+    assert "variants: 4 served as lanes of the chain" in page
+    assert "--enable-ssl-passthrough=true" in page
