@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -103,21 +102,13 @@ def _checks_client_certs(topology: Topology, host: str | None) -> bool:
     return bool(ingress.annotation("auth-tls-secret")) and ingress.verify_client() != "off"
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str, Any]], *,
             progress: Callable[[str], None] = lambda _: None) -> list[Observation]:
     """Run the probes against ``topology``'s ingress-nginx and against ``documents`` as Envoy Gateway's data plane
     (module doc). Starts and stops everything it needs; raises what a chain start raises."""
     from harness.render.envoy_gateway import render_envoy_gateway
     from harness.render.gateway_api import Resources
-    from harness.runtime import ManagedProcess, free_ports, wait_until
+    from harness.runtime import ManagedProcess, free_ports, port_open, wait_until
     from harness.runtime.binaries import find_envoy
     from harness.targets.local import LocalTarget
 
@@ -146,7 +137,7 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             proc = ManagedProcess("gateway-api", config.argv(find_envoy()), log_path=tmp / "gateway-api.log")
             gateway_proc.append(proc)
             proc.start()
-            wait_until(lambda: _listening(listen), "the Gateway API twin", timeout=20, alive=proc.exit_reason,
+            wait_until(lambda: port_open(HOST, listen), "the Gateway API twin", timeout=20, alive=proc.exit_reason,
                        log_tail=proc.log_tail)
 
         start_gateway()

@@ -63,6 +63,7 @@ __all__ = [
     "SecretName",
     "render_envoy",
     "sds_secret_text",
+    "tls_certificate_files",
     "write_sds_file",
 ]
 
@@ -197,8 +198,7 @@ def _secret_resource(which: SecretName, source: CertFiles | Path) -> dict[str, A
         for path in (chain, key):
             if not path.is_file():
                 raise UsageError(f"secret {which!r}: {path} does not exist — regenerate the cert set")
-        secret["tls_certificate"] = {"certificate_chain": {"filename": str(chain.resolve())},
-                                     "private_key": {"filename": str(key.resolve())}}
+        secret["tls_certificate"] = tls_certificate_files(source)
     else:
         if not isinstance(source, Path):
             raise UsageError(f"secret {which!r} is a trust bundle: pass a PEM file path "
@@ -207,6 +207,12 @@ def _secret_resource(which: SecretName, source: CertFiles | Path) -> dict[str, A
             raise UsageError(f"secret {which!r}: {source} does not exist — pass certs.trust_bundle(<ca>)")
         secret["validation_context"] = {"trusted_ca": {"filename": str(source.resolve())}}
     return {"resources": [secret]}
+
+
+def tls_certificate_files(leaf: CertFiles) -> dict[str, Any]:
+    """An Envoy ``TlsCertificate`` naming a leaf's chain and key files (the key by path: never inline)."""
+    return {"certificate_chain": {"filename": str(Path(leaf.chain).resolve())},
+            "private_key": {"filename": str(Path(leaf.key).resolve())}}
 
 
 def sds_secret_text(which: SecretName, source: CertFiles | Path) -> str:
@@ -257,8 +263,7 @@ class _Refs:
             return {"tls_certificate_sds_secret_configs": [_sds_ref(self.sds_dir, which)]}
         leaf = self.sources[which]
         assert not isinstance(leaf, Path)
-        return {"tls_certificates": [{"certificate_chain": {"filename": str(Path(leaf.chain).resolve())},
-                                      "private_key": {"filename": str(Path(leaf.key).resolve())}}]}
+        return {"tls_certificates": [tls_certificate_files(leaf)]}
 
     def validation(self, which: SecretName, default: dict[str, Any]) -> dict[str, Any]:
         if not self.static:

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from harness.errors import UsageError
 from harness.pki.x509 import write_atomic
-from harness.render.envoy import CertFiles
+from harness.render.envoy import CertFiles, tls_certificate_files
 from harness.render.gateway_api import Resources, validation_of
 
 __all__ = ["GatewayApiEnvoy", "render_envoy_gateway"]
@@ -57,11 +57,6 @@ class GatewayApiEnvoy:
     def argv(self, envoy: Path) -> list[str]:
         return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart", "--concurrency", "1",
                 "-l", "warning", "--file-flush-interval-msec", "500"]
-
-
-def _files(leaf: CertFiles) -> dict[str, Any]:
-    return {"certificate_chain": {"filename": str(Path(leaf.chain).resolve())},
-            "private_key": {"filename": str(Path(leaf.key).resolve())}}
 
 
 def _ca_file(res: Resources, refs: list[Any], workdir: Path, what: str) -> Path:
@@ -87,7 +82,7 @@ def _downstream(listener: dict[str, Any], mode: str, ca: Path | None,
     if not names or missing:
         raise UsageError(f"listener {listener.get('name')!r}: certificateRefs {missing or names} — give the Secret's "
                          "certificate and key (secrets=)")
-    common: dict[str, Any] = {"tls_certificates": [_files(secrets[n]) for n in names],
+    common: dict[str, Any] = {"tls_certificates": [tls_certificate_files(secrets[n]) for n in names],
                               "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
                                              "tls_maximum_protocol_version": "TLSv1_3"},
                               "alpn_protocols": ["h2", "http/1.1"]}
@@ -157,7 +152,7 @@ def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Pa
         if name not in secrets:
             raise UsageError(f"Gateway spec.tls.backend.clientCertificateRef {name!r}: give the Secret's certificate "
                              "and key (secrets=)")
-        common["tls_certificates"] = [_files(secrets[name])]
+        common["tls_certificates"] = [tls_certificate_files(secrets[name])]
     return {"name": "envoy.transport_sockets.tls",
             "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext", "sni": hostname,
                              "auto_sni_san_validation": True, "common_tls_context": common}}

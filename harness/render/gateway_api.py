@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from harness.errors import UsageError
 from harness.model.topology import Topology
 from harness.pki.certset import CertSet
+from harness.pki.x509 import write_atomic
 from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
 
 __all__ = ["IMPLEMENTATIONS", "Property", "Resources", "Translation", "assess", "translate", "validation_of"]
@@ -91,10 +92,6 @@ class Translation:
     implementation: str
     documents: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[Property] = field(default_factory=list)
-
-    @property
-    def lost(self) -> list[Property]:
-        return [p for p in self.ledger if p.verdict == "lost"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -446,13 +443,9 @@ def translate(topology: Topology, certs: CertSet, *, implementation: str = "envo
                          "alb BackendTLSPolicy are not written yet: docs/gateway-api.md)")
     hop = topology.ingress
     with tempfile.TemporaryDirectory(prefix="mtls-harness-gwapi-") as tmp:
-        servers = plan_servers(hop, certs, Path(tmp), _write, allow_cross_namespace=hop.allow_cross_namespace_resources)
+        servers = plan_servers(hop, certs, Path(tmp), write_atomic,
+                               allow_cross_namespace=hop.allow_cross_namespace_resources)
         documents = ([dict(d) for d in resources] if resources is not None
                      else _write_resources(topology, servers, implementation))
         return Translation(implementation, documents, assess(topology, servers, documents))
 
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(mode)

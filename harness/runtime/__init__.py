@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.runtime.ports import free_port, free_ports
+from harness.runtime.ports import free_port, free_ports, port_open
 from harness.runtime.process import ManagedProcess, process_mark, running_processes, stop_all
 from harness.runtime.wait import TRANSIENT_ERRORS, wait_until
 
@@ -11,6 +11,7 @@ __all__ = [
     "ManagedProcess",
     "free_port",
     "free_ports",
+    "port_open",
     "process_mark",
     "running_processes",
     "stop_all",

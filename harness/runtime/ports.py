@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "free_ports"]
+__all__ = ["free_port", "free_ports", "port_open"]
 
 #: how long a handed-out port stays reserved for the process that asked for it
 HOLD_SECONDS = 120.0
@@ -60,3 +60,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 def free_port(host: str = "127.0.0.1") -> int:
     """One free port; see :func:`free_ports`."""
     return free_ports(1, host)[0]
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on ``host:port`` (a readiness check: connect, then close)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from harness.errors import HarnessError, LaneRefused, StartError, UsageError, WaitTimeout
 from harness.model.topology import HOPS, HopName, Topology, default_topology
 from harness.render.envoy import EnvoyLane, render_envoy
-from harness.runtime import ManagedProcess, free_ports, wait_until
+from harness.runtime import ManagedProcess, free_ports, port_open, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
 from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, lay_out, pod_lane_specs
@@ -46,11 +45,6 @@ __all__ = ["LocalTarget", "ProcessHop", "Tamper", "endpoints_for"]
 HOST = "127.0.0.1"
 #: how long one start of the chain may take before it is called failed (it takes well under a second here)
 START_TIMEOUT = 20.0
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    with socket.create_connection((host, port), timeout=0.5):
-        return True
 
 
 class Tamper(Protocol):
@@ -326,7 +320,7 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _listening(self, hop: str, port: int) -> Callable[[], bool]:
         """A readiness check: True once ``hop`` accepts connections on ``port``."""
         host = self._host(hop)
-        return lambda: _tcp_open(host, port)
+        return lambda: port_open(host, port)
 
     def _envoy_ready(self, hop: str, config: EnvoyConfig) -> Callable[[], bool]:
         """A readiness check for an Envoy hop: its admin /ready answers LIVE."""

@@ -7,7 +7,6 @@ means plain HTTP to the pod."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from harness.probe.handshake import probe
 from harness.probe.result import ProbeResult
 from harness.render.envoy_gateway import render_envoy_gateway
 from harness.render.gateway_api import translate
-from harness.runtime import ManagedProcess, free_ports, wait_until
+from harness.runtime import ManagedProcess, free_ports, port_open, wait_until
 from harness.runtime.binaries import find_envoy
 
 pytestmark = pytest.mark.mtls_needs_chain
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.mtls_needs_chain
 REF = default_topology()
 HOST = "127.0.0.1"
 INGRESS_HOST = "echo.aks.contoso.example"
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +57,8 @@ def gateway(certs: CertSet, tmp_path: Path) -> Iterator[Callable[..., Callable[.
         for proc in (pod, envoy):
             procs.append(proc)
             proc.start()
-        wait_until(lambda: _listening(pod_port) and _listening(listen), "pod and Gateway API Envoy", timeout=20,
-                   alive=lambda: pod.exit_reason() or envoy.exit_reason(), log_tail=envoy.log_tail)
+        wait_until(lambda: port_open(HOST, pod_port) and port_open(HOST, listen), "pod and Gateway API Envoy",
+                   timeout=20, alive=lambda: pod.exit_reason() or envoy.exit_reason(), log_tail=envoy.log_tail)
         apim = certs.leaf("apim-client")
 
         def call(**overrides: Any) -> ProbeResult:
