@@ -1,7 +1,7 @@
 # The README's commands. `make run` and `make test` install what they need first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test test-unit test-local test-selftest test-containers test-isolated lint bench clean
+.PHONY: setup run test test-unit test-local test-selftest test-gateway-api test-containers test-isolated lint bench clean
 
 setup:
 	@scripts/setup.sh
@@ -16,7 +16,7 @@ run: setup  ## the main job: the handshake suite on the local target, with a rep
 # MTLS_HARNESS_REQUIRE_TOOLS=1: they must run, and a case that skips for a reason its target did not declare fails).
 # Every pytest run is in a random order (pytest-randomly, a dev extra): the seed is printed in the header
 # ("Using --randomly-seed=N"); reproduce an order with `pytest -p randomly --randomly-seed=N ...`.
-test: lint test-local test-selftest test-containers test-isolated
+test: lint test-local test-selftest test-gateway-api test-containers test-isolated
 
 test-unit: setup
 	$(PY) -m pytest -p randomly -n 2 tests/unit
@@ -28,6 +28,10 @@ test-local: setup
 # (a mutant marked pending may survive only under --allow-pending, which CI does not pass)
 test-selftest: setup
 	$(PY) -m harness selftest
+
+# the catalogue again with the ingress hop migrated to Gateway API (Envoy as Envoy Gateway; docs/gateway-api.md)
+test-gateway-api: setup
+	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-ingress gateway-api
 
 test-containers: setup
 	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \

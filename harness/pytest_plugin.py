@@ -33,6 +33,7 @@ under ``--mtls-require-tools`` like any undeclared skip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -87,6 +88,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="local and containers targets: run each variant as a chain of its own, started or "
                          "reconfigured when a case needs it, instead of serving every variant beside the chain from "
                          "the start (slower; for comparing)")
+    group.addoption("--mtls-ingress", metavar="KIND", default=os.environ.get("MTLS_HARNESS_INGRESS") or None,
+                    help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway] — the chain's "
+                         "Ingresses migrated to Gateway API (docs/gateway-api.md); default: as the chain file says "
+                         "($MTLS_HARNESS_INGRESS)")
     group.addoption("--mtls-report", metavar="DIR", default=None,
                     help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
@@ -119,9 +124,35 @@ def chain_catalogue(config: pytest.Config) -> tuple[CaseType, ...]:
     from harness.cases.catalogue import CATALOGUE, catalogue_for
 
     loaded = _chain_file(config)
+    kind = _ingress_kind(config)
+    if kind is not None:
+        return catalogue_for(_as_kind(loaded.topology if loaded is not None else default_topology(), kind))
     # the reference chain's is CATALOGUE itself (the same cases for either key type: names and variants do not
     # depend on it)
     return catalogue_for(loaded.topology) if loaded is not None else CATALOGUE
+
+
+def _ingress_kind(config: pytest.Config) -> str | None:
+    """``--mtls-ingress``: None (as the chain says), ``ingress-nginx`` or a Gateway API implementation's name."""
+    value = config.getoption("--mtls-ingress", None)
+    if not value:
+        return None
+    from harness.render.gateway_api import parse_ingress_kind
+
+    try:
+        return parse_ingress_kind(str(value), "--mtls-ingress") or "ingress-nginx"
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _as_kind(topology: Topology, kind: str) -> Topology:
+    """``topology`` with its ingress hop served by ``kind`` (ingress-nginx, or a Gateway API implementation)."""
+    if kind == "ingress-nginx":
+        return topology.replace(ingress=dataclasses.replace(topology.ingress, gateway_api=None))
+    if topology.ingress.controller.enable_ssl_passthrough:
+        raise pytest.UsageError("--mtls-ingress gateway-api: this chain uses ssl-passthrough, whose Gateway API twin "
+                                "(a TLS listener and a TLSRoute) is not modelled")
+    return topology.on_gateway_api(kind)
 
 
 def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -131,9 +162,12 @@ def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, st
     from harness.report.findings import chain_findings, finding_records
 
     loaded = _chain_file(config)
-    if loaded is None:
-        topology = default_topology(str(config.getoption("--mtls-key-type")))  # type: ignore[arg-type]
-        return finding_records(predict(topology)), {}
+    kind = _ingress_kind(config)
+    if loaded is None or kind is not None:
+        topology = (loaded.topology if loaded is not None
+                    else default_topology(str(config.getoption("--mtls-key-type"))))  # type: ignore[arg-type]
+        topology = _as_kind(topology, kind) if kind is not None else topology
+        return finding_records(predict(topology)), dict(loaded.accepted) if loaded is not None else {}
     return chain_findings(loaded), dict(loaded.accepted)
 
 
@@ -318,7 +352,9 @@ def _chain_file(config: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def mtls_topology(request: pytest.FixtureRequest, mtls_key_type: str) -> Topology:
     loaded = _chain_file(request.config)
-    return loaded.topology if loaded is not None else default_topology(mtls_key_type)  # type: ignore[arg-type]
+    topology = loaded.topology if loaded is not None else default_topology(mtls_key_type)  # type: ignore[arg-type]
+    kind = _ingress_kind(request.config)
+    return _as_kind(topology, kind) if kind is not None else topology
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from harness.cases.cross_domain import (
     trusted_identity,
 )
 from harness.cases.fidelity import fidelity_cases
+from harness.cases.gateway_api import on_gateway_api
 from harness.cases.oauth import oauth_cases
 from harness.model.controller import parse_go_bool
 from harness.model.topology import HopName, Topology, default_topology
@@ -579,6 +580,7 @@ def catalogue_for(topology: Topology | None = None) -> tuple[Case, ...]:
     home = t.focus_on(None)
     for host in home.ingress.hosts[1:]:
         out += host_cases(home.focus_on(host))
+    out = [on_gateway_api(c) for c in out]  # each case with its expectation on a Gateway API ingress
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

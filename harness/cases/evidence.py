@@ -15,6 +15,10 @@ log                decision lines (measured here; docs/behaviour.md)
                    line, when there is one, is the decision
 ``ingress-access`` ingress-nginx's ``log-format-upstream`` line with ``$upstream_addr`` ``-``: the ingress answered
                    itself (``return 403``), the cause is its page
+``ingress``        (a Gateway API ingress: Envoy at ``connection:debug``) ``verify cert failed: X509_verify_cert:
+                   certificate verification error at depth 0: certificate has expired`` — its check of a client
+                   certificate, or (when the request failed further on) of the pod's — and
+                   ``PEER_DID_NOT_RETURN_A_CERTIFICATE``
 ``pod``            ``handshake failed: SSLCertVerificationError: certificate has expired``, ``handshake failed:
                    SSLError: PEER_DID_NOT_RETURN_A_CERTIFICATE`` (alerts the pod *received* are not its decisions)
 =================  ===========================================================================================
@@ -48,6 +52,10 @@ _NGINX_DECISIONS: Final = re.compile(
 _POD_DECISIONS: Final = re.compile(r"handshake failed: (?:SSLCertVerificationError: .*"
                                    r"|SSLError: (?!.*ALERT)(?:PEER_DID_NOT_RETURN_A_CERTIFICATE|UNSUPPORTED_PROTOCOL)"
                                    r"[^\n]*)")
+# a Gateway API ingress (Envoy, harness.render.envoy_gateway) logs its verdicts at connection:debug (measured here:
+# source/common/tls/cert_validator/default_validator.cc and the TLS socket's "TLS_error" line)
+_ENVOY_DECISIONS: Final = re.compile(r"verify cert failed: [^\n]*?(?=:TLS_error_end|$)"
+                                     r"|PEER_DID_NOT_RETURN_A_CERTIFICATE", re.MULTILINE)
 # the pod hung up on the ingress mid-handshake (measured: a pod refusing nginx's client cert under TLS 1.3 shows as
 # EPIPE or ECONNRESET on nginx's side): the pod's own log line, when it wrote one, is the decision
 _HUNG_UP: Final = re.compile(r"connect\(\) failed \((?:32|104): ")
@@ -75,7 +83,8 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
         return Attribution(seen, f"{seen.hop}'s detail header: {detail}" if detail else f"{seen.hop}: {seen.reason}")
     if seen.kind == "tls_alert":
         line = _last(_POD_DECISIONS, evidence.get("pod", "")) if terminator == "pod" else \
-            _last(_NGINX_DECISIONS, evidence.get("ingress-error", "")) if terminator == "ingress" else None
+            (_last(_NGINX_DECISIONS, evidence.get("ingress-error", ""))
+             or _last(_ENVOY_DECISIONS, evidence.get("ingress", ""))) if terminator == "ingress" else None
         cause = cause_of(line) if line else ALERT_CAUSES.get(seen.alert or "")
         where = f"{terminator}'s log: {line}" if line else f"the alert {seen.alert} {terminator} sent"
         return Attribution(dataclasses.replace(seen, hop=terminator, cause=cause), where)
@@ -89,6 +98,13 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
     line = pod_line
     if line:
         return Attribution(dataclasses.replace(seen, hop="pod", cause=cause_of(line)), f"pod's log: {line}")
+    line = _last(_ENVOY_DECISIONS, evidence.get("ingress", "")) if seen.kind == "upstream_failure" else None
+    if line:  # a Gateway API ingress's check of the pod's certificate
+        return Attribution(dataclasses.replace(seen, hop="ingress", cause=cause_of(line)), f"ingress's log: {line}")
+    for access in reversed(evidence.get("ingress-envoy", "").splitlines()):
+        if f'" {seen.status} flags=NR ' in access:  # a Gateway API ingress answered itself: no route matched
+            return Attribution(dataclasses.replace(seen, hop="ingress", cause="no-route"),
+                               f"ingress's access log (no route): {access.strip()}")
     for access in reversed(evidence.get("ingress-access", "").splitlines()):
         m = _ACCESS.search(access)
         if m and int(m.group(1)) == seen.status and m.group(2) == "-":

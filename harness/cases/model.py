@@ -74,6 +74,20 @@ class Case:
     #: the ingress host the case is about (None: the home host, the one APIM's backend names); every host is served
     #: by the same running chain, so the case probes this host's name there (RunningChain.on_host)
     host: str | None = None
+    #: by ingress kind (``gateway-api:envoy-gateway``): the outcome and its source where that ingress says the same
+    #: thing its own way, or why the case does not apply there (harness.cases.gateway_api); ``expect`` is
+    #: ingress-nginx's
+    by_ingress: Mapping[str, tuple[Outcome, str] | str] = field(default_factory=dict)
+
+    def on(self, topology: Topology) -> Case:
+        """This case as it runs on ``topology``'s ingress kind: ``expect`` and ``source`` that kind's; raises
+        :class:`Skip` (declared) when it does not apply there."""
+        found = self.by_ingress.get(topology.ingress.kind)
+        if found is None:
+            return self
+        if isinstance(found, str):
+            raise Skip(f"on {topology.ingress.kind}: {found}", declared=True)
+        return dataclasses.replace(self, expect=found[0], source=found[1])
 
 
 #: the three words of a case's verdict (docs/findings.md): it behaved as predicted and nothing weak was seen; it
@@ -219,6 +233,7 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
         raise Skip(f"no Ingress on host {case.host} in this chain (hosts: {', '.join(chain.topology.ingress.hosts)})",
                    declared=True)
     chain = chain.on_host(case.host)
+    case = case.on(chain.topology)
     missing = needs_reference(case, chain.topology)
     if missing is not None:
         raise Skip(missing, declared=True)

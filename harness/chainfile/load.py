@@ -34,7 +34,7 @@ from harness.chainfile.certs import (
 from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
 from harness.chainfile.policy import PolicyFacts, read_policy
 from harness.errors import InputError, UsageError
-from harness.model.chainfile import TLS_NAMES, ChainFile, line_of, parse_chain_text
+from harness.model.chainfile import TLS_NAMES, ChainFile, IngressSpec, line_of, parse_chain_text
 from harness.model.controller import CONTROLLER_DEFAULTS, ControllerSettings, parse_go_bool
 from harness.model.topology import (
     ANNOTATION_PREFIX,
@@ -227,7 +227,8 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
     hop = IngressHop(ingresses=tuple(ingresses), secrets=tuple(secrets), server_cert="",
                      allow_cross_namespace_resources=bool(parse_go_bool(
                          spec.config_map.get("allow-cross-namespace-resources", "false"))),
-                     controller=ControllerSettings(spec.enable_ssl_passthrough, MappingProxyType(config)))
+                     controller=ControllerSettings(spec.enable_ssl_passthrough, MappingProxyType(config)),
+                     gateway_api=_gateway_api(spec, r))
     for ing in ingresses:
         refusal = admission_refusal(ing, hop.controller)
         if refusal is not None:
@@ -245,6 +246,20 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
         if host == home:
             hop = dataclasses.replace(hop, server_cert=tls.tls)
     return hop
+
+
+def _gateway_api(spec: IngressSpec, r: _Resolver) -> str | None:
+    """The Gateway API implementation serving the ingress hop, or None for ingress-nginx."""
+    if spec.controller == "ingress-nginx":
+        if spec.implementation is not None:
+            raise InputError(r.where(["ingress", "implementation"]), f"ingress.implementation {spec.implementation!r} "
+                             "is for controller: gateway-api", "remove it, or write controller: gateway-api")
+        return None
+    if spec.enable_ssl_passthrough:
+        raise InputError(r.where(["ingress", "enable_ssl_passthrough"]), "enable_ssl_passthrough is an ingress-nginx "
+                         "flag; a Gateway API twin of a passthrough chain needs a TLS listener and a TLSRoute, which "
+                         "are not modelled", "remove it, or keep controller: ingress-nginx")
+    return spec.implementation or "envoy-gateway"
 
 
 def _policy_identity(facts: PolicyFacts, mat: CertMaterial, policy: Path) -> str | None:

@@ -80,6 +80,10 @@ def register(subparsers: Any) -> None:
                           "e.g. -k 'ingress and expired')")
     add_config_option(run)
     add_chain_option(run)
+    run.add_argument("--ingress", metavar="KIND", default=None,
+                     help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway] — your Ingresses "
+                          "migrated to Gateway API and served as that implementation does (docs/gateway-api.md); "
+                          "default: as the chain file says")
     run.add_argument("--twin", action="store_true",
                      help="--target azure/attach: also run the chain file's whole catalogue on the local twin and "
                           "write DIR/differential.json and .md: per case agree, DRIFT (production differs from its "
@@ -147,6 +151,11 @@ def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> li
         argv += ["-n", args.workers]
     if args.keyword is not None:
         argv += ["-k", args.keyword]
+    if getattr(args, "ingress", None):
+        from harness.render.gateway_api import parse_ingress_kind
+
+        parse_ingress_kind(args.ingress, "--ingress")  # one line and exit 2 here, not an error per case
+        argv += ["--mtls-ingress", args.ingress]
     chain = chain_path(args)
     if chain is not None:
         from harness.chainfile.load import load_chain

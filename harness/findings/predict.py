@@ -215,6 +215,12 @@ def _shared_upstream_pool(home: Topology) -> Iterator[Finding]:
 
 def _host_findings(t: Topology) -> Iterator[Finding]:
     """The findings of the ingress host ``t`` is focused on."""
+    if t.ingress.gateway_api is not None:
+        yield from _gateway_api_client_auth(t)
+        yield from _ingress_trust(t)
+        yield from _ingress_upstream(t)
+        yield from _api_upstream(t)
+        return
     yield from _ingress_client_auth(t)
     yield from _ingress_trust(t)
     yield from _ingress_depth(t)
@@ -277,6 +283,63 @@ def _ingress_client_auth(t: Topology) -> Iterator[Finding]:
                   frozenset(defeats), "client-cert", instead=instead, no_cert_refused=no_cert_refused)
 
 
+#: Gateway API's frontend validation (v1.5 FrontendTLSValidation) and what Envoy Gateway renders from it
+GATEWAY_API_SOURCE: Final = ("Gateway API v1.5 apis/v1/gateway_types.go 728-817 (FrontendTLSValidation: "
+                             "caCertificateRefs and mode only — per port, GEP-91); envoyproxy/gateway d32f282942 "
+                             "internal/gatewayapi/helpers.go 605-622 (AllowInsecureFallback → Request: accepted "
+                             "untrusted)")
+
+
+def _checks_client_certs(v: Topology) -> bool:
+    """Whether the viewed host's Ingress asks for client certificates against a CA Secret."""
+    ing = v.ingress.auth_tls_ingress()
+    return v.ingress.secret(ing.annotation("auth-tls-secret") or "") is not None and ing.verify_client() != "off"
+
+
+def _gateway_api_client_auth(t: Topology) -> Iterator[Finding]:
+    """The client-certificate check of a Gateway API ingress that the chain's Ingresses were migrated to
+    (harness.render.gateway_api.translate): per PORT, so the first host that checks decides for every host (GEP-91);
+    ``optional`` becomes AllowInsecureFallback, which lets any certificate and none through; verify depth, a CRL and
+    auth-tls-match-cn have no field, so what they refused gets through."""
+    prop = _PROPERTY["ingress-requires-a-verified-client-cert"]
+    checking = [v for v in (t.focus_on(h) for h in t.ingress.hosts) if _checks_client_certs(v)]
+    ing = t.ingress.auth_tls_ingress()
+    src = GATEWAY_API_SOURCE
+    if not checking:
+        yield Finding(prop, "ingress", "a request with no client certificate, or with any certificate",
+                      _annotation_setting(ing, "auth-tls-secret", None),
+                      _CLIENT_CERT_CAUSES | {"no-client-cert"}, "client-cert", rule_source=src)
+        return
+    first = checking[0].ingress.auth_tls_ingress()
+    secret = checking[0].ingress.secret(first.annotation("auth-tls-secret") or "")
+    if first.verify_client() != "on":
+        yield Finding(prop, "ingress", "any client certificate, and none (AllowInsecureFallback accepts a certificate "
+                      "it cannot verify)",
+                      dataclasses.replace(_annotation_setting(first, "auth-tls-verify-client",
+                                                              first.annotation("auth-tls-verify-client")),
+                                          text=f"nginx.ingress.kubernetes.io/auth-tls-verify-client: "
+                                               f"{first.annotation('auth-tls-verify-client')} on Ingress "
+                                               f"{_ref(first)}, migrated to the Gateway's validation mode "
+                                               "AllowInsecureFallback"),
+                      _CLIENT_CERT_CAUSES | {"no-client-cert"}, "client-cert", rule_source=src)
+        return
+    yield Finding(_PROPERTY["ingress-verify-depth-fits-the-pki"], "ingress",
+                  "a client certificate chain of any depth under the trusted root",
+                  Setting("Gateway API frontend validation has no verify depth (auth-tls-verify-depth is lost in the "
+                          f"migration of Ingress {_ref(first)})", annotation=(_ref(first), "auth-tls-verify-depth")),
+                  frozenset({"unknown-issuer", "too-deep"}), "client-cert", fault="too-deep", rule_source=src)
+    if secret is not None and secret.crl:
+        yield Finding(prop, "ingress", "a revoked client certificate",
+                      Setting(f"Gateway API has no CRL field: Secret {secret.namespace}/{secret.name} ca.crl is lost "
+                              "in the migration", secret=f"{secret.namespace}/{secret.name}"),
+                      frozenset({"revoked"}), "client-cert", fault="revoked", rule_source=src)
+    if first.annotation("auth-tls-match-cn"):
+        yield Finding(prop, "ingress", "a client certificate of any subject its CA issued",
+                      Setting(f"nginx.ingress.kubernetes.io/auth-tls-match-cn on Ingress {_ref(first)} has no Gateway "
+                              "API equivalent (lost in the migration)", annotation=(_ref(first), "auth-tls-match-cn")),
+                      frozenset({"match-cn"}), "client-cert", rule_source=src)
+
+
 def _ingress_trust(t: Topology) -> Iterator[Finding]:
     """The auth-tls CA Secret holds the roots of other trust domains of this chain (a root that issues some leaf of
     the plan, other than the root of the ingress's caller's client certificate)."""
@@ -298,7 +361,8 @@ def _ingress_trust(t: Topology) -> Iterator[Finding]:
                           f"(the caller's client certificate needs only {own})", secret=f"{secret.namespace}/"
                           f"{secret.name}"),
                   frozenset({"unknown-issuer"}), "client-cert", roots=extra,
-                  instead=_MATCH_CN_REFUSAL if ing.annotation("auth-tls-match-cn") else None)
+                  instead=_MATCH_CN_REFUSAL if ing.annotation("auth-tls-match-cn") and t.ingress.gateway_api is None
+                  else None)
 
 
 def _root_or_none(t: Topology, ca: str) -> str | None:
@@ -401,7 +465,7 @@ def _ingress_floor(t: Topology) -> Iterator[Finding]:
     prop = _PROPERTY["no-hop-accepts-tls-below-1.2"]
     protocols = t.ingress.controller.get("ssl-protocols").split()
     low = [v for v, name in (("1.0", "TLSv1"), ("1.1", "TLSv1.1")) if name in protocols]
-    if low and not t.passthrough:
+    if low and not t.passthrough and t.ingress.gateway_api is None:
         yield Finding(prop, "ingress", f"a client offering only TLS {low[0]}",
                       Setting(f"ingress-nginx ConfigMap ssl-protocols: {' '.join(protocols)}",
                               chain_key=("ingress", "config_map", "ssl-protocols")),
@@ -457,7 +521,7 @@ def _match_cn_without_a_cert(t: Topology, facts: CaseFacts) -> Prediction | None
     it past the TLS stage (optional, optional_no_ca, off): the subject DN is empty and the match-cn check answers 403
     (nginx.tmpl 918 renders ``if ($ssl_client_s_dn !~ pattern) return 403``; measured on the partner-mtls example) —
     whatever the case expected after that stage. With ``on`` nginx answers 400 first."""
-    if facts.target != "ingress" or facts.identity is not None or t.passthrough:
+    if facts.target != "ingress" or facts.identity is not None or t.passthrough or t.ingress.gateway_api is not None:
         return None
     ing = t.ingress.auth_tls_ingress()
     secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")

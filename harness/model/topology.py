@@ -378,6 +378,14 @@ class IngressHop:
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     #: the host the views are about; None: the home host (the first Ingress's)
     focus: str | None = None
+    #: the Gateway API implementation serving these Ingresses migrated to Gateway API resources
+    #: (:func:`harness.render.gateway_api.translate`), e.g. ``"envoy-gateway"``; None: ingress-nginx serves them
+    gateway_api: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``ingress-nginx``, or ``gateway-api:<implementation>`` (what the report and the case ids' sources say)."""
+        return "ingress-nginx" if self.gateway_api is None else f"gateway-api:{self.gateway_api}"
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -434,7 +442,7 @@ class IngressHop:
         """ssl-passthrough as the controller applies it: only with ``--enable-ssl-passthrough``; any Ingress of the
         host with the annotation (Go ParseBool) turns it on (controller.go 1384-1436); the backend is the Ingress
         owning ``/`` (controller.go 666-682), so without one nothing is passed through."""
-        if not self.controller.enable_ssl_passthrough:
+        if not self.controller.enable_ssl_passthrough or self.gateway_api is not None:
             return False
         on = any(parse_go_bool(i.annotation("ssl-passthrough")) for i in self.on_host)
         return on and any(i.path == "/" for i in self.on_host)
@@ -551,6 +559,11 @@ class Topology:
             if nested:
                 direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
         return dataclasses.replace(self, **{hop: dataclasses.replace(part, **direct)})
+
+    def on_gateway_api(self, implementation: str = "envoy-gateway") -> Topology:
+        """This chain with its ingress hop migrated to Gateway API: the same Ingresses, Secrets and certificates,
+        served by ``implementation`` as :func:`harness.render.gateway_api.translate` writes them."""
+        return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, gateway_api=implementation))
 
     def with_controller(self, *, enable_ssl_passthrough: bool | None = None, **config: str | None) -> Topology:
         """A variant with the ingress controller's flag and ConfigMap keys changed (``ssl_protocols="TLSv1.3"``:

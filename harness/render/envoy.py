@@ -81,7 +81,7 @@ _TLS: Final[Mapping[str, str]] = {"1.0": "TLSv1_0", "1.1": "TLSv1_1", "1.2": "TL
 _TYPE = "type.googleapis.com/envoy.extensions."
 _CLUSTER = "upstream"
 #: the hop-trace fields (harness.model.wire.FIELDS) as Envoy substitution commands; verify comes from the Lua filter
-_TRACE_VALUE: Final = "; ".join([
+TRACE_VALUE: Final = "; ".join([
     "tls=%DOWNSTREAM_TLS_VERSION%",
     "cipher=%DOWNSTREAM_TLS_CIPHER%",
     "sni=%REQUESTED_SERVER_NAME%",
@@ -409,7 +409,7 @@ def _connection_manager(topology: Topology, hop: EnvoyHop, up: Upstream, log_pat
         "route_config": {
             "name": f"{hop}-routes{suffix}",
             "request_headers_to_remove": [header_name(h) for h in later],  # runs before request_headers_to_add
-            "request_headers_to_add": [_header(own, _TRACE_VALUE)],
+            "request_headers_to_add": [_header(own, TRACE_VALUE)],
             "virtual_hosts": [{"name": hop, "domains": ["*"], "routes": [
                 # APIM's other APIs: a request under an API's URL suffix goes to its backend, the suffix removed
                 # (APIM forwards the operation's path below the backend URL)

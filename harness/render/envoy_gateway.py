@@ -31,17 +31,23 @@ the upstream TLS failure reason — the evidence a case reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from harness.errors import UsageError
+from harness.errors import LaneRefused, UsageError
+from harness.model.wire import header_name
 from harness.pki.x509 import write_atomic
-from harness.render.envoy import CertFiles, tls_certificate_files
+from harness.render.envoy import TRACE_VALUE, CertFiles, tls_certificate_files
+from harness.render.envoy_lua import LUA_METADATA_KEY, LUA_METADATA_NAMESPACE, LUA_STRIPPED_KEY
 from harness.render.gateway_api import Resources, validation_of
 
-__all__ = ["GatewayApiEnvoy", "render_envoy_gateway"]
+if TYPE_CHECKING:
+    from harness.model.topology import Topology
+    from harness.pki.certset import CertSet
+
+__all__ = ["GatewayApiEnvoy", "GatewayApiLane", "Twin", "render_envoy_gateway", "twin_of"]
 
 _TYPE: Final = "type.googleapis.com/envoy.extensions."
 
@@ -55,8 +61,10 @@ class GatewayApiEnvoy:
     access_log: Path
 
     def argv(self, envoy: Path) -> list[str]:
+        # connection:debug: Envoy's own words for each certificate it refuses, down- and upstream (the evidence a
+        # case reads: harness.cases.evidence)
         return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart", "--concurrency", "1",
-                "-l", "warning", "--file-flush-interval-msec", "500"]
+                "-l", "warning", "--component-log-level", "connection:debug", "--file-flush-interval-msec", "100"]
 
 
 def _ca_file(res: Resources, refs: list[Any], workdir: Path, what: str) -> Path:
@@ -158,19 +166,49 @@ def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Pa
                              "auto_sni_san_validation": True, "common_tls_context": common}}
 
 
-def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles],
-                         listen: tuple[str, int], admin: tuple[str, int], upstreams: Mapping[str, tuple[str, int]],
-                         workdir: Path) -> GatewayApiEnvoy:
-    """Write the Envoy bootstrap for the first Gateway of ``documents`` into ``workdir`` (module doc). ``secrets``:
-    each Secret name the resources reference → its certificate and key files; ``upstreams``: each backend Service →
-    where it listens. Raises :class:`UsageError` for a reference it cannot resolve."""
+@dataclass(frozen=True)
+class GatewayApiLane:
+    """One more set of Gateway API resources served by the same Envoy, on its own port (a variant of the chain:
+    :mod:`harness.targets.lanes`): its own listener and clusters, named with a ``-l<i>`` suffix."""
+
+    documents: tuple[Mapping[str, Any], ...]
+    secrets: Mapping[str, CertFiles]
+    listen: tuple[str, int]
+    upstreams: Mapping[str, tuple[str, int]]
+
+
+#: the hop trace (harness.model.wire) as the ingress adds it: harness instrumentation, like the nginx twin's. The
+#: verdict comes from this Lua (Envoy has no substitution for it): a presented certificate Envoy validated, one it
+#: accepted untrusted (AllowInsecureFallback), or none; ``stripped`` when the caller sent an ingress trace header
+_TRACE_LUA: Final = f"""
+function envoy_on_request(handle)
+  local ssl = handle:connection():ssl()
+  local verdict = "NONE"
+  if ssl ~= nil and ssl:peerCertificatePresented() then
+    if ssl:peerCertificateValidated() then verdict = "SUCCESS" else verdict = "FAILED:certificate not trusted" end
+  end
+  handle:streamInfo():dynamicMetadata():set("{LUA_METADATA_NAMESPACE}", "{LUA_METADATA_KEY}", verdict)
+  if handle:headers():get("{header_name("ingress")}") ~= nil then
+    handle:streamInfo():dynamicMetadata():set("{LUA_METADATA_NAMESPACE}", "{LUA_STRIPPED_KEY}", "ingress")
+  end
+end
+"""
+
+
+def _trace_filters() -> list[dict[str, Any]]:
+    return [{"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": _TYPE + "filters.http.lua.v3.Lua", "default_source_code": {"inline_string": _TRACE_LUA}}}]
+
+
+def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles], listen: tuple[str, int],
+              upstreams: Mapping[str, tuple[str, int]], workdir: Path, access_log: Path, trace: bool,
+              suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The listener and clusters of the first Gateway of ``documents`` (module doc)."""
     res = Resources.of(documents)
     if not res.gateways:
         raise UsageError("render_envoy_gateway: no Gateway among the resources")
     gateway = res.gateways[0]
-    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    access_log = workdir / "ingress-access.log"
     chains: list[dict[str, Any]] = []
     services: set[tuple[str, int]] = set()
     for listener in (gateway.get("spec") or {}).get("listeners") or []:
@@ -182,18 +220,27 @@ def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Map
         for r in routes:
             svc, _, port = r["route"]["cluster"].partition(":")
             services.add((svc, int(port)))
+            r["route"]["cluster"] += suffix
         host = listener.get("hostname")
+        route_config: dict[str, Any] = {
+            "name": f"{listener.get('name')}-routes{suffix}", "virtual_hosts": [
+                {"name": str(listener.get("name")), "domains": [host, f"{host}:*"] if host else ["*"],
+                 "routes": routes}]}
+        if trace:
+            route_config |= {"request_headers_to_remove": [header_name("ingress")],
+                             "request_headers_to_add": [{"header": {"key": header_name("ingress"),
+                                                                    "value": TRACE_VALUE},
+                                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
         hcm = {"@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
-               "stat_prefix": f"gateway-api-{listener.get('name')}", "codec_type": "AUTO",
+               "stat_prefix": f"gateway-api-{listener.get('name')}{suffix}", "codec_type": "AUTO",
                "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
                    "@type": _TYPE + "access_loggers.file.v3.FileAccessLog", "path": str(access_log),
                    "log_format": {"text_format_source": {"inline_string": (
                        '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)%" %RESPONSE_CODE% flags=%RESPONSE_FLAGS% '
                        "details=%RESPONSE_CODE_DETAILS% upstream_failure=%UPSTREAM_TRANSPORT_FAILURE_REASON%\n")}}}}],
-               "route_config": {"name": f"{listener.get('name')}-routes", "virtual_hosts": [
-                   {"name": str(listener.get("name")), "domains": [host, f"{host}:*"] if host else ["*"],
-                    "routes": routes}]},
-               "http_filters": [{"name": "envoy.filters.http.router",
+               "route_config": route_config,
+               "http_filters": [*(_trace_filters() if trace else []),
+                                {"name": "envoy.filters.http.router",
                                  "typed_config": {"@type": _TYPE + "filters.http.router.v3.Router"}}]}
         chain: dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                               "typed_config": hcm}],
@@ -206,22 +253,78 @@ def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Map
         if svc not in upstreams:
             raise UsageError(f"render_envoy_gateway: backend Service {svc!r} — give where it listens (upstreams=)")
         address, target = upstreams[svc]
+        name = f"{svc}:{port}{suffix}"
         cluster: dict[str, Any] = {
-            "name": f"{svc}:{port}", "type": "STATIC", "connect_timeout": "5s",
-            "load_assignment": {"cluster_name": f"{svc}:{port}", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "name": name, "type": "STATIC", "connect_timeout": "5s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
                 "address": {"socket_address": {"address": address, "port_value": target}}}}]}]}}
         upstream = _upstream(res, gateway, svc, workdir, secrets)
         if upstream is not None:
             cluster["transport_socket"] = upstream
         clusters.append(cluster)
+    listener_config = {
+        "name": f"gateway-api-https{suffix}",
+        "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+            "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
+        "filter_chains": chains}
+    return listener_config, clusters
+
+
+def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles],
+                         listen: tuple[str, int], admin: tuple[str, int], upstreams: Mapping[str, tuple[str, int]],
+                         workdir: Path, trace: bool = False,
+                         lanes: Sequence[GatewayApiLane] = ()) -> GatewayApiEnvoy:
+    """Write the Envoy bootstrap for the first Gateway of ``documents`` into ``workdir`` (module doc). ``secrets``:
+    each Secret name the resources reference → its certificate and key files; ``upstreams``: each backend Service →
+    where it listens; ``trace``: add the ingress's hop-trace header (the chain's ingress hop); ``lanes``: more
+    resource sets on their own ports. Raises :class:`UsageError` for a reference it cannot resolve, and
+    :class:`~harness.errors.LaneRefused` naming the lane for one in a lane."""
+    workdir = Path(workdir).resolve()
+    access_log = workdir / "ingress-access.log"
+    listener, clusters = _listener(documents, secrets=secrets, listen=listen, upstreams=upstreams, workdir=workdir,
+                                   access_log=access_log, trace=trace)
+    listeners = [listener]
+    for i, lane in enumerate(lanes, start=1):
+        try:
+            extra, more = _listener(lane.documents, secrets=lane.secrets, listen=lane.listen,
+                                    upstreams=lane.upstreams, workdir=workdir / f"l{i}", access_log=access_log,
+                                    trace=trace, suffix=f"-l{i}")
+        except UsageError as exc:
+            raise LaneRefused(i, str(exc)) from None
+        listeners.append(extra)
+        clusters += more
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": admin[0], "port_value": admin[1]}}},
-        "static_resources": {"listeners": [{
-            "name": "gateway-api-https",
-            "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
-            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
-                "@type": _TYPE + "filters.listener.tls_inspector.v3.TlsInspector"}}],
-            "filter_chains": chains}], "clusters": clusters}}
+        "static_resources": {"listeners": listeners, "clusters": clusters}}
     config_path = workdir / "gateway-api-envoy.yaml"
     write_atomic(config_path, (json.dumps(bootstrap, separators=(",", ":")) + "\n").encode())
     return GatewayApiEnvoy(config_path=config_path, admin_port=admin[1], access_log=access_log)
+
+
+@dataclass(frozen=True)
+class Twin:
+    """What the Gateway API twin of a chain's ingress hop is made of: the resources ``translate`` writes from its
+    Ingresses, the Secrets they name (certificate and key files), and the backend Services they route to."""
+
+    documents: tuple[Mapping[str, Any], ...]
+    secrets: Mapping[str, CertFiles]
+    services: frozenset[str]
+
+    def upstreams(self, pod: tuple[str, int]) -> dict[str, tuple[str, int]]:
+        """Every backend Service at the pod's address (the twin's pod serves every Service, as nginx's does)."""
+        return dict.fromkeys(self.services, pod)
+
+
+def twin_of(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str, Any]] | None = None) -> Twin:
+    """The Gateway API twin of ``topology``'s ingress hop: ``documents`` as given, or what
+    :func:`harness.render.gateway_api.translate` writes for its implementation (``topology.ingress.gateway_api``)."""
+    from harness.render.gateway_api import translate
+
+    docs = (tuple(dict(d) for d in documents) if documents is not None else
+            tuple(translate(topology, certs, implementation=topology.ingress.gateway_api or "envoy-gateway").documents))
+    res = Resources.of(docs)
+    services = frozenset(str(b.get("name")) for r in res.routes for rule in (r.get("spec") or {}).get("rules") or []
+                         for b in rule.get("backendRefs") or [])
+    secrets = {s.name: certs.leaf(s.tls) for s in topology.ingress.secrets if s.tls}
+    return Twin(docs, secrets, services)

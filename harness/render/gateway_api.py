@@ -45,7 +45,8 @@ from harness.pki.certset import CertSet
 from harness.pki.x509 import write_atomic
 from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
 
-__all__ = ["IMPLEMENTATIONS", "Property", "Resources", "Translation", "assess", "translate", "validation_of"]
+__all__ = ["IMPLEMENTATIONS", "Property", "Resources", "Translation", "assess", "parse_ingress_kind", "translate",
+           "validation_of"]
 
 GATEWAY_API: Final = "gateway.networking.k8s.io/v1"
 #: the implementations resources are written for, by ``--to gateway-api:<name>``: the GatewayClass they use
@@ -430,6 +431,19 @@ def assess(topology: Topology, servers: list[ServerPlan], documents: Iterable[Ma
                                "the implementation's own TLS settings", "lost",
                                f"{_SPEC} (ListenerTLSConfig.options is implementation-specific)"))
     return ledger
+
+
+def parse_ingress_kind(value: str, option: str = "--ingress") -> str | None:
+    """``ingress-nginx`` → None; ``gateway-api[:<implementation>]`` → the implementation's name; anything else a
+    :class:`UsageError` naming ``option`` and the choices."""
+    kind, _, impl = value.partition(":")
+    if kind == "ingress-nginx" and not impl:
+        return None
+    if kind == "gateway-api" and (impl or "envoy-gateway") in IMPLEMENTATIONS:
+        return impl or "envoy-gateway"
+    raise UsageError(f"{option} {value!r}: write ingress-nginx or gateway-api[:{'|'.join(IMPLEMENTATIONS)}]"
+                     + (" (Application Gateway for Containers is not written yet: docs/gateway-api.md)"
+                        if impl == "agc" else ""))
 
 
 def translate(topology: Topology, certs: CertSet, *, implementation: str = "envoy-gateway",

@@ -265,6 +265,10 @@ class ContainersTarget(OwnCertSet, TargetBase):
                     container.stop()
 
     def _start(self) -> RunningChain:
+        if self.topology.ingress.gateway_api is not None:
+            raise UsageError(f"the containers target runs ingress-nginx only: a Gateway API ingress "
+                             f"({self.topology.ingress.kind}) runs on the local target (--mtls-target local, "
+                             "optionally --mtls-isolate; docs/gateway-api.md)")
         t0 = time.perf_counter()
         self._client = docker_client()
         configure_testcontainers(self._client)

@@ -128,8 +128,11 @@ def _settings_diff(a: ControllerSettings, b: ControllerSettings) -> str:
 
 def _group(topology: Topology) -> tuple[object, ...]:
     """What must be equal for two lanes' ingresses to share an nginx process: the controller's flags and ConfigMap
-    (a lane with ssl-passthrough gets its own SNI router on its own port, in the process of its settings)."""
+    (a lane with ssl-passthrough gets its own SNI router on its own port, in the process of its settings). A Gateway
+    API ingress has no process-wide setting the harness models: every lane is a listener of the one Envoy."""
     ctl = topology.ingress.controller
+    if topology.ingress.gateway_api is not None:
+        return ("gateway-api", topology.ingress.gateway_api)
     return ctl.enable_ssl_passthrough, tuple(sorted(ctl.config.items()))
 
 

@@ -38,6 +38,7 @@ from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, lay_ou
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.render.envoy import CertFiles, EnvoyConfig
+    from harness.render.envoy_gateway import GatewayApiEnvoy
     from harness.render.nginx import NginxConfig, NginxLane
 
 __all__ = ["LocalTarget", "ProcessHop", "Tamper", "endpoints_for"]
@@ -76,7 +77,9 @@ def endpoints_for(topology: Topology, certs: CertSet, ports: dict[HopName, int],
         trust = certs.trust_bundle(topology.server_ca_of(hop))
         leaf = certs.leaf(caller.client_cert) if caller.client_cert else None
         # the stand-ins answer a bad client cert with an HTTP page, never a TLS alert: no need to wait for one
-        http_verdict = hop in ("gateway", "apim") or (hop == "ingress" and not topology.passthrough)
+        # (ingress-nginx too, unless it passes TLS through; a Gateway API ingress refuses with an alert)
+        http_verdict = hop in ("gateway", "apim") or (hop == "ingress" and not topology.passthrough
+                                                      and topology.ingress.gateway_api is None)
         out[hop] = HopEndpoint(
             hop=hop,
             host=host,
@@ -114,6 +117,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         self.ports: dict[str, int] = {}
         self._procs: dict[str, ManagedProcess] = {}
         self._nginx: NginxConfig | None = None
+        self._gateway_api: GatewayApiEnvoy | None = None
         self._envoy: dict[str, EnvoyConfig] = {}
         self.chain: RunningChain | None = None
         #: seconds each hop took from spawn to ready in the last start
@@ -141,7 +145,7 @@ class LocalTarget(OwnCertSet, TargetBase):
             self.workdir.mkdir(parents=True, exist_ok=True)
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-local-"))
-        names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin")
+        names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin", "ingress-admin")
         self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
         self.lane_plan = lay_out(self.topology, self.certs, self.variants, lambda n: free_ports(4 * n, HOST),
                                  hosts=self.lane_hosts, home_ports={h: self.ports[h] for h in HOPS})
@@ -163,11 +167,14 @@ class LocalTarget(OwnCertSet, TargetBase):
     # -- lanes: the variants served beside the chain (harness.targets.lanes) -------------------------------------
     def _render_all(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
         """Every process of the chain rendered with its lanes (a lane a renderer refuses is dropped, with why)."""
-        return self.lane_plan.render(lambda: [self._pod(), *self._ingresses(nginx), self._envoy_hop("apim", envoy),
-                                              self._envoy_hop("gateway", envoy)])
+        return self.lane_plan.render(lambda: [self._pod(), *self._ingresses(nginx, envoy),
+                                              self._envoy_hop("apim", envoy), self._envoy_hop("gateway", envoy)])
 
-    def _ingresses(self, nginx: Path) -> list[ProcessHop]:
-        """The home nginx (the chain and every lane with its controller settings) and one nginx per other group."""
+    def _ingresses(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
+        """The home nginx (the chain and every lane with its controller settings) and one nginx per other group; a
+        Gateway API ingress: one Envoy, every lane a listener of it."""
+        if self.topology.ingress.gateway_api is not None:
+            return [self._gateway_api_ingress(envoy)]
         out = [self._ingress(nginx)]
         for name in self.lane_plan.ingress_processes:
             lanes = self.lane_plan.in_process(name)
@@ -262,6 +269,8 @@ class LocalTarget(OwnCertSet, TargetBase):
             logs["ingress"] = self._procs[ingress].log_path
         if nginx is not None:
             logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
+        if self._gateway_api is not None and self.topology.ingress.gateway_api is not None:
+            logs["ingress-envoy"] = self._gateway_api.access_log
         for hop in ("gateway", "apim"):
             config = self._envoy.get(hop)
             if config is not None:
@@ -415,6 +424,37 @@ class LocalTarget(OwnCertSet, TargetBase):
         proc = ManagedProcess("ingress", self._argv("ingress", argv), log_path=self._log("ingress"))
         return ProcessHop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
 
+    def _gateway_api_ingress(self, envoy: Path) -> ProcessHop:
+        """The ingress hop as a Gateway API implementation's data plane: the chain's Ingresses migrated
+        (:func:`harness.render.envoy_gateway.twin_of`), rendered as Envoy Gateway configures real Envoy."""
+        from harness.render.envoy_gateway import GatewayApiLane, render_envoy_gateway, twin_of
+
+        assert self.workdir is not None
+        lanes = self.lane_plan.on("ingress")
+        pod = (self._host("pod"), self.ports["pod"])
+        twin = twin_of(self.topology, self.certs)
+        extra = []
+        for lane in lanes:
+            try:
+                t = twin_of(lane.served, lane.certs)
+            except UsageError as exc:
+                self.lane_plan.blame([lane], LaneRefused(1, str(exc)))
+            extra.append(GatewayApiLane(t.documents, t.secrets, (self._host("ingress"), lane.ports["ingress"]),
+                                        t.upstreams((self._host("pod"), lane.ports["pod"]))))
+        try:
+            config = render_envoy_gateway(twin.documents, secrets=twin.secrets,
+                                          listen=(self._host("ingress"), self.ports["ingress"]),
+                                          admin=(HOST, self.ports["ingress-admin"]), upstreams=twin.upstreams(pod),
+                                          workdir=self.workdir / "ingress", trace=True, lanes=extra)
+        except LaneRefused as exc:
+            self.lane_plan.blame(lanes, exc)
+        self._gateway_api = config
+        argv = config.argv(envoy)
+        if self.tamper is not None:
+            argv = self.tamper("ingress", config.config_path, argv)
+        proc = ManagedProcess("ingress", self._argv("ingress", argv), log_path=self._log("ingress"))
+        return ProcessHop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
+
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
         assert self.workdir is not None
         nxt: HopName = "apim" if hop == "gateway" else "ingress"
@@ -478,6 +518,12 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _reload_ingress(self) -> None:
         from harness.runtime.nginx import reload_nginx, render_ingress
 
+        if self.topology.ingress.gateway_api is not None or self._gateway_api is not None:
+            # Envoy from a static bootstrap (or a switch between ingress kinds): a new process; the ports stay
+            self._procs.pop("ingress").stop()
+            self._gateway_api = None
+            self._launch(self._ingresses(find_nginx(), find_envoy()))
+            return
         assert self.workdir is not None
         self._nginx = render_ingress(self.topology, self.certs, listen=(self._host("ingress"), self.ports["ingress"]),
                                    pod=(self._host("pod"), self.ports["pod"]), workdir=self.workdir / "ingress")

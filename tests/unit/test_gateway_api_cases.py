@@ -1,0 +1,130 @@
+"""The catalogue on a Gateway API ingress (issue 20): each case carries Envoy Gateway's expectation beside
+ingress-nginx's, the findings of a migrated chain name what Gateway API cannot express, the evidence reader reads
+Envoy's own words, and the chain file and the options choose the ingress kind. The alerts and words below are the
+ones measured in tests/integration/test_gateway_api_chain.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cases.catalogue import CATALOGUE
+from harness.cases.evidence import attribute
+from harness.cases.model import Skip
+from harness.errors import UsageError
+from harness.findings.predict import predict
+from harness.model.topology import default_topology
+from harness.probe.outcomes import Outcome
+from harness.render.gateway_api import parse_ingress_kind
+
+REF = default_topology()
+GW = REF.on_gateway_api()
+BY_ID = {c.id: c for c in CATALOGUE}
+
+
+def _on_gateway(case_id: str) -> tuple[str, int | None, str | None, str | None, str | None]:
+    e = BY_ID[case_id].on(GW).expect
+    return e.kind, e.status, e.alert, e.hop, e.cause
+
+
+@pytest.mark.parametrize(("case_id", "want"), [
+    ("ingress-rejects-missing-client-cert-tls1.2", ("tls_alert", None, "handshake_failure", "ingress",
+                                                    "no-client-cert")),
+    ("ingress-rejects-missing-client-cert-tls1.3", ("tls_alert", None, "certificate_required", "ingress",
+                                                    "no-client-cert")),
+    ("ingress-rejects-client-cert-expired-tls1.3", ("tls_alert", None, "certificate_expired", "ingress", "expired")),
+    ("ingress-rejects-client-cert-not-yet-valid-tls1.2", ("tls_alert", None, "certificate_expired", "ingress",
+                                                          "not-yet-valid")),
+    ("ingress-rejects-client-cert-self-signed-tls1.3", ("tls_alert", None, "unknown_ca", "ingress",
+                                                        "unknown-issuer")),
+    ("ingress-refuses-pod-cert-expired", ("upstream_failure", 503, None, "ingress", "expired")),
+    ("ingress-refuses-pod-cert-self-signed", ("upstream_failure", 503, None, "ingress", "unknown-issuer")),
+    ("apim-refuses-ingress-cert-wrong-san", ("upstream_failure", 500, None, "apim", "name-mismatch")),
+])
+def test_a_case_carries_envoy_gateways_expectation_beside_ingress_nginxs(case_id: str, want: tuple) -> None:
+    assert _on_gateway(case_id) == want
+    assert BY_ID[case_id].on(REF) is BY_ID[case_id]  # on ingress-nginx: the case as written
+    assert BY_ID[case_id].on(GW).source != BY_ID[case_id].source  # with its own source
+
+
+@pytest.mark.parametrize(("case_id", "words"), [
+    ("ingress-passes-client-cert-to-upstream", "Gateway API gap"),
+    ("ingress-error-page-redirects-missing-client-cert", "Gateway API gap"),
+    ("ingress-sends-no-server-header", "ingress-nginx only"),
+    ("pod-behind-passthrough-rejects-missing-client-cert", "ssl-passthrough"),
+])
+def test_a_case_that_cannot_apply_says_why_as_a_declared_skip(case_id: str, words: str) -> None:
+    with pytest.raises(Skip) as why:
+        BY_ID[case_id].on(GW)
+    assert why.value.declared
+    assert words in why.value.reason
+
+
+def test_the_migrated_reference_chain_has_the_depth_finding_and_nginx_does_not() -> None:
+    assert [f.id for f in predict(GW) if f.hop == "ingress"] == ["ingress-verify-depth-fits-the-pki@ingress"]
+    assert not [f for f in predict(REF) if f.hop == "ingress"]
+
+
+def test_optional_becomes_allow_insecure_fallback_which_lets_anything_through() -> None:
+    found = [f for f in predict(GW.with_ingress_annotations(auth_tls_verify_client="optional")) if f.hop == "ingress"]
+    assert len(found) == 1
+    assert "AllowInsecureFallback" in found[0].setting.text
+    assert {"no-client-cert", "unknown-issuer", "expired"} <= found[0].defeats
+
+
+def test_match_cn_and_a_crl_are_lost_in_the_migration() -> None:
+    ids = {(f.id, tuple(sorted(f.defeats))) for f in predict(GW.with_ingress_annotations(
+        auth_tls_match_cn="CN=notgonnamatch")) if f.hop == "ingress"}
+    assert ("ingress-requires-a-verified-client-cert@ingress", ("match-cn",)) in ids
+
+
+def test_envoys_own_words_name_the_cause_of_an_alert_and_of_a_503() -> None:
+    alert = Outcome("tls_alert", alert="certificate_expired")
+    log = ("[debug][connection] verify cert failed: X509_verify_cert: certificate verification error at depth 0: "
+           "certificate is not yet valid\n")
+    found = attribute(alert, {"ingress": log}, terminator="ingress", headers={}, page=None)
+    assert (found.outcome.hop, found.outcome.cause) == ("ingress", "not-yet-valid")
+    failure = Outcome("upstream_failure", status=503)
+    log = ("remote address:x,TLS_error:|268435581:CERTIFICATE_VERIFY_FAILED:verify cert failed: SAN matcher:"
+           "TLS_error_end")
+    found = attribute(failure, {"ingress": log}, terminator="ingress", headers={}, page=None)
+    assert (found.outcome.hop, found.outcome.cause) == ("ingress", "name-mismatch")
+    no_route = Outcome("http_reject", status=404)
+    access = '[t] "GET /apix" 404 flags=NR details=route_not_found upstream_failure=-\n'
+    found = attribute(no_route, {"ingress-envoy": access}, terminator="ingress", headers={}, page=None)
+    assert (found.outcome.hop, found.outcome.cause) == ("ingress", "no-route")
+
+
+def test_the_ingress_kind_is_parsed_with_a_clear_error() -> None:
+    assert parse_ingress_kind("ingress-nginx") is None
+    assert parse_ingress_kind("gateway-api") == "envoy-gateway"
+    assert parse_ingress_kind("gateway-api:envoy-gateway") == "envoy-gateway"
+    with pytest.raises(UsageError, match="not written yet"):
+        parse_ingress_kind("gateway-api:agc")
+    with pytest.raises(UsageError, match="write ingress-nginx or gateway-api"):
+        parse_ingress_kind("traefik")
+
+
+def _chain_file(tmp_path: Path, ingress_lines: str) -> Path:
+    from harness.cli.main import main
+
+    assert main(["init", str(tmp_path / "c")]) == 0
+    chain = tmp_path / "c" / "chain.yaml"
+    text = chain.read_text()
+    chain.write_text(text.replace("ingress:\n", f"ingress:\n{ingress_lines}", 1))
+    return chain
+
+
+def test_the_chain_file_chooses_a_gateway_api_ingress(tmp_path: Path) -> None:
+    from harness.chainfile.load import load_chain
+
+    loaded = load_chain(_chain_file(tmp_path, "  controller: gateway-api\n"))
+    assert loaded.topology.ingress.kind == "gateway-api:envoy-gateway"
+
+
+def test_an_implementation_without_gateway_api_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    from harness.chainfile.load import load_chain
+
+    with pytest.raises(UsageError, match="is for controller: gateway-api"):
+        load_chain(_chain_file(tmp_path, "  implementation: envoy-gateway\n"))
