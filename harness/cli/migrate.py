@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.options import add_chain_option, load_chain_option
+from harness.cli.options import add_chain_option, chain_path, load_chain_option
 from harness.errors import UsageError
 
 __all__ = ["register"]
@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-run", action="store_true",
                    help="only the ledger: do not run the probes against both ingresses (needs nginx and Envoy)")
     p.add_argument("--json", action="store_true", help="print the ledger and the measurements as one JSON document")
+    p.add_argument("--catalogue", type=Path, metavar="DIR", default=None,
+                   help="also run the whole case catalogue on both ingress kinds — your ingress-nginx, then the "
+                        "migrated Gateway API — with their reports in DIR/ingress-nginx and DIR/gateway-api, and "
+                        "print per case: kept, changed (the same refusal, said the implementation's way), lost (a "
+                        "finding or a named gap only on Gateway API) or not comparable (ingress-nginx only)")
     p.set_defaults(func=cmd_migrate)
 
 
@@ -90,7 +95,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "referenced by name, as they are in the cluster.\n"
                 + yaml.safe_dump_all(translation.documents, sort_keys=False, width=120))
         write_atomic(target, text.encode())
+    if args.catalogue is not None and resources is not None:
+        raise UsageError("--catalogue runs the catalogue on your chain's migrated Ingresses; with --resources the "
+                         "catalogue has no chain to run — drop one of them")
     measured = [] if args.no_run else _measure(topology, certs, translation.documents)
+    compared = _catalogues(args, implementation) if args.catalogue is not None else []
     counts = {v: sum(1 for p in translation.ledger if p.verdict == v) for v in ("kept", "changed", "lost")}
     measured_counts = {v: sum(1 for o in measured if o.verdict == v) for v in ("kept", "changed", "lost")}
     if args.json:
@@ -119,7 +128,70 @@ def cmd_migrate(args: argparse.Namespace) -> int:
               + (f"; measured: {measured_counts['kept']} kept, {measured_counts['changed']} changed, "
                  f"{measured_counts['lost']} lost" if measured else " (not measured)"),
               file=sys.stderr if counts["lost"] or measured_counts["lost"] else sys.stdout)
-    return 1 if counts["lost"] or measured_counts["lost"] else 0
+    catalogue_lost = sum(1 for row in compared if row[1] == "lost")
+    if compared and not args.json:
+        for case_id, verdict, why in compared:
+            if verdict != "kept":
+                print(f"{verdict.upper():<14} {case_id}: {why}")
+        tally = {v: sum(1 for r in compared if r[1] == v) for v in ("kept", "changed", "lost", "not comparable")}
+        print("catalogue on both kinds: " + ", ".join(f"{n} {v}" for v, n in tally.items()),
+              file=sys.stderr if catalogue_lost else sys.stdout)
+    elif compared:
+        print(json.dumps({"catalogue": [{"case": c, "verdict": v, "why": w} for c, v, w in compared]}, indent=2))
+    return 1 if counts["lost"] or measured_counts["lost"] or catalogue_lost else 0
+
+
+def _catalogues(args: argparse.Namespace, implementation: str) -> list[tuple[str, str, str]]:
+    """Run the suite on both ingress kinds (subprocesses: each its own pytest session and chain) and compare their
+    results.json per case (``--catalogue``)."""
+    import subprocess
+
+    from harness.cli.run import find_suite
+    from harness.report.results import RESULTS_FILE
+
+    docs: dict[str, dict[str, Any]] = {}
+    chain = chain_path(args)
+    for kind, name in (("ingress-nginx", "ingress-nginx"), (f"gateway-api:{implementation}", "gateway-api")):
+        report = Path(args.catalogue) / name
+        report.mkdir(parents=True, exist_ok=True)
+        print(f"migrate: the catalogue on {kind} (report: {report})", file=sys.stderr, flush=True)
+        argv = [sys.executable, "-m", "pytest", *map(str, find_suite()), "-q", "-p", "no:cacheprovider",
+                "--mtls-report", str(report), "--mtls-ingress", kind,
+                *(["--mtls-chain", str(Path(chain).resolve())] if chain is not None else [])]
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, check=False)
+        try:
+            docs[name] = json.loads((report / RESULTS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            tail = "\n".join(done.stdout.splitlines()[-15:])
+            raise UsageError(f"--catalogue: the run on {kind} wrote no report (exit {done.returncode}):\n{tail}") \
+                from None
+    return compare_catalogues(docs["ingress-nginx"], docs["gateway-api"])
+
+
+def compare_catalogues(nginx: dict[str, Any], gateway: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Per case of both reports: (id, kept | changed | lost | not comparable | failed, why). Lost: the Gateway API
+    chain shows a FINDING the ingress-nginx chain does not, or a named gap; changed: both passed, each by its own
+    expectation; failed: a case failed on either (the twin or the chain is wrong: look at its message)."""
+    theirs = {c["id"]: c for c in gateway["cases"]}
+    out: list[tuple[str, str, str]] = []
+    for mine in nginx["cases"]:
+        other = theirs.get(mine["id"])
+        if other is None or (mine["result"] == "skipped" and other["result"] == "skipped"):
+            continue
+        first = (other.get("message") or "").splitlines()[0] if other.get("message") else ""
+        if "failed" in (mine["result"], other["result"]):
+            out.append((mine["id"], "failed", f"ingress-nginx {mine['result']}, Gateway API {other['result']}"))
+        elif other["result"] == "skipped":
+            verdict = "lost" if "Gateway API gap" in first else "not comparable"
+            out.append((mine["id"], verdict, first.partition(": ")[2] or first))
+        elif other["result"] == "finding" and mine["result"] != "finding":
+            out.append((mine["id"], "lost", first))
+        elif other.get("expected") != mine.get("expected"):
+            out.append((mine["id"], "changed", f"{mine.get('expected')} → {other.get('expected')}"))
+        else:
+            out.append((mine["id"], "kept", ""))
+    return out
 
 
 def _measure(topology: Any, certs: Any, documents: list[dict[str, Any]]) -> list[Any]:

@@ -223,6 +223,9 @@ class ReportCollector:
         case = case_of(item)
         if case is None:
             return report
+        ran = item.stash.get(CASE_RESULT, None)
+        if ran is not None:
+            case = ran.case  # as it ran: the expectation of the chain's ingress kind (Case.on)
         if report.when == "teardown":
             have = {name for name, _ in report.user_properties}
             props = [("mtls_case", case.id), ("mtls_hop", case.hop), ("mtls_group", case.group),

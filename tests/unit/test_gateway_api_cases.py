@@ -128,3 +128,32 @@ def test_an_implementation_without_gateway_api_is_refused_naming_the_fix(tmp_pat
 
     with pytest.raises(UsageError, match="is for controller: gateway-api"):
         load_chain(_chain_file(tmp_path, "  implementation: envoy-gateway\n"))
+
+
+def test_the_catalogue_comparison_names_kept_changed_lost_and_not_comparable() -> None:
+    from harness.cli.migrate import compare_catalogues
+
+    def doc(*rows: tuple[str, str, str, str]) -> dict:
+        return {"cases": [{"id": i, "result": r, "expected": e, "message": m} for i, r, e, m in rows]}
+
+    nginx = doc(("a", "passed", "ok(200)", ""), ("b", "passed", "http_reject(400)", ""),
+                ("c", "passed", "http_reject(400)", ""), ("d", "passed", "ok(200)", ""),
+                ("e", "passed", "ok(200)", ""), ("f", "skipped", "x", "azure only"))
+    gateway = doc(("a", "passed", "ok(200)", ""), ("b", "passed", "tls_alert(unknown_ca)", ""),
+                  ("c", "finding", "tls_alert(unknown_ca)", "FINDING x@ingress"),
+                  ("d", "skipped", "ok(200)", "on gateway-api:envoy-gateway: Gateway API gap: no header"),
+                  ("e", "skipped", "ok(200)", "on gateway-api:envoy-gateway: ingress-nginx only: server_tokens"),
+                  ("f", "skipped", "x", "azure only"))
+    assert [(c, v) for c, v, _ in compare_catalogues(nginx, gateway)] == [
+        ("a", "kept"), ("b", "changed"), ("c", "lost"), ("d", "lost"), ("e", "not comparable")]
+
+
+def test_migrate_catalogue_with_your_own_resources_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.cli.main import main
+
+    res = tmp_path / "gw.yaml"
+    res.write_text("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\n"
+                   "spec: {gatewayClassName: eg, listeners: []}\n")
+    assert main(["migrate", "--to", "gateway-api", "--resources", str(res), "--catalogue", str(tmp_path / "c"),
+                 "--no-run"]) == 2
+    assert "--catalogue" in capsys.readouterr().err
