@@ -6,6 +6,7 @@ Gateway expectations in harness/cases/gateway_api.py cite)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,8 +44,6 @@ def _at_ingress(chain: RunningChain, identity: str | None, version: str = "1.3")
         log = chain.evidence_since(mark).get("ingress", "")
         if "TLS_error" in log or seen.outcome.kind == "ok":
             break
-        import time
-
         time.sleep(0.05)
     return seen, log
 
