@@ -580,7 +580,7 @@ def catalogue_for(topology: Topology | None = None) -> tuple[Case, ...]:
     home = t.focus_on(None)
     for host in home.ingress.hosts[1:]:
         out += host_cases(home.focus_on(host))
-    out = [on_gateway_api(c) for c in out]  # each case with its expectation on a Gateway API ingress
+    out = [on_gateway_api(c, home) for c in out]  # each case with its expectation on a Gateway API ingress
     seen: set[str] = set()
     for c in out:
         if c.id in seen:

@@ -2,7 +2,7 @@
 migrated (:func:`harness.render.gateway_api.translate`) and served as Envoy Gateway configures real Envoy
 (:mod:`harness.render.envoy_gateway`).
 
-    case = on_gateway_api(case)          # the case, carrying its Envoy Gateway expectation beside ingress-nginx's
+    case = on_gateway_api(case, topology)  # the case, carrying its Envoy Gateway expectation beside ingress-nginx's
     case.expectation(topology)           # (outcome, source) for the chain's ingress kind, or a Skip reason
 
 The same security property, the implementation's own way of saying it — each rule with its source:
@@ -28,6 +28,7 @@ from typing import Final
 
 from harness.cases.cross_domain import FAKE_CERT_SOURCE
 from harness.cases.model import Case
+from harness.model.topology import Topology
 from harness.probe.outcomes import Outcome, tls_alert, upstream_failure
 
 __all__ = ["GAP", "NGINX_ONLY", "on_gateway_api"]
@@ -105,17 +106,23 @@ _NOT_APPLICABLE: Final[Mapping[str, str]] = MappingProxyType({
 })
 
 
-def _passthrough_reason(case: Case) -> str | None:
-    text = f"{case.id} {getattr(case.variant, '__name__', '')}"
-    if "passthrough" in text:
+def _passthrough_reason(case: Case, topology: Topology) -> str | None:
+    """Why ``case`` does not apply: its variant of ``topology`` is about ssl-passthrough (the controller flag, or the
+    annotation with or without it)."""
+    try:
+        v = case.variant(topology) if case.variant is not None else topology
+    except KeyError:
+        return None  # a reference name the chain lacks: the case skips by design anyway
+    if v.ingress.controller.enable_ssl_passthrough or any(i.annotation("ssl-passthrough")
+                                                          for i in v.ingress.ingresses):
         return (f"{NGINX_ONLY}: ssl-passthrough is a controller flag; its Gateway API twin (a TLS listener and a "
                 "TLSRoute) is not modelled")
     return None
 
 
-def _expectation(case: Case) -> tuple[Outcome, str] | str | None:
+def _expectation(case: Case, topology: Topology) -> tuple[Outcome, str] | str | None:
     """Envoy Gateway's outcome for ``case`` and its source, a reason it does not apply, or None: the same."""
-    reason = _NOT_APPLICABLE.get(case.id.partition("@")[0]) or _passthrough_reason(case)
+    reason = _NOT_APPLICABLE.get(case.id.partition("@")[0]) or _passthrough_reason(case, topology)
     if reason is not None:
         return reason
     e = case.expect
@@ -143,9 +150,9 @@ def _expectation(case: Case) -> tuple[Outcome, str] | str | None:
     return None
 
 
-def on_gateway_api(case: Case) -> Case:
-    """``case`` carrying its expectation on an Envoy Gateway ingress (module doc)."""
-    found = _expectation(case)
+def on_gateway_api(case: Case, topology: Topology) -> Case:
+    """``case`` of ``topology``'s catalogue, carrying its expectation on an Envoy Gateway ingress (module doc)."""
+    found = _expectation(case, topology)
     if found is None:
         return case
     return dataclasses.replace(case, by_ingress=MappingProxyType({f"gateway-api:{IMPLEMENTATION}": found}))

@@ -106,17 +106,12 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             progress: Callable[[str], None] = lambda _: None) -> list[Observation]:
     """Run the probes against ``topology``'s ingress-nginx and against ``documents`` as Envoy Gateway's data plane
     (module doc). Starts and stops everything it needs; raises what a chain start raises."""
-    from harness.render.envoy_gateway import render_envoy_gateway
-    from harness.render.gateway_api import Resources
+    from harness.render.envoy_gateway import render_envoy_gateway, twin_of
     from harness.runtime import ManagedProcess, free_ports, port_open, wait_until
     from harness.runtime.binaries import find_envoy
     from harness.targets.local import LocalTarget
 
-    docs = [dict(d) for d in documents]
-    res = Resources.of(docs)
-    services = {str(b.get("name")) for r in res.routes for rule in (r.get("spec") or {}).get("rules") or []
-                for b in rule.get("backendRefs") or []}
-    secrets = {s.name: certs.leaf(s.tls) for s in topology.ingress.secrets if s.tls}
+    twin = twin_of(topology, certs, documents)
     caller = topology.apim.upstream.client_cert or "apim-client"
     tmp = Path(tempfile.mkdtemp(prefix="mtls-harness-migrate-"))
     target = LocalTarget(topology, certs=certs)
@@ -131,8 +126,8 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             for proc in gateway_proc:
                 proc.stop()
             gateway_proc.clear()
-            config = render_envoy_gateway(docs, secrets=secrets, listen=(HOST, listen), admin=(HOST, admin),
-                                          upstreams=dict.fromkeys(services, (HOST, target.ports["pod"])),
+            config = render_envoy_gateway(twin.documents, secrets=twin.secrets, listen=(HOST, listen),
+                                          admin=(HOST, admin), upstreams=twin.upstreams((HOST, target.ports["pod"])),
                                           workdir=tmp / "gateway-api")
             proc = ManagedProcess("gateway-api", config.argv(find_envoy()), log_path=tmp / "gateway-api.log")
             gateway_proc.append(proc)

@@ -128,12 +128,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
               + (f"; measured: {measured_counts['kept']} kept, {measured_counts['changed']} changed, "
                  f"{measured_counts['lost']} lost" if measured else " (not measured)"),
               file=sys.stderr if counts["lost"] or measured_counts["lost"] else sys.stdout)
-    catalogue_lost = sum(1 for row in compared if row[1] == "lost")
+    # a case lost in the migration, or one that failed on either kind (the chain or its twin did not behave as its
+    # configuration says: its report tells why)
+    catalogue_lost = sum(1 for row in compared if row[1] in ("lost", "failed"))
     if compared and not args.json:
         for case_id, verdict, why in compared:
             if verdict != "kept":
                 print(f"{verdict.upper():<14} {case_id}: {why}")
-        tally = {v: sum(1 for r in compared if r[1] == v) for v in ("kept", "changed", "lost", "not comparable")}
+        tally = {v: sum(1 for r in compared if r[1] == v)
+                 for v in ("kept", "changed", "lost", "not comparable", "failed")}
         print("catalogue on both kinds: " + ", ".join(f"{n} {v}" for v, n in tally.items()),
               file=sys.stderr if catalogue_lost else sys.stdout)
     elif compared:
@@ -146,18 +149,18 @@ def _catalogues(args: argparse.Namespace, implementation: str) -> list[tuple[str
     results.json per case (``--catalogue``)."""
     import subprocess
 
-    from harness.cli.run import find_suite
+    from harness.cli.run import find_suite, pytest_argv
     from harness.report.results import RESULTS_FILE
 
     docs: dict[str, dict[str, Any]] = {}
-    chain = chain_path(args)
     for kind, name in (("ingress-nginx", "ingress-nginx"), (f"gateway-api:{implementation}", "gateway-api")):
         report = Path(args.catalogue) / name
         report.mkdir(parents=True, exist_ok=True)
         print(f"migrate: the catalogue on {kind} (report: {report})", file=sys.stderr, flush=True)
-        argv = [sys.executable, "-m", "pytest", *map(str, find_suite()), "-q", "-p", "no:cacheprovider",
-                "--mtls-report", str(report), "--mtls-ingress", kind,
-                *(["--mtls-chain", str(Path(chain).resolve())] if chain is not None else [])]
+        # the command line `mtls-harness run --ingress KIND --report DIR [--chain FILE]` gives pytest
+        run = argparse.Namespace(target="local", workers=None, keyword=None, ingress=kind, chain=chain_path(args),
+                                 pytest_args=[])
+        argv = [sys.executable, "-m", "pytest", *pytest_argv(run, find_suite(), report)]
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, check=False)
         try:

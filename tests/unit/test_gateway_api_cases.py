@@ -138,14 +138,15 @@ def test_the_catalogue_comparison_names_kept_changed_lost_and_not_comparable() -
 
     nginx = doc(("a", "passed", "ok(200)", ""), ("b", "passed", "http_reject(400)", ""),
                 ("c", "passed", "http_reject(400)", ""), ("d", "passed", "ok(200)", ""),
-                ("e", "passed", "ok(200)", ""), ("f", "skipped", "x", "azure only"))
+                ("e", "passed", "ok(200)", ""), ("f", "skipped", "x", "azure only"),
+                ("g", "passed", "http_reject(400)", ""))
     gateway = doc(("a", "passed", "ok(200)", ""), ("b", "passed", "tls_alert(unknown_ca)", ""),
                   ("c", "finding", "tls_alert(unknown_ca)", "FINDING x@ingress"),
                   ("d", "skipped", "ok(200)", "on gateway-api:envoy-gateway: Gateway API gap: no header"),
                   ("e", "skipped", "ok(200)", "on gateway-api:envoy-gateway: ingress-nginx only: server_tokens"),
-                  ("f", "skipped", "x", "azure only"))
+                  ("f", "skipped", "x", "azure only"), ("g", "failed", "tls_alert(unknown_ca)", "FAIL — differs"))
     assert [(c, v) for c, v, _ in compare_catalogues(nginx, gateway)] == [
-        ("a", "kept"), ("b", "changed"), ("c", "lost"), ("d", "lost"), ("e", "not comparable")]
+        ("a", "kept"), ("b", "changed"), ("c", "lost"), ("d", "lost"), ("e", "not comparable"), ("g", "failed")]
 
 
 def test_migrate_catalogue_with_your_own_resources_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
