@@ -29,9 +29,11 @@ test-local: setup
 test-selftest: setup
 	$(PY) -m harness selftest
 
-# the catalogue again with the ingress hop migrated to Gateway API (Envoy as Envoy Gateway; docs/gateway-api.md)
+# the catalogue again with the ingress hop migrated to Gateway API: as Envoy Gateway, then as Application Gateway for
+# Containers configures real Envoy (docs/gateway-api.md)
 test-gateway-api: setup
 	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-ingress gateway-api
+	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-ingress gateway-api:agc
 
 test-containers: setup
 	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \

@@ -89,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "reconfigured when a case needs it, instead of serving every variant beside the chain from "
                          "the start (slower; for comparing)")
     group.addoption("--mtls-ingress", metavar="KIND", default=os.environ.get("MTLS_HARNESS_INGRESS") or None,
-                    help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway] — the chain's "
+                    help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway|:agc] — the chain's "
                          "Ingresses migrated to Gateway API (docs/gateway-api.md); default: as the chain file says "
                          "($MTLS_HARNESS_INGRESS)")
     group.addoption("--mtls-report", metavar="DIR", default=None,

@@ -1,5 +1,6 @@
 """What each case expects when the ingress hop is a Gateway API implementation (issue 20): the chain's Ingresses
-migrated (:func:`harness.render.gateway_api.translate`) and served as Envoy Gateway configures real Envoy
+migrated (:func:`harness.render.gateway_api.translate`) and served as Envoy Gateway, or Application Gateway for
+Containers (its own FrontendTLSPolicy and BackendTLSPolicy), configures real Envoy
 (:mod:`harness.render.envoy_gateway`).
 
     case = on_gateway_api(case, topology)  # the case, carrying its Envoy Gateway expectation beside ingress-nginx's
@@ -33,8 +34,13 @@ from harness.probe.outcomes import Outcome, tls_alert, upstream_failure
 
 __all__ = ["GAP", "NGINX_ONLY", "on_gateway_api"]
 
-IMPLEMENTATION: Final = "envoy-gateway"
 _EG: Final = "envoyproxy/gateway d32f282942"
+#: Application Gateway for Containers: its docs show the missing-certificate alert; its data plane answers as Envoy
+#: does ("no healthy upstream", the same docs' troubleshooting output), so the other answers are Envoy's as measured
+#: here — on Envoy, not on AGC itself (there is no Azure here)
+_AGC: Final = ("Microsoft Learn, Application Gateway for Containers how-to-frontend-mtls-gateway-api (no client "
+               "certificate: 'tlsv13 alert certificate required'); the rest as its Envoy data plane answers, measured "
+               "here on Envoy, not on AGC")
 _ALERTS_SOURCE: Final = (f"Gateway API v1.5 GEP-91 (the handshake is rejected); {_EG} internal/xds/translator/"
                          "listener.go 929-1047 (AllowValidOnly → require_client_certificate); alert and reason: "
                          "BoringSSL as measured here (Envoy's connection:debug log)")
@@ -53,6 +59,9 @@ NGINX_ONLY: Final = "ingress-nginx only"
 _PASSES_NOTHING: Final = (f"{GAP}: Gateway API passes neither the client certificate nor its verify result to the "
                           "backend (no equivalent of auth-tls-pass-certificate-to-upstream or the ssl-client-* "
                           "headers; ingress2gateway drops them) — the migration ledger reports it lost")
+_LAST_GOOD: Final = (f"{NGINX_ONLY}: the controller keeping the last good Secret (store/backend_ssl.go); a Gateway "
+                     "API implementation reads the Secret as it is now, and an invalid CA reference fails the "
+                     "listener (InvalidCACertificateRef)")
 #: cases that cannot apply to a Gateway API ingress, and why
 _NOT_APPLICABLE: Final[Mapping[str, str]] = MappingProxyType({
     "ingress-verified-identity-is-apims-client-cert": _PASSES_NOTHING,
@@ -87,9 +96,8 @@ _NOT_APPLICABLE: Final[Mapping[str, str]] = MappingProxyType({
         "(apim-refuses-ingress-cert-wrong-san checks the name)"),
     "ingress-oldest-ingress-sets-auth-tls-for-the-host": (
         f"{NGINX_ONLY}: the controller's merging of Ingresses on one host; a Gateway listener has one validation"),
-    "ingress-keeps-the-last-good-ca-and-still-refuses-no-cert": (
-        f"{NGINX_ONLY}: the controller keeping the last good Secret; Envoy Gateway takes a listener with a bad "
-        "reference out"),
+    "ingress-keeps-the-last-good-ca-and-still-refuses-no-cert": _LAST_GOOD,
+    "ingress-keeps-the-last-good-ca-when-the-secret-update-is-malformed": _LAST_GOOD,
     "ingress-sends-no-server-header": f"{NGINX_ONLY}: nginx's server_tokens",
     "ingress-never-resumes-a-tls-session-to-the-pod": (
         f"{NGINX_ONLY}: nginx's proxy_ssl_session_reuse off, rendered by ingress-nginx; Envoy's upstream TLS "
@@ -150,9 +158,18 @@ def _expectation(case: Case, topology: Topology) -> tuple[Outcome, str] | str | 
     return None
 
 
+def _on_agc(found: tuple[Outcome, str] | str) -> tuple[Outcome, str] | str:
+    """Envoy Gateway's expectation as Application Gateway for Containers': the same outcome, its own source."""
+    if isinstance(found, str):
+        return found.replace("Envoy Gateway", "Application Gateway for Containers")
+    return found[0], f"{_AGC}; {found[1]}"
+
+
 def on_gateway_api(case: Case, topology: Topology) -> Case:
-    """``case`` of ``topology``'s catalogue, carrying its expectation on an Envoy Gateway ingress (module doc)."""
+    """``case`` of ``topology``'s catalogue, carrying its expectation on each Gateway API implementation (module
+    doc): Envoy Gateway, and Application Gateway for Containers."""
     found = _expectation(case, topology)
     if found is None:
         return case
-    return dataclasses.replace(case, by_ingress=MappingProxyType({f"gateway-api:{IMPLEMENTATION}": found}))
+    return dataclasses.replace(case, by_ingress=MappingProxyType({"gateway-api:envoy-gateway": found,
+                                                                  "gateway-api:agc": _on_agc(found)}))

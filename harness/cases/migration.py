@@ -128,7 +128,7 @@ def measure(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
             gateway_proc.clear()
             config = render_envoy_gateway(twin.documents, secrets=twin.secrets, listen=(HOST, listen),
                                           admin=(HOST, admin), upstreams=twin.upstreams((HOST, target.ports["pod"])),
-                                          workdir=tmp / "gateway-api")
+                                          workdir=tmp / "gateway-api", secret_cas=twin.secret_cas)
             proc = ManagedProcess("gateway-api", config.argv(find_envoy()), log_path=tmp / "gateway-api.log")
             gateway_proc.append(proc)
             proc.start()

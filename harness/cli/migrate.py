@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_chain_option(p)
     p.add_argument("--to", required=True, metavar="gateway-api[:IMPL]",
-                   help="the ingress to migrate to: gateway-api (Envoy Gateway) or gateway-api:envoy-gateway")
+                   help="the ingress to migrate to: gateway-api (Envoy Gateway), gateway-api:envoy-gateway, or "
+                        "gateway-api:agc (Application Gateway for Containers' FrontendTLSPolicy and BackendTLSPolicy)")
     p.add_argument("--out", type=Path, default=Path("gateway-api"), metavar="DIR",
                    help=f"where {OUTPUT} is written (default: ./gateway-api)")
     p.add_argument("--force", action="store_true", help=f"replace an existing DIR/{OUTPUT}")
@@ -64,8 +65,8 @@ def register(subparsers: Any) -> None:
 def _implementation(value: str) -> str:
     kind, _, impl = value.partition(":")
     if kind != "gateway-api":
-        raise UsageError(f"--to {value}: the only migration is to gateway-api — use --to gateway-api or "
-                         "--to gateway-api:envoy-gateway")
+        raise UsageError(f"--to {value}: the only migration is to gateway-api — use --to gateway-api, "
+                         "--to gateway-api:envoy-gateway or --to gateway-api:agc")
     return impl or "envoy-gateway"
 
 

@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
     add_config_option(run)
     add_chain_option(run)
     run.add_argument("--ingress", metavar="KIND", default=None,
-                     help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway] — your Ingresses "
+                     help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway|:agc] — your Ingresses "
                           "migrated to Gateway API and served as that implementation does (docs/gateway-api.md); "
                           "default: as the chain file says")
     run.add_argument("--twin", action="store_true",

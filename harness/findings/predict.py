@@ -312,7 +312,9 @@ def _gateway_api_client_auth(t: Topology) -> Iterator[Finding]:
         return
     first = checking[0].ingress.auth_tls_ingress()
     secret = checking[0].ingress.secret(first.annotation("auth-tls-secret") or "")
-    if first.verify_client() != "on":
+    # Application Gateway for Containers has no fallback mode: its FrontendTLSPolicy always verifies (Microsoft Learn,
+    # how-to-frontend-mtls-gateway-api), so an optional check is migrated stricter, not weaker
+    if first.verify_client() != "on" and t.ingress.gateway_api != "agc":
         yield Finding(prop, "ingress", "any client certificate, and none (AllowInsecureFallback accepts a certificate "
                       "it cannot verify)",
                       dataclasses.replace(_annotation_setting(first, "auth-tls-verify-client",

@@ -215,7 +215,7 @@ class IngressSpec(_Strict):
     #: Gateway API resources ``mtls-harness migrate`` writes from them (docs/gateway-api.md)
     controller: Literal["ingress-nginx", "gateway-api"] = "ingress-nginx"
     #: with ``controller: gateway-api``: the implementation (its GatewayClass and how it configures its data plane)
-    implementation: Literal["envoy-gateway"] | None = None
+    implementation: Literal["envoy-gateway", "agc"] | None = None
     enable_ssl_passthrough: bool = False
     config_map: dict[str, str] = Field(default_factory=dict)
     #: the Kubernetes YAML you apply: files (multi-document) or folders of *.yaml / *.yml

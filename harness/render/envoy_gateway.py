@@ -23,6 +23,10 @@ What it writes, each from Envoy Gateway's translator (envoyproxy/gateway at d32f
   ``spec.tls.backend.clientCertificateRef`` presented (``internal/xds/translator/translator.go`` 1364-1420). No
   policy: plain HTTP to the Service, as the Gateway API says.
 
+Application Gateway for Containers' policies (read by :class:`~harness.render.gateway_api.Resources` into the same
+shapes) render the same way: its FrontendTLSPolicy is a required check, its BackendTLSPolicy sends its own ``sni`` and
+presents its own ``clientCertificateRef``; their CA Secrets come from ``secret_cas``.
+
 Every certificate is named by file (no SDS): the harness's cert set holds them, and the renderer writes the CA
 ConfigMaps' ``ca.crt`` beside the bootstrap. The access log has one line per request with Envoy's response flags and
 the upstream TLS failure reason — the evidence a case reads.
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,7 +45,7 @@ from harness.model.wire import header_name
 from harness.pki.x509 import write_atomic
 from harness.render.envoy import TRACE_VALUE, CertFiles, tls_certificate_files
 from harness.render.envoy_lua import LUA_METADATA_KEY, LUA_METADATA_NAMESPACE, LUA_STRIPPED_KEY
-from harness.render.gateway_api import Resources, validation_of
+from harness.render.gateway_api import Resources, ca_pem, validation_of
 
 if TYPE_CHECKING:
     from harness.model.topology import Topology
@@ -68,17 +72,19 @@ class GatewayApiEnvoy:
 
 
 def _ca_file(res: Resources, refs: list[Any], workdir: Path, what: str) -> Path:
-    """The CA bundle the refs name, written beside the bootstrap (every ref a ConfigMap with ``ca.crt`` among the
-    resources: the Core support level)."""
-    pem = ""
+    """The CA bundle the refs name, written beside the bootstrap: each a ConfigMap with ``ca.crt`` among the resources
+    (the Core support level), or a Secret whose CA the caller gave (``secret_cas``: Application Gateway for
+    Containers names Secrets)."""
+    pem = b""
     for ref in refs:
-        cm = res.configmaps.get(str(ref.get("name", "")))
-        if cm is None or not (cm.get("data") or {}).get("ca.crt"):
-            raise UsageError(f"{what}: caCertificateRef {ref.get('name')!r} is not a ConfigMap with ca.crt among the "
-                             "resources — add it (Gateway API: NoValidCACertificate fails the listener closed)")
-        pem += str(cm["data"]["ca.crt"])
+        found = ca_pem(res, ref)
+        if not found:
+            raise UsageError(f"{what}: caCertificateRef {ref.get('kind', 'ConfigMap')} {ref.get('name')!r} holds no "
+                             "ca.crt here — add the ConfigMap to the resources, or give the Secret's CA (secret_cas=) "
+                             "(Gateway API: NoValidCACertificate fails the listener closed)")
+        pem += found
     path = workdir / "ca" / f"{'-'.join(str(r.get('name')) for r in refs)}.pem"
-    write_atomic(path, pem.encode())
+    write_atomic(path, pem)
     return path
 
 
@@ -148,13 +154,18 @@ def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Pa
         return None  # no BackendTLSPolicy: plain HTTP to the Service
     validation = (policy.get("spec") or {}).get("validation") or {}
     hostname = str(validation.get("hostname", ""))
+    sni = str(policy.get("sni") or hostname)  # an alb BackendTLSPolicy may send another SNI than the SAN it checks
     ca = _ca_file(res, list(validation.get("caCertificateRefs") or []), workdir,
                   f"BackendTLSPolicy {(policy.get('metadata') or {}).get('name')}")
-    common: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": str(ca)}},
+    context: dict[str, Any] = {"trusted_ca": {"filename": str(ca)}}
+    if sni != hostname:
+        context["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": hostname}}]
+    common: dict[str, Any] = {"validation_context": context,
                               "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
                                              "tls_maximum_protocol_version": "TLSv1_3"},
                               "alpn_protocols": ["http/1.1"]}
-    client = (((gateway.get("spec") or {}).get("tls") or {}).get("backend") or {}).get("clientCertificateRef")
+    client = (((gateway.get("spec") or {}).get("tls") or {}).get("backend") or {}).get("clientCertificateRef") \
+        or policy.get("clientCertificateRef")  # Application Gateway for Containers: per backend
     if client:
         name = str(client.get("name"))
         if name not in secrets:
@@ -162,8 +173,8 @@ def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Pa
                              "and key (secrets=)")
         common["tls_certificates"] = [tls_certificate_files(secrets[name])]
     return {"name": "envoy.transport_sockets.tls",
-            "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext", "sni": hostname,
-                             "auto_sni_san_validation": True, "common_tls_context": common}}
+            "typed_config": {"@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext", "sni": sni,
+                             "auto_sni_san_validation": sni == hostname, "common_tls_context": common}}
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,7 @@ class GatewayApiLane:
     secrets: Mapping[str, CertFiles]
     listen: tuple[str, int]
     upstreams: Mapping[str, tuple[str, int]]
+    secret_cas: Mapping[str, bytes] = field(default_factory=dict)
 
 
 #: the hop trace (harness.model.wire) as the ingress adds it: harness instrumentation, like the nginx twin's. The
@@ -202,9 +214,9 @@ def _trace_filters() -> list[dict[str, Any]]:
 
 def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles], listen: tuple[str, int],
               upstreams: Mapping[str, tuple[str, int]], workdir: Path, access_log: Path, trace: bool,
-              suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              secret_cas: Mapping[str, bytes], suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The listener and clusters of the first Gateway of ``documents`` (module doc)."""
-    res = Resources.of(documents)
+    res = Resources.of(documents, secret_cas)
     if not res.gateways:
         raise UsageError("render_envoy_gateway: no Gateway among the resources")
     gateway = res.gateways[0]
@@ -273,23 +285,24 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
 
 def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles],
                          listen: tuple[str, int], admin: tuple[str, int], upstreams: Mapping[str, tuple[str, int]],
-                         workdir: Path, trace: bool = False,
+                         workdir: Path, trace: bool = False, secret_cas: Mapping[str, bytes] | None = None,
                          lanes: Sequence[GatewayApiLane] = ()) -> GatewayApiEnvoy:
     """Write the Envoy bootstrap for the first Gateway of ``documents`` into ``workdir`` (module doc). ``secrets``:
     each Secret name the resources reference → its certificate and key files; ``upstreams``: each backend Service →
-    where it listens; ``trace``: add the ingress's hop-trace header (the chain's ingress hop); ``lanes``: more
+    where it listens; ``secret_cas``: the ``ca.crt`` of each Secret a caCertificateRef names; ``trace``: add the
+    ingress's hop-trace header (the chain's ingress hop); ``lanes``: more
     resource sets on their own ports. Raises :class:`UsageError` for a reference it cannot resolve, and
     :class:`~harness.errors.LaneRefused` naming the lane for one in a lane."""
     workdir = Path(workdir).resolve()
     access_log = workdir / "ingress-access.log"
     listener, clusters = _listener(documents, secrets=secrets, listen=listen, upstreams=upstreams, workdir=workdir,
-                                   access_log=access_log, trace=trace)
+                                   access_log=access_log, trace=trace, secret_cas=secret_cas or {})
     listeners = [listener]
     for i, lane in enumerate(lanes, start=1):
         try:
             extra, more = _listener(lane.documents, secrets=lane.secrets, listen=lane.listen,
                                     upstreams=lane.upstreams, workdir=workdir / f"l{i}", access_log=access_log,
-                                    trace=trace, suffix=f"-l{i}")
+                                    trace=trace, secret_cas=lane.secret_cas, suffix=f"-l{i}")
         except UsageError as exc:
             raise LaneRefused(i, str(exc)) from None
         listeners.append(extra)
@@ -310,6 +323,8 @@ class Twin:
     documents: tuple[Mapping[str, Any], ...]
     secrets: Mapping[str, CertFiles]
     services: frozenset[str]
+    #: the ``ca.crt`` of each Secret with CA certificates (what a caCertificateRef of kind Secret names)
+    secret_cas: Mapping[str, bytes] = field(default_factory=dict)
 
     def upstreams(self, pod: tuple[str, int]) -> dict[str, tuple[str, int]]:
         """Every backend Service at the pod's address (the twin's pod serves every Service, as nginx's does)."""
@@ -327,4 +342,6 @@ def twin_of(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
     services = frozenset(str(b.get("name")) for r in res.routes for rule in (r.get("spec") or {}).get("rules") or []
                          for b in rule.get("backendRefs") or [])
     secrets = {s.name: certs.leaf(s.tls) for s in topology.ingress.secrets if s.tls}
-    return Twin(docs, secrets, services)
+    cas = {s.name: certs.trust_bundle(*s.ca).read_bytes() for s in topology.ingress.secrets
+           if s.ca and not s.malformed_ca}
+    return Twin(docs, secrets, services, cas)

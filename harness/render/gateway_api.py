@@ -24,8 +24,12 @@ Either way the ledger comes from ONE assessment (:func:`assess`) of the Ingresse
 per host, the HTTPS listener that serves it, the client-certificate validation of its port (``spec.tls.frontend``, the
 experimental per-listener ``frontendValidation`` of v1.1–v1.3, or Envoy Gateway's ``ClientTrafficPolicy``), the CA it
 trusts, the BackendTLSPolicy of each backend Service and the Gateway's backend client certificate. It is the
-resources' own account from the two APIs' documented fields — not a run: a run of the catalogue on the Gateway API
-chain is the part of issue 20 not built yet (docs/gateway-api.md).
+resources' own account from the APIs' documented fields, not a run (the run: ``mtls-harness run --ingress
+gateway-api``, and ``migrate --catalogue``; docs/gateway-api.md).
+
+For Application Gateway for Containers (``implementation="agc"``) the checks are its own policies in
+``alb.networking.azure.io/v1`` (:data:`ALB`): a FrontendTLSPolicy naming the CA Secret, one BackendTLSPolicy per
+Service with ``sni``, ``verify`` and the client certificate; :class:`Resources` reads them into the same shapes.
 """
 
 from __future__ import annotations
@@ -45,13 +49,35 @@ from harness.pki.certset import CertSet
 from harness.pki.x509 import write_atomic
 from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
 
-__all__ = ["IMPLEMENTATIONS", "Property", "Resources", "Translation", "assess", "parse_ingress_kind", "translate",
-           "validation_of"]
+__all__ = [
+    "ALB",
+    "IMPLEMENTATIONS",
+    "Property",
+    "Resources",
+    "Translation",
+    "assess",
+    "ca_pem",
+    "parse_ingress_kind",
+    "translate",
+    "validation_of",
+]
 
 GATEWAY_API: Final = "gateway.networking.k8s.io/v1"
 #: the implementations resources are written for, by ``--to gateway-api:<name>``: the GatewayClass they use
 #: (Envoy Gateway's quick start names its GatewayClass ``eg``: gateway.envoyproxy.io docs, "Quickstart")
-IMPLEMENTATIONS: Final = {"envoy-gateway": "eg"}
+#: (Application Gateway for Containers: ``azure-alb-external``, Microsoft Learn "Frontend MTLS with Application Gateway
+#: for Containers - Gateway API")
+IMPLEMENTATIONS: Final = {"envoy-gateway": "eg", "agc": "azure-alb-external"}
+#: Application Gateway for Containers' own policies (``alb.networking.azure.io/v1``): FrontendTLSPolicy
+#: ``spec.targetRef`` (a Gateway, ``sectionNames``) and ``spec.default.verify.caCertificateRef`` (a Secret with
+#: ``ca.crt``); BackendTLSPolicy ``spec.targetRef`` (a Service) and ``spec.default`` ``sni``, ``ports``,
+#: ``clientCertificateRef``, ``verify.caCertificateRef``, ``verify.subjectAltName`` — field names from Microsoft Learn,
+#: "Frontend MTLS with Application Gateway for Containers - Gateway API" and "Backend MTLS with Application Gateway
+#: for Containers - Gateway API"
+ALB: Final = "alb.networking.azure.io/v1"
+_AGC_DOCS: Final = ("Microsoft Learn: Application Gateway for Containers, how-to-frontend-mtls-gateway-api and "
+                    "how-to-backend-mtls-gateway-api (FrontendTLSPolicy, BackendTLSPolicy in "
+                    "alb.networking.azure.io/v1)")
 Verdict = Literal["kept", "changed", "lost"]
 
 _SPEC = "Gateway API v1.5.1 apis/v1/gateway_types.go"
@@ -116,6 +142,11 @@ def _ca_certs(pem: bytes) -> list[x509.Certificate]:
     return found
 
 
+def _ca_pem_only(pem: bytes) -> bytes:
+    """Only the CA certificates of a PEM bundle (nginx's proxy-ssl file also holds the client key and leaf)."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in _ca_certs(pem))
+
+
 def _fingerprints(certs: Iterable[x509.Certificate]) -> frozenset[bytes]:
     return frozenset(c.fingerprint(hashes.SHA256()) for c in certs)
 
@@ -142,6 +173,47 @@ def _ca_configmap(ref: str, path: Path, namespace: str, out: dict[str, dict[str,
     out.setdefault(name, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, namespace),
                           "data": {"ca.crt": pem}})
     return {"group": "", "kind": "ConfigMap", "name": name}
+
+
+def _secret_ref(ref: str, namespace: str) -> dict[str, Any]:
+    ns, _, name = ref.rpartition("/")
+    return {"group": "", "kind": "Secret", "name": name, "namespace": ns or namespace}
+
+
+def _agc_policies(name: str, namespace: str, listeners: list[dict[str, Any]], servers: list[ServerPlan]
+                  ) -> list[dict[str, Any]]:
+    """Application Gateway for Containers' FrontendTLSPolicy (the first checking host's CA Secret, for every listener:
+    per port, as Gateway API's) and one alb BackendTLSPolicy per HTTPS backend Service with a proxy-ssl CA. AGC has no
+    fallback mode: ``optional`` is written as a required check (the ledger says it is stricter)."""
+    out: list[dict[str, Any]] = []
+    checking = [s for s in servers if _client_auth(s)[0] != "off"]
+    if checking:
+        auth = _client_auth(checking[0])[1]
+        assert auth is not None
+        out.append({"apiVersion": ALB, "kind": "FrontendTLSPolicy", "metadata": _meta(f"{name}-mtls", namespace),
+                    "spec": {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name,
+                                           "namespace": namespace,
+                                           "sectionNames": [str(ls["name"]) for ls in listeners]},
+                             "default": {"verify": {"caCertificateRef": _secret_ref(auth.secret, namespace)}}}})
+    done: set[str] = set()
+    for server in servers:
+        for loc in server.locations:
+            p = loc.proxy_ssl
+            if loc.default_backend or loc.service in done or loc.backend_protocol != "HTTPS" or p is None \
+                    or p.ca_file is None:
+                continue
+            done.add(loc.service)
+            host = p.name or f"{loc.service}.{loc.namespace}.svc.cluster.local"
+            default: dict[str, Any] = {"sni": host, "ports": [{"port": loc.service_port}],
+                                       "verify": {"caCertificateRef": _secret_ref(p.secret, namespace),
+                                                  "subjectAltName": host}}
+            if p.pem_file is not None:
+                default["clientCertificateRef"] = _secret_ref(p.secret, namespace)
+            out.append({"apiVersion": ALB, "kind": "BackendTLSPolicy", "metadata": _meta(f"{loc.service}-tls",
+                                                                                          namespace),
+                        "spec": {"targetRef": {"group": "", "kind": "Service", "name": loc.service,
+                                               "namespace": loc.namespace}, "default": default}})
+    return out
 
 
 def _write_resources(topology: Topology, servers: list[ServerPlan], implementation: str) -> list[dict[str, Any]]:
@@ -184,6 +256,9 @@ def _write_resources(topology: Topology, servers: list[ServerPlan], implementati
                            "spec": {"parentRefs": [{"name": name, "sectionName": listener}],
                                     "hostnames": [server.host], "rules": rules}})
     spec: dict[str, Any] = {"gatewayClassName": IMPLEMENTATIONS[implementation], "listeners": listeners}
+    if implementation == "agc":  # its own policies carry the client and backend checks
+        gateway = {"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": _meta(name, namespace), "spec": spec}
+        return [gateway, *routes, *_agc_policies(name, namespace, listeners, servers)]
     tls: dict[str, Any] = {}
     checking = [s for s in servers if _client_auth(s)[0] != "off"]
     if checking:  # validation is per port: the first checking host's CA and mode (the ledger says what that costs)
@@ -211,10 +286,15 @@ class Resources:
     policies: list[dict[str, Any]] = field(default_factory=list)
     configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     client_traffic: list[dict[str, Any]] = field(default_factory=list)
+    #: Application Gateway for Containers' FrontendTLSPolicies
+    frontend_policies: list[dict[str, Any]] = field(default_factory=list)
+    #: the CA certificates (PEM) of Secrets the resources name by reference (``caCertificateRef`` of kind Secret):
+    #: Secrets are never among the resources, the caller knows them (the chain's cert set)
+    secret_cas: Mapping[str, bytes] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, documents: Iterable[Mapping[str, Any]]) -> Resources:
-        out = cls()
+    def of(cls, documents: Iterable[Mapping[str, Any]], secret_cas: Mapping[str, bytes] | None = None) -> Resources:
+        out = cls(secret_cas=dict(secret_cas or {}))
         for doc in documents:
             group = str(doc.get("apiVersion", "")).partition("/")[0]
             kind = doc.get("kind")
@@ -228,7 +308,26 @@ class Resources:
                 out.configmaps[str((doc.get("metadata") or {}).get("name", ""))] = dict(doc)
             elif group == "gateway.envoyproxy.io" and kind == "ClientTrafficPolicy":
                 out.client_traffic.append(dict(doc))
+            elif group == "alb.networking.azure.io" and kind == "FrontendTLSPolicy":
+                out.frontend_policies.append(dict(doc))
+            elif group == "alb.networking.azure.io" and kind == "BackendTLSPolicy":
+                out.policies.append(_alb_backend_policy(doc))
         return out
+
+
+def _alb_backend_policy(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """An alb BackendTLSPolicy in the standard policy's shape (``targetRefs``, ``validation.caCertificateRefs`` and
+    ``hostname`` — its ``subjectAltName``, else its ``sni``), with its own ``sni`` and ``clientCertificateRef`` kept
+    beside (AGC presents the client certificate per backend, not per Gateway)."""
+    spec = doc.get("spec") or {}
+    default = spec.get("default") or {}
+    verify = default.get("verify") or {}
+    ca = verify.get("caCertificateRef")
+    return {"apiVersion": doc.get("apiVersion"), "kind": "BackendTLSPolicy", "metadata": doc.get("metadata") or {},
+            "spec": {"targetRefs": [spec.get("targetRef") or {}],
+                     "validation": {"caCertificateRefs": [ca] if ca else [],
+                                    "hostname": verify.get("subjectAltName") or default.get("sni") or ""}},
+            "sni": default.get("sni"), "clientCertificateRef": default.get("clientCertificateRef")}
 
 
 def _host_matches(pattern: str | None, host: str) -> bool:
@@ -271,6 +370,13 @@ def validation_of(res: Resources, gateway: dict[str, Any], listener: dict[str, A
                 mode = str(cv.get("mode") or ("Request" if cv.get("optional") else "RequireAndVerify"))
                 return (_EG_MODES.get(mode, mode), list(cv.get("caCertificateRefs") or []),
                         f"ClientTrafficPolicy tls.clientValidation mode {mode}")
+    for ftp in res.frontend_policies:  # Application Gateway for Containers: a required check, no fallback mode
+        ref = (ftp.get("spec") or {}).get("targetRef") or {}
+        sections = ref.get("sectionNames") or []
+        verify = (((ftp.get("spec") or {}).get("default") or {}).get("verify") or {}).get("caCertificateRef")
+        if ref.get("kind") == "Gateway" and ref.get("name") == name and verify \
+                and (not sections or listener.get("name") in sections):
+            return "AllowValidOnly", [verify], "FrontendTLSPolicy (alb.networking.azure.io/v1) default.verify"
     return "none", [], "no client-certificate validation"
 
 
@@ -278,11 +384,22 @@ def _ca_of(res: Resources, refs: list[Any]) -> frozenset[bytes] | None:
     """The fingerprints of the CA certificates the refs name, when every ref is a ConfigMap among the resources."""
     found: list[x509.Certificate] = []
     for ref in refs:
-        cm = res.configmaps.get(str(ref.get("name", ""))) if ref.get("kind", "ConfigMap") == "ConfigMap" else None
-        if cm is None:
+        pem = ca_pem(res, ref)
+        if pem is None:
             return None
-        found += x509.load_pem_x509_certificates(str((cm.get("data") or {}).get("ca.crt", "")).encode())
+        found += x509.load_pem_x509_certificates(pem)
     return _fingerprints(found)
+
+
+def ca_pem(res: Resources, ref: Mapping[str, Any]) -> bytes | None:
+    """The ``ca.crt`` a caCertificateRef names: a ConfigMap among the resources, or a Secret the caller knows
+    (:attr:`Resources.secret_cas`); None when neither holds it."""
+    name = str(ref.get("name", ""))
+    if ref.get("kind", "ConfigMap") == "Secret":
+        return res.secret_cas.get(name)
+    cm = res.configmaps.get(name) if ref.get("kind", "ConfigMap") == "ConfigMap" else None
+    text = (cm.get("data") or {}).get("ca.crt") if cm is not None else None
+    return str(text).encode() if text else None
 
 
 def _policy_for(res: Resources, service: str) -> dict[str, Any] | None:
@@ -307,7 +424,8 @@ def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], l
     verdict: Verdict
     if mode == "on":
         verdict = "changed" if gw_mode == "AllowValidOnly" else "lost"
-        why = (f"{_CONFORMANCE}: a missing or untrusted client cert is refused in the TLS handshake (an alert), no "
+        refuser = _AGC_DOCS if where.startswith("FrontendTLSPolicy") else _CONFORMANCE
+        why = (f"{refuser}: a missing or untrusted client cert is refused in the TLS handshake (an alert), no "
                "longer with ingress-nginx's HTTP 400 page") if verdict == "changed" else source
         ledger.append(Property("client certificate required", host, said, seen, verdict, why))
     elif mode == "optional":
@@ -399,16 +517,27 @@ def _pod_hop(server: ServerPlan, res: Resources, gateway: dict[str, Any], ledger
         ledger.append(Property("the pod's certificate is verified", host, said, checked, verdict, why))
     if presents is not None:
         ref = (((gateway.get("spec") or {}).get("tls") or {}).get("backend") or {}).get("clientCertificateRef")
+        per_backend = next((pol["clientCertificateRef"] for pol in res.policies if pol.get("clientCertificateRef")),
+                           None)
         ledger.append(Property(
             "the ingress presents a client certificate to the pod", host, f"proxy-ssl-secret {presents} (tls.crt, "
             "tls.key)", f"spec.tls.backend.clientCertificateRef {ref.get('name')}" if ref else
-            "no spec.tls.backend.clientCertificateRef", "kept" if ref else "lost", _CLIENT_CERT))
+            f"alb BackendTLSPolicy clientCertificateRef {per_backend.get('name')}" if per_backend else
+            "no spec.tls.backend.clientCertificateRef", "kept" if ref or per_backend else "lost",
+            _AGC_DOCS if per_backend and not ref else _CLIENT_CERT))
 
 
 def assess(topology: Topology, servers: list[ServerPlan], documents: Iterable[Mapping[str, Any]]) -> list[Property]:
     """The ledger: each security property of the Ingresses (``servers``, as the controller reads them) against the
     Gateway API ``documents``."""
-    res = Resources.of(documents)
+    cas: dict[str, bytes] = {}
+    for server in servers:  # the CA Secrets as the controller read them, for a caCertificateRef of kind Secret
+        if server.auth is not None and server.auth.ca_file is not None:
+            cas[_secret_name(server.auth.secret)] = server.auth.ca_file.read_bytes()
+        for loc in server.locations:
+            if loc.proxy_ssl is not None and loc.proxy_ssl.ca_file is not None:
+                cas[_secret_name(loc.proxy_ssl.secret)] = _ca_pem_only(loc.proxy_ssl.ca_file.read_bytes())
+    res = Resources.of(documents, cas)
     ledger: list[Property] = []
     for server in servers:
         if server.passthrough:
@@ -441,9 +570,7 @@ def parse_ingress_kind(value: str, option: str = "--ingress") -> str | None:
         return None
     if kind == "gateway-api" and (impl or "envoy-gateway") in IMPLEMENTATIONS:
         return impl or "envoy-gateway"
-    raise UsageError(f"{option} {value!r}: write ingress-nginx or gateway-api[:{'|'.join(IMPLEMENTATIONS)}]"
-                     + (" (Application Gateway for Containers is not written yet: docs/gateway-api.md)"
-                        if impl == "agc" else ""))
+    raise UsageError(f"{option} {value!r}: write ingress-nginx or gateway-api[:{'|'.join(IMPLEMENTATIONS)}]")
 
 
 def translate(topology: Topology, certs: CertSet, *, implementation: str = "envoy-gateway",
@@ -453,8 +580,7 @@ def translate(topology: Topology, certs: CertSet, *, implementation: str = "envo
     for, or an Ingress the controller refuses."""
     if resources is None and implementation not in IMPLEMENTATIONS:
         raise UsageError(f"--to gateway-api:{implementation}: not available — choose one of "
-                         f"{', '.join(IMPLEMENTATIONS)} (Application Gateway for Containers' FrontendTLSPolicy and "
-                         "alb BackendTLSPolicy are not written yet: docs/gateway-api.md)")
+                         f"{', '.join(IMPLEMENTATIONS)}")
     hop = topology.ingress
     with tempfile.TemporaryDirectory(prefix="mtls-harness-gwapi-") as tmp:
         servers = plan_servers(hop, certs, Path(tmp), write_atomic,

@@ -440,12 +440,13 @@ class LocalTarget(OwnCertSet, TargetBase):
             except UsageError as exc:
                 self.lane_plan.blame([lane], LaneRefused(1, str(exc)))
             extra.append(GatewayApiLane(t.documents, t.secrets, (self._host("ingress"), lane.ports["ingress"]),
-                                        t.upstreams((self._host("pod"), lane.ports["pod"]))))
+                                        t.upstreams((self._host("pod"), lane.ports["pod"])), t.secret_cas))
         try:
             config = render_envoy_gateway(twin.documents, secrets=twin.secrets,
                                           listen=(self._host("ingress"), self.ports["ingress"]),
                                           admin=(HOST, self.ports["ingress-admin"]), upstreams=twin.upstreams(pod),
-                                          workdir=self.workdir / "ingress", trace=True, lanes=extra)
+                                          workdir=self.workdir / "ingress", trace=True, secret_cas=twin.secret_cas,
+                                          lanes=extra)
         except LaneRefused as exc:
             self.lane_plan.blame(lanes, exc)
         self._gateway_api = config

@@ -138,3 +138,21 @@ def test_the_containers_target_says_it_runs_ingress_nginx_only() -> None:
 
     with pytest.raises(UsageError, match="ingress-nginx only"):
         ContainersTarget(GATEWAY_API)._start()
+
+
+def test_application_gateway_for_containers_runs_its_own_policies_for_real() -> None:
+    """The AGC twin: the FrontendTLSPolicy's CA Secret checks APIM's certificate, the alb BackendTLSPolicy presents its
+    client certificate to the pod and checks the pod's (a pod of an unknown CA is refused)."""
+    agc = default_topology().on_gateway_api("agc")
+    pod = agc.pod
+    bad_pod = dataclasses.replace(agc, pod=dataclasses.replace(
+        pod, listener=dataclasses.replace(pod.listener, server_cert="pod-server~unknown-ca")))
+    with LocalTarget(agc, lanes=[bad_pod]) as running:
+        seen = running.probe("gateway")
+        assert seen.outcome.kind == "ok", seen.describe()
+        assert (seen.json() or {})["trace"]["pod"]["peer_subject"] == "CN=ingress-nginx,O=Contoso"
+        missing = running.probe("ingress", client_cert=None, client_key=None)
+        assert (missing.outcome.kind, missing.outcome.alert) == ("tls_alert", "certificate_required")
+        refusing = running.lanes[next(k for k, v in running.lanes.items() if v.topology == bad_pod)]
+        seen = refusing.probe("gateway")
+        assert (seen.outcome.kind, seen.status) == ("upstream_failure", 503), seen.describe()

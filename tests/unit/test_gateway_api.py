@@ -162,9 +162,51 @@ def test_a_gateway_trusting_more_client_cas_loses_the_property(certs: CertSet) -
     assert "1 of them not trusted before" in rows["the client CAs trusted"].gateway
 
 
-def test_an_implementation_not_written_yet_is_one_clear_error(certs: CertSet) -> None:
-    with pytest.raises(UsageError, match="gateway-api:agc: not available"):
-        translate(REF, certs, implementation="agc")
+def test_an_unknown_implementation_is_one_clear_error(certs: CertSet) -> None:
+    with pytest.raises(UsageError, match="gateway-api:traefik: not available"):
+        translate(REF, certs, implementation="traefik")
+
+
+def test_application_gateway_for_containers_gets_its_own_policies(certs: CertSet) -> None:
+    """The shapes of Microsoft Learn's frontend and backend mTLS how-tos: the CA and client certificate are Secrets,
+    the client certificate is presented per backend, the Gateway has no spec.tls."""
+    docs = translate(REF, certs, implementation="agc").documents
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    assert gateway["spec"]["gatewayClassName"] == "azure-alb-external"
+    assert "tls" not in gateway["spec"]
+    front = next(d for d in docs if d["kind"] == "FrontendTLSPolicy")
+    assert front["apiVersion"] == "alb.networking.azure.io/v1"
+    assert front["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                          "name": "echo-gateway", "namespace": "default", "sectionNames": ["https-1"]}
+    assert front["spec"]["default"]["verify"]["caCertificateRef"] == {"group": "", "kind": "Secret",
+                                                                      "name": "apim-client-ca", "namespace": "default"}
+    back = next(d for d in docs if d["kind"] == "BackendTLSPolicy")
+    assert back["apiVersion"] == "alb.networking.azure.io/v1"
+    assert back["spec"]["targetRef"]["name"] == "echo"
+    default = back["spec"]["default"]
+    assert default["sni"] == default["verify"]["subjectAltName"] == "echo.default.svc.cluster.local"
+    assert default["ports"] == [{"port": 8443}]
+    assert default["clientCertificateRef"]["name"] == default["verify"]["caCertificateRef"]["name"] == "pod-tls-client"
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]  # AGC names Secrets
+
+
+def test_the_agc_ledger_keeps_the_backend_checks_and_makes_optional_stricter(certs: CertSet) -> None:
+    rows = {p.name: p for p in translate(REF, certs, implementation="agc").ledger}
+    assert rows["the pod's certificate is verified"].verdict == "kept"
+    assert rows["the ingress presents a client certificate to the pod"].verdict == "kept"
+    assert "alb BackendTLSPolicy" in rows["the ingress presents a client certificate to the pod"].gateway
+    optional = REF.with_ingress_annotations(auth_tls_verify_client="optional")
+    row = {p.name: p for p in translate(optional, certs, implementation="agc").ledger}["client certificate required"]
+    assert row.verdict == "changed"
+    assert "stricter" in row.source
+
+
+def test_an_agc_frontend_policy_for_another_listener_checks_nothing_here(certs: CertSet) -> None:
+    docs = json.loads(json.dumps(translate(REF, certs, implementation="agc").documents))
+    front = next(d for d in docs if d["kind"] == "FrontendTLSPolicy")
+    front["spec"]["targetRef"]["sectionNames"] = ["another-listener"]
+    rows = {p.name: p for p in translate(REF, certs, resources=docs).ledger}
+    assert rows["client certificate required"].verdict == "lost"
 
 
 def test_migrate_writes_the_resources_prints_the_ledger_and_exits_1_for_a_lost_property(

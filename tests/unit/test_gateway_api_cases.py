@@ -66,6 +66,22 @@ def test_the_migrated_reference_chain_has_the_depth_finding_and_nginx_does_not()
     assert not [f for f in predict(REF) if f.hop == "ingress"]
 
 
+def test_application_gateway_for_containers_carries_its_own_sourced_expectation() -> None:
+    agc = REF.on_gateway_api("agc")
+    case = BY_ID["ingress-rejects-missing-client-cert-tls1.3"].on(agc)
+    assert (case.expect.kind, case.expect.alert) == ("tls_alert", "certificate_required")
+    assert "how-to-frontend-mtls-gateway-api" in case.source
+    with pytest.raises(Skip, match=r"on gateway-api:agc: ingress-nginx only"):
+        BY_ID["ingress-sends-no-server-header"].on(agc)
+
+
+def test_agc_has_no_fallback_so_optional_is_no_finding_there() -> None:
+    optional = REF.with_ingress_annotations(auth_tls_verify_client="optional")
+    assert not [f for f in predict(optional.on_gateway_api("agc")) if f.hop == "ingress" and "no-client-cert"
+                in f.defeats]
+    assert [f for f in predict(optional.on_gateway_api()) if f.hop == "ingress" and "no-client-cert" in f.defeats]
+
+
 def test_optional_becomes_allow_insecure_fallback_which_lets_anything_through() -> None:
     found = [f for f in predict(GW.with_ingress_annotations(auth_tls_verify_client="optional")) if f.hop == "ingress"]
     assert len(found) == 1
@@ -100,8 +116,7 @@ def test_the_ingress_kind_is_parsed_with_a_clear_error() -> None:
     assert parse_ingress_kind("ingress-nginx") is None
     assert parse_ingress_kind("gateway-api") == "envoy-gateway"
     assert parse_ingress_kind("gateway-api:envoy-gateway") == "envoy-gateway"
-    with pytest.raises(UsageError, match="not written yet"):
-        parse_ingress_kind("gateway-api:agc")
+    assert parse_ingress_kind("gateway-api:agc") == "agc"
     with pytest.raises(UsageError, match="write ingress-nginx or gateway-api"):
         parse_ingress_kind("traefik")
 
