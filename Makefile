@@ -39,6 +39,8 @@ test-containers: setup
 	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \
 	else echo "test-containers: no Docker engine reachable — the containers cases will skip"; fi
 	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-target containers
+	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api
+	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api:agc
 
 test-isolated: setup
 	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-isolate

@@ -64,11 +64,14 @@ class GatewayApiEnvoy:
     admin_port: int
     access_log: Path
 
-    def argv(self, envoy: Path) -> list[str]:
+    def argv(self, envoy: Path, *, log_level: str = "warning", log_path: Path | None = None) -> list[str]:
+        """Envoy's command line; ``log_path``: its log to that file, not stderr (a container's log is not a file the
+        evidence can read); ``log_level="info"`` puts its ready line ("starting workers") in that log."""
         # connection:debug: Envoy's own words for each certificate it refuses, down- and upstream (the evidence a
         # case reads: harness.cases.evidence)
         return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart", "--concurrency", "1",
-                "-l", "warning", "--component-log-level", "connection:debug", "--file-flush-interval-msec", "100"]
+                "-l", log_level, "--component-log-level", "connection:debug", "--file-flush-interval-msec", "100",
+                *(["--log-path", str(log_path)] if log_path is not None else [])]
 
 
 def _ca_file(res: Resources, refs: list[Any], workdir: Path, what: str) -> Path:

@@ -80,13 +80,14 @@ from harness.targets.docker import (
     wait_for_hops,
     wait_through_gateway,
 )
-from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lay_out, pod_lane_specs
+from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, gateway_api_ingress, lay_out, pod_lane_specs
 from harness.targets.local import endpoints_for
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.probe.result import ProbeResult
     from harness.render.envoy import EnvoyConfig
+    from harness.render.envoy_gateway import GatewayApiEnvoy
     from harness.render.nginx import NginxConfig, NginxLane
 
 __all__ = ["ContainersTarget"]
@@ -166,6 +167,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._network: Any = None
         self._containers: dict[str, Any] = {}
         self._nginx: NginxConfig | None = None
+        self._gateway_api: GatewayApiEnvoy | None = None
         self._nginx_extra: dict[str, NginxConfig] = {}
         self._envoy: dict[str, EnvoyConfig] = {}
         self.gateway_port: int | None = None
@@ -265,10 +267,6 @@ class ContainersTarget(OwnCertSet, TargetBase):
                     container.stop()
 
     def _start(self) -> RunningChain:
-        if self.topology.ingress.gateway_api is not None:
-            raise UsageError(f"the containers target runs ingress-nginx only: a Gateway API ingress "
-                             f"({self.topology.ingress.kind}) runs on the local target (--mtls-target local, "
-                             "optionally --mtls-isolate; docs/gateway-api.md)")
         t0 = time.perf_counter()
         self._client = docker_client()
         configure_testcontainers(self._client)
@@ -334,7 +332,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
             inner = endpoints_for(self.topology, self.certs, dict.fromkeys(HOPS, HOP_PORT))
             endpoints |= {hop: dataclasses.replace(inner[hop], host=hop) for hop in ("apim", "ingress", "pod")}
             limits = ChainLimits()
-        if not self._headers_more:
+        if not self._headers_more and self.topology.ingress.gateway_api is None:
             limits = dataclasses.replace(limits, lacks={SERVER_HEADER_REMOVAL: (
                 f"the nginx image {self.images['nginx']} has no headers-more module, so the ingress sends "
                 "`Server: nginx` (docs/fidelity.md row 9; `mtls-harness images build` on a machine with "
@@ -357,9 +355,12 @@ class ContainersTarget(OwnCertSet, TargetBase):
 
     def _evidence_logs(self, ingress: str = HOME_INGRESS) -> dict[str, Path]:
         logs = {f"{hop}-access": cfg.access_log for hop, cfg in self._envoy.items()}
-        nginx = self._nginx if ingress == HOME_INGRESS else self._nginx_extra.get(ingress)
-        if nginx is not None:
-            logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
+        if self.topology.ingress.gateway_api is not None and self._gateway_api is not None:
+            logs |= {"ingress": self._gateway_api_log(), "ingress-envoy": self._gateway_api.access_log}
+        else:
+            nginx = self._nginx if ingress == HOME_INGRESS else self._nginx_extra.get(ingress)
+            if nginx is not None:
+                logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
         logs["pod"] = self._pod_log()
         return logs
 
@@ -459,7 +460,10 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 for lane in lanes]
 
     def _ingresses(self) -> list[ContainerHop]:
-        """The chain's nginx container (with every lane of its controller settings) and one more per other group."""
+        """The chain's nginx container (with every lane of its controller settings) and one more per other group; a
+        Gateway API ingress: one Envoy container, every lane a listener of it."""
+        if self.topology.ingress.gateway_api is not None:
+            return [self._gateway_api_ingress()]
         config = self._render_ingress()
         container = self._base(self.images["nginx"], "ingress").with_command(config.argv(Path("nginx")))
         out = [ContainerHop("ingress", container, lambda: file_has(config.error_log, "start worker process"))]
@@ -468,6 +472,29 @@ class ContainersTarget(OwnCertSet, TargetBase):
             if lanes:
                 out.append(self._extra_ingress(name, lanes))
         return out
+
+    def _gateway_api_ingress(self) -> ContainerHop:
+        """The ingress hop as a Gateway API implementation's data plane: an Envoy container (the envoy image) with
+        the bootstrap :func:`~harness.targets.lanes.gateway_api_ingress` renders, as the local target runs it. Its log
+        goes to a file in the work directory: the evidence a case reads (the certificates it refused) and its ready
+        line."""
+        assert self.workdir is not None
+        config = gateway_api_ingress(self.lane_plan, self.topology, self.certs, listen=("0.0.0.0", HOP_PORT),
+                                     pod=(self._pod_address(), HOP_PORT), admin=("127.0.0.1", ADMIN_PORT),
+                                     workdir=self.workdir / "ingress")
+        self._gateway_api = config
+        log = self._gateway_api_log()
+        log.unlink(missing_ok=True)  # a restart's ready line is its own
+        argv = config.argv(Path("envoy"), log_level="info", log_path=log)
+        container = envoy_container(self.images["envoy"], argv, name=f"mtls-harness-{self.run_id}-ingress",
+                                    network=self._network, alias="ingress",
+                                    labels={**self.labels, LABEL_HOP: "ingress"}, mounts=self._mounts(),
+                                    publish=False)
+        return ContainerHop("ingress", container, envoy_ready(container, log))
+
+    def _gateway_api_log(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "ingress" / "envoy.log"
 
     def _extra_ingress(self, name: str, lanes: list[Lane]) -> ContainerHop:
         """An nginx container of its own (network alias :func:`_alias`) for lanes whose controller settings differ
@@ -527,7 +554,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
         old, self.topology = self.topology, topology
         if old.pki != topology.pki:
             self._certs = None
-        only_ingress = (old.pki == topology.pki and old.pod == topology.pod and old.apim == topology.apim
+        only_ingress = (old.ingress.gateway_api is None and topology.ingress.gateway_api is None  # nginx: reload
+                        and old.pki == topology.pki and old.pod == topology.pod and old.apim == topology.apim
                         and old.gateway == topology.gateway)
         if only_ingress and old.ingress != topology.ingress:
             self._reload_ingress()

@@ -176,14 +176,15 @@ def _first_errors(container: Any, count: int = 3) -> str:
     return "".join(f"{line}\n" for line in lines[:count]) + ("…\n" if lines else "")
 
 
-def envoy_container(image: str, config: EnvoyConfig, *, name: str, network: Any, alias: str,
+def envoy_container(image: str, config: EnvoyConfig | list[str], *, name: str, network: Any, alias: str,
                     labels: Mapping[str, str], mounts: Mapping[Path, str], publish: bool) -> Any:
-    """An Envoy stand-in as a (not yet started) testcontainers DockerContainer: its rendered config at the host
-    path, log level info (its start line is the readiness signal), ``publish`` → the listener on 127.0.0.1:<any>."""
+    """An Envoy as a (not yet started) testcontainers DockerContainer: a stand-in's rendered config at the host
+    path, log level info (its start line is the readiness signal), or a command line as given (the Gateway API
+    ingress's); ``publish`` → the listener on 127.0.0.1:<any>."""
     from testcontainers.core.container import DockerContainer
 
     uid = os.getuid()
-    argv = replace(config, log_level="info").argv(Path("envoy"))
+    argv = config if isinstance(config, list) else replace(config, log_level="info").argv(Path("envoy"))
     container = (DockerContainer(image, labels=dict(labels), user=f"{uid}:{os.getgid()}")
                  .with_name(name).with_command(argv).with_network(network).with_network_aliases(alias)
                  # the official image's entrypoint switches to its own user unless ENVOY_UID says who to run as
@@ -217,8 +218,11 @@ def log_has(container: Any, text: str) -> bool:
     return text in container_log_tail(container, lines=400)
 
 
-def envoy_ready(container: Any) -> Callable[[], bool]:
-    """Envoy's own ready signal in its log: listeners, clusters and SDS secrets initialised, workers starting."""
+def envoy_ready(container: Any, log: Path | None = None) -> Callable[[], bool]:
+    """Envoy's own ready signal in its log (the container's, or ``log`` when it logs to a file): listeners, clusters
+    and SDS secrets initialised, workers starting."""
+    if log is not None:
+        return lambda: file_has(log, _ENVOY_READY)
     return lambda: log_has(container, _ENVOY_READY)
 
 

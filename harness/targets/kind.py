@@ -264,8 +264,8 @@ class KindTarget(OwnCertSet, TargetBase):
     def _start(self) -> RunningChain:
         if self.topology.ingress.gateway_api is not None:
             raise UsageError(f"the kind target runs ingress-nginx only: a Gateway API ingress "
-                             f"({self.topology.ingress.kind}) runs on the local target (--mtls-target local, "
-                             "optionally --mtls-isolate; docs/gateway-api.md)")
+                             f"({self.topology.ingress.kind}) runs on the local and containers targets "
+                             "(--mtls-target local|containers, optionally --mtls-isolate; docs/gateway-api.md)")
         t0 = time.perf_counter()
         self._tools()
         if not self.config.is_file():

@@ -25,12 +25,15 @@ from harness.model.topology import HOPS, HopName, Topology
 from harness.targets.base import lane_key
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from harness.model.controller import ControllerSettings
     from harness.pki.certset import CertSet
+    from harness.render.envoy_gateway import GatewayApiEnvoy
     from harness.targets.base import RunningChain
 
-__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "lane_key", "lay_out", "own_hops", "plan_lanes",
-           "pod_lane_specs"]
+__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "gateway_api_ingress", "lane_key", "lay_out", "own_hops",
+           "plan_lanes", "pod_lane_specs"]
 
 T = TypeVar("T")
 
@@ -234,3 +237,29 @@ def pod_lane_specs(plan: LanePlan, listen: Callable[[Lane], str]) -> list[dict[s
     return specs
 
 
+
+
+def gateway_api_ingress(plan: LanePlan, topology: Topology, certs: CertSet, *, listen: tuple[str, int],
+                        pod: tuple[str, int], admin: tuple[str, int], workdir: Path) -> GatewayApiEnvoy:
+    """The ingress hop as a Gateway API implementation's data plane, rendered into ``workdir``: the chain's Ingresses
+    migrated (:func:`harness.render.envoy_gateway.twin_of`), configured as the implementation configures Envoy, with
+    the hop trace; every lane of ``plan`` a listener of the same Envoy on its own port, at ``listen``'s and ``pod``'s
+    addresses. A lane whose twin cannot be built or rendered is blamed (:meth:`LanePlan.blame`)."""
+    from harness.render.envoy_gateway import GatewayApiLane, render_envoy_gateway, twin_of
+
+    twin = twin_of(topology, certs)
+    lanes = plan.on("ingress")
+    extra = []
+    for lane in lanes:
+        try:
+            t = twin_of(lane.served, lane.certs)
+        except UsageError as exc:
+            plan.blame([lane], LaneRefused(1, str(exc)))
+        extra.append(GatewayApiLane(t.documents, t.secrets, (listen[0], lane.ports["ingress"]),
+                                    t.upstreams((pod[0], lane.ports["pod"])), t.secret_cas))
+    try:
+        return render_envoy_gateway(twin.documents, secrets=twin.secrets, listen=listen, admin=admin,
+                                    upstreams=twin.upstreams(pod), workdir=workdir, trace=True,
+                                    secret_cas=twin.secret_cas, lanes=extra)
+    except LaneRefused as exc:
+        plan.blame(lanes, exc)

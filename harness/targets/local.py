@@ -33,7 +33,15 @@ from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime import ManagedProcess, free_ports, port_open, wait_until
 from harness.runtime.binaries import find_envoy, find_nginx
 from harness.targets.base import HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
-from harness.targets.lanes import HOME_INGRESS, Lane, LanePlan, lane_key, lay_out, pod_lane_specs
+from harness.targets.lanes import (
+    HOME_INGRESS,
+    Lane,
+    LanePlan,
+    gateway_api_ingress,
+    lane_key,
+    lay_out,
+    pod_lane_specs,
+)
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
@@ -427,28 +435,11 @@ class LocalTarget(OwnCertSet, TargetBase):
     def _gateway_api_ingress(self, envoy: Path) -> ProcessHop:
         """The ingress hop as a Gateway API implementation's data plane: the chain's Ingresses migrated
         (:func:`harness.render.envoy_gateway.twin_of`), rendered as Envoy Gateway configures real Envoy."""
-        from harness.render.envoy_gateway import GatewayApiLane, render_envoy_gateway, twin_of
-
         assert self.workdir is not None
-        lanes = self.lane_plan.on("ingress")
-        pod = (self._host("pod"), self.ports["pod"])
-        twin = twin_of(self.topology, self.certs)
-        extra = []
-        for lane in lanes:
-            try:
-                t = twin_of(lane.served, lane.certs)
-            except UsageError as exc:
-                self.lane_plan.blame([lane], LaneRefused(1, str(exc)))
-            extra.append(GatewayApiLane(t.documents, t.secrets, (self._host("ingress"), lane.ports["ingress"]),
-                                        t.upstreams((self._host("pod"), lane.ports["pod"])), t.secret_cas))
-        try:
-            config = render_envoy_gateway(twin.documents, secrets=twin.secrets,
-                                          listen=(self._host("ingress"), self.ports["ingress"]),
-                                          admin=(HOST, self.ports["ingress-admin"]), upstreams=twin.upstreams(pod),
-                                          workdir=self.workdir / "ingress", trace=True, secret_cas=twin.secret_cas,
-                                          lanes=extra)
-        except LaneRefused as exc:
-            self.lane_plan.blame(lanes, exc)
+        config = gateway_api_ingress(self.lane_plan, self.topology, self.certs,
+                                     listen=(self._host("ingress"), self.ports["ingress"]),
+                                     pod=(self._host("pod"), self.ports["pod"]),
+                                     admin=(HOST, self.ports["ingress-admin"]), workdir=self.workdir / "ingress")
         self._gateway_api = config
         argv = config.argv(envoy)
         if self.tamper is not None:

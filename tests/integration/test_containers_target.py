@@ -156,6 +156,45 @@ def test_an_ingress_only_change_is_a_hot_reload_in_the_running_container(client,
     assert restored.probe("gateway").outcome.kind == "ok"
 
 
+def test_a_gateway_api_ingress_is_an_envoy_container_and_its_variants_are_listeners_of_it(client) -> None:
+    """Issue 20 on containers: the ingress hop is real Envoy in a container of the envoy image, with the bootstrap the
+    local target runs. A request crosses it with APIM's verified certificate in the trace; a missing client
+    certificate, probed from the probe container as APIM calls, is a TLS alert with Envoy's own words in the log the
+    evidence reads; the optional variant (AllowInsecureFallback) is a listener of the same container."""
+    gateway_api = default_topology().on_gateway_api()
+    optional = gateway_api.with_ingress_annotations(auth_tls_verify_client="optional")
+    target = ContainersTarget(gateway_api, lanes=[optional])
+    with target as chain:
+        ours = client.containers.list(filters={"label": f"{LABEL_RUN}={target.run_id}"})
+        (ingress,) = [c for c in ours if c.labels[LABEL_HOP] == "ingress"]
+        assert ingress.image.id == client.images.get(target.images["envoy"]).id
+        assert chain.layout["lanes"] == 1
+        assert chain.layout["ingress_processes"] == {}
+        seen = chain.probe("gateway")
+        assert seen.outcome.kind == "ok", seen.describe()
+        trace = (seen.json() or {})["trace"]["ingress"]
+        assert (trace["verify"], trace["peer_subject"]) == ("SUCCESS", "CN=apim-client,O=Contoso")
+        mark = chain.evidence_mark()
+        refused = chain.probe("ingress", client_cert=None, client_key=None, min_version="1.3", max_version="1.3")
+        assert (refused.outcome.kind, refused.outcome.alert) == ("tls_alert", "certificate_required"), \
+            refused.describe()
+        log = ""
+        for _ in range(40):  # Envoy flushes its log file every 100 ms (--file-flush-interval-msec)
+            log = chain.evidence_since(mark).get("ingress", "")
+            if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log:
+                break
+            time.sleep(0.05)
+        assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log, log[-2000:]
+        (lax,) = chain.lanes.values()
+        assert lax.topology == optional
+        let_in = lax.probe("ingress", client_cert=None, client_key=None)
+        assert let_in.outcome.kind == "ok", let_in.describe()
+        assert (let_in.json() or {})["trace"]["ingress"]["verify"] == "NONE"
+        lane_ep = lax.endpoint("ingress")
+        assert (lane_ep.host, lane_ep.port != HOP_PORT) == ("ingress", True)  # the same container, its own port
+    assert _ours(client, f"{LABEL_RUN}={target.run_id}") == ([], [])
+
+
 def test_nothing_is_left_after_exit(client) -> None:
     target = ContainersTarget(default_topology())
     with target as chain:

@@ -14,7 +14,6 @@ import pytest
 
 from harness.cases.catalogue import CATALOGUE
 from harness.cases.model import run_case
-from harness.errors import UsageError
 from harness.model.topology import default_topology
 from harness.probe.result import ProbeResult
 from harness.targets.base import RunningChain
@@ -131,13 +130,6 @@ def test_variants_are_listeners_of_the_one_gateway_envoy() -> None:
         refusing = running.lanes[next(k for k, v in running.lanes.items() if v.topology == bad_pod)]
         seen = refusing.probe("gateway")
         assert (seen.outcome.kind, seen.status) == ("upstream_failure", 503), seen.describe()
-
-
-def test_the_containers_target_says_it_runs_ingress_nginx_only() -> None:
-    from harness.targets.containers import ContainersTarget
-
-    with pytest.raises(UsageError, match="ingress-nginx only"):
-        ContainersTarget(GATEWAY_API)._start()
 
 
 def test_application_gateway_for_containers_runs_its_own_policies_for_real() -> None:
