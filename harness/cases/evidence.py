@@ -19,6 +19,9 @@ log                decision lines (measured here; docs/behaviour.md)
                    certificate verification error at depth 0: certificate has expired`` — its check of a client
                    certificate, or (when the request failed further on) of the pod's — and
                    ``PEER_DID_NOT_RETURN_A_CERTIFICATE``
+``ingress-status`` (a Gateway API ingress: its listeners' state, read whole) ``listen 127.0.0.1:8443 listener
+                   https-1 (host): Programmed=False InvalidCACertificateRef: …`` — a refused connection to that port
+                   is the ingress's decision: it left the listener out
 ``pod``            ``handshake failed: SSLCertVerificationError: certificate has expired``, ``handshake failed:
                    SSLError: PEER_DID_NOT_RETURN_A_CERTIFICATE`` (alerts the pod *received* are not its decisions)
 =================  ===========================================================================================
@@ -72,12 +75,22 @@ class Attribution:
 
 
 def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, headers: Mapping[str, str],
-              page: str | None) -> Attribution:
+              page: str | None, target: str | None = None) -> Attribution:
     """Fill ``seen.hop``/``seen.cause`` from ``evidence`` (log name → text written during the probe).
 
     ``terminator`` is the hop whose TLS stack answered the probe's handshake; ``headers`` the answer's headers (the
-    detail header, already read by the probe); ``page`` the answer's page reason.
+    detail header, already read by the probe); ``page`` the answer's page reason; ``target`` the probed
+    ``host:port`` (a refused connection is the ingress's decision when its state says it left that port's listener
+    out).
     """
+    if seen.kind == "unreachable" and terminator == "ingress" and target:
+        port = target.rpartition(":")[2]
+        line = next((ln for ln in evidence.get("ingress-status", "").splitlines()
+                     if ln.startswith("listen ") and ln.split()[1].rpartition(":")[2] == port
+                     and "Programmed=False" in ln), None)
+        if line is not None:
+            return Attribution(dataclasses.replace(seen, hop="ingress", cause="invalid-ca-ref"),
+                               f"ingress's listener state: {line}")
     if seen.hop is not None:
         detail = headers.get("x-harness-detail")
         return Attribution(seen, f"{seen.hop}'s detail header: {detail}" if detail else f"{seen.hop}: {seen.reason}")

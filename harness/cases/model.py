@@ -365,7 +365,7 @@ def _attributed(expect: Outcome, seen: ProbeResult, chain: RunningChain, mark: M
     found = Attribution(seen.outcome, "")
     for attempt in range(EVIDENCE_READS):
         found = attribute(seen.outcome, chain.evidence_since(mark), terminator=_terminator(chain, hop),
-                          headers=seen.headers, page=page)
+                          headers=seen.headers, page=page, target=seen.target)
         if not expect.is_rejection or expect.attribution_matches(found.outcome) or not chain.logs:
             break
         if attempt + 1 < EVIDENCE_READS:

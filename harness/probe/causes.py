@@ -44,6 +44,9 @@ CAUSES: Final[Mapping[str, str]] = MappingProxyType({
     "waf": "the WAF rule matched the request",
     "match-cn": "the client cert's subject DN does not match auth-tls-match-cn",
     "no-route": "the hop answered 404 itself: no location of the host matches the path (the default backend)",
+    "invalid-ca-ref": ("the listener's client-certificate CA reference gives no valid CA (Gateway API "
+                       "InvalidCACertificateRef, NoValidCACertificate, RefNotPermitted): the listener is not "
+                       "programmed, so nothing accepts the connection"),
     "forbidden": "the hop answered 403 itself, without contacting its upstream (e.g. a fail-closed CA secret)",
     "token": "the bearer token was refused (the token cause carries jwt_authn's reason: token:<reason>)",
 })

@@ -45,7 +45,8 @@ from harness.model.wire import header_name
 from harness.pki.x509 import write_atomic
 from harness.render.envoy import TRACE_VALUE, CertFiles, tls_certificate_files
 from harness.render.envoy_lua import LUA_METADATA_KEY, LUA_METADATA_NAMESPACE, LUA_STRIPPED_KEY
-from harness.render.gateway_api import Resources, ca_pem, validation_of
+from harness.render.gateway_api import Resources, ca_pem, ca_problem, validation_of
+from harness.render.nginx_ingress import MALFORMED_CA_PEM
 
 if TYPE_CHECKING:
     from harness.model.topology import Topology
@@ -63,6 +64,13 @@ class GatewayApiEnvoy:
     config_path: Path
     admin_port: int
     access_log: Path
+    #: each Gateway listener's state as the implementation reports it (``Programmed=True``, or ``Programmed=False``
+    #: with the condition reason Gateway API gives): one line per listener, naming the address it is served on
+    status_path: Path | None = None
+
+    def states(self) -> dict[str, Path]:
+        """Its listener states as a running chain's ``states`` (``ingress-status``)."""
+        return {"ingress-status": self.status_path} if self.status_path is not None else {}
 
     def argv(self, envoy: Path, *, log_level: str = "warning", log_path: Path | None = None) -> list[str]:
         """Envoy's command line; ``log_path``: its log to that file, not stderr (a container's log is not a file the
@@ -217,19 +225,31 @@ def _trace_filters() -> list[dict[str, Any]]:
 
 def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, CertFiles], listen: tuple[str, int],
               upstreams: Mapping[str, tuple[str, int]], workdir: Path, access_log: Path, trace: bool,
-              secret_cas: Mapping[str, bytes], suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The listener and clusters of the first Gateway of ``documents`` (module doc)."""
+              secret_cas: Mapping[str, bytes], status: list[str], suffix: str = "",
+              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The listener and clusters of the first Gateway of ``documents`` (module doc); each Gateway listener's state
+    appended to ``status``. A listener whose client-certificate CA does not resolve is left out, as Envoy Gateway
+    leaves it out (:func:`~harness.render.gateway_api.ca_problem`); with none left there is no Envoy listener: the
+    port refuses connections."""
     res = Resources.of(documents, secret_cas)
     if not res.gateways:
         raise UsageError("render_envoy_gateway: no Gateway among the resources")
     gateway = res.gateways[0]
+    namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
     workdir.mkdir(parents=True, exist_ok=True)
     chains: list[dict[str, Any]] = []
     services: set[tuple[str, int]] = set()
     for listener in (gateway.get("spec") or {}).get("listeners") or []:
         if listener.get("protocol") != "HTTPS":
             continue
-        mode, refs, _ = validation_of(res, gateway, listener)
+        mode, refs, where = validation_of(res, gateway, listener)
+        said = f"listen {listen[0]}:{listen[1]} listener {listener.get('name')} ({listener.get('hostname') or '*'}):"
+        problem = ca_problem(res, refs, namespace, "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy")
+                             else "Gateway") if mode != "none" else None
+        if problem is not None:
+            status.append(f"{said} Programmed=False {problem}")
+            continue
+        status.append(f"{said} Programmed=True")
         ca = _ca_file(res, refs, workdir, f"listener {listener.get('name')}") if mode != "none" else None
         routes = _routes(res, gateway, listener)
         for r in routes:
@@ -277,6 +297,8 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
         if upstream is not None:
             cluster["transport_socket"] = upstream
         clusters.append(cluster)
+    if not chains:
+        return None, clusters
     listener_config = {
         "name": f"gateway-api-https{suffix}",
         "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
@@ -298,24 +320,29 @@ def render_envoy_gateway(documents: Iterable[Mapping[str, Any]], *, secrets: Map
     :class:`~harness.errors.LaneRefused` naming the lane for one in a lane."""
     workdir = Path(workdir).resolve()
     access_log = workdir / "ingress-access.log"
+    status: list[str] = []
     listener, clusters = _listener(documents, secrets=secrets, listen=listen, upstreams=upstreams, workdir=workdir,
-                                   access_log=access_log, trace=trace, secret_cas=secret_cas or {})
-    listeners = [listener]
+                                   access_log=access_log, trace=trace, secret_cas=secret_cas or {}, status=status)
+    listeners = [listener] if listener is not None else []
     for i, lane in enumerate(lanes, start=1):
         try:
             extra, more = _listener(lane.documents, secrets=lane.secrets, listen=lane.listen,
                                     upstreams=lane.upstreams, workdir=workdir / f"l{i}", access_log=access_log,
-                                    trace=trace, secret_cas=lane.secret_cas, suffix=f"-l{i}")
+                                    trace=trace, secret_cas=lane.secret_cas, status=status, suffix=f"-l{i}")
         except UsageError as exc:
             raise LaneRefused(i, str(exc)) from None
-        listeners.append(extra)
+        if extra is not None:
+            listeners.append(extra)
         clusters += more
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": admin[0], "port_value": admin[1]}}},
         "static_resources": {"listeners": listeners, "clusters": clusters}}
     config_path = workdir / "gateway-api-envoy.yaml"
     write_atomic(config_path, (json.dumps(bootstrap, separators=(",", ":")) + "\n").encode())
-    return GatewayApiEnvoy(config_path=config_path, admin_port=admin[1], access_log=access_log)
+    status_path = workdir / "gateway-status.txt"
+    write_atomic(status_path, "".join(f"{line}\n" for line in status).encode())
+    return GatewayApiEnvoy(config_path=config_path, admin_port=admin[1], access_log=access_log,
+                           status_path=status_path)
 
 
 @dataclass(frozen=True)
@@ -345,6 +372,7 @@ def twin_of(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str,
     services = frozenset(str(b.get("name")) for r in res.routes for rule in (r.get("spec") or {}).get("rules") or []
                          for b in rule.get("backendRefs") or [])
     secrets = {s.name: certs.leaf(s.tls) for s in topology.ingress.secrets if s.tls}
-    cas = {s.name: certs.trust_bundle(*s.ca).read_bytes() for s in topology.ingress.secrets
-           if s.ca and not s.malformed_ca}
+    # a malformed Secret's ca.crt as it is: a caCertificateRef naming it gives no valid CA (NoValidCACertificate)
+    cas = {s.name: MALFORMED_CA_PEM if s.malformed_ca else certs.trust_bundle(*s.ca).read_bytes()
+           for s in topology.ingress.secrets if s.ca or s.malformed_ca}
     return Twin(docs, secrets, services, cas)

@@ -47,7 +47,7 @@ from harness.errors import UsageError
 from harness.model.topology import Topology
 from harness.pki.certset import CertSet
 from harness.pki.x509 import write_atomic
-from harness.render.nginx_ingress import AuthTLS, ServerPlan, plan_servers
+from harness.render.nginx_ingress import MALFORMED_CA_PEM, AuthTLS, ServerPlan, plan_servers
 
 __all__ = [
     "ALB",
@@ -57,6 +57,7 @@ __all__ = [
     "Translation",
     "assess",
     "ca_pem",
+    "ca_problem",
     "parse_ingress_kind",
     "translate",
     "validation_of",
@@ -86,6 +87,10 @@ _PER_PORT = f"{_SPEC} 645-668 (FrontendTLSConfig: default and perPort, no per-ho
 _CONFORMANCE = ("Gateway API conformance GatewayFrontendClientCertificateValidation (a cert of another CA must fail "
                 "the TLS handshake; any HTTP answer fails the test)")
 _FALLBACK = "conformance GatewayFrontendClientCertificateValidationInsecureFallback"
+_INVALID_CA = ("Gateway API conformance GatewayFrontendInvalidDefaultClientCertificateValidation (an invalid "
+               "caCertificateRef: ResolvedRefs False, InvalidCACertificateRef; the HTTPS request must fail); "
+               "envoyproxy/gateway d32f282942 internal/gatewayapi/listener.go 327-330 (such a listener is left out of "
+               "the data plane)")
 _POLICY = ("Gateway API v1.5.1 apis/v1/backendtlspolicy_types.go 58-250 (BackendTLSPolicy: targetRefs, "
            "validation.caCertificateRefs or wellKnownCACertificates, hostname)")
 #: Envoy Gateway's ClientTrafficPolicy modes as the Gateway API modes they behave as (envoyproxy/gateway
@@ -180,8 +185,36 @@ def _secret_ref(ref: str, namespace: str) -> dict[str, Any]:
     return {"group": "", "kind": "Secret", "name": name, "namespace": ns or namespace}
 
 
-def _agc_policies(name: str, namespace: str, listeners: list[dict[str, Any]], servers: list[ServerPlan]
-                  ) -> list[dict[str, Any]]:
+def _fail_closed_ref(topology: Topology, server: ServerPlan, namespace: str,
+                     configmaps: dict[str, dict[str, Any]], *, secret: bool = False) -> dict[str, Any] | None:
+    """The CA reference of a host ingress-nginx fails closed for its ``auth-tls-secret`` (``return 403``: the Secret
+    is missing, its ``ca.crt`` is malformed, or it is in another namespace), written as the Secret is — so the Gateway
+    fails the listener closed too (:func:`ca_problem`): a ConfigMap copy that does not exist, one whose ``ca.crt`` is
+    the same malformed text, one in the Secret's namespace with no ReferenceGrant. ``secret``: the Secret itself (what
+    Application Gateway for Containers' FrontendTLSPolicy names). None when the host does not fail closed."""
+    if not server.auth_error:
+        return None
+    value = next((i.annotation("auth-tls-secret") for i in topology.ingress.ingresses
+                  if i.host == server.host and i.annotation("auth-tls-secret")), None)
+    if not value:
+        return None
+    ns, _, name = value.rpartition("/")
+    ns = ns or namespace
+    if secret:
+        return {"group": "", "kind": "Secret", "name": name, "namespace": ns}
+    ref: dict[str, Any] = {"group": "", "kind": "ConfigMap", "name": f"{name}-ca"}
+    if ns != namespace:
+        return {**ref, "namespace": ns}
+    held = next((s for s in topology.ingress.secrets if s.name == name and s.namespace == ns), None)
+    if held is not None and held.malformed_ca:
+        configmaps.setdefault(ref["name"], {"apiVersion": "v1", "kind": "ConfigMap",
+                                            "metadata": _meta(ref["name"], namespace),
+                                            "data": {"ca.crt": MALFORMED_CA_PEM.decode()}})
+    return ref
+
+
+def _agc_policies(topology: Topology, name: str, namespace: str, listeners: list[dict[str, Any]],
+                  servers: list[ServerPlan]) -> list[dict[str, Any]]:
     """Application Gateway for Containers' FrontendTLSPolicy (the first checking host's CA Secret, for every listener:
     per port, as Gateway API's) and one alb BackendTLSPolicy per HTTPS backend Service with a proxy-ssl CA. AGC has no
     fallback mode: ``optional`` is written as a required check (the ledger says it is stricter)."""
@@ -195,6 +228,15 @@ def _agc_policies(name: str, namespace: str, listeners: list[dict[str, Any]], se
                                            "namespace": namespace,
                                            "sectionNames": [str(ls["name"]) for ls in listeners]},
                              "default": {"verify": {"caCertificateRef": _secret_ref(auth.secret, namespace)}}}})
+    else:
+        broken = next(filter(None, (_fail_closed_ref(topology, s, namespace, {}, secret=True) for s in servers)),
+                      None)
+        if broken is not None:
+            out.append({"apiVersion": ALB, "kind": "FrontendTLSPolicy", "metadata": _meta(f"{name}-mtls", namespace),
+                        "spec": {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name,
+                                               "namespace": namespace,
+                                               "sectionNames": [str(ls["name"]) for ls in listeners]},
+                                 "default": {"verify": {"caCertificateRef": broken}}}})
     done: set[str] = set()
     for server in servers:
         for loc in server.locations:
@@ -258,7 +300,7 @@ def _write_resources(topology: Topology, servers: list[ServerPlan], implementati
     spec: dict[str, Any] = {"gatewayClassName": IMPLEMENTATIONS[implementation], "listeners": listeners}
     if implementation == "agc":  # its own policies carry the client and backend checks
         gateway = {"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": _meta(name, namespace), "spec": spec}
-        return [gateway, *routes, *_agc_policies(name, namespace, listeners, servers)]
+        return [gateway, *routes, *_agc_policies(topology, name, namespace, listeners, servers)]
     tls: dict[str, Any] = {}
     checking = [s for s in servers if _client_auth(s)[0] != "off"]
     if checking:  # validation is per port: the first checking host's CA and mode (the ledger says what that costs)
@@ -268,6 +310,10 @@ def _write_resources(topology: Topology, servers: list[ServerPlan], implementati
         ref = _ca_configmap(auth.secret, auth.ca_file, namespace, configmaps)
         tls["frontend"] = {"default": {"validation": {
             "caCertificateRefs": [ref], "mode": "AllowValidOnly" if mode == "on" else "AllowInsecureFallback"}}}
+    else:  # a host ingress-nginx fails closed: its CA reference as the Secret is, so the listener fails closed too
+        broken = next(filter(None, (_fail_closed_ref(topology, s, namespace, configmaps) for s in servers)), None)
+        if broken is not None:
+            tls["frontend"] = {"default": {"validation": {"caCertificateRefs": [broken], "mode": "AllowValidOnly"}}}
     if client_cert is not None:
         tls["backend"] = {"clientCertificateRef": {"kind": "Secret", "name": client_cert}}
     if tls:
@@ -288,6 +334,7 @@ class Resources:
     client_traffic: list[dict[str, Any]] = field(default_factory=list)
     #: Application Gateway for Containers' FrontendTLSPolicies
     frontend_policies: list[dict[str, Any]] = field(default_factory=list)
+    reference_grants: list[dict[str, Any]] = field(default_factory=list)
     #: the CA certificates (PEM) of Secrets the resources name by reference (``caCertificateRef`` of kind Secret):
     #: Secrets are never among the resources, the caller knows them (the chain's cert set)
     secret_cas: Mapping[str, bytes] = field(default_factory=dict)
@@ -304,6 +351,8 @@ class Resources:
                 out.routes.append(dict(doc))
             elif group == "gateway.networking.k8s.io" and kind == "BackendTLSPolicy":
                 out.policies.append(dict(doc))
+            elif group == "gateway.networking.k8s.io" and kind == "ReferenceGrant":
+                out.reference_grants.append(dict(doc))
             elif kind == "ConfigMap":
                 out.configmaps[str((doc.get("metadata") or {}).get("name", ""))] = dict(doc)
             elif group == "gateway.envoyproxy.io" and kind == "ClientTrafficPolicy":
@@ -387,7 +436,10 @@ def _ca_of(res: Resources, refs: list[Any]) -> frozenset[bytes] | None:
         pem = ca_pem(res, ref)
         if pem is None:
             return None
-        found += x509.load_pem_x509_certificates(pem)
+        try:
+            found += x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            return None  # no valid CA: ca_problem says so
     return _fingerprints(found)
 
 
@@ -400,6 +452,45 @@ def ca_pem(res: Resources, ref: Mapping[str, Any]) -> bytes | None:
     cm = res.configmaps.get(name) if ref.get("kind", "ConfigMap") == "ConfigMap" else None
     text = (cm.get("data") or {}).get("ca.crt") if cm is not None else None
     return str(text).encode() if text else None
+
+
+def _granted(res: Resources, ref: Mapping[str, Any], namespace: str, from_kind: str) -> bool:
+    """Whether a ReferenceGrant in ``ref``'s namespace lets a ``from_kind`` of ``namespace`` name it."""
+    kind = str(ref.get("kind", "ConfigMap"))
+    for grant in res.reference_grants:
+        spec = grant.get("spec") or {}
+        if (grant.get("metadata") or {}).get("namespace", "default") != ref.get("namespace"):
+            continue
+        if any(f.get("kind") == from_kind and f.get("namespace") == namespace for f in spec.get("from") or []) and \
+                any(t.get("kind") == kind and t.get("name") in (None, ref.get("name")) for t in spec.get("to") or []):
+            return True
+    return False
+
+
+def ca_problem(res: Resources, refs: list[Any], namespace: str, from_kind: str = "Gateway") -> str | None:
+    """Why ``refs`` (caCertificateRefs of a ``from_kind`` in ``namespace``) give no valid CA — the listener condition
+    reason Gateway API sets, then what is wrong — or None when they do. Such a listener fails closed: it is not
+    programmed (gateway-api conformance GatewayFrontendInvalidDefaultClientCertificateValidation; Envoy Gateway
+    d32f282942 internal/gatewayapi/listener.go 327-330 and validate.go 750-775)."""
+    if not refs:
+        return "InvalidCACertificateRef: no caCertificateRefs"
+    for ref in refs:
+        kind, name = str(ref.get("kind", "ConfigMap")), str(ref.get("name", ""))
+        if kind not in ("ConfigMap", "Secret"):
+            return f"InvalidCACertificateKind: {kind} {name!r} (ConfigMap or Secret)"
+        if ref.get("namespace") not in (None, namespace) and not _granted(res, ref, namespace, from_kind):
+            return (f"RefNotPermitted: {kind} {ref.get('namespace')}/{name} is in another namespace and no "
+                    f"ReferenceGrant lets a {from_kind} of {namespace} name it")
+        pem = ca_pem(res, ref)
+        if pem is None:
+            return f"InvalidCACertificateRef: {kind} {name!r} not found, or it holds no ca.crt"
+        try:
+            found = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            found = []
+        if not found:
+            return f"NoValidCACertificate: the ca.crt of {kind} {name!r} holds no valid certificate"
+    return None
 
 
 def _policy_for(res: Resources, service: str) -> dict[str, Any] | None:
@@ -418,6 +509,21 @@ def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], l
     host = server.host
     mode, auth = _client_auth(server)
     gw_mode, refs, where = validation_of(res, gateway, listener)
+    if server.auth_error:  # ingress-nginx fails the host closed: so must the Gateway's listener
+        namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
+        from_kind = "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy") else "Gateway"
+        problem = ca_problem(res, refs, namespace, from_kind) if gw_mode != "none" else None
+        said = f"the host fails closed: return 403 ({server.auth_error})"
+        if problem is not None:
+            ledger.append(Property(
+                "a host with an unusable CA Secret fails closed", host, said,
+                f"{where}: the listener is not programmed ({problem.partition(':')[0]}), so no connection is "
+                "accepted", "changed", f"{_INVALID_CA}: a 403 page became a refused connection"))
+        else:
+            ledger.append(Property("a host with an unusable CA Secret fails closed", host, said, f"{where}: {gw_mode}",
+                                   "lost", f"{_INVALID_CA}: the Gateway's CA reference resolves or there is none, "
+                                   "so the host is served"))
+        return
     said = f"auth-tls-verify-client: {mode}" + (f", auth-tls-secret {auth.secret}" if auth else "")
     seen = f"{where}: {gw_mode}"
     source = f"{_FRONTEND}; {_PER_PORT}"
@@ -444,6 +550,13 @@ def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], l
                                source if gw_mode == "none" else f"{source}: stricter"))
     if auth is None:
         return
+    namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
+    problem = ca_problem(res, refs, namespace, "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy")
+                         else "Gateway") if gw_mode != "none" else None
+    if problem is not None:  # e.g. the Secret as it is now, where ingress-nginx keeps its last good version
+        ledger.append(Property("the client CAs trusted", host, f"{auth.secret}: the CA ingress-nginx holds",
+                               f"the listener is not programmed ({problem})", "changed",
+                               f"{_INVALID_CA}: the host is refused altogether"))
     ingress_cas = _fingerprints(_ca_certs(auth.ca_file.read_bytes())) if auth.ca_file else frozenset()
     gateway_cas = _ca_of(res, refs)
     if gw_mode != "none" and gateway_cas is not None and gateway_cas != ingress_cas:
@@ -537,6 +650,7 @@ def assess(topology: Topology, servers: list[ServerPlan], documents: Iterable[Ma
         for loc in server.locations:
             if loc.proxy_ssl is not None and loc.proxy_ssl.ca_file is not None:
                 cas[_secret_name(loc.proxy_ssl.secret)] = _ca_pem_only(loc.proxy_ssl.ca_file.read_bytes())
+    cas |= {s.name: MALFORMED_CA_PEM for s in topology.ingress.secrets if s.malformed_ca}  # its ca.crt as it is
     res = Resources.of(documents, cas)
     ledger: list[Property] = []
     for server in servers:

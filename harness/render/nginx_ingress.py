@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +37,7 @@ from harness.pki.certset import CertSet
 from harness.render.nginx_admission import admission_refusal, re2_error
 
 __all__ = [
+    "MALFORMED_CA_PEM",
     "AuthTLS",
     "LocationPlan",
     "ProxySSL",
@@ -128,6 +130,10 @@ class _SecretError(Exception):
 Writer = Callable[[Path, bytes, int], None]
 
 
+#: the ``ca.crt`` of a Secret with ``malformed_ca``: PEM armour around bytes that are not a certificate
+MALFORMED_CA_PEM: Final = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
 class _SecretStore:
     """Emulates ``store.syncSecret`` → ``getPemCertificate``: validates and writes the Secret's files once."""
 
@@ -185,7 +191,7 @@ class _SecretStore:
             _check_keypair(ref, *tls)
         ca: bytes | None = None
         if secret.malformed_ca:
-            ca = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+            ca = MALFORMED_CA_PEM
         elif secret.ca:
             ca = self.certs.trust_bundle(*secret.ca).read_bytes()
         crl = self.certs.crl_chain(secret.crl) if secret.crl and ca is not None else None

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import http.client
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import HarnessError, UsageError
 from harness.render.envoy import SECRETS, CertFiles, EnvoyConfig, SecretName, sds_secret_text, write_sds_file
 from harness.runtime.wait import wait_until
 
-__all__ = ["envoy_ready", "rotate_envoy_secret", "sds_counters"]
+__all__ = ["AdminPort", "envoy_ready", "rotate_envoy_secret", "sds_counters"]
 
 
-def _admin_get(config: EnvoyConfig, path: str, timeout: float = 1.0) -> tuple[int, str]:
+class AdminPort(Protocol):
+    """A rendered Envoy whose admin interface listens on 127.0.0.1 (a stand-in's EnvoyConfig, a GatewayApiEnvoy)."""
+
+    @property
+    def admin_port(self) -> int: ...
+
+
+def _admin_get(config: AdminPort, path: str, timeout: float = 1.0) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", config.admin_port, timeout=timeout)
     try:
         conn.request("GET", path)
@@ -25,7 +33,7 @@ def _admin_get(config: EnvoyConfig, path: str, timeout: float = 1.0) -> tuple[in
         conn.close()
 
 
-def envoy_ready(config: EnvoyConfig) -> bool:
+def envoy_ready(config: AdminPort) -> bool:
     """True when the admin interface on 127.0.0.1:admin_port answers /ready with LIVE (listeners and SDS secrets
     loaded). False while it is not up yet (connection refused, a non-200 answer)."""
     try:

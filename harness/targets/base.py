@@ -144,6 +144,9 @@ class RunningChain:
     certs: CertSet
     endpoints: Mapping[HopName, HopEndpoint]
     logs: Mapping[str, Path] = field(default_factory=dict)
+    #: what a hop's control plane reports of its state, read whole with the logs (``ingress-status``: a Gateway API
+    #: ingress's listeners, programmed or not and why)
+    states: Mapping[str, Path] = field(default_factory=dict)
     #: True when a case may change the chain (swap a cert, change an annotation); False on attach/azure
     mutable: bool = True
     #: what this target declares it cannot run (see :class:`ChainLimits`)
@@ -229,6 +232,11 @@ class RunningChain:
                         continue
                     fh.seek(start)
                     out[name] = fh.read(limit).decode(errors="replace")
+            except OSError:
+                continue
+        for name, path in self.states.items():
+            try:
+                out[name] = path.read_bytes()[:limit].decode(errors="replace")
             except OSError:
                 continue
         return out

@@ -345,11 +345,12 @@ class ContainersTarget(OwnCertSet, TargetBase):
                                          "pod": "pod"}
             lane.chain = ContainersChain(target=self.name, topology=lane.topology, certs=lane.certs,
                                          endpoints={h: dataclasses.replace(ep, host=hosts[h]) for h, ep in eps.items()},
-                                         logs=self._evidence_logs(lane.ingress), limits=limits, _runner=runner,
-                                         gateway_inside=True)
+                                         logs=self._evidence_logs(lane.ingress), states=self._states(),
+                                         limits=limits, _runner=runner, gateway_inside=True)
             lanes[lane_key(lane.topology)] = lane.chain
         self.chain = ContainersChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                     logs=self._evidence_logs(), limits=limits, _runner=runner, lanes=lanes,
+                                     logs=self._evidence_logs(), states=self._states(), limits=limits,
+                                     _runner=runner, lanes=lanes,
                                      layout=self.lane_plan.summary() if self.variants else {})
         return self.chain
 
@@ -363,6 +364,11 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 logs |= {"ingress-error": nginx.error_log, "ingress-access": nginx.access_log}
         logs["pod"] = self._pod_log()
         return logs
+
+    def _states(self) -> dict[str, Path]:
+        """A Gateway API ingress's listener states: the evidence of a listener its implementation left out."""
+        on = self._gateway_api is not None and self.topology.ingress.gateway_api is not None
+        return self._gateway_api.states() if on and self._gateway_api is not None else {}
 
     def container_logs(self, hop: HopName, lines: int = 200) -> str:
         """The last ``lines`` of a hop container's output (stdout and stderr)."""

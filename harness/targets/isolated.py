@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from harness.isolation.capture import LinkCaptures, WireProof
     from harness.pki.certset import CertSet
     from harness.probe.result import ProbeResult
-    from harness.render.envoy import EnvoyConfig
+    from harness.runtime.envoy import AdminPort
 
 __all__ = ["CALLER_NAMESPACE", "IsolatedChain", "IsolatedTarget", "open_isolated", "plaintext_backend",
            "stop_all_isolated"]
@@ -231,7 +231,7 @@ class IsolatedTarget(LocalTarget):
 
         return check
 
-    def _envoy_ready(self, hop: str, config: EnvoyConfig) -> Callable[[], bool]:
+    def _envoy_ready(self, hop: str, config: AdminPort) -> Callable[[], bool]:
         def check() -> bool:
             answer = self._runners[_role(hop)].call({"op": "http_get", "host": "127.0.0.1",
                                                      "port": config.admin_port, "path": "/ready"}, RUNNER_GRACE)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from harness.render.envoy import CertFiles, EnvoyConfig
     from harness.render.envoy_gateway import GatewayApiEnvoy
     from harness.render.nginx import NginxConfig, NginxLane
+    from harness.runtime.envoy import AdminPort
 
 __all__ = ["LocalTarget", "ProcessHop", "Tamper", "endpoints_for"]
 
@@ -254,7 +255,8 @@ class LocalTarget(OwnCertSet, TargetBase):
             lane_eps = {h: dataclasses.replace(ep, host=self._host(h))
                         for h, ep in endpoints_for(lane.topology, lane.certs, lane.ports).items()}
             lane.chain = self._running_chain(target=self.name, topology=lane.topology, certs=lane.certs,
-                                             endpoints=lane_eps, logs=self._evidence_logs(lane.ingress))
+                                             endpoints=lane_eps, logs=self._evidence_logs(lane.ingress),
+                                             states=self._states())
             lanes[lane_key(lane.topology)] = lane.chain
         self.chain = self._running_chain(
             target=self.name,
@@ -262,6 +264,7 @@ class LocalTarget(OwnCertSet, TargetBase):
             certs=self.certs,
             endpoints=endpoints,
             logs=self._evidence_logs(),
+            states=self._states(),
             lanes=lanes,
             layout=self.lane_plan.summary() if self.variants else {},
         )
@@ -284,6 +287,11 @@ class LocalTarget(OwnCertSet, TargetBase):
             if config is not None:
                 logs[f"{hop}-access"] = config.access_log
         return logs
+
+    def _states(self) -> dict[str, Path]:
+        """A Gateway API ingress's listener states: the evidence of a listener its implementation left out."""
+        on = self._gateway_api is not None and self.topology.ingress.gateway_api is not None
+        return self._gateway_api.states() if on and self._gateway_api is not None else {}
 
     def _launch(self, hops: list[ProcessHop]) -> None:
         """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""
@@ -339,7 +347,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         host = self._host(hop)
         return lambda: port_open(host, port)
 
-    def _envoy_ready(self, hop: str, config: EnvoyConfig) -> Callable[[], bool]:
+    def _envoy_ready(self, hop: str, config: AdminPort) -> Callable[[], bool]:
         """A readiness check for an Envoy hop: its admin /ready answers LIVE."""
         from harness.runtime.envoy import envoy_ready
 
@@ -445,7 +453,8 @@ class LocalTarget(OwnCertSet, TargetBase):
         if self.tamper is not None:
             argv = self.tamper("ingress", config.config_path, argv)
         proc = ManagedProcess("ingress", self._argv("ingress", argv), log_path=self._log("ingress"))
-        return ProcessHop("ingress", proc, self._listening("ingress", self.ports["ingress"]))
+        # ready by its admin: a listener the implementation leaves out (an invalid CA reference) is never listening
+        return ProcessHop("ingress", proc, self._envoy_ready("ingress", config))
 
     def _envoy_hop(self, hop: Literal["gateway", "apim"], envoy: Path) -> ProcessHop:
         assert self.workdir is not None

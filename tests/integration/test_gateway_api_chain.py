@@ -148,3 +148,26 @@ def test_application_gateway_for_containers_runs_its_own_policies_for_real() -> 
         refusing = running.lanes[next(k for k, v in running.lanes.items() if v.topology == bad_pod)]
         seen = refusing.probe("gateway")
         assert (seen.outcome.kind, seen.status) == ("upstream_failure", 503), seen.describe()
+
+
+def test_a_listener_with_an_invalid_ca_reference_is_left_out_and_the_case_names_why() -> None:
+    """The migrated Gateway of a host ingress-nginx fails closed (its CA Secret is missing) has a listener whose
+    caCertificateRef does not resolve: Envoy Gateway leaves it out of the data plane, so its port refuses the
+    connection, and the ingress's listener state says why. The chain's own listener, in the same Envoy, still serves."""
+    case = next(c for c in CATALOGUE if c.id == "ingress-fails-closed-without-ca-secret")
+    missing = GATEWAY_API.with_ingress_annotations(auth_tls_secret="default/does-not-exist")
+    with LocalTarget(GATEWAY_API, lanes=[missing]) as running:
+        (lane,) = running.lanes.values()
+        seen = lane.probe("ingress")
+        assert (seen.outcome.kind, seen.phase) == ("unreachable", "connect"), seen.describe()
+        assert running.probe("gateway").outcome.kind == "ok"
+        state = running.evidence_since(running.evidence_mark())["ingress-status"]
+        port = lane.endpoint("ingress").port
+        assert f":{port} listener https-1 (echo.aks.contoso.example): Programmed=False InvalidCACertificateRef" \
+            in state, state
+        assert f":{running.endpoint('ingress').port} listener https-1 (echo.aks.contoso.example): Programmed=True" \
+            in state, state
+        result = run_case(case, running, lambda t: lane)
+    assert result.verdict == "passed", result.message
+    assert (result.seen.outcome.hop, result.seen.outcome.cause) == ("ingress", "invalid-ca-ref")
+    assert "listener state" in result.message

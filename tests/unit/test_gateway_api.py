@@ -282,3 +282,69 @@ def test_envoy_gateways_client_traffic_policy_is_read(certs: CertSet, client_val
     row = next(p for p in translate(REF, certs, resources=docs).ledger if p.name == "client certificate required")
     assert row.verdict == verdict, row
     assert "ClientTrafficPolicy" in row.gateway
+
+
+# -- a host ingress-nginx fails closed for its CA Secret: the migration keeps it closed ------------------------------
+def _failing(certs: CertSet, **secret: Any) -> Topology:
+    """The reference chain with its client-CA Secret as ``secret`` says (missing: another name)."""
+    hop = REF.ingress
+    if secret.pop("missing", False):
+        return REF.with_ingress_annotations(auth_tls_secret="default/does-not-exist")
+    secrets = tuple(dataclasses.replace(s, **secret) if s.name == "apim-client-ca" else s for s in hop.secrets)
+    return dataclasses.replace(REF, ingress=dataclasses.replace(hop, secrets=secrets))
+
+
+@pytest.mark.parametrize(("secret", "ref", "reason"), [
+    ({"missing": True}, {"group": "", "kind": "ConfigMap", "name": "does-not-exist-ca"}, "InvalidCACertificateRef"),
+    ({"malformed_ca": True}, {"group": "", "kind": "ConfigMap", "name": "apim-client-ca-ca"}, "NoValidCACertificate"),
+    ({"namespace": "security"}, {"group": "", "kind": "ConfigMap", "name": "apim-client-ca-ca",
+                                 "namespace": "security"}, "RefNotPermitted"),
+])
+def test_a_host_that_fails_closed_is_written_so_its_listener_fails_closed_too(
+        certs: CertSet, secret: dict[str, Any], ref: dict[str, Any], reason: str) -> None:
+    t = _failing(certs, **secret)
+    if secret.get("namespace"):
+        t = t.with_ingress_annotations(auth_tls_secret="security/apim-client-ca")
+    translation = translate(t, certs)
+    (gateway,) = _kind(translation.documents, "Gateway")
+    assert gateway["spec"]["tls"]["frontend"]["default"]["validation"] == {"caCertificateRefs": [ref],
+                                                                         "mode": "AllowValidOnly"}
+    (closed,) = [p for p in translation.ledger if p.name == "a host with an unusable CA Secret fails closed"]
+    assert closed.verdict == "changed"
+    assert f"not programmed ({reason})" in closed.gateway
+    assert "return 403" in closed.ingress
+    assert "GatewayFrontendInvalidDefaultClientCertificateValidation" in closed.source
+    cms = {d["metadata"]["name"]: d["data"]["ca.crt"] for d in _kind(translation.documents, "ConfigMap")}
+    if secret.get("malformed_ca"):
+        assert "BEGIN CERTIFICATE" in cms["apim-client-ca-ca"]  # the Secret's ca.crt as it is
+    else:
+        assert ref["name"] not in cms  # nothing to copy: the reference dangles, as the Secret does
+
+
+def test_a_gateway_that_serves_a_fail_closed_host_loses_the_property(certs: CertSet) -> None:
+    t = _failing(certs, missing=True)
+    docs = [d for d in translate(t, certs).documents if d["kind"] != "ConfigMap"]
+    for d in docs:
+        d.get("spec", {}).pop("tls", None)  # a migration tool that drops auth-tls-*: the host is open
+    (closed,) = [p for p in translate(t, certs, resources=docs).ledger
+                 if p.name == "a host with an unusable CA Secret fails closed"]
+    assert closed.verdict == "lost"
+
+
+def test_a_reference_grant_lets_a_gateway_name_a_ca_in_another_namespace(certs: CertSet) -> None:
+    from harness.render.gateway_api import Resources, ca_problem
+
+    ca = certs.trust_bundle("apim-client-ca").read_bytes().decode()
+    ref = {"kind": "ConfigMap", "name": "client-ca", "namespace": "security"}
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "client-ca", "namespace": "security"},
+                 "data": {"ca.crt": ca}}
+    grant = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+             "metadata": {"name": "gw-reads-ca", "namespace": "security"},
+             "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default"}],
+                      "to": [{"group": "", "kind": "ConfigMap"}]}}
+    assert str(ca_problem(Resources.of([configmap]), [ref], "default")).startswith("RefNotPermitted")
+    assert ca_problem(Resources.of([configmap, grant]), [ref], "default") is None
+    assert str(ca_problem(Resources.of([configmap, grant]), [ref], "apps")).startswith("RefNotPermitted")
+    assert str(ca_problem(Resources.of([]), [{"kind": "Service", "name": "x"}], "default")).startswith(
+        "InvalidCACertificateKind")
+    assert ca_problem(Resources.of([]), [], "default") == "InvalidCACertificateRef: no caCertificateRefs"
