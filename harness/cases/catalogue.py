@@ -417,6 +417,21 @@ def _two_ingresses_one_host(t: Topology) -> Topology:
     return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(first, health)))
 
 
+def open_host_of(t: Topology) -> str:
+    """The second host :func:`_an_open_host` adds beside the chain's own: ``open-<host>``."""
+    return f"open-{t.ingress.primary.host}"
+
+
+def _an_open_host(t: Topology) -> Topology:
+    """A second host on the same ingress that checks no client certificate (an Ingress of its own: the chain's with
+    no auth-tls-* annotations), beside the chain's host that does: the SNI/Host mismatch of emissary #3340 and
+    gateway-api #72. Its TLS Secret is the chain's (nginx serves its fake certificate for it: not what is tested)."""
+    first = t.ingress.primary
+    open_ = dataclasses.replace(first, name=f"{first.name}-open", host=open_host_of(t), annotations=MappingProxyType(
+        {k: v for k, v in first.annotations.items() if not k.startswith("auth-tls-")}))
+    return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(*t.ingress.ingresses, open_)))
+
+
 def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
     return _serve("pod", "unknown-ca")(t.with_ingress_annotations(proxy_ssl_verify=None))
 
@@ -528,6 +543,13 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
                http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), "ingress-nginx #3964 #3200 #6013",
                variant=_two_ingresses_one_host,
                identity=None, probe={"path": "/healthz"})
+    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-tls-session", "ingress", "ingress-nginx",
+               "per host", http_reject(421, hop="ingress", cause="misdirected"),
+               "nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (ngx_http_set_virtual_server: the Host's "
+               "server checks client certificates and is not the SNI's → 421); emissary #3340, gateway-api #72 (mTLS "
+               "bypass by SNI/Host mismatch); cause: nginx error.log (measured)",
+               variant=_an_open_host, identity=None,
+               probe={"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False})
     yield Case("ingress-proxy-ssl-verify-without-name-fails-on-upstream-balancer", "ingress", "ingress-nginx",
                "proxy-ssl", upstream_failure(502, hop="ingress", cause="name-mismatch"),
                "ingress-nginx #4928 #12883; cause: nginx error.log (measured)",

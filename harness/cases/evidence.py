@@ -10,7 +10,8 @@ log                decision lines (measured here; docs/behaviour.md)
 ``ingress-error``  ``client SSL certificate verify error: (10:certificate has expired)``, ``client sent no
                    required SSL certificate``, ``upstream SSL certificate verify error: (…)``, ``upstream SSL
                    certificate does not match "…"``, ``connect() failed (111: Connection refused) while
-                   connecting to upstream``, ``SSL_do_handshake() failed (…unsupported protocol)``; a
+                   connecting to upstream``, ``SSL_do_handshake() failed (…unsupported protocol)``, ``client
+                   attempted to request the server name different from the one that was negotiated`` (421); a
                    ``connect() failed (32: Broken pipe)`` or ``(104: …reset…)`` is the pod hanging up: the pod's
                    line, when there is one, is the decision
 ``ingress-access`` ingress-nginx's ``log-format-upstream`` line with ``$upstream_addr`` ``-``: the ingress answered
@@ -50,7 +51,8 @@ _NGINX_DECISIONS: Final = re.compile(
     r"|upstream SSL certificate verify error: \(\d+:[^)]*\)"
     r'|upstream SSL certificate does not match "[^"]*"'
     r"|connect\(\) failed \(\d+: [^)]*\) while connecting to upstream"
-    r"|SSL_do_handshake\(\) failed \(SSL: error:[0-9A-Fa-f]+:SSL routines::unsupported protocol\)")
+    r"|SSL_do_handshake\(\) failed \(SSL: error:[0-9A-Fa-f]+:SSL routines::unsupported protocol\)"
+    r"|client attempted to request the server name different from the one that was negotiated")
 # the pod's own verdicts; "…ALERT…" reasons are alerts the pod received (another hop decided), EOF is a side effect
 _POD_DECISIONS: Final = re.compile(r"handshake failed: (?:SSLCertVerificationError: .*"
                                    r"|SSLError: (?!.*ALERT)(?:PEER_DID_NOT_RETURN_A_CERTIFICATE|UNSUPPORTED_PROTOCOL)"

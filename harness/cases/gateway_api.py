@@ -104,6 +104,10 @@ _NOT_APPLICABLE: Final[Mapping[str, str]] = MappingProxyType({
 })
 
 
+_PER_PORT_SOURCE: Final = (
+    "Gateway API v1.5.1 apis/v1/gateway_types.go 645-668 (FrontendTLSConfig: client-certificate validation per port, "
+    "not per host) and GEP-91 (\"Connection coalescing security issue\": why it is per port) — the open host on the "
+    f"same port asks for a certificate too; {_ALERTS_SOURCE}")
 #: the cases where ingress-nginx fails a host closed for its CA Secret (``return 403``); the migration references the
 #: CA as the Secret is (harness.render.gateway_api._fail_closed_ref), so the Gateway's listener is invalid
 _INVALID_CA_CASES: Final = frozenset({"ingress-fails-closed-without-ca-secret",
@@ -140,6 +144,9 @@ def _expectation(case: Case, topology: Topology) -> tuple[Outcome, str] | str | 
         return reason
     if case.id.partition("@")[0] in _INVALID_CA_CASES:
         return _LEFT_OUT, _LEFT_OUT_SOURCE
+    if case.id.partition("@")[0] == "ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-tls-session":
+        # the open host shares the port, so its handshake already asks for a certificate: no request is sent
+        return tls_alert("certificate_required", hop="ingress", cause="no-client-cert"), _PER_PORT_SOURCE
     e = case.expect
     if e.kind == "http_reject" and e.hop == "ingress" and e.status == 400 and case.via == "direct":
         if e.cause == "no-client-cert":

@@ -224,7 +224,11 @@ def lanes_for(cases: Iterable[Case], topology: Topology) -> tuple[list[Topology]
         if variant is None:
             continue
         variants.append(variant)
-        hosts.setdefault(lane_key(variant), set()).add(case.host or home)
+        probed = {case.host or home}
+        sni = case.probe.get("server_name")
+        if isinstance(sni, str) and sni in variant.ingress.hosts:
+            probed.add(sni)  # a case that sends another host's SNI probes that host too
+        hosts.setdefault(lane_key(variant), set()).update(probed)
     return variants, {k: frozenset(v) for k, v in hosts.items()}
 
 

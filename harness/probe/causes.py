@@ -44,6 +44,8 @@ CAUSES: Final[Mapping[str, str]] = MappingProxyType({
     "waf": "the WAF rule matched the request",
     "match-cn": "the client cert's subject DN does not match auth-tls-match-cn",
     "no-route": "the hop answered 404 itself: no location of the host matches the path (the default backend)",
+    "misdirected": ("the Host names another server than the TLS session's SNI, and that server checks client "
+                    "certificates: nginx answers 421 Misdirected Request rather than route it"),
     "invalid-ca-ref": ("the listener's client-certificate CA reference gives no valid CA (Gateway API "
                        "InvalidCACertificateRef, NoValidCACertificate, RefNotPermitted): the listener is not "
                        "programmed, so nothing accepts the connection"),
@@ -83,6 +85,7 @@ _FRAGMENTS: Final[tuple[tuple[str, str], ...]] = (
     ("clientcertificatenotfound", "no-client-cert"),
     ("unsupported protocol", "protocol-version"),
     ("connection refused", "connection-refused"),
+    ("different from the one that was negotiated", "misdirected"),
     ("rejected=waf", "waf"),
     ("client certificate unauthorized", "match-cn"),
     ("upstream reset before response started{connection termination}", "upstream-reset"),
