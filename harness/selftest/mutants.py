@@ -10,7 +10,12 @@ Two kinds, both needed:
   reloads (:class:`harness.targets.local.Tamper`). This is the mutation a renderer bug, or a stand-in that drifted
   from the component it stands for, would make; the test code is never touched.
 
-A mutant is *caught* when at least one catalogue case that passes on the unmutated chain fails on the mutated one.
+A mutant runs on the reference chain with the ingress it names (``ingress``, an ``Ingress.kind``): ingress-nginx,
+or a Gateway API implementation serving the same Ingresses migrated (``gateway-api:envoy-gateway`` is
+``default_topology().on_gateway_api()``, its ingress hop real Envoy from :mod:`harness.render.envoy_gateway`).
+
+A mutant is *caught* when at least one catalogue case that passes on the unmutated chain (the same ingress) fails on
+the mutated one.
 ``pending`` says why a mutant is known to survive today (the case that would catch it is not in the catalogue yet);
 see :mod:`harness.selftest.run` for how the run treats it.
 """
@@ -18,6 +23,7 @@ see :mod:`harness.selftest.run` for how the run treats it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +32,9 @@ from typing import Any, Literal
 
 import yaml
 
-from harness.model.topology import HopName, Topology
+from harness.model.topology import HopName, KeyType, Topology, default_topology
 from harness.model.wire import header_name
+from harness.render.gateway_api import IMPLEMENTATIONS
 
 __all__ = ["MUTANTS", "Edit", "Mutant", "mutant_named"]
 
@@ -46,10 +53,30 @@ class Mutant:
     edit: Edit | None = None  # render mutants
     #: why it survives the current catalogue (the missing case), or None when the catalogue must catch it
     pending: str | None = None
+    #: the ingress of the chain it is applied to and judged on (``Ingress.kind``): ``ingress-nginx``, or
+    #: ``gateway-api:<implementation>`` (the reference chain ``.on_gateway_api(<implementation>)``)
+    ingress: str = "ingress-nginx"
 
     def __post_init__(self) -> None:
         if (self.kind == "config") != (self.topology is not None) or (self.kind == "render") != (self.edit is not None):
             raise ValueError(f"mutant {self.name}: a config mutant has a topology change, a render mutant an edit")
+        kind, _, implementation = self.ingress.partition(":")
+        if self.ingress != "ingress-nginx" and (kind != "gateway-api" or implementation not in IMPLEMENTATIONS):
+            raise ValueError(f"mutant {self.name}: ingress {self.ingress!r} — write ingress-nginx or "
+                             f"gateway-api:{'|'.join(IMPLEMENTATIONS)}")
+
+    def unmutated(self, key_type: KeyType = "ecdsa") -> Topology:
+        """The chain this mutant is applied to, as it is before: the reference chain with the mutant's ingress (its
+        baseline runs here)."""
+        base = default_topology(key_type)
+        kind, _, implementation = self.ingress.partition(":")
+        return base.on_gateway_api(implementation) if kind == "gateway-api" else base
+
+    def mutated(self, key_type: KeyType = "ecdsa") -> Topology:
+        """The chain's model with the mutant applied: a config mutant's change; a render mutant leaves the model as
+        it is (its edit is of what the renderers write from it)."""
+        base = self.unmutated(key_type)
+        return self.topology(base) if self.topology is not None else base
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -97,6 +124,23 @@ def _nginx_edit(pattern: str, replacement: str) -> Edit:
         if count:
             config.write_text(new, encoding="utf-8")
         return argv, bool(count)
+
+    return edit
+
+
+def _gateway_api_edit(change: Callable[[dict[str, Any]], bool]) -> Edit:
+    """Edit the Gateway API ingress's Envoy bootstrap with ``change``: the JSON
+    :func:`harness.render.envoy_gateway.render_envoy_gateway` writes, written back as JSON. Any other ingress file (an
+    nginx.conf) is left alone."""
+
+    def edit(at: str, config: Path | None, argv: list[str]) -> tuple[list[str], bool]:
+        if at != "ingress" or config is None or config.suffix not in (".yaml", ".json"):
+            return argv, False
+        doc = json.loads(config.read_text(encoding="utf-8"))
+        changed = change(doc)
+        if changed:
+            config.write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
+        return argv, changed
 
     return edit
 
@@ -164,6 +208,35 @@ def _pod_asks_no_client_cert(at: str, config: Path | None, argv: list[str]) -> t
     return [*argv[:i], "none", *argv[i + 1:]], True
 
 
+def _downstream_contexts(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every listener's DownstreamTlsContext (the main listener's and each lane's), not the clusters' upstream ones."""
+    return [node for node in _walk(doc) if str(node.get("@type", "")).endswith(".DownstreamTlsContext")]
+
+
+def _client_cert_not_required(doc: dict[str, Any]) -> bool:
+    """``require_client_certificate: true`` becomes false: Envoy still asks for and verifies a certificate, but lets a
+    connection without one through (the CA stays: an untrusted certificate is still refused)."""
+    changed = False
+    for context in _downstream_contexts(doc):
+        if context.get("require_client_certificate") is True:
+            context["require_client_certificate"] = False
+            changed = True
+    return changed
+
+
+def _accept_untrusted_client_certs(doc: dict[str, Any]) -> bool:
+    """A validation context that verifies the client's chain gets ``trust_chain_verification: ACCEPT_UNTRUSTED``: a
+    certificate is still required, but one from any CA is let through (its failed verification only recorded)."""
+    changed = False
+    for context in _downstream_contexts(doc):
+        validation = (context.get("common_tls_context") or {}).get("validation_context")
+        if isinstance(validation, dict) and "trusted_ca" in validation \
+                and validation.get("trust_chain_verification", "VERIFY_TRUST_CHAIN") == "VERIFY_TRUST_CHAIN":
+            validation["trust_chain_verification"] = "ACCEPT_UNTRUSTED"
+            changed = True
+    return changed
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the catalogue
 # ------------------------------------------------------------------------------------------------------------------
@@ -229,6 +302,22 @@ MUTANTS: tuple[Mutant, ...] = (
            "max_session_keys (default 1)",
            edit=lambda at, config, argv: _envoy_edit(at, _drop_session_key_limit)(at, config, argv)
            if at in ("gateway", "apim") else (argv, False)),
+    # the Gateway API twin (docs/gateway-api.md): the same chain with its ingress hop migrated to Envoy Gateway
+    Mutant("ingress-gateway-api-client-cert-optional", "render", "ingress",
+           "Gateway API ingress (Envoy Gateway): the Gateway says AllowValidOnly, its Envoy listener has "
+           "require_client_certificate false (a request without a client cert reaches the pod)",
+           "Gateway API FrontendTLSValidation mode AllowInsecureFallback (gateway_types.go), which Envoy Gateway "
+           "renders as require_client_certificate false (internal/xds/translator/listener.go; docs/gateway-api.md); "
+           "Envoy DownstreamTlsContext require_client_certificate docs",
+           edit=_gateway_api_edit(_client_cert_not_required), ingress="gateway-api:envoy-gateway"),
+    Mutant("ingress-gateway-api-trusts-any-client-ca", "render", "ingress",
+           "Gateway API ingress (Envoy Gateway): the Gateway says AllowValidOnly with the caller's CA, its Envoy "
+           "listener's validation context has trust_chain_verification ACCEPT_UNTRUSTED (a client cert from any CA "
+           "reaches the pod)",
+           "Envoy CertificateValidationContext trust_chain_verification docs (ACCEPT_UNTRUSTED: a failed chain "
+           "verification is only recorded); Envoy Gateway sets it only for AllowInsecureFallback "
+           "(internal/gatewayapi/helpers.go)",
+           edit=_gateway_api_edit(_accept_untrusted_client_certs), ingress="gateway-api:envoy-gateway"),
 )
 
 

@@ -12,8 +12,15 @@ where). A proxy that would resume a TLS session across its next hop's certificat
 connection and reads nginx's ``$ssl_session_reused`` for each new one.
 
 A mutant is **caught** when a case that passed on the unmutated chain (the baseline, run first in the same order)
-fails on the mutated one. A render mutant whose edit never found its text is **not applied** (the renderer moved on;
-the mutant must be updated); a mutated chain that does not start is an **error**. Either is a failed self-test.
+fails on the mutated one. The baseline is of the chain with the mutant's ingress (``Mutant.ingress``): a mutant of
+the Gateway API twin is judged against the catalogue on ``default_topology().on_gateway_api()``, run once, when the
+first such mutant needs it, and kept with the reference baseline (``CatalogueRun.others``). There the cases whose
+verdict is a finding the twin's configuration predicts (what the migration cannot carry over) are no baseline pass:
+they judge no mutant.
+
+A render mutant whose edit never found its text is **not applied** (the renderer moved on; the mutant must be
+updated); a mutated chain that does not start, or one whose baseline errs or has a failed case, is an **error**.
+Either is a failed self-test.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Literal
 from harness.cases.model import Case, Skip, lanes_for, run_case
 from harness.errors import HarnessError
 from harness.findings.predict import predict
-from harness.model.topology import Topology, default_topology
+from harness.model.topology import KeyType, Topology
 from harness.selftest.mutants import Mutant
 from harness.targets.base import RunningChain, lane_key
 from harness.targets.local import LocalTarget
@@ -50,10 +57,19 @@ class CatalogueRun:
     findings: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None  # the chain could not start or change
+    ingress: str = "ingress-nginx"  # the ingress of the chain it ran on (``Ingress.kind``)
+    #: as a baseline: the same cases' baselines on the chains with another ingress (kind → run), each run when the
+    #: first mutant of that ingress needs it (:func:`run_mutant`)
+    others: dict[str, CatalogueRun] = field(default_factory=dict)
 
     @property
     def ran(self) -> int:
         return len(self.passed) + len(self.failed) + sum(len(v) for v in self.findings.values())
+
+    def summary(self) -> str:
+        found = sum(len(v) for v in self.findings.values())
+        return (f"{len(self.passed)} passed, {len(self.failed)} failed, " + (f"{found} findings, " if found else "")
+                + f"{len(self.skipped)} skipped ({self.seconds:.1f} s)")
 
 
 @dataclass
@@ -138,7 +154,7 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
                   progress: Callable[[str], None] = lambda _: None) -> CatalogueRun:
     """Run ``cases`` in :func:`order_cases` order on one local chain whose model is ``base``, every case's variant
     served beside it as a lane of the same processes (harness.targets.lanes), so no case restarts anything."""
-    out = CatalogueRun()
+    out = CatalogueRun(ingress=base.ingress.kind)
     t0 = time.perf_counter()
     variants, hosts = lanes_for(cases, base)
     target = LocalTarget(base, tamper=tamper, lanes=variants, lane_hosts=hosts)
@@ -187,17 +203,40 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
     return out
 
 
-def run_mutant(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, *, key_type: str = "ecdsa",
+def _baseline_for(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, key_type: KeyType,
+                  progress: Callable[[str], None]) -> CatalogueRun:
+    """The baseline of the chain ``mutant`` is applied to: ``baseline`` when it ran on the same ingress, else the one
+    kept in ``baseline.others``, run now if no mutant needed it before."""
+    if mutant.ingress == baseline.ingress:
+        return baseline
+    if mutant.ingress not in baseline.others:
+        progress(f"baseline on the unmutated {mutant.ingress} chain: ")
+        own = run_catalogue(cases, mutant.unmutated(key_type), progress=progress)
+        progress(f" {own.summary()}; mutated: ")
+        baseline.others[mutant.ingress] = own
+    return baseline.others[mutant.ingress]
+
+
+def _baseline_problem(baseline: CatalogueRun) -> str | None:
+    if baseline.error is not None:
+        return f"the baseline on the unmutated {baseline.ingress} chain failed: {baseline.error}"
+    if baseline.failed:
+        return (f"{len(baseline.failed)} cases fail on the unmutated {baseline.ingress} chain, so no mutant of it can "
+                f"be judged: {_shown(baseline.failed)} — " + baseline.messages[baseline.failed[0]].splitlines()[0])
+    return None
+
+
+def run_mutant(mutant: Mutant, cases: Sequence[Case], baseline: CatalogueRun, *, key_type: KeyType = "ecdsa",
                progress: Callable[[str], None] = lambda _: None) -> MutantResult:
-    """Apply ``mutant`` to the local chain, run ``cases`` on it, and judge it against ``baseline``."""
-    base = default_topology(key_type)  # type: ignore[arg-type]
-    tamper = None
-    if mutant.topology is not None:
-        base = mutant.topology(base)
-    else:
-        tamper = _Tamper(mutant)
+    """Apply ``mutant`` to the local chain with its ingress, run ``cases`` on it, and judge it against the baseline
+    of that chain (``baseline``, or one run for the mutant's ingress and kept in ``baseline.others``)."""
+    own = _baseline_for(mutant, cases, baseline, key_type, progress)
+    if (problem := _baseline_problem(own)) is not None:
+        return MutantResult(mutant, "error", CatalogueRun(error=problem, ingress=own.ingress), [])
+    base = mutant.mutated(key_type)
+    tamper = _Tamper(mutant) if mutant.edit is not None else None
     run = run_catalogue(cases, base, tamper=tamper, progress=progress)
-    passed_before = set(baseline.passed)
+    passed_before = set(own.passed)
     caught_by = [c for c in run.failed if c in passed_before]
     run.findings = {fid: kept for fid, ids in run.findings.items() if (kept := [c for c in ids if c in passed_before])}
     edits = tamper.edits if tamper is not None else 0

@@ -7,6 +7,7 @@ Unit half: tests/unit/test_selftest.py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -84,11 +85,30 @@ def test_resumption_mutant_is_caught_without_a_reload_by_the_full_handshake_case
     assert m["edits"] >= 2  # both stand-ins' bootstraps
 
 
+@pytest.mark.parametrize(("mutant", "catching"), [
+    ("ingress-gateway-api-client-cert-optional", "ingress-rejects-missing-client-cert-"),
+    ("ingress-gateway-api-trusts-any-client-ca", "ingress-rejects-client-cert-unknown-ca-"),
+])
+def test_a_gateway_api_mutant_is_applied_to_the_twins_envoy_and_caught_against_the_twins_baseline(
+        capsys: pytest.CaptureFixture[str], mutant: str, catching: str) -> None:
+    code, doc, err = selftest(capsys, "--only", mutant, "--case", f"{catching}*",
+                              "--case", "ingress-accepts-apims-client-cert-*")
+    assert code == 0, err
+    (m,) = doc["mutants"]
+    assert m["edits"] >= 1  # the Gateway API ingress's Envoy bootstrap was really edited
+    assert m["status"] == "caught"
+    assert m["caught_as"] == "failure"
+    assert m["caught_by"] == [f"{catching}tls1.2", f"{catching}tls1.3"]
+    # judged against the catalogue on the unmutated Gateway API chain, run for it, not the ingress-nginx baseline
+    assert "baseline on the unmutated gateway-api:envoy-gateway chain: " in err
+    assert "ingress-accepts-apims-client-cert-" not in str(m["caught_by"])
+
+
 def test_python_dash_m_harness_selftest_lists_and_refuses_unknown_names() -> None:
     listed = subprocess.run([sys.executable, "-m", "harness", "selftest", "--list"], capture_output=True, text=True,
                             timeout=60, check=False)
     assert listed.returncode == 0, listed.stderr
-    assert "upstream-tls-session-resumption  render" in listed.stdout
+    assert re.search(r"^upstream-tls-session-resumption +render ", listed.stdout, re.MULTILINE), listed.stdout
     bad = subprocess.run([sys.executable, "-m", "harness", "selftest", "--only", "nope"], capture_output=True,
                          text=True, timeout=60, check=False)
     assert bad.returncode == 2

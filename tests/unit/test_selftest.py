@@ -22,7 +22,7 @@ from harness.probe.outcomes import ok
 from harness.render.envoy import render_envoy
 from harness.render.nginx import render_nginx
 from harness.selftest import MUTANTS, CatalogueRun, MutantResult, mutant_named
-from harness.selftest.run import order_cases, select_cases
+from harness.selftest.run import order_cases, run_mutant, select_cases
 
 LOOPBACK = "127.0.0.1"
 
@@ -34,6 +34,8 @@ REQUIRED = {
     "apim-accepts-any-client-cert", "pod-accepts-any-client-cert", "apim-jwt-audience-unchecked",
     "ingress-match-cn-ignored", "upstream-tls-session-resumption",
 }
+# the same weaknesses of the Gateway API twin's ingress (its chain is default_topology().on_gateway_api())
+GATEWAY_API = {"ingress-gateway-api-client-cert-optional", "ingress-gateway-api-trusts-any-client-ca"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def certs(topology: Topology) -> CertSet:
 def test_the_catalogue_has_every_required_mutant_of_both_kinds_with_unique_names() -> None:
     names = [m.name for m in MUTANTS]
     assert len(names) == len(set(names))
-    assert set(names) >= REQUIRED, REQUIRED - set(names)
+    assert set(names) >= REQUIRED | GATEWAY_API, (REQUIRED | GATEWAY_API) - set(names)
     assert {m.kind for m in MUTANTS} == {"config", "render"}
     assert all(m.why and m.what for m in MUTANTS)
 
@@ -58,6 +60,17 @@ def test_a_mutant_must_say_how_it_is_applied() -> None:
     good = mutant_named("ingress-crl-dropped")
     with pytest.raises(ValueError, match="a config mutant has a topology change"):
         dataclasses.replace(good, kind="config")
+
+
+def test_a_mutant_runs_on_the_chain_with_its_ingress() -> None:
+    for m in MUTANTS:
+        want = "gateway-api:envoy-gateway" if m.name in GATEWAY_API else "ingress-nginx"
+        assert (m.ingress, m.unmutated().ingress.kind) == (want, want), m.name
+    gateway_api = mutant_named("ingress-gateway-api-client-cert-optional")
+    assert gateway_api.unmutated() == default_topology().on_gateway_api()
+    assert gateway_api.mutated("rsa") == default_topology("rsa").on_gateway_api()  # a render mutant: model unchanged
+    with pytest.raises(ValueError, match="ingress 'gateway-api:nginx' — write ingress-nginx or gateway-api:"):
+        dataclasses.replace(gateway_api, ingress="gateway-api:nginx")
 
 
 def test_config_mutants_change_the_model(topology: Topology) -> None:
@@ -166,6 +179,113 @@ def test_pod_mutant_changes_only_the_client_auth_argument() -> None:
     assert changed
     assert new == ["python", "-m", "harness.pod.echo", "--client-auth", "none", "--client-ca", "ca.crt"]
     assert _edit("pod-accepts-any-client-cert", "ingress", None, argv) == (argv, False)
+
+
+def _gateway_api(topology: Topology, certs: CertSet, workdir: Path) -> Path:
+    from harness.targets.lanes import LanePlan, gateway_api_ingress
+
+    return gateway_api_ingress(LanePlan(), topology.on_gateway_api(), certs, listen=(LOOPBACK, 18443),
+                               pod=(LOOPBACK, 19443), admin=(LOOPBACK, 19901), workdir=workdir).config_path
+
+
+def _tls_contexts(path: Path, kind: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith(kind):
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(path.read_text()))  # still the JSON the renderer writes, and Envoy reads
+    return found
+
+
+def test_gateway_api_client_cert_mutant_makes_the_listener_stop_requiring_a_cert(topology: Topology, certs: CertSet,
+                                                                                 tmp_path: Path) -> None:
+    path = _gateway_api(topology, certs, tmp_path)
+    upstream = _tls_contexts(path, "UpstreamTlsContext")
+    (before,) = _tls_contexts(path, "DownstreamTlsContext")
+    assert before["require_client_certificate"] is True
+    assert _edit("ingress-gateway-api-client-cert-optional", "ingress", path)[1]
+    (after,) = _tls_contexts(path, "DownstreamTlsContext")
+    assert after["require_client_certificate"] is False
+    assert after["common_tls_context"] == before["common_tls_context"]  # it still verifies a cert that comes
+    assert _tls_contexts(path, "UpstreamTlsContext") == upstream
+    # applied once: a second edit finds nothing to change (a mutant that changes nothing is reported not applied)
+    assert not _edit("ingress-gateway-api-client-cert-optional", "ingress", path)[1]
+
+
+def test_gateway_api_trust_mutant_accepts_untrusted_client_certs_and_still_requires_one(
+        topology: Topology, certs: CertSet, tmp_path: Path) -> None:
+    path = _gateway_api(topology, certs, tmp_path)
+    upstream = _tls_contexts(path, "UpstreamTlsContext")
+    assert upstream  # the BackendTLSPolicy towards the pod: not the mutant's to touch
+    assert "trust_chain_verification" not in path.read_text()
+    assert _edit("ingress-gateway-api-trusts-any-client-ca", "ingress", path)[1]
+    (after,) = _tls_contexts(path, "DownstreamTlsContext")
+    validation = after["common_tls_context"]["validation_context"]
+    assert validation["trust_chain_verification"] == "ACCEPT_UNTRUSTED"
+    assert "trusted_ca" in validation
+    assert after["require_client_certificate"] is True
+    assert _tls_contexts(path, "UpstreamTlsContext") == upstream
+    assert not _edit("ingress-gateway-api-trusts-any-client-ca", "ingress", path)[1]
+
+
+def test_gateway_api_mutants_leave_an_ingress_that_already_falls_back_and_nginx_alone(
+        topology: Topology, certs: CertSet, tmp_path: Path) -> None:
+    # auth-tls-verify-client optional migrates to AllowInsecureFallback: no requirement, ACCEPT_UNTRUSTED already
+    fallback = _gateway_api(topology.with_ingress_annotations(auth_tls_verify_client="optional"), certs, tmp_path)
+    nginx = _nginx(topology, certs, tmp_path / "nginx")
+    for path in (fallback, nginx):
+        before = path.read_text()
+        for name in sorted(GATEWAY_API):
+            assert not _edit(name, "ingress", path)[1], (name, path)
+        assert path.read_text() == before
+    apim = _envoy(topology, "apim", certs, tmp_path / "apim")
+    assert not _edit("ingress-gateway-api-client-cert-optional", "apim", apim)[1]
+
+
+def test_a_gateway_api_mutant_is_judged_against_a_baseline_of_its_own_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.selftest.run as run
+
+    calls: list[tuple[str, bool]] = []
+    baselines = {"gateway-api:envoy-gateway": CatalogueRun(passed=["a", "b"], findings={"f@ingress": ["c"]},
+                                                           ingress="gateway-api:envoy-gateway")}
+
+    def fake(cases: Any, base: Topology, *, tamper: Any = None, progress: Any = None) -> CatalogueRun:
+        calls.append((base.ingress.kind, tamper is not None))
+        if tamper is None:
+            return baselines[base.ingress.kind]
+        tamper.edits = 1
+        # "a" fails on the mutant; "c" was a finding the twin's configuration predicts on the baseline: no catch
+        return CatalogueRun(passed=["b"], failed=["a", "c"], messages={"a": "a: FAIL", "c": "c: FAIL"},
+                            ingress=base.ingress.kind)
+
+    monkeypatch.setattr(run, "run_catalogue", fake)
+    reference = CatalogueRun(passed=["a", "b", "c"])  # the ingress-nginx baseline the CLI ran
+    first = run_mutant(mutant_named("ingress-gateway-api-client-cert-optional"), [], reference)
+    assert (first.status, first.caught_by) == ("caught", ["a"])
+    assert calls == [("gateway-api:envoy-gateway", False), ("gateway-api:envoy-gateway", True)]
+    assert reference.others == baselines  # kept: the next mutant of that chain does not run it again
+    second = run_mutant(mutant_named("ingress-gateway-api-trusts-any-client-ca"), [], reference)
+    assert second.status == "caught"
+    assert calls[2:] == [("gateway-api:envoy-gateway", True)]
+    nginx = run_mutant(mutant_named("ingress-crl-dropped"), [], reference)
+    assert calls[3:] == [("ingress-nginx", True)]
+    assert nginx.caught_by == ["a", "c"]
+    # a baseline with a failed case judges nothing: its mutants are errors that say so
+    broken = CatalogueRun(passed=["a"], failed=["b"], messages={"b": "b: FAIL — outcome differs\ndetail"},
+                          ingress="gateway-api:envoy-gateway")
+    result = run_mutant(mutant_named("ingress-gateway-api-trusts-any-client-ca"), [],
+                        CatalogueRun(others={"gateway-api:envoy-gateway": broken}))
+    assert result.status == "error"
+    assert result.describe() == ("ERROR: 1 cases fail on the unmutated gateway-api:envoy-gateway chain, so no "
+                                 "mutant of it can be judged: b — b: FAIL — outcome differs")
 
 
 def test_run_order_is_base_chain_then_ingress_only_variants_then_the_rest(topology: Topology) -> None:
