@@ -39,6 +39,7 @@ import shutil
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -92,6 +93,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway|:agc] — the chain's "
                          "Ingresses migrated to Gateway API (docs/gateway-api.md); default: as the chain file says "
                          "($MTLS_HARNESS_INGRESS)")
+    group.addoption("--mtls-gateway-resources", metavar="FILE", action="append", default=None,
+                    help="with a Gateway API ingress: YOUR Gateway API resources (YAML files or folders; repeatable) "
+                         "served as the chain's ingress instead of the migration of its Ingresses, which still say "
+                         "what must hold (docs/gateway-api.md)")
     group.addoption("--mtls-report", metavar="DIR", default=None,
                     help="write the e2e cases' report to DIR: results.json, index.html, junit.xml (harness.report)")
 
@@ -124,9 +129,8 @@ def chain_catalogue(config: pytest.Config) -> tuple[CaseType, ...]:
     from harness.cases.catalogue import CATALOGUE, catalogue_for
 
     loaded = _chain_file(config)
-    kind = _ingress_kind(config)
-    if kind is not None:
-        return catalogue_for(_as_kind(loaded.topology if loaded is not None else default_topology(), kind))
+    if _ingress_kind(config) is not None or config.getoption("--mtls-gateway-resources", None):
+        return catalogue_for(_on_ingress(config, loaded.topology if loaded is not None else default_topology()))
     # the reference chain's is CATALOGUE itself (the same cases for either key type: names and variants do not
     # depend on it)
     return catalogue_for(loaded.topology) if loaded is not None else CATALOGUE
@@ -143,6 +147,27 @@ def _ingress_kind(config: pytest.Config) -> str | None:
         return parse_ingress_kind(str(value), "--mtls-ingress") or "ingress-nginx"
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _on_ingress(config: pytest.Config, topology: Topology) -> Topology:
+    """``topology`` with the ingress hop the options ask for: ``--mtls-ingress`` (its kind) and
+    ``--mtls-gateway-resources`` (your Gateway API resources served as it)."""
+    kind = _ingress_kind(config)
+    t = _as_kind(topology, kind) if kind is not None else topology
+    files = config.getoption("--mtls-gateway-resources", None)
+    if not files:
+        return t
+    if t.ingress.gateway_api is None:
+        raise pytest.UsageError("--mtls-gateway-resources: the ingress hop is ingress-nginx — add --mtls-ingress "
+                                "gateway-api (or gateway-api:agc), or use a chain file with controller: gateway-api")
+    from harness.chainfile.k8s import read_gateway_api
+
+    paths = [(Path(f), "--mtls-gateway-resources") for f in files]
+    try:
+        documents = read_gateway_api(paths)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return t.with_gateway_api_manifests(documents, ", ".join(str(p) for p, _ in paths))
 
 
 def _as_kind(topology: Topology, kind: str) -> Topology:
@@ -162,11 +187,11 @@ def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, st
     from harness.report.findings import chain_findings, finding_records
 
     loaded = _chain_file(config)
-    kind = _ingress_kind(config)
-    if loaded is None or kind is not None:
+    changed = _ingress_kind(config) is not None or config.getoption("--mtls-gateway-resources", None)
+    if loaded is None or changed:
         topology = (loaded.topology if loaded is not None
                     else default_topology(str(config.getoption("--mtls-key-type"))))  # type: ignore[arg-type]
-        topology = _as_kind(topology, kind) if kind is not None else topology
+        topology = _on_ingress(config, topology)
         return finding_records(predict(topology)), dict(loaded.accepted) if loaded is not None else {}
     return chain_findings(loaded), dict(loaded.accepted)
 
@@ -353,8 +378,7 @@ def _chain_file(config: pytest.Config) -> Any:
 def mtls_topology(request: pytest.FixtureRequest, mtls_key_type: str) -> Topology:
     loaded = _chain_file(request.config)
     topology = loaded.topology if loaded is not None else default_topology(mtls_key_type)  # type: ignore[arg-type]
-    kind = _ingress_kind(request.config)
-    return _as_kind(topology, kind) if kind is not None else topology
+    return _on_ingress(request.config, topology)
 
 
 @pytest.fixture(scope="session")

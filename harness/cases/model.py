@@ -370,7 +370,9 @@ def _attributed(expect: Outcome, seen: ProbeResult, chain: RunningChain, mark: M
     for attempt in range(EVIDENCE_READS):
         found = attribute(seen.outcome, chain.evidence_since(mark), terminator=_terminator(chain, hop),
                           headers=seen.headers, page=page, target=seen.target)
-        if not expect.is_rejection or expect.attribution_matches(found.outcome) or not chain.logs:
+        # no log turns an answer that is no refusal (a 200) into one: re-reading only delays the verdict
+        if not expect.is_rejection or not found.outcome.is_rejection or expect.attribution_matches(found.outcome) \
+                or not chain.logs:
             break
         if attempt + 1 < EVIDENCE_READS:
             time.sleep(EVIDENCE_PAUSE * (attempt + 1))

@@ -22,7 +22,7 @@ import yaml
 from harness.errors import InputError
 from harness.model.topology import ANNOTATION_PREFIX, Ingress
 
-__all__ = ["Manifests", "RawSecret", "read_manifests", "secret_manifest"]
+__all__ = ["Manifests", "RawSecret", "read_gateway_api", "read_manifests", "secret_manifest"]
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,25 @@ def read_manifests(paths: list[tuple[Path, str]]) -> Manifests:
                 else:
                     warnings.append(f"{where}: {kind or 'a document without kind'} is not modelled (ignored)")
     return Manifests(tuple(ingresses), tuple(secrets), tuple(warnings), sources, annotation_sources)
+
+
+def read_gateway_api(paths: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+    """The Gateway API resources in ``paths`` (files or folders, each with the option or chain-file key that named
+    it), as you apply them: every document with a kind (a ``List`` expanded), in file order. One InputError for a
+    missing file, bad YAML (naming the line) or resources without a Gateway."""
+    out: list[dict[str, Any]] = []
+    for path, key in paths:
+        for file in _files(path, key):
+            for _, doc, _ in _documents(file):
+                if isinstance(doc, dict) and doc.get("kind") == "List":
+                    out += [item for item in doc.get("items") or [] if isinstance(item, dict)]
+                elif isinstance(doc, dict) and doc.get("kind"):
+                    out.append(doc)
+    if not any(d.get("kind") == "Gateway" for d in out):
+        path, key = paths[0]
+        raise InputError(path, f"({key}) holds no Gateway", "give the file(s) with the Gateway, its HTTPRoutes and "
+                                                           "BackendTLSPolicies")
+    return out
 
 
 def secret_manifest(path: Path, key: str) -> RawSecret:

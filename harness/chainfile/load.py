@@ -31,7 +31,7 @@ from harness.chainfile.certs import (
     read_certificates,
     secret_material,
 )
-from harness.chainfile.k8s import Manifests, RawSecret, read_manifests
+from harness.chainfile.k8s import Manifests, RawSecret, read_gateway_api, read_manifests
 from harness.chainfile.policy import PolicyFacts, read_policy
 from harness.errors import InputError, UsageError
 from harness.model.chainfile import TLS_NAMES, ChainFile, IngressSpec, line_of, parse_chain_text
@@ -248,6 +248,19 @@ def _ingress_hop(doc: ChainFile, man: Manifests, secrets: list[K8sSecret], r: _R
     return hop
 
 
+def _gateway_api_manifests(spec: IngressSpec, topology: Topology, base: Path, r: _Resolver) -> Topology:
+    """``topology`` with YOUR Gateway API resources (``ingress.gateway_api_manifests``), standing for its Ingresses,
+    Secrets and cert set as loaded."""
+    if not spec.gateway_api_manifests:
+        return topology
+    if topology.ingress.gateway_api is None:
+        raise InputError(r.where(["ingress", "gateway_api_manifests"]), "ingress.gateway_api_manifests is for "
+                         "controller: gateway-api", "write controller: gateway-api, or remove them")
+    paths = [(_rel(base, m), f"ingress.gateway_api_manifests[{i}]")
+             for i, m in enumerate(spec.gateway_api_manifests)]
+    return topology.with_gateway_api_manifests(read_gateway_api(paths), ", ".join(str(p) for p, _ in paths))
+
+
 def _gateway_api(spec: IngressSpec, r: _Resolver) -> str | None:
     """The Gateway API implementation serving the ingress hop, or None for ingress-nginx."""
     if spec.controller == "ingress-nginx":
@@ -403,7 +416,8 @@ def _build(path: Path, text: str, doc: ChainFile) -> LoadedChain:
                        pd.client_auth, r.ca(pd.client_ca, ["pod", "client_ca"], warnings),
                        _tls(pd.min_protocol_version), _tls(pd.max_protocol_version), tuple(pd.alpn)),
               pd.name, pd.namespace)
-    topology = Topology(doc.name, chain_certs.certs.plan, client, gateway, apim, ingress, pod)
+    topology = _gateway_api_manifests(doc.ingress, Topology(doc.name, chain_certs.certs.plan, client, gateway, apim,
+                                                             ingress, pod), base, r)
     _dry_render(topology, chain_certs.certs, man, r.where(["ingress", "manifests"]))
     return LoadedChain(path, doc, topology, chain_certs.certs, chain_certs.mode, tuple(warnings), man)
 

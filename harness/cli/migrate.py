@@ -11,8 +11,9 @@ assesses the resources given (written by you, or by ingress2gateway). Either way
 property: kept, changed (how) or lost, with the source of both sides. Then (unless ``--no-run``) it runs
 the same probes against the chain's ingress-nginx and against the resources as Envoy Gateway's data plane, both real,
 and prints what each answered and the verdict (:mod:`harness.cases.migration`). Exit 1 when a property is lost in the
-ledger or in the measurements, 0 otherwise, 2 for bad input (one line). The whole case catalogue on a Gateway API chain
-is the part of issue 20 not built yet (docs/gateway-api.md).
+ledger or in the measurements, 0 otherwise, 2 for bad input (one line). ``--catalogue DIR`` runs the whole case
+catalogue on both kinds — with ``--resources``, on YOUR resources — and compares them case by case
+(docs/gateway-api.md).
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the ledger and the measurements as one JSON document")
     p.add_argument("--catalogue", type=Path, metavar="DIR", default=None,
                    help="also run the whole case catalogue on both ingress kinds — your ingress-nginx, then the "
-                        "migrated Gateway API — with their reports in DIR/ingress-nginx and DIR/gateway-api, and "
-                        "print per case: kept, changed (the same refusal, said the implementation's way), lost (a "
-                        "finding or a named gap only on Gateway API) or not comparable (ingress-nginx only)")
+                        "migrated Gateway API (with --resources: yours) — with their reports in DIR/ingress-nginx "
+                        "and DIR/gateway-api, and print per case: kept, changed (the same refusal, said the "
+                        "implementation's way), lost (a finding or a named gap only on Gateway API; with --resources "
+                        "a case your resources fail) or not comparable (ingress-nginx only)")
     p.set_defaults(func=cmd_migrate)
 
 
@@ -96,9 +98,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "referenced by name, as they are in the cluster.\n"
                 + yaml.safe_dump_all(translation.documents, sort_keys=False, width=120))
         write_atomic(target, text.encode())
-    if args.catalogue is not None and resources is not None:
-        raise UsageError("--catalogue runs the catalogue on your chain's migrated Ingresses; with --resources the "
-                         "catalogue has no chain to run — drop one of them")
     measured = [] if args.no_run else _measure(topology, certs, translation.documents)
     compared = _catalogues(args, implementation) if args.catalogue is not None else []
     counts = {v: sum(1 for p in translation.ledger if p.verdict == v) for v in ("kept", "changed", "lost")}
@@ -154,13 +153,16 @@ def _catalogues(args: argparse.Namespace, implementation: str) -> list[tuple[str
     from harness.report.results import RESULTS_FILE
 
     docs: dict[str, dict[str, Any]] = {}
+    yours = [arg for f in args.resources or [] for arg in ("--mtls-gateway-resources", str(Path(f).resolve()))]
     for kind, name in (("ingress-nginx", "ingress-nginx"), (f"gateway-api:{implementation}", "gateway-api")):
         report = Path(args.catalogue) / name
         report.mkdir(parents=True, exist_ok=True)
-        print(f"migrate: the catalogue on {kind} (report: {report})", file=sys.stderr, flush=True)
-        # the command line `mtls-harness run --ingress KIND --report DIR [--chain FILE]` gives pytest
+        print(f"migrate: the catalogue on {kind}{' (your resources)' if yours and name == 'gateway-api' else ''} "
+              f"(report: {report})", file=sys.stderr, flush=True)
+        # the command line `mtls-harness run --ingress KIND --report DIR [--chain FILE]` gives pytest; with
+        # --resources the Gateway API chain serves them (--mtls-gateway-resources)
         run = argparse.Namespace(target="local", workers=None, keyword=None, ingress=kind, chain=chain_path(args),
-                                 pytest_args=[])
+                                 pytest_args=yours if name == "gateway-api" else [])
         argv = [sys.executable, "-m", "pytest", *pytest_argv(run, find_suite(), report)]
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, check=False)
@@ -170,13 +172,15 @@ def _catalogues(args: argparse.Namespace, implementation: str) -> list[tuple[str
             tail = "\n".join(done.stdout.splitlines()[-15:])
             raise UsageError(f"--catalogue: the run on {kind} wrote no report (exit {done.returncode}):\n{tail}") \
                 from None
-    return compare_catalogues(docs["ingress-nginx"], docs["gateway-api"])
+    return compare_catalogues(docs["ingress-nginx"], docs["gateway-api"], yours=bool(yours))
 
 
-def compare_catalogues(nginx: dict[str, Any], gateway: dict[str, Any]) -> list[tuple[str, str, str]]:
+def compare_catalogues(nginx: dict[str, Any], gateway: dict[str, Any], *,
+                       yours: bool = False) -> list[tuple[str, str, str]]:
     """Per case of both reports: (id, kept | changed | lost | not comparable | failed, why). Lost: the Gateway API
-    chain shows a FINDING the ingress-nginx chain does not, or a named gap; changed: both passed, each by its own
-    expectation; failed: a case failed on either (the twin or the chain is wrong: look at its message)."""
+    chain shows a FINDING the ingress-nginx chain does not, or a named gap — or, on ``yours`` (your own resources),
+    FAILS a case ingress-nginx passes: your resources do not do what your Ingresses did; changed: both passed, each by
+    its own expectation; failed: a case failed on either otherwise (the twin or the chain is wrong: its message)."""
     theirs = {c["id"]: c for c in gateway["cases"]}
     out: list[tuple[str, str, str]] = []
     for mine in nginx["cases"]:
@@ -184,7 +188,10 @@ def compare_catalogues(nginx: dict[str, Any], gateway: dict[str, Any]) -> list[t
         if other is None or (mine["result"] == "skipped" and other["result"] == "skipped"):
             continue
         first = (other.get("message") or "").splitlines()[0] if other.get("message") else ""
-        if "failed" in (mine["result"], other["result"]):
+        if yours and other["result"] == "failed" and mine["result"] in ("passed", "finding"):
+            seen = ((other.get("seen") or {}).get("outcome_text")) or "?"
+            out.append((mine["id"], "lost", f"your resources: expected {other.get('expected')}, seen {seen}"))
+        elif "failed" in (mine["result"], other["result"]):
             out.append((mine["id"], "failed", f"ingress-nginx {mine['result']}, Gateway API {other['result']}"))
         elif other["result"] == "skipped":
             verdict = "lost" if "Gateway API gap" in first else "not comparable"
@@ -214,29 +221,7 @@ def _measure(topology: Any, certs: Any, documents: list[dict[str, Any]]) -> list
 
 
 def _read_resources(paths: list[Path]) -> list[dict[str, Any]]:
-    """The Kubernetes objects in ``paths`` (multi-document YAML; a ``List`` is expanded); one InputError for a missing
-    file or bad YAML, naming the line."""
-    import yaml
+    """The Kubernetes objects in ``paths`` (files or folders of multi-document YAML; a ``List`` is expanded)."""
+    from harness.chainfile.k8s import read_gateway_api
 
-    from harness.errors import InputError
-
-    out: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            docs = list(yaml.safe_load_all(Path(path).read_text()))
-        except FileNotFoundError:
-            raise InputError(path, "does not exist", "give the Gateway API resources' YAML file") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            raise InputError(path, f"{where}not valid YAML ({getattr(exc, 'problem', exc)})",
-                             "fix the YAML (kubectl apply --dry-run=client -f FILE shows the same)") from None
-        for doc in docs:
-            if isinstance(doc, dict) and doc.get("kind") == "List":
-                out += [item for item in doc.get("items") or [] if isinstance(item, dict)]
-            elif isinstance(doc, dict):
-                out.append(doc)
-    if not any(d.get("kind") == "Gateway" for d in out):
-        raise InputError(paths[0], "holds no Gateway", "give the file(s) with the Gateway, its HTTPRoutes and "
-                                                      "BackendTLSPolicies")
-    return out
+    return read_gateway_api([(Path(p), "--resources") for p in paths])

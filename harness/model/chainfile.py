@@ -216,6 +216,9 @@ class IngressSpec(_Strict):
     controller: Literal["ingress-nginx", "gateway-api"] = "ingress-nginx"
     #: with ``controller: gateway-api``: the implementation (its GatewayClass and how it configures its data plane)
     implementation: Literal["envoy-gateway", "agc"] | None = None
+    #: with ``controller: gateway-api``: YOUR Gateway API resources as you apply them (files or folders of *.yaml):
+    #: the ingress hop serves them instead of the migration of the Ingresses, which still say what must hold
+    gateway_api_manifests: list[str] = Field(default_factory=list)
     enable_ssl_passthrough: bool = False
     config_map: dict[str, str] = Field(default_factory=dict)
     #: the Kubernetes YAML you apply: files (multi-document) or folders of *.yaml / *.yml

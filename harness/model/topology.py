@@ -34,6 +34,7 @@ __all__ = [
     "CASpec",
     "ClientAuth",
     "Gateway",
+    "GatewayApiManifests",
     "HopName",
     "Ingress",
     "IngressHop",
@@ -358,6 +359,36 @@ class Ingress:
 
 
 @dataclass(frozen=True)
+class GatewayApiManifests:
+    """YOUR Gateway API resources for the ingress hop, as you apply them (a Gateway, its HTTPRoutes, policies and CA
+    ConfigMaps): the chain's Gateway API ingress serves them instead of the migration of its Ingresses. They stand for
+    ``ingresses``, ``secrets`` and ``pki`` (what they are expected to keep, and the certificates their CA ConfigMaps
+    copy): a variant that changes any of them is served by the migration of its own Ingresses
+    (:func:`harness.render.envoy_gateway.twin_of`)."""
+
+    #: the documents, as canonical JSON (hashable, comparable)
+    documents_json: str
+    #: where they were read from (files), for messages
+    source: str
+    ingresses: tuple[Ingress, ...]
+    secrets: tuple[K8sSecret, ...]
+    pki: PKIPlan
+
+    @classmethod
+    def of(cls, documents: list[dict[str, Any]], source: str, topology: Topology) -> GatewayApiManifests:
+        """``documents`` (read from ``source``) standing for ``topology``'s Ingresses, Secrets and cert set."""
+        import json
+
+        return cls(json.dumps(documents, sort_keys=True, separators=(",", ":")), source, topology.ingress.ingresses,
+                   topology.ingress.secrets, topology.pki)
+
+    def serves(self, topology: Topology) -> bool:
+        """Whether these resources stand for ``topology``'s Ingresses, Secrets and cert set (not a variant's)."""
+        hop = topology.ingress
+        return hop.ingresses == self.ingresses and hop.secrets == self.secrets and topology.pki == self.pki
+
+
+@dataclass(frozen=True)
 class IngressHop:
     """The AKS ingress: one controller's Ingress objects and the Secrets they use.
 
@@ -381,6 +412,8 @@ class IngressHop:
     #: the Gateway API implementation serving these Ingresses migrated to Gateway API resources
     #: (:func:`harness.render.gateway_api.translate`), e.g. ``"envoy-gateway"``; None: ingress-nginx serves them
     gateway_api: str | None = None
+    #: with ``gateway_api``: your own Gateway API resources, served instead of the migration of the Ingresses
+    gateway_api_manifests: GatewayApiManifests | None = None
 
     @property
     def kind(self) -> str:
@@ -559,6 +592,12 @@ class Topology:
             if nested:
                 direct[sub] = dataclasses.replace(getattr(part, sub), **nested)
         return dataclasses.replace(self, **{hop: dataclasses.replace(part, **direct)})
+
+    def with_gateway_api_manifests(self, documents: list[dict[str, Any]], source: str) -> Topology:
+        """This chain with YOUR Gateway API resources served as its (Gateway API) ingress: see
+        :class:`GatewayApiManifests`."""
+        mine = GatewayApiManifests.of(documents, source, self)
+        return dataclasses.replace(self, ingress=dataclasses.replace(self.ingress, gateway_api_manifests=mine))
 
     def on_gateway_api(self, implementation: str = "envoy-gateway") -> Topology:
         """This chain with its ingress hop migrated to Gateway API: the same Ingresses, Secrets and certificates,

@@ -362,10 +362,14 @@ class Twin:
 
 
 def twin_of(topology: Topology, certs: CertSet, documents: Iterable[Mapping[str, Any]] | None = None) -> Twin:
-    """The Gateway API twin of ``topology``'s ingress hop: ``documents`` as given, or what
+    """The Gateway API twin of ``topology``'s ingress hop: ``documents`` as given, else the chain's own Gateway API
+    resources when they stand for its Ingresses (``IngressHop.gateway_api_manifests``: not a variant's), else what
     :func:`harness.render.gateway_api.translate` writes for its implementation (``topology.ingress.gateway_api``)."""
     from harness.render.gateway_api import translate
 
+    mine = topology.ingress.gateway_api_manifests
+    if documents is None and mine is not None and mine.serves(topology):
+        documents = json.loads(mine.documents_json)  # YOUR resources, as you apply them
     docs = (tuple(dict(d) for d in documents) if documents is not None else
             tuple(translate(topology, certs, implementation=topology.ingress.gateway_api or "envoy-gateway").documents))
     res = Resources.of(docs)

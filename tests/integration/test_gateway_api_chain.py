@@ -171,3 +171,26 @@ def test_a_listener_with_an_invalid_ca_reference_is_left_out_and_the_case_names_
     assert result.verdict == "passed", result.message
     assert (result.seen.outcome.hop, result.seen.outcome.cause) == ("ingress", "invalid-ca-ref")
     assert "listener state" in result.message
+
+
+def test_your_own_gateway_api_resources_are_served_as_you_wrote_them_and_the_catalogue_judges_them() -> None:
+    """The chain's ingress serving YOUR resources: here the migration weakened to AllowInsecureFallback. A request
+    without a client certificate now gets through, and the catalogue's missing-certificate case fails on it — what
+    migrate --resources --catalogue reports as lost."""
+    import json
+
+    from harness.pki.certset import cert_set_for
+    from harness.render.gateway_api import translate
+
+    docs = json.loads(json.dumps(translate(GATEWAY_API, cert_set_for(GATEWAY_API.pki)).documents))
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    gateway["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] = "AllowInsecureFallback"
+    yours = GATEWAY_API.with_gateway_api_manifests(docs, "weakened.yaml")
+    case = next(c for c in CATALOGUE if c.id == "ingress-rejects-missing-client-cert-tls1.3")
+    with LocalTarget(yours) as running:
+        seen, _ = _at_ingress(running, None)
+        assert seen.outcome.kind == "ok", seen.describe()
+        assert (seen.json() or {})["trace"]["ingress"]["verify"] == "NONE"
+        result = run_case(case, running, lambda t: pytest.fail("no variant"))
+    assert result.verdict == "failed", result.message
+    assert "tls_alert(certificate_required)" in result.message

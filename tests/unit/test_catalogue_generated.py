@@ -26,10 +26,10 @@ REF = default_topology()
 
 
 def _model_hash(t: Any) -> str:
-    # IngressHop.focus and gateway_api, and Apim.apis/focus/home came after the snapshot; their defaults (the home
-    # host, ingress-nginx, no other API) are the model the snapshot holds
-    text = repr(t).replace(", apis=(), focus=None, home=None", "").replace(", gateway_api=None", "") \
-        .replace(", focus=None", "")
+    # IngressHop.focus, gateway_api and gateway_api_manifests, and Apim.apis/focus/home came after the snapshot; their
+    # defaults (the home host, ingress-nginx, no other API) are the model the snapshot holds
+    text = repr(t).replace(", apis=(), focus=None, home=None", "") \
+        .replace(", gateway_api=None, gateway_api_manifests=None", "").replace(", focus=None", "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

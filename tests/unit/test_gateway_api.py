@@ -250,7 +250,7 @@ def test_migrate_assesses_your_resources_and_writes_nothing(tmp_path: Path,
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("text", "said"), [("kind: Gateway\n  bad: [\n", "line 2: not valid YAML"),
+@pytest.mark.parametrize(("text", "said"), [("kind: Gateway\n  bad: [\n", "r.yaml:2: is not valid YAML"),
                                             ("kind: HTTPRoute\n", "holds no Gateway")])
 def test_unusable_resources_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
                                                     said: str) -> None:

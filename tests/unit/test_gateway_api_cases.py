@@ -164,12 +164,68 @@ def test_the_catalogue_comparison_names_kept_changed_lost_and_not_comparable() -
         ("a", "kept"), ("b", "changed"), ("c", "lost"), ("d", "lost"), ("e", "not comparable"), ("g", "failed")]
 
 
-def test_migrate_catalogue_with_your_own_resources_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_on_your_own_resources_a_case_they_fail_is_lost() -> None:
+    """With --resources the Gateway API run serves YOUR resources: a case ingress-nginx passes and they fail is a
+    property they do not keep (lost), not a harness failure."""
+    from harness.cli.migrate import compare_catalogues
+
+    nginx = {"cases": [{"id": "a", "result": "passed", "expected": "http_reject(400)"},
+                       {"id": "b", "result": "failed", "expected": "ok(200)"}]}
+    gateway = {"cases": [{"id": "a", "result": "failed", "expected": "tls_alert(certificate_required)",
+                          "seen": {"outcome_text": "ok(200)"}},
+                         {"id": "b", "result": "failed", "expected": "ok(200)"}]}
+    assert compare_catalogues(nginx, gateway) == [("a", "failed", "ingress-nginx passed, Gateway API failed"),
+                                                  ("b", "failed", "ingress-nginx failed, Gateway API failed")]
+    assert compare_catalogues(nginx, gateway, yours=True) == [
+        ("a", "lost", "your resources: expected tls_alert(certificate_required), seen ok(200)"),
+        ("b", "failed", "ingress-nginx failed, Gateway API failed")]
+
+
+def _weakened(tmp_path: Path, chain: Path) -> Path:
+    """The chain's migration as migrate writes it, with AllowInsecureFallback: YOUR (weakened) resources."""
     from harness.cli.main import main
 
-    res = tmp_path / "gw.yaml"
-    res.write_text("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\n"
-                   "spec: {gatewayClassName: eg, listeners: []}\n")
-    assert main(["migrate", "--to", "gateway-api", "--resources", str(res), "--catalogue", str(tmp_path / "c"),
-                 "--no-run"]) == 2
-    assert "--catalogue" in capsys.readouterr().err
+    # exit 1: the migration itself loses properties (verify depth, the certificate passed to the pod)
+    assert main(["migrate", "--chain", str(chain), "--to", "gateway-api", "--out", str(tmp_path / "out"),
+                 "--no-run"]) == 1
+    weak = tmp_path / "weak.yaml"
+    text = (tmp_path / "out" / "gateway-api.yaml").read_text()
+    assert "mode: AllowValidOnly" in text
+    weak.write_text(text.replace("mode: AllowValidOnly", "mode: AllowInsecureFallback"))
+    return weak
+
+
+def test_the_chain_file_serves_your_gateway_api_resources_and_a_variant_its_own_migration(tmp_path: Path) -> None:
+    from harness.chainfile.load import load_chain
+    from harness.render.envoy_gateway import twin_of
+
+    chain = _chain_file(tmp_path, "")
+    weak = _weakened(tmp_path, chain)
+    chain.write_text(chain.read_text().replace(
+        "ingress:\n", f"ingress:\n  controller: gateway-api\n  gateway_api_manifests: [{weak}]\n", 1))
+    loaded = load_chain(chain)
+    t = loaded.topology
+    mine = t.ingress.gateway_api_manifests
+    assert mine is not None
+    assert mine.source == str(weak)
+    gateway = next(d for d in twin_of(t, loaded.certs).documents if d["kind"] == "Gateway")
+    assert gateway["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] == "AllowInsecureFallback"  # yours
+    variant = t.with_ingress_annotations(auth_tls_verify_depth="2")
+    assert not mine.serves(variant)
+    gateway = next(d for d in twin_of(variant, loaded.certs).documents if d["kind"] == "Gateway")
+    assert gateway["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] == "AllowValidOnly"  # migrated
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    ("  gateway_api_manifests: [gw.yaml]\n", "is for controller: gateway-api"),
+    ("  controller: gateway-api\n  gateway_api_manifests: [missing.yaml]\n", "does not exist"),
+    ("  controller: gateway-api\n  gateway_api_manifests: [route.yaml]\n", "holds no Gateway"),
+])
+def test_bad_gateway_api_manifests_are_one_clear_error(tmp_path: Path, lines: str, said: str) -> None:
+    from harness.chainfile.load import load_chain
+
+    chain = _chain_file(tmp_path, lines)
+    (chain.parent / "gw.yaml").write_text("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n")
+    (chain.parent / "route.yaml").write_text("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n")
+    with pytest.raises(UsageError, match=said):
+        load_chain(chain)
