@@ -194,3 +194,34 @@ def test_your_own_gateway_api_resources_are_served_as_you_wrote_them_and_the_cat
         result = run_case(case, running, lambda t: pytest.fail("no variant"))
     assert result.verdict == "failed", result.message
     assert "tls_alert(certificate_required)" in result.message
+
+
+@pytest.mark.parametrize("mode", ["RequireAndVerify", "Request"])
+def test_envoy_gateways_client_traffic_policy_is_served_as_its_mode_says(mode: str) -> None:
+    """Envoy Gateway's own way of asking for client certificates (ClientTrafficPolicy tls.clientValidation, for
+    Gateways without spec.tls.frontend): RequireAndVerify refuses a request without a certificate in the handshake,
+    Request lets it through unverified (envoyproxy/gateway d32f282942 api/v1alpha1/tls_types.go 190-275,
+    internal/gatewayapi/helpers.go 605-622)."""
+    import json
+
+    from harness.pki.certset import cert_set_for
+    from harness.render.gateway_api import translate
+
+    docs = json.loads(json.dumps(translate(GATEWAY_API, cert_set_for(GATEWAY_API.pki)).documents))
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    validation = gateway["spec"]["tls"].pop("frontend")["default"]["validation"]
+    docs.append({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "ClientTrafficPolicy",
+                 "metadata": {"name": "echo-mtls", "namespace": "default"},
+                 "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                          "name": gateway["metadata"]["name"]}],
+                          "tls": {"clientValidation": {"caCertificateRefs": validation["caCertificateRefs"],
+                                                       "mode": mode}}}})
+    with LocalTarget(GATEWAY_API.with_gateway_api_manifests(docs, "client-traffic-policy.yaml")) as running:
+        seen, log = _at_ingress(running, None)
+        if mode == "RequireAndVerify":
+            assert (seen.outcome.kind, seen.outcome.alert) == ("tls_alert", "certificate_required"), seen.describe()
+            assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log, log[-2000:]
+        else:
+            assert seen.outcome.kind == "ok", seen.describe()
+        trusted, _ = _at_ingress(running, "apim-client")
+        assert (trusted.json() or {})["trace"]["ingress"]["verify"] == "SUCCESS", trusted.describe()
