@@ -192,7 +192,7 @@ def test_migrate_check_schemas_passes_the_migration_and_refuses_a_typo(
     good.write_text(yaml.safe_dump(_gateway()))
     assert main(["migrate", "--to", "gateway-api", "--resources", str(good), "--no-run", "--crds",
                  str(crd_dir)]) in (0, 1)  # 1: the ledger loses properties of the chain; the schemas pass
-    assert "1 of 1 resources pass the Gateway API v1.5.1 CRD schemas" in capsys.readouterr().err
+    assert "1 of 1 resources pass their schemas (Gateway API v1.5.1 CRDs" in capsys.readouterr().err
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(_gateway(listeners=[{"name": "a", "port": 443, "protocl": "HTTPS"}])))
     assert main(["migrate", "--to", "gateway-api", "--resources", str(typo), "--no-run", "--check-schemas",
