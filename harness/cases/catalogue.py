@@ -550,6 +550,13 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
                "bypass by SNI/Host mismatch); cause: nginx error.log (measured)",
                variant=_an_open_host, identity=None,
                probe={"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False})
+    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-verified-session", "ingress",
+               "ingress-nginx", "per host", http_reject(421, hop="ingress", cause="misdirected"),
+               "nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (the Host's server checks client "
+               "certificates: 421 whatever the session verified); emissary #3340, gateway-api #72; cause: nginx "
+               "error.log (measured)",
+               variant=_an_open_host,
+               probe={"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False})
     yield Case("ingress-proxy-ssl-verify-without-name-fails-on-upstream-balancer", "ingress", "ingress-nginx",
                "proxy-ssl", upstream_failure(502, hop="ingress", cause="name-mismatch"),
                "ingress-nginx #4928 #12883; cause: nginx error.log (measured)",

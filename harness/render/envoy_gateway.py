@@ -17,7 +17,10 @@ What it writes, each from Envoy Gateway's translator (envoyproxy/gateway at d32f
   ``internal/xds/translator/listener.go`` 929-1047. So a refused client certificate is a TLS alert, not a page;
 - TLS session resumption off downstream, both kinds, as Envoy Gateway's default (``listener.go`` 1049-1059);
 - per HTTPS listener an HTTP connection manager whose routes are the HTTPRoutes attached to it (``parentRefs`` name and
-  ``sectionName``, ``hostnames``), ``PathPrefix`` / ``Exact``, each to a cluster of its backend Service;
+  ``sectionName``, ``hostnames``), ``PathPrefix`` / ``Exact``, each to a cluster of its backend Service — one route
+  configuration per HTTPS listener (``listener.go`` 578-600: "HTTPS Listener is 1:1 mapping to the filter chain"), so a
+  Host of another listener on a session of this one matches no route: 404, not the other listener's backend (Envoy
+  Gateway has no 421 for it); no Server header of its own (``listener.go`` 389, ``PASS_THROUGH``);
 - per backend Service a cluster to ``upstreams[service]``; TLS only when a BackendTLSPolicy targets the Service: SNI
   its ``hostname``, the SAN checked against it (``auto_sni_san_validation``), its CA as trust, and the Gateway's
   ``spec.tls.backend.clientCertificateRef`` presented (``internal/xds/translator/translator.go`` 1364-1420). No
@@ -268,6 +271,8 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
                                                          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
         hcm = {"@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
                "stat_prefix": f"gateway-api-{listener.get('name')}{suffix}", "codec_type": "AUTO",
+               # Envoy Gateway adds no Server header of its own (internal/xds/translator/listener.go 389)
+               "server_header_transformation": "PASS_THROUGH",
                "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
                    "@type": _TYPE + "access_loggers.file.v3.FileAccessLog", "path": str(access_log),
                    "log_format": {"text_format_source": {"inline_string": (
