@@ -120,6 +120,12 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
         if f'" {seen.status} flags=NR ' in access:  # a Gateway API ingress answered itself: no route matched
             return Attribution(dataclasses.replace(seen, hop="ingress", cause="no-route"),
                                f"ingress's access log (no route): {access.strip()}")
+        if f'" {seen.status} flags=- details=direct_response ' in access:  # … or its route's backend is invalid
+            state = next((ln for ln in evidence.get("ingress-status", "").splitlines()
+                          if "the route answers 500" in ln), None)
+            if state is not None:
+                return Attribution(dataclasses.replace(seen, hop="ingress", cause="invalid-ca-ref"),
+                                   f"ingress's access log ({access.strip()}) and listener state: {state}")
     for access in reversed(evidence.get("ingress-access", "").splitlines()):
         m = _ACCESS.search(access)
         if m and int(m.group(1)) == seen.status and m.group(2) == "-":

@@ -160,6 +160,23 @@ def _intersects(route_host: str, listener_host: str) -> bool:
     return covers(route_host, listener_host) or covers(listener_host, route_host)
 
 
+def _backend_problem(res: Resources, service: str, namespace: str) -> str | None:
+    """Why the BackendTLSPolicy of ``service`` gives no valid CA (its Gateway API reason), or None: there is none, or
+    it is valid. Envoy Gateway then marks the route's backend invalid (``internal/gatewayapi/backendtlspolicy.go``
+    319-360, ``route.go`` 2897-2912) and answers 500 for it (``route.go`` 380-397); conformance
+    BackendTLSPolicyInvalidCACertificateRef asks for a 5xx."""
+    policy = next((p for p in res.policies for r in (p.get("spec") or {}).get("targetRefs") or []
+                   if r.get("kind") == "Service" and r.get("name") == service), None)
+    if policy is None:
+        return None
+    refs = list((((policy.get("spec") or {}).get("validation") or {}).get("caCertificateRefs")) or [])
+    namespace = str((policy.get("metadata") or {}).get("namespace") or namespace)
+    problem = ca_problem(res, refs, namespace, "BackendTLSPolicy")
+    if problem is None:
+        return None
+    return f"BackendTLSPolicy {(policy.get('metadata') or {}).get('name')}: {problem}"
+
+
 def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Path,
               secrets: Mapping[str, CertFiles]) -> dict[str, Any] | None:
     policy = next((p for p in res.policies for r in (p.get("spec") or {}).get("targetRefs") or []
@@ -257,6 +274,13 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
         routes = _routes(res, gateway, listener)
         for r in routes:
             svc, _, port = r["route"]["cluster"].partition(":")
+            problem = _backend_problem(res, svc, namespace)
+            if problem is not None:
+                # the route's only backend is invalid: Envoy Gateway answers 500 itself (route.go 380-397)
+                del r["route"]
+                r["direct_response"] = {"status": 500}
+                status.append(f"{said} route to Service {svc}: Accepted=False {problem} — the route answers 500")
+                continue
             services.add((svc, int(port)))
             r["route"]["cluster"] += suffix
         host = listener.get("hostname")

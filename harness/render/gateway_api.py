@@ -618,6 +618,15 @@ def _pod_hop(server: ServerPlan, res: Resources, gateway: dict[str, Any], ledger
                                    f"{_POLICY}: stricter — the pod's cert is now checked"))
             continue
         said = f"proxy-ssl-verify: on, proxy-ssl-secret {p.secret}" + (f", proxy-ssl-name {p.name}" if p.name else "")
+        namespace = str((policy.get("metadata") or {}).get("namespace") or "default")
+        problem = None if validation.get("wellKnownCACertificates") else ca_problem(
+            res, list(validation.get("caCertificateRefs") or []), namespace, "BackendTLSPolicy")
+        if problem is not None:  # the route's backend is invalid: the implementation answers 5xx itself
+            ledger.append(Property("the pod's certificate is verified", host, said,
+                                   f"{checked}: not accepted ({problem}), the route answers 500", "changed",
+                                   "conformance BackendTLSPolicyInvalidCACertificateRef (a 5xx); envoyproxy/gateway "
+                                   "d32f282942 internal/gatewayapi/route.go 380-397: the pod is no longer reached"))
+            continue
         trusted = _ca_of(res, list(validation.get("caCertificateRefs") or []))
         before = _fingerprints(_ca_certs(p.ca_file.read_bytes()))
         if validation.get("wellKnownCACertificates") or (trusted is not None and trusted - before):

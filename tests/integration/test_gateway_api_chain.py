@@ -225,3 +225,33 @@ def test_envoy_gateways_client_traffic_policy_is_served_as_its_mode_says(mode: s
             assert seen.outcome.kind == "ok", seen.describe()
         trusted, _ = _at_ingress(running, "apim-client")
         assert (trusted.json() or {})["trace"]["ingress"]["verify"] == "SUCCESS", trusted.describe()
+
+
+def test_a_backend_tls_policy_whose_ca_does_not_resolve_makes_its_route_answer_500() -> None:
+    """YOUR BackendTLSPolicy naming a CA ConfigMap that is not there: Envoy Gateway marks the route's backend invalid
+    and answers 500 itself (route.go 380-397; conformance BackendTLSPolicyInvalidCACertificateRef asks for a 5xx) —
+    the request never reaches the pod, and the 500 is attributed to the ingress with the listener state's reason."""
+    import json
+
+    from harness.cases.evidence import attribute
+    from harness.pki.certset import cert_set_for
+    from harness.render.gateway_api import translate
+
+    docs = json.loads(json.dumps(translate(GATEWAY_API, cert_set_for(GATEWAY_API.pki)).documents))
+    policy = next(d for d in docs if d["kind"] == "BackendTLSPolicy")
+    policy["spec"]["validation"]["caCertificateRefs"][0]["name"] = "not-there"
+    with LocalTarget(GATEWAY_API.with_gateway_api_manifests(docs, "broken-policy.yaml")) as running:
+        mark = running.evidence_mark()
+        seen = running.probe("gateway")
+        assert seen.status == 500, seen.describe()
+        assert seen.body == b""  # Envoy's own direct response, not the pod's JSON
+        found = None
+        for _ in range(40):  # Envoy flushes its access log every 100 ms
+            found = attribute(seen.outcome, running.evidence_since(mark), terminator="gateway", headers=seen.headers,
+                              page=None)
+            if found.outcome.cause is not None:
+                break
+            time.sleep(0.05)
+        assert found is not None
+        assert (found.outcome.hop, found.outcome.cause) == ("ingress", "invalid-ca-ref"), found.evidence
+        assert "InvalidCACertificateRef: ConfigMap 'not-there' not found" in found.evidence

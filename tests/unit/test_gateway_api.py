@@ -348,3 +348,14 @@ def test_a_reference_grant_lets_a_gateway_name_a_ca_in_another_namespace(certs: 
     assert str(ca_problem(Resources.of([]), [{"kind": "Service", "name": "x"}], "default")).startswith(
         "InvalidCACertificateKind")
     assert ca_problem(Resources.of([]), [], "default") == "InvalidCACertificateRef: no caCertificateRefs"
+
+
+def test_a_backend_tls_policy_whose_ca_does_not_resolve_is_a_route_that_answers_500(certs: CertSet) -> None:
+    docs = json.loads(json.dumps(translate(REF, certs).documents))
+    policy = _kind(docs, "BackendTLSPolicy")[0]
+    policy["spec"]["validation"]["caCertificateRefs"][0]["name"] = "not-there"
+    (row,) = [p for p in translate(REF, certs, resources=docs).ledger if p.name == "the pod's certificate is verified"]
+    assert row.verdict == "changed"
+    assert "not accepted (InvalidCACertificateRef" in row.gateway
+    assert "the route answers 500" in row.gateway
+    assert "BackendTLSPolicyInvalidCACertificateRef" in row.source
