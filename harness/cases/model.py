@@ -387,6 +387,10 @@ def _problem(expect: Outcome, seen: Outcome, chain: RunningChain) -> str | None:
         return None
     if seen.hop is None and seen.cause is None and not chain.logs:
         return None  # this target exposes no hop's evidence (attach, azure): the answer is all there is to judge
+    if seen.kind == "tls_alert" and seen.hop == expect.hop and not chain.logs:
+        # … nor a log naming the cause of an alert: the alert is the evidence, and one alert stands for several
+        # causes (certificate_expired for expired and not yet valid; handshake_failure for any: RFC 8446 6.2)
+        return None
     return (f"refused for another cause or by another hop: expected {expect.attribution()}, "
             f"seen {seen.attribution()}")
 

@@ -229,3 +229,22 @@ def test_bad_gateway_api_manifests_are_one_clear_error(tmp_path: Path, lines: st
     (chain.parent / "route.yaml").write_text("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n")
     with pytest.raises(UsageError, match=said):
         load_chain(chain)
+
+
+def test_without_any_log_an_alert_of_the_right_hop_is_the_evidence() -> None:
+    """On attach or azure no hop's log is in reach: a refusal by the expected hop with the expected alert passes,
+    though the alert alone names only one of its causes (certificate_expired: expired or not yet valid); with logs,
+    the cause must be the one expected."""
+    from harness.cases.model import _problem
+    from harness.probe.outcomes import tls_alert
+    from harness.targets.base import RunningChain
+
+    expect = tls_alert("certificate_expired", hop="ingress", cause="not-yet-valid")
+    seen = tls_alert("certificate_expired", hop="ingress", cause="expired")
+    blind = RunningChain(target="attach", topology=default_topology(), certs=None, endpoints={})  # type: ignore[arg-type]
+    assert _problem(expect, seen, blind) is None
+    assert _problem(expect, tls_alert("certificate_expired", hop="pod", cause="expired"), blind) is not None
+    assert _problem(expect, tls_alert("unknown_ca", hop="ingress"), blind) == "outcome differs"
+    seeing = RunningChain(target="local", topology=default_topology(), certs=None, endpoints={},  # type: ignore[arg-type]
+                          logs={"ingress": Path("/nonexistent")})
+    assert _problem(expect, seen, seeing) is not None
