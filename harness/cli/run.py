@@ -82,8 +82,9 @@ def register(subparsers: Any) -> None:
     add_chain_option(run)
     run.add_argument("--ingress", metavar="KIND", default=None,
                      help="the ingress hop's kind: ingress-nginx, or gateway-api[:envoy-gateway|:agc] — your Ingresses "
-                          "migrated to Gateway API and served as that implementation does (docs/gateway-api.md); "
-                          "default: as the chain file says")
+                          "migrated to Gateway API (or the chain file's ingress.gateway_api_manifests) and served as "
+                          "that implementation does, on the local and containers targets; attach/azure judge your "
+                          "running one by it (docs/gateway-api.md); default: as the chain file says")
     run.add_argument("--twin", action="store_true",
                      help="--target azure/attach: also run the chain file's whole catalogue on the local twin and "
                           "write DIR/differential.json and .md: per case agree, DRIFT (production differs from its "
@@ -151,18 +152,26 @@ def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> li
         argv += ["-n", args.workers]
     if args.keyword is not None:
         argv += ["-k", args.keyword]
+    gateway_api = False
     if getattr(args, "ingress", None):
         from harness.render.gateway_api import parse_ingress_kind
 
-        parse_ingress_kind(args.ingress, "--ingress")  # one line and exit 2 here, not an error per case
+        # one line and exit 2 here, not an error per case
+        gateway_api = parse_ingress_kind(args.ingress, "--ingress") is not None
         argv += ["--mtls-ingress", args.ingress]
     chain = chain_path(args)
     if chain is not None:
         from harness.chainfile.load import load_chain
 
         # checked here, once: inside pytest each xdist worker would report the same bad file as an error per case
-        load_chain(chain)  # an unusable file: one line, exit 2
+        loaded = load_chain(chain)  # an unusable file: one line, exit 2
+        gateway_api = gateway_api or (not getattr(args, "ingress", None)
+                                      and loaded.topology.ingress.gateway_api is not None)
         argv += ["--mtls-chain", str(chain.resolve())]
+    if gateway_api and args.target == "kind":
+        raise UsageError("--target kind runs ingress-nginx only: a Gateway API ingress runs on --target local or "
+                         "containers, and yours on a cluster is judged through --target attach "
+                         "(docs/gateway-api.md, 'On your cluster')")
     return [*argv, *args.pytest_args]
 
 

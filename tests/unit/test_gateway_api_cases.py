@@ -248,3 +248,14 @@ def test_without_any_log_an_alert_of_the_right_hop_is_the_evidence() -> None:
     seeing = RunningChain(target="local", topology=default_topology(), certs=None, endpoints={},  # type: ignore[arg-type]
                           logs={"ingress": Path("/nonexistent")})
     assert _problem(expect, seen, seeing) is not None
+
+
+def test_run_on_kind_with_a_gateway_api_ingress_is_one_line_naming_where_it_runs(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    assert main(["run", "--target", "kind", "--ingress", "gateway-api"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "--target kind runs ingress-nginx only" in err
+    assert "--target attach" in err
