@@ -38,6 +38,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from harness.probe.causes import ALERT_CAUSES, cause_of
@@ -66,6 +67,19 @@ _ENVOY_DECISIONS: Final = re.compile(r"verify cert failed: [^\n]*?(?=:TLS_error_
 _HUNG_UP: Final = re.compile(r"connect\(\) failed \((?:32|104): ")
 # ingress-nginx log-format-upstream: … "$request" $status … [$proxy_upstream_name] [$alt] $upstream_addr …
 _ACCESS: Final = re.compile(r'"[^"]*" (\d{3}) \d+ .*\[[^\]]*\] \[[^\]]*\] (\S+) \S+ \S+ (\S+) \S+$')
+
+
+#: the causes a log line may name for each alert the hop sent (RFC 8446 6.2; OpenSSL's ssl_verify_alarm_type, and
+#: BoringSSL's as measured here: an untrusted, self-signed or too deep chain is unknown_ca); an alert not listed fits
+#: any
+_ALERT_FITS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
+    "protocol_version": frozenset({"protocol-version"}),
+    "certificate_required": frozenset({"no-client-cert"}),
+    "unknown_ca": frozenset({"unknown-issuer", "self-signed", "self-signed-in-chain", "too-deep", "crl-missing"}),
+    "certificate_expired": frozenset({"expired", "not-yet-valid"}),
+    "unsupported_certificate": frozenset({"wrong-eku"}),
+    "certificate_revoked": frozenset({"revoked"}),
+})
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,8 @@ def attribute(seen: Outcome, evidence: Mapping[str, str], *, terminator: str, he
         line = _last(_POD_DECISIONS, evidence.get("pod", "")) if terminator == "pod" else \
             (_last(_NGINX_DECISIONS, evidence.get("ingress-error", ""))
              or _last(_ENVOY_DECISIONS, evidence.get("ingress", ""))) if terminator == "ingress" else None
+        if line and cause_of(line) not in _ALERT_FITS.get(seen.alert or "", (cause_of(line),)):
+            line = None  # a line this alert cannot stand for is another handshake's (one logged late)
         cause = cause_of(line) if line else ALERT_CAUSES.get(seen.alert or "")
         where = f"{terminator}'s log: {line}" if line else f"the alert {seen.alert} {terminator} sent"
         return Attribution(dataclasses.replace(seen, hop=terminator, cause=cause), where)

@@ -77,7 +77,10 @@ _CLOSE_PATH: Final = "/close"
 _LOG_FILE: list[Path] = []
 
 
-def _log(line: str) -> None:
+def _log(line: str, *, at: float | None = None) -> None:
+    # stamped with the epoch time (of the event, ``at``, else now): a line written after its probe ended is not
+    # taken for the next probe's (harness.targets.base.RunningChain.evidence_since)
+    line = f"{line} at={at if at is not None else time.time():.3f}"
     sys.stderr.write(f"pod: {line}\n")
     sys.stderr.flush()
     for path in _LOG_FILE:
@@ -254,10 +257,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Connection:
     """The pod's number for one accepted connection and how many requests came on it."""
 
-    __slots__ = ("number", "requests")
+    __slots__ = ("accepted", "number", "requests")
 
     def __init__(self, number: int) -> None:
         self.number, self.requests = number, 0
+        #: when it was accepted (before its client could see any outcome): the stamp of its handshake's log line
+        self.accepted = time.time()
 
 
 class EchoServer(ThreadingHTTPServer):
@@ -303,17 +308,21 @@ class EchoServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.connection_of(wrapped)  # numbered and stamped as it is accepted
+        return wrapped, addr
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(HANDSHAKE_TIMEOUT)
-        number = self.connection_of(request).number
+        conn = self.connection_of(request)
         try:
             request.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-            _log(f"{client_address[0]}:{client_address[1]} conn={number} handshake failed: {type(exc).__name__}: "
-                 f"{reason}")
+            # stamped with the connection's accept time: its client may have seen the refusal, and started another
+            # probe, before this thread got to write the line
+            _log(f"{client_address[0]}:{client_address[1]} conn={conn.number} handshake failed: "
+                 f"{type(exc).__name__}: {reason}", at=conn.accepted)
             return
         super().finish_request(request, client_address)
 

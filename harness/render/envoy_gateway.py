@@ -79,9 +79,11 @@ class GatewayApiEnvoy:
         """Envoy's command line; ``log_path``: its log to that file, not stderr (a container's log is not a file the
         evidence can read); ``log_level="info"`` puts its ready line ("starting workers") in that log."""
         # connection:debug: Envoy's own words for each certificate it refuses, down- and upstream (the evidence a
-        # case reads: harness.cases.evidence)
+        # case reads: harness.cases.evidence); each line stamped with the epoch time, so a line written after a
+        # probe ended is not taken for the next probe's (harness.targets.base.RunningChain.evidence_since)
         return [str(envoy), "-c", str(self.config_path), "--disable-hot-restart", "--concurrency", "1",
                 "-l", log_level, "--component-log-level", "connection:debug", "--file-flush-interval-msec", "100",
+                "--log-format", "[%E.%e][%l][%n] %v",
                 *(["--log-path", str(log_path)] if log_path is not None else [])]
 
 

@@ -31,6 +31,36 @@ def _kernel_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    with contextlib.suppress(OSError, ValueError):
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    return 32768, 60999
+
+
+def _scan(host: str, count: int, taken: set[int]) -> list[int]:
+    """``count`` ports of the ephemeral range that bind on ``host`` and are not ``taken`` (bounded: the range)."""
+    import random
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low, high = _ephemeral_range()
+    start = random.randint(low, high)
+    found: list[int] = []
+    for offset in range(high - low + 1):
+        port = low + (start - low + offset) % (high - low + 1)
+        if port in taken:
+            continue
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise OSError(f"could not find {count} free ports on {host}: the ephemeral range {low}-{high} is used up")
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Return ``count`` distinct free TCP ports on ``host``, reserved against other harness processes."""
     lock_path = _REGISTRY.with_suffix(".lock")
@@ -47,8 +77,10 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
                 ports.append(port)
                 if len(ports) == count:
                     break
-        else:  # pragma: no cover - would need an exhausted ephemeral range
-            raise OSError(f"could not find {count} free ports on {host}")
+        else:
+            # the kernel keeps handing out ports held for others (many chains with many lanes in the last
+            # HOLD_SECONDS): walk the ephemeral range from a random point instead, each port tried once
+            ports += _scan(host, count - len(ports), {int(k) for k in held} | set(ports))
         for port in ports:
             held[str(port)] = now
         tmp = _REGISTRY.with_suffix(f".{os.getpid()}.tmp")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +137,27 @@ class EvictedChainError(HarnessError):
     """A handle to a variant chain that has since been stopped or turned into another variant."""
 
 
+#: the key of :meth:`RunningChain.evidence_mark` holding when it was taken (epoch milliseconds)
+_MARK_TIME = "@ms"
+#: a log line's own time stamp: a Gateway API ingress's Envoy (``[1796408251.192][debug]…``), the pod (``… at=…``)
+_LEADING_STAMP = re.compile(r"^\[(\d{9,11})\.(\d{3})\]")
+_TRAILING_STAMP = re.compile(r" at=(\d{9,11})\.(\d{3})$")
+
+
+def _fresh(text: str, since_ms: int | None) -> str:
+    """``text`` without its lines stamped before ``since_ms`` (and without the pod's stamp, which no reader needs)."""
+    if since_ms is None or ("at=" not in text and not text.startswith("[")):
+        return text
+    kept = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        stamp = _LEADING_STAMP.match(body) or _TRAILING_STAMP.search(body)
+        if stamp is not None and int(stamp.group(1)) * 1000 + int(stamp.group(2)) < since_ms:
+            continue
+        kept.append(_TRAILING_STAMP.sub("", body) + line[len(body):])
+    return "".join(kept)
+
+
 @dataclass
 class RunningChain:
     """A chain that is up: its topology, its cert set, and an endpoint per hop (reachable ones only)."""
@@ -207,8 +230,9 @@ class RunningChain:
 
     # -- evidence: what each hop wrote about a request, read back after the probe ------------------------------
     def evidence_mark(self) -> dict[str, int]:
-        """The current size of every log this chain exposes (pass it to :meth:`evidence_since` after a probe)."""
-        mark: dict[str, int] = {}
+        """The current size of every log this chain exposes, and the time (pass it to :meth:`evidence_since` after
+        a probe)."""
+        mark: dict[str, int] = {_MARK_TIME: time.time_ns() // 1_000_000}
         for name, path in self.logs.items():
             try:
                 mark[name] = path.stat().st_size
@@ -219,8 +243,11 @@ class RunningChain:
     def evidence_since(self, mark: Mapping[str, int], *, limit: int = 256 * 1024) -> dict[str, str]:
         """The text each log gained since ``mark`` (at most ``limit`` bytes each), keyed by log name
         (``ingress-error``, ``ingress-access``, ``pod``, ``gateway-access``, …); logs that did not grow are left out.
+        A line stamped with its time (the pod's ``at=…``, a Gateway API ingress's ``[epoch]``) from before the mark
+        is left out too: a hop may log a refusal just after its caller saw it, that is after the next mark.
         A target whose hops' logs are out of reach exposes none, and this returns ``{}``."""
         out: dict[str, str] = {}
+        since = mark.get(_MARK_TIME)
         for name, path in self.logs.items():
             start = mark.get(name, 0)
             try:
@@ -231,9 +258,12 @@ class RunningChain:
                     if size == start:
                         continue
                     fh.seek(start)
-                    out[name] = fh.read(limit).decode(errors="replace")
+                    text = fh.read(limit).decode(errors="replace")
             except OSError:
                 continue
+            text = _fresh(text, since)
+            if text:
+                out[name] = text
         for name, path in self.states.items():
             try:
                 out[name] = path.read_bytes()[:limit].decode(errors="replace")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import shutil
 import signal
 import sys
@@ -420,7 +421,7 @@ class LocalTarget(OwnCertSet, TargetBase):
         line = wait_until(outcome, "the pod to reload its certificates", timeout=timeout, log_tail=proc.log_tail,
                           alive=proc.exit_reason)  # WaitTimeout (a HarnessError) when it never answers
         if "reload failed" in line:
-            raise HarnessError(line.removeprefix("pod: "))
+            raise HarnessError(re.sub(r" at=[0-9.]+$", "", line.removeprefix("pod: ")))
 
     def _ingress(self, nginx: Path) -> ProcessHop:
         from harness.runtime.nginx import render_ingress

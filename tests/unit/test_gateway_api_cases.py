@@ -259,3 +259,45 @@ def test_run_on_kind_with_a_gateway_api_ingress_is_one_line_naming_where_it_runs
     assert err.count("\n") == 0
     assert "--target kind runs ingress-nginx only" in err
     assert "--target attach" in err
+
+
+def test_a_line_logged_before_the_mark_is_not_the_probes_evidence(tmp_path: Path) -> None:
+    """A hop may log a refusal just after its caller saw it — after the next probe's mark. Stamped lines (the pod's
+    ``at=…``, a Gateway API ingress's ``[epoch]``) from before the mark are left out; the pod's stamp is not shown."""
+    import time
+
+    from harness.targets.base import RunningChain
+
+    pod, envoy = tmp_path / "pod.log", tmp_path / "ingress.log"
+    pod.write_text("")
+    envoy.write_text("")
+    chain = RunningChain(target="local", topology=default_topology(), certs=None, endpoints={},  # type: ignore[arg-type]
+                         logs={"pod": pod, "ingress": envoy})
+    before = time.time() - 1.0
+    mark = chain.evidence_mark()
+    with pod.open("a") as fh:
+        fh.write(f"pod: 127.0.0.1:1 conn=1 handshake failed: SSLError: UNSUPPORTED_PROTOCOL at={before:.3f}\n")
+        fh.write(f"pod: 127.0.0.1:2 conn=2 handshake failed: SSLError: PEER_DID_NOT_RETURN_A_CERTIFICATE "
+                 f"at={time.time():.3f}\n")
+    with envoy.open("a") as fh:
+        fh.write(f"[{before:.3f}][debug][connection] verify cert failed: X509_verify_cert: certificate has expired\n")
+        fh.write(f"[{time.time():.3f}][debug][connection] remote address:x,TLS_error:|"
+                 "PEER_DID_NOT_RETURN_A_CERTIFICATE\n")
+    seen = chain.evidence_since(mark)
+    assert seen["pod"].splitlines() == ["pod: 127.0.0.1:2 conn=2 handshake failed: SSLError: "
+                                        "PEER_DID_NOT_RETURN_A_CERTIFICATE"]
+    assert "expired" not in seen["ingress"]
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in seen["ingress"]
+
+
+def test_an_alert_is_not_attributed_to_a_line_it_cannot_stand_for() -> None:
+    """A protocol_version alert with an unrelated 'certificate has expired' line in the ingress's log: the line is
+    another handshake's, the alert's own meaning is the cause."""
+    alert = Outcome("tls_alert", alert="protocol_version")
+    log = "[debug][connection] verify cert failed: X509_verify_cert: certificate has expired\n"
+    found = attribute(alert, {"ingress": log}, terminator="ingress", headers={}, page=None)
+    assert (found.outcome.hop, found.outcome.cause) == ("ingress", "protocol-version")
+    expired = Outcome("tls_alert", alert="certificate_expired")
+    log = "[debug][connection] verify cert failed: X509_verify_cert: certificate is not yet valid\n"
+    found = attribute(expired, {"ingress": log}, terminator="ingress", headers={}, page=None)
+    assert found.outcome.cause == "not-yet-valid"  # the line names which of the alert's causes it was
