@@ -432,6 +432,30 @@ def _an_open_host(t: Topology) -> Topology:
     return t.replace(ingress=dataclasses.replace(t.ingress, ingresses=(*t.ingress.ingresses, open_)))
 
 
+def _misdirected_cases(t: Topology) -> Iterator[Case]:
+    """A request for the chain's mTLS host on a TLS session whose SNI is another host of the same ingress that checks
+    no client certificate (:func:`_an_open_host`): without a certificate, and with a verified one."""
+    src = ("nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (ngx_http_set_virtual_server: the Host's "
+           "server checks client certificates and is not the SNI's → 421); emissary #3340, gateway-api #72 (mTLS "
+           "bypass by SNI/Host mismatch); cause: nginx error.log (measured)")
+    probe = {"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False}
+    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-tls-session", "ingress", "ingress-nginx",
+               "per host", http_reject(421, hop="ingress", cause="misdirected"), src, variant=_an_open_host,
+               identity=None, probe=probe)
+    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-verified-session", "ingress",
+               "ingress-nginx", "per host", http_reject(421, hop="ingress", cause="misdirected"),
+               "nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (the Host's server checks client "
+               "certificates: 421 whatever the session verified); emissary #3340, gateway-api #72; cause: nginx "
+               "error.log (measured)", variant=_an_open_host, probe=probe)
+
+
+def _checks_client_certs(t: Topology) -> bool:
+    """Whether the chain's host verifies client certificates (an auth-tls-secret with a CA, verify not off)."""
+    ing = t.ingress.auth_tls_ingress()
+    secret = t.ingress.secret(ing.annotation("auth-tls-secret") or "")
+    return secret is not None and bool(secret.ca or secret.malformed_ca) and ing.verify_client() != "off"
+
+
 def _proxy_ssl_verify_off_pod_unknown_ca(t: Topology) -> Topology:
     return _serve("pod", "unknown-ca")(t.with_ingress_annotations(proxy_ssl_verify=None))
 
@@ -543,20 +567,8 @@ def _ingress_nginx_cases(t: Topology) -> Iterator[Case]:
                http_reject(400, NO_CERT, hop="ingress", cause="no-client-cert"), "ingress-nginx #3964 #3200 #6013",
                variant=_two_ingresses_one_host,
                identity=None, probe={"path": "/healthz"})
-    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-tls-session", "ingress", "ingress-nginx",
-               "per host", http_reject(421, hop="ingress", cause="misdirected"),
-               "nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (ngx_http_set_virtual_server: the Host's "
-               "server checks client certificates and is not the SNI's → 421); emissary #3340, gateway-api #72 (mTLS "
-               "bypass by SNI/Host mismatch); cause: nginx error.log (measured)",
-               variant=_an_open_host, identity=None,
-               probe={"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False})
-    yield Case("ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-verified-session", "ingress",
-               "ingress-nginx", "per host", http_reject(421, hop="ingress", cause="misdirected"),
-               "nginx src/http/ngx_http_request.c 2261-2280 at release-1.22.1 (the Host's server checks client "
-               "certificates: 421 whatever the session verified); emissary #3340, gateway-api #72; cause: nginx "
-               "error.log (measured)",
-               variant=_an_open_host,
-               probe={"server_name": open_host_of(t), "http_host": t.ingress.host, "verify": False})
+    if _checks_client_certs(t):  # nginx's 421 needs a Host whose server verifies client certificates
+        yield from _misdirected_cases(t)
     yield Case("ingress-proxy-ssl-verify-without-name-fails-on-upstream-balancer", "ingress", "ingress-nginx",
                "proxy-ssl", upstream_failure(502, hop="ingress", cause="name-mismatch"),
                "ingress-nginx #4928 #12883; cause: nginx error.log (measured)",
