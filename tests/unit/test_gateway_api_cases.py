@@ -301,3 +301,29 @@ def test_an_alert_is_not_attributed_to_a_line_it_cannot_stand_for() -> None:
     log = "[debug][connection] verify cert failed: X509_verify_cert: certificate is not yet valid\n"
     found = attribute(expired, {"ingress": log}, terminator="ingress", headers={}, page=None)
     assert found.outcome.cause == "not-yet-valid"  # the line names which of the alert's causes it was
+
+
+def test_the_partner_example_migrated_expects_what_its_optional_no_ca_check_becomes(tmp_path: Path) -> None:
+    """partner-mtls checks optional_no_ca with match-cn. Migrated to Envoy Gateway (AllowInsecureFallback): a
+    request without a certificate on the open host's session is the listener's 404, and the match-cn cases are the
+    lost match-cn (a finding), not failures; on AGC (no fallback) the handshake still asks: the alert."""
+    from harness.cases.catalogue import catalogue_for
+    from harness.cases.model import CaseFacts
+    from harness.chainfile.load import load_chain
+    from harness.cli.main import main
+    from harness.findings.predict import prediction_for
+
+    assert main(["init", str(tmp_path / "p"), "--example", "partner-mtls"]) == 0
+    t = load_chain(tmp_path / "p" / "chain.yaml").topology
+    for impl, kind in (("envoy-gateway", "http_reject"), ("agc", "tls_alert")):
+        on = t.on_gateway_api(impl)
+        case = next(c for c in catalogue_for(on)
+                    if c.id == "ingress-refuses-a-request-for-its-mtls-host-on-another-hosts-tls-session")
+        assert case.on(on).expect.kind == kind, (impl, case.on(on).expect)
+    on = t.on_gateway_api("envoy-gateway")
+    match_cn = next(c for c in catalogue_for(on) if c.id == "ingress-rejects-non-matching-cn")
+    assert match_cn.variant is not None
+    predicted = prediction_for(match_cn.variant(on), CaseFacts(match_cn.on(on).expect, "apim-client", None, "ingress"))
+    assert predicted is not None
+    assert predicted.finding is not None
+    assert "match-cn" in predicted.finding.setting.text
