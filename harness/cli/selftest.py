@@ -73,7 +73,8 @@ def _list(json_out: bool) -> int:
 
     if json_out:
         print(json.dumps({"schema": SCHEMA, "mutants": [
-            {"name": m.name, "kind": m.kind, "hop": m.hop, "what": m.what, "why": m.why, "pending": m.pending}
+            {"name": m.name, "kind": m.kind, "hop": m.hop, "ingress": m.ingress, "what": m.what, "why": m.why,
+             "pending": m.pending}
             for m in MUTANTS]}, indent=2))
         return 0
     width = max(len(m.name) for m in MUTANTS)
@@ -165,8 +166,13 @@ def _document(baseline: CatalogueRun, results: list[MutantResult], failures: dic
         "wall_seconds": round(wall, 1),
         "baseline": {"passed": len(baseline.passed), "failed": baseline.failed, "skipped": baseline.skipped,
                      "seconds": round(baseline.seconds, 1)},
+        # the baselines of the chains with another ingress (a mutant of the Gateway API twin is judged on its own)
+        "other_baselines": {kind: {"passed": len(run.passed), "failed": run.failed, "skipped": run.skipped,
+                                   "findings": run.findings, "seconds": round(run.seconds, 1)}
+                            for kind, run in baseline.others.items()},
         "mutants": [{
-            "name": r.mutant.name, "kind": r.mutant.kind, "hop": r.mutant.hop, "what": r.mutant.what,
+            "name": r.mutant.name, "kind": r.mutant.kind, "hop": r.mutant.hop, "ingress": r.mutant.ingress,
+            "what": r.mutant.what,
             "status": r.status, "caught_as": r.caught_as, "caught_by": r.caught_by,
             "findings": r.run.findings, "predicted_findings": r.predicted, "cases_run": r.run.ran,
             "cases_failed": len(r.run.failed), "skipped": r.run.skipped, "edits": r.edits,

@@ -102,6 +102,10 @@ def test_a_gateway_api_mutant_is_applied_to_the_twins_envoy_and_caught_against_t
     # judged against the catalogue on the unmutated Gateway API chain, run for it, not the ingress-nginx baseline
     assert "baseline on the unmutated gateway-api:envoy-gateway chain: " in err
     assert "ingress-accepts-apims-client-cert-" not in str(m["caught_by"])
+    assert m["ingress"] == "gateway-api:envoy-gateway"
+    twin = doc["other_baselines"]["gateway-api:envoy-gateway"]  # the JSON says what the mutant was judged against
+    assert twin["passed"] == 4  # the four selected cases, each passing on the unmutated twin
+    assert twin["failed"] == []
 
 
 def test_python_dash_m_harness_selftest_lists_and_refuses_unknown_names() -> None:
