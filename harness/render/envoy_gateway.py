@@ -48,7 +48,15 @@ from harness.model.wire import header_name
 from harness.pki.x509 import write_atomic
 from harness.render.envoy import TRACE_VALUE, CertFiles, tls_certificate_files
 from harness.render.envoy_lua import LUA_METADATA_KEY, LUA_METADATA_NAMESPACE, LUA_STRIPPED_KEY
-from harness.render.gateway_api import Resources, ca_pem, ca_problem, validation_of
+from harness.render.gateway_api import (
+    Resources,
+    ca_pem,
+    host_matches,
+    listener_ca_problem,
+    policy_ca_problem,
+    policy_for,
+    validation_of,
+)
 from harness.render.nginx_ingress import MALFORMED_CA_PEM
 
 if TYPE_CHECKING:
@@ -156,33 +164,12 @@ def _routes(res: Resources, gateway: dict[str, Any], listener: dict[str, Any]) -
 
 
 def _intersects(route_host: str, listener_host: str) -> bool:
-    def covers(pattern: str, host: str) -> bool:
-        return pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]))
-
-    return covers(route_host, listener_host) or covers(listener_host, route_host)
-
-
-def _backend_problem(res: Resources, service: str, namespace: str) -> str | None:
-    """Why the BackendTLSPolicy of ``service`` gives no valid CA (its Gateway API reason), or None: there is none, or
-    it is valid. Envoy Gateway then marks the route's backend invalid (``internal/gatewayapi/backendtlspolicy.go``
-    319-360, ``route.go`` 2897-2912) and answers 500 for it (``route.go`` 380-397); conformance
-    BackendTLSPolicyInvalidCACertificateRef asks for a 5xx."""
-    policy = next((p for p in res.policies for r in (p.get("spec") or {}).get("targetRefs") or []
-                   if r.get("kind") == "Service" and r.get("name") == service), None)
-    if policy is None:
-        return None
-    refs = list((((policy.get("spec") or {}).get("validation") or {}).get("caCertificateRefs")) or [])
-    namespace = str((policy.get("metadata") or {}).get("namespace") or namespace)
-    problem = ca_problem(res, refs, namespace, "BackendTLSPolicy")
-    if problem is None:
-        return None
-    return f"BackendTLSPolicy {(policy.get('metadata') or {}).get('name')}: {problem}"
+    return host_matches(route_host, listener_host) or host_matches(listener_host, route_host)
 
 
 def _upstream(res: Resources, gateway: dict[str, Any], service: str, workdir: Path,
               secrets: Mapping[str, CertFiles]) -> dict[str, Any] | None:
-    policy = next((p for p in res.policies for r in (p.get("spec") or {}).get("targetRefs") or []
-                   if r.get("kind") == "Service" and r.get("name") == service), None)
+    policy = policy_for(res, service)
     if policy is None:
         return None  # no BackendTLSPolicy: plain HTTP to the Service
     validation = (policy.get("spec") or {}).get("validation") or {}
@@ -257,17 +244,16 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
     if not res.gateways:
         raise UsageError("render_envoy_gateway: no Gateway among the resources")
     gateway = res.gateways[0]
-    namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
     workdir.mkdir(parents=True, exist_ok=True)
     chains: list[dict[str, Any]] = []
     services: set[tuple[str, int]] = set()
     for listener in (gateway.get("spec") or {}).get("listeners") or []:
         if listener.get("protocol") != "HTTPS":
             continue
-        mode, refs, where = validation_of(res, gateway, listener)
+        mode, refs, _ = validation_of(res, gateway, listener)
         said = f"listen {listen[0]}:{listen[1]} listener {listener.get('name')} ({listener.get('hostname') or '*'}):"
-        problem = ca_problem(res, refs, namespace, "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy")
-                             else "Gateway") if mode != "none" else None
+        # a listener whose CA does not resolve is left out of the data plane, as Envoy Gateway leaves it out
+        problem = listener_ca_problem(res, gateway, listener)
         if problem is not None:
             status.append(f"{said} Programmed=False {problem}")
             continue
@@ -276,12 +262,15 @@ def _listener(documents: Iterable[Mapping[str, Any]], *, secrets: Mapping[str, C
         routes = _routes(res, gateway, listener)
         for r in routes:
             svc, _, port = r["route"]["cluster"].partition(":")
-            problem = _backend_problem(res, svc, namespace)
+            policy = policy_for(res, svc)
+            problem = policy_ca_problem(res, policy) if policy is not None else None
             if problem is not None:
                 # the route's only backend is invalid: Envoy Gateway answers 500 itself (route.go 380-397)
                 del r["route"]
                 r["direct_response"] = {"status": 500}
-                status.append(f"{said} route to Service {svc}: Accepted=False {problem} — the route answers 500")
+                status.append(f"{said} route to Service {svc}: BackendTLSPolicy "
+                              f"{(policy or {}).get('metadata', {}).get('name')}: Accepted=False {problem} — the "
+                              "route answers 500")
                 continue
             services.add((svc, int(port)))
             r["route"]["cluster"] += suffix

@@ -58,7 +58,11 @@ __all__ = [
     "assess",
     "ca_pem",
     "ca_problem",
+    "host_matches",
+    "listener_ca_problem",
     "parse_ingress_kind",
+    "policy_ca_problem",
+    "policy_for",
     "translate",
     "validation_of",
 ]
@@ -379,7 +383,8 @@ def _alb_backend_policy(doc: Mapping[str, Any]) -> dict[str, Any]:
             "sni": default.get("sni"), "clientCertificateRef": default.get("clientCertificateRef")}
 
 
-def _host_matches(pattern: str | None, host: str) -> bool:
+def host_matches(pattern: str | None, host: str) -> bool:
+    """Whether a Gateway API hostname (exact, ``*.`` wildcard, or none: every host) covers ``host``."""
     if not pattern:
         return True
     if pattern.startswith("*."):
@@ -390,7 +395,7 @@ def _host_matches(pattern: str | None, host: str) -> bool:
 def _listener_for(res: Resources, host: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The Gateway and HTTPS listener serving ``host``: an exact hostname first, then a wildcard or none."""
     candidates = [(gw, ls) for gw in res.gateways for ls in (gw.get("spec") or {}).get("listeners") or []
-                  if ls.get("protocol") == "HTTPS" and _host_matches(ls.get("hostname"), host)]
+                  if ls.get("protocol") == "HTTPS" and host_matches(ls.get("hostname"), host)]
     candidates.sort(key=lambda pair: 0 if pair[1].get("hostname") == host else 1)
     return candidates[0] if candidates else None
 
@@ -493,7 +498,29 @@ def ca_problem(res: Resources, refs: list[Any], namespace: str, from_kind: str =
     return None
 
 
-def _policy_for(res: Resources, service: str) -> dict[str, Any] | None:
+def listener_ca_problem(res: Resources, gateway: Mapping[str, Any], listener: Mapping[str, Any]) -> str | None:
+    """:func:`ca_problem` of the client-certificate check on ``listener``'s port (None: no check, or a valid one)."""
+    mode, refs, where = validation_of(res, dict(gateway), dict(listener))
+    if mode == "none":
+        return None
+    namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
+    return ca_problem(res, refs, namespace, "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy") else "Gateway")
+
+
+def policy_ca_problem(res: Resources, policy: Mapping[str, Any]) -> str | None:
+    """:func:`ca_problem` of a BackendTLSPolicy's CA references (None: valid, or the well-known CAs). Envoy Gateway
+    then marks the route's backend invalid (``internal/gatewayapi/backendtlspolicy.go`` 319-360, ``route.go``
+    2897-2912) and answers 500 for it (``route.go`` 380-397); conformance BackendTLSPolicyInvalidCACertificateRef asks
+    for a 5xx."""
+    validation = (policy.get("spec") or {}).get("validation") or {}
+    if validation.get("wellKnownCACertificates"):
+        return None
+    namespace = str((policy.get("metadata") or {}).get("namespace") or "default")
+    return ca_problem(res, list(validation.get("caCertificateRefs") or []), namespace, "BackendTLSPolicy")
+
+
+def policy_for(res: Resources, service: str) -> dict[str, Any] | None:
+    """The BackendTLSPolicy (standard, or an alb one in its shape) that targets Service ``service``."""
     for policy in res.policies:
         for ref in (policy.get("spec") or {}).get("targetRefs") or []:
             if ref.get("kind") == "Service" and ref.get("name") == service:
@@ -509,10 +536,8 @@ def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], l
     host = server.host
     mode, auth = _client_auth(server)
     gw_mode, refs, where = validation_of(res, gateway, listener)
+    problem = listener_ca_problem(res, gateway, listener)
     if server.auth_error:  # ingress-nginx fails the host closed: so must the Gateway's listener
-        namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
-        from_kind = "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy") else "Gateway"
-        problem = ca_problem(res, refs, namespace, from_kind) if gw_mode != "none" else None
         said = f"the host fails closed: return 403 ({server.auth_error})"
         if problem is not None:
             ledger.append(Property(
@@ -550,9 +575,6 @@ def _client_check(server: ServerPlan, res: Resources, gateway: dict[str, Any], l
                                source if gw_mode == "none" else f"{source}: stricter"))
     if auth is None:
         return
-    namespace = str((gateway.get("metadata") or {}).get("namespace") or "default")
-    problem = ca_problem(res, refs, namespace, "FrontendTLSPolicy" if where.startswith("FrontendTLSPolicy")
-                         else "Gateway") if gw_mode != "none" else None
     if problem is not None:  # e.g. the Secret as it is now, where ingress-nginx keeps its last good version
         ledger.append(Property("the client CAs trusted", host, f"{auth.secret}: the CA ingress-nginx holds",
                                f"the listener is not programmed ({problem})", "changed",
@@ -596,7 +618,7 @@ def _pod_hop(server: ServerPlan, res: Resources, gateway: dict[str, Any], ledger
         p = loc.proxy_ssl
         if p is not None and p.pem_file is not None:
             presents = p.secret
-        policy = _policy_for(res, loc.service)
+        policy = policy_for(res, loc.service)
         validation = ((policy or {}).get("spec") or {}).get("validation") or {}
         if loc.backend_protocol != "HTTPS":
             ledger.append(Property("the hop to the pod is TLS", host, f"backend-protocol: {loc.backend_protocol}",
@@ -618,9 +640,7 @@ def _pod_hop(server: ServerPlan, res: Resources, gateway: dict[str, Any], ledger
                                    f"{_POLICY}: stricter — the pod's cert is now checked"))
             continue
         said = f"proxy-ssl-verify: on, proxy-ssl-secret {p.secret}" + (f", proxy-ssl-name {p.name}" if p.name else "")
-        namespace = str((policy.get("metadata") or {}).get("namespace") or "default")
-        problem = None if validation.get("wellKnownCACertificates") else ca_problem(
-            res, list(validation.get("caCertificateRefs") or []), namespace, "BackendTLSPolicy")
+        problem = policy_ca_problem(res, policy)
         if problem is not None:  # the route's backend is invalid: the implementation answers 5xx itself
             ledger.append(Property("the pod's certificate is verified", host, said,
                                    f"{checked}: not accepted ({problem}), the route answers 500", "changed",
