@@ -367,8 +367,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
 
     def _states(self) -> dict[str, Path]:
         """A Gateway API ingress's listener states: the evidence of a listener its implementation left out."""
-        on = self._gateway_api is not None and self.topology.ingress.gateway_api is not None
-        return self._gateway_api.states() if on and self._gateway_api is not None else {}
+        served = self._gateway_api if self.topology.ingress.gateway_api is not None else None
+        return served.states() if served is not None else {}
 
     def container_logs(self, hop: HopName, lines: int = 200) -> str:
         """The last ``lines`` of a hop container's output (stdout and stderr)."""

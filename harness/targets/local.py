@@ -291,8 +291,8 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def _states(self) -> dict[str, Path]:
         """A Gateway API ingress's listener states: the evidence of a listener its implementation left out."""
-        on = self._gateway_api is not None and self.topology.ingress.gateway_api is not None
-        return self._gateway_api.states() if on and self._gateway_api is not None else {}
+        served = self._gateway_api if self.topology.ingress.gateway_api is not None else None
+        return served.states() if served is not None else {}
 
     def _launch(self, hops: list[ProcessHop]) -> None:
         """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""
