@@ -8,7 +8,7 @@ is the next hop's network alias (a ``STRICT_DNS`` cluster), nginx's is the pod c
 (an ssl-passthrough ``map`` could not resolve a name without a ``resolver``), so the pod starts and is ready first.
 Only the gateway's port is published, on 127.0.0.1 (and the network's default host binding is 127.0.0.1 too); the
 other hops exist only on a private network this target creates. Their callers sit on that network, and so does the
-probe: a fifth container of the pod image, whose default route the harness removes (``nsenter``, root only), runs
+probe: a fifth container of the pod image, whose default routes the harness removes (``nsenter``, root only), runs
 the probe runner under ``docker exec`` (:class:`~harness.isolation.probe_runner.ProbeRunner`); without root the inner
 hops are declared unreachable and their cases skip by design. The cert set and the work directory are bind-mounted
 at their host paths (the rendered files name them by absolute path); containers run as this process's uid/gid, so
@@ -37,17 +37,14 @@ import dataclasses
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, LaneRefused, StartError, UsageError
-from harness.images.resolve import LABEL_HEADERS_MORE, PROBE_MODULE, docker_client, pod_packages, resolve_image
-from harness.isolation.probe_runner import ProbeRunner
+from harness.images.resolve import LABEL_HEADERS_MORE, docker_client, pod_packages, resolve_image
 from harness.model.topology import HOPS, HopName, Topology, default_topology
 from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime.wait import wait_until
@@ -65,7 +62,11 @@ from harness.targets.docker import (
     ADMIN_PORT,
     HOP_PORT,
     LABEL_HOP,
+    POD_SOURCE,
+    ContainerChain,
     ContainerHop,
+    ProbeContainer,
+    can_probe,
     configure_testcontainers,
     container_log_tail,
     deferred_interrupts,
@@ -94,7 +95,6 @@ __all__ = ["ContainersTarget"]
 
 #: one start of the four containers (measured here: well under 5 s with local images)
 START_TIMEOUT: Final = 60.0
-_POD_SOURCE: Final = "/opt/mtls-harness"  # where the harness package is mounted into the pod container
 
 
 #: what the containers target cannot run without its probe container: only the gateway is published; the inner hops
@@ -103,40 +103,15 @@ LIMITS = ChainLimits(unreachable={
     hop: f"the {hop} hop listens only on the run's private docker network, and no probe container runs there (it "
          "needs root to remove its default route: run as root, or see docs/containers.md)"
     for hop in ("apim", "ingress", "pod")})
-#: seconds a probe through the probe container may take beyond its own timeout (docker exec, JSON both ways)
-RUNNER_GRACE: Final = 10.0
 
 
 #: a passthrough lane's internal port in the ingress container: this + its index (its public port is HOP_PORT + index)
 INTERNAL_PORT_BASE: Final = HOP_PORT + 500
 
 
-def _can_probe() -> bool:
-    """Whether this machine can run the probe container: root (``nsenter`` removes its default route) and the tools."""
-    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("nsenter", "ip", "docker"))
-
-
 def _alias(process: str) -> str:
     """A hop process's container name part and network alias (``ingress.g1`` → ``ingress-g1``)."""
     return process.replace(".", "-")
-
-
-@dataclass
-class ContainersChain(RunningChain):
-    """The chain as containers: the gateway is probed on its published 127.0.0.1 port, as the internet reaches it;
-    the inner hops from the probe container on the chain's own network, where their callers sit."""
-
-    _runner: Callable[[str, int, dict[str, Any]], ProbeResult] | None = field(default=None, repr=False,
-                                                                                  compare=False)
-
-    #: a lane's gateway is reached from the probe container too (only the chain's own gateway port is published)
-    gateway_inside: bool = False
-
-    def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
-        if (hop == "gateway" and not self.gateway_inside) or self._runner is None:
-            return super().probe(hop, **overrides)
-        ep = self.endpoint(hop)
-        return self._runner(ep.host, ep.port, ep.probe_kwargs() | overrides)
 
 
 class ContainersTarget(OwnCertSet, TargetBase):
@@ -172,9 +147,8 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._envoy: dict[str, EnvoyConfig] = {}
         self.gateway_port: int | None = None
         self.chain: RunningChain | None = None
-        self._prober: Any = None
+        self._prober: ProbeContainer | None = None
         self._headers_more = False
-        self._probe_runner: ProbeRunner | None = None
         #: seconds from each container's start to its own ready signal, and "chain" for the whole start
         self.start_times: dict[str, float] = {}
 
@@ -207,53 +181,24 @@ class ContainersTarget(OwnCertSet, TargetBase):
 
     # -- the probe container: the inner hops' callers' place ---------------------------------------------------------
     def _start_prober(self) -> None:
-        """A container of the pod image on the chain's network, its default route removed (from the host, by
-        ``nsenter`` into its network namespace: root only), running the probe runner under ``docker exec``: the
-        inner hops are probed from inside the chain's network, by clients in a namespace with no default route
-        (the runner checks that itself, ``--require-isolated``). Without root the inner hops stay unreachable."""
-        from testcontainers.core.container import DockerContainer
-
-        if not _can_probe():
+        """The probe container (:class:`~harness.targets.docker.ProbeContainer`) on the chain's network, with every
+        cert set mounted; without root there is none, and the inner hops stay unreachable."""
+        if not can_probe():
             return
-        container = (DockerContainer(self.images["pod"], labels={**self.labels, LABEL_HOP: "probe"},
-                                     user=f"{os.getuid()}:{os.getgid()}")
-                     .with_name(f"mtls-harness-{self.run_id}-probe").with_network(self._network)
-                     .with_command(["python3", "-c", "import time; time.sleep(86400)"])
-                     .with_env("PYTHONPATH", _POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1"))
-        for host_path in self._mounts():
-            container.with_volume_mapping(str(host_path), str(host_path), "ro")
-        for top, path in pod_packages().items():
-            container.with_volume_mapping(str(path), f"{_POD_SOURCE}/{top}", "ro")
-        with deferred_interrupts():
-            container.start()
-        self._prober = container
-        wrapped = container.get_wrapped_container()
-        wrapped.reload()
-        pid = int(wrapped.attrs["State"]["Pid"])
-        done = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "del", "default"],
-                              capture_output=True, text=True, check=False, timeout=10)
-        if done.returncode != 0 and "No such process" not in done.stderr:
-            raise StartError(f"could not remove the probe container's default route: {done.stderr.strip()}")
         assert self.workdir is not None
-        argv = ["docker", "exec", "-i", wrapped.name, "python3", "-m", PROBE_MODULE, "--serve", "--require-isolated",
-                "--in-container"]
-        self._probe_runner = ProbeRunner(f"container {wrapped.name}", argv, self.workdir / "probe-runner.log")
-        self._probe_runner.start()
+        prober = ProbeContainer(self.images["pod"], name=f"mtls-harness-{self.run_id}-probe", network=self._network,
+                                labels=self.labels, mounts=self._mounts(), log=self.workdir / "probe-runner.log")
+        self._prober = prober
+        prober.start()
 
     def _run_probe(self, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
-        if self._probe_runner is None:
+        if self._prober is None:
             raise HarnessError("the containers chain's probe runner is stopped")
-        return self._probe_runner.probe(host, port, kwargs, RUNNER_GRACE)
+        return self._prober.probe(host, port, kwargs)
 
     def _stop_prober(self) -> None:
-        from docker.errors import DockerException
-
-        if self._probe_runner is not None:
-            self._probe_runner.stop()
-            self._probe_runner = None
         if self._prober is not None:
-            with contextlib.suppress(DockerException, OSError):
-                self._prober.stop()
+            self._prober.stop()
             self._prober = None
 
     def _stop_containers(self) -> None:
@@ -281,7 +226,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-containers-")).resolve()
         self._network = self._create_network()
-        if _can_probe():  # a lane's hops, its gateway too, are probed from inside the network
+        if can_probe():  # a lane's hops, its gateway too, are probed from inside the network
             self.lane_plan = lay_out(self.topology, self.certs, self.variants,
                                      lambda n: [HOP_PORT + i for i in range(1, n + 1) for _ in HOPS],
                                      hosts=self.lane_hosts, home_ports=dict.fromkeys(HOPS, HOP_PORT))
@@ -328,7 +273,7 @@ class ContainersTarget(OwnCertSet, TargetBase):
         gateway = endpoints_for(self.topology, self.certs, ports)["gateway"]
         endpoints: dict[HopName, HopEndpoint] = {"gateway": gateway}
         limits = LIMITS
-        if self._probe_runner is not None:  # the inner hops by their network alias, from the probe container
+        if self._prober is not None:  # the inner hops by their network alias, from the probe container
             inner = endpoints_for(self.topology, self.certs, dict.fromkeys(HOPS, HOP_PORT))
             endpoints |= {hop: dataclasses.replace(inner[hop], host=hop) for hop in ("apim", "ingress", "pod")}
             limits = ChainLimits()
@@ -337,18 +282,18 @@ class ContainersTarget(OwnCertSet, TargetBase):
                 f"the nginx image {self.images['nginx']} has no headers-more module, so the ingress sends "
                 "`Server: nginx` (docs/fidelity.md row 9; `mtls-harness images build` on a machine with "
                 "libnginx-mod-http-headers-more-filter makes one that has it)")})
-        runner = self._run_probe if self._probe_runner is not None else None
+        runner = self._run_probe if self._prober is not None else None
         lanes: dict[str, RunningChain] = {}
         for lane in self.lane_plan.lanes:  # every hop of a lane, its gateway too, from the probe container
             eps = endpoints_for(lane.topology, lane.certs, lane.ports)
             hosts: dict[HopName, str] = {"gateway": "gateway", "apim": "apim", "ingress": _alias(lane.ingress),
                                          "pod": "pod"}
-            lane.chain = ContainersChain(target=self.name, topology=lane.topology, certs=lane.certs,
+            lane.chain = ContainerChain(target=self.name, topology=lane.topology, certs=lane.certs,
                                          endpoints={h: dataclasses.replace(ep, host=hosts[h]) for h, ep in eps.items()},
                                          logs=self._evidence_logs(lane.ingress), states=self._states(),
-                                         limits=limits, _runner=runner, gateway_inside=True)
+                                         limits=limits, _runner=runner, inside=frozenset(HOPS))
             lanes[lane_key(lane.topology)] = lane.chain
-        self.chain = ContainersChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
+        self.chain = ContainerChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
                                      logs=self._evidence_logs(), states=self._states(), limits=limits,
                                      _runner=runner, lanes=lanes,
                                      layout=self.lane_plan.summary() if self.variants else {})
@@ -415,12 +360,12 @@ class ContainersTarget(OwnCertSet, TargetBase):
             write_atomic(lanes, json.dumps(specs, indent=1).encode())
             argv += ["--lanes", str(lanes)]
         container = (self._base(self.images["pod"], "pod").with_command(argv)
-                     .with_env("PYTHONPATH", _POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1")
+                     .with_env("PYTHONPATH", POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1")
                      .with_env("PYTHONUNBUFFERED", "1"))
         # the harness package and what the pod imports are mounted: the official python image has none of them,
         # and a locally built pod image may hold an older harness
         for top, path in pod_packages().items():
-            container.with_volume_mapping(str(path), f"{_POD_SOURCE}/{top}", "ro")
+            container.with_volume_mapping(str(path), f"{POD_SOURCE}/{top}", "ro")
         return ContainerHop("pod", container, lambda: log_has(container, "listening on"))
 
     def _pod_log(self) -> Path:

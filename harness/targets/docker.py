@@ -1,5 +1,7 @@
 """Docker plumbing the containers and kind targets share: labels and the cleanup sweeps, the Envoy container, the
-published gateway port, readiness of a set of containers, and Ctrl-C held off while the Docker API creates things.
+published gateway port, readiness of a set of containers, Ctrl-C held off while the Docker API creates things, and
+the probe container (:class:`ProbeContainer`): the inner hops' callers' place on the chain's docker network, where a
+:class:`ContainerChain` probes them from.
 """
 
 from __future__ import annotations
@@ -10,26 +12,34 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from harness.errors import HarnessError, StartError, WaitTimeout
+from harness.model.topology import HopName
 from harness.model.wire import DETAIL_HEADER
 from harness.runtime.wait import wait_until
+from harness.targets.base import RunningChain
 
 if TYPE_CHECKING:
+    from harness.isolation.probe_runner import ProbeRunner
+    from harness.probe.result import ProbeResult
     from harness.render.envoy import EnvoyConfig
-    from harness.targets.base import RunningChain
 
 __all__ = [
     "ADMIN_PORT",
     "HOP_PORT",
     "LABEL_HOP",
     "LABEL_RUN",
+    "POD_SOURCE",
+    "RUNNER_GRACE",
+    "ContainerChain",
     "ContainerHop",
+    "ProbeContainer",
+    "can_probe",
     "configure_testcontainers",
     "container_log_tail",
     "deferred_interrupts",
@@ -55,6 +65,10 @@ LABEL_PID: Final = "io.mtls-harness.pid"
 LABEL_HOST: Final = "io.mtls-harness.host"
 LABEL_HOP: Final = "io.mtls-harness.hop"
 _ENVOY_READY: Final = "all dependencies initialized. starting workers"
+#: where the harness package is mounted into a container of the pod image (the pod, the probe container)
+POD_SOURCE: Final = "/opt/mtls-harness"
+#: seconds a probe through the probe container may take beyond its own timeout (docker exec, JSON both ways)
+RUNNER_GRACE: Final = 10.0
 
 
 def harness_labels(target: str, run_id: str, **extra: str) -> dict[str, str]:
@@ -308,3 +322,114 @@ def wait_through_gateway(chain: RunningChain, containers: Mapping[Any, Any], tim
         wait_until(answers, "an answer through the gateway", timeout=timeout, log_tail=tails, max_interval=0.5)
     except WaitTimeout as exc:
         raise StartError(f"the chain's containers started but the gateway does not answer\n{exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the probe container: where the inner hops' callers sit
+# ---------------------------------------------------------------------------------------------------------------
+def can_probe() -> bool:
+    """Whether this machine can run the probe container: root (``nsenter`` removes its default routes) and the
+    tools."""
+    import shutil
+
+    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("nsenter", "ip", "docker"))
+
+
+def _drop_default_routes(pid: int) -> None:
+    """Remove the IPv4 and the IPv6 default route from the network namespace of process ``pid`` (a container's).
+    A dual-stack network (kind's is: kind pkg/cluster/internal/providers/docker/network.go) gives the container an
+    IPv6 default route too; either one would let a client reach addresses beyond the docker network."""
+    import subprocess
+
+    for family in ("-4", "-6"):
+        done = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", family, "route", "del", "default"],
+                              capture_output=True, text=True, check=False, timeout=10)
+        # "No such process" / "No such file or directory": that family has no default route (or no address at all)
+        if done.returncode != 0 and not any(s in done.stderr for s in ("No such process", "No such file")):
+            raise StartError(f"could not remove the probe container's {family[1:]}-family default route: "
+                             f"{done.stderr.strip()}")
+
+
+class ProbeContainer:
+    """A container of the pod image on a chain's docker network, with its default routes removed (from the host, by
+    ``nsenter`` into its network namespace: root only), running the probe runner under ``docker exec``
+    (:class:`~harness.isolation.probe_runner.ProbeRunner`): the chain's private hops are probed from inside its
+    network, by a client in a namespace with no default route (the runner checks that itself,
+    ``--require-isolated``). ``mounts``: host paths mounted read-only at the same path (the cert sets the probes
+    name by absolute path); the harness package is mounted at :data:`POD_SOURCE`, so the image's own copy (if any)
+    does not matter. ``start()`` / ``stop()``; ``stop()`` is safe at any point."""
+
+    def __init__(self, image: str, *, name: str, network: Any, labels: Mapping[str, str], mounts: Iterable[Path],
+                 log: Path) -> None:
+        self.image = image
+        self.name = name
+        self.network = network
+        self.labels = {**labels, LABEL_HOP: "probe"}
+        self.mounts = sorted(set(mounts))
+        self.log = log
+        self._container: Any = None
+        self._runner: ProbeRunner | None = None
+
+    def start(self) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        from harness.images.resolve import PROBE_MODULE, pod_packages
+        from harness.isolation.probe_runner import ProbeRunner
+
+        container = (DockerContainer(self.image, labels=dict(self.labels), user=f"{os.getuid()}:{os.getgid()}")
+                     .with_name(self.name).with_network(self.network)
+                     .with_command(["python3", "-c", "import time; time.sleep(86400)"])
+                     .with_env("PYTHONPATH", POD_SOURCE).with_env("PYTHONDONTWRITEBYTECODE", "1"))
+        for host_path in self.mounts:
+            container.with_volume_mapping(str(host_path), str(host_path), "ro")
+        for top, path in pod_packages().items():
+            container.with_volume_mapping(str(path), f"{POD_SOURCE}/{top}", "ro")
+        with deferred_interrupts():
+            container.start()
+        self._container = container
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        _drop_default_routes(int(wrapped.attrs["State"]["Pid"]))
+        argv = ["docker", "exec", "-i", wrapped.name, "python3", "-m", PROBE_MODULE, "--serve", "--require-isolated",
+                "--in-container"]
+        self._runner = ProbeRunner(f"container {wrapped.name}", argv, self.log)
+        self._runner.start()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    def probe(self, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
+        """One probe of ``host:port`` (a name on the chain's network) from inside the probe container."""
+        if self._runner is None:
+            raise HarnessError(f"the probe runner in container {self.name} is stopped")
+        return self._runner.probe(host, port, kwargs, RUNNER_GRACE)
+
+    def stop(self) -> None:
+        from docker.errors import DockerException
+
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+        if self._container is not None:
+            with contextlib.suppress(DockerException, OSError):  # already gone: the run's label sweep checks
+                self._container.stop()
+            self._container = None
+
+
+@dataclass
+class ContainerChain(RunningChain):
+    """A chain whose private hops are probed from its probe container (``_runner``), where their callers sit; the
+    hops not in ``inside`` (a published gateway, kind's ingress on 127.0.0.1) from this process, as the internet
+    reaches them. Without a runner every hop is probed from this process (only the published ones have endpoints)."""
+
+    _runner: Callable[[str, int, dict[str, Any]], ProbeResult] | None = field(default=None, repr=False,
+                                                                                  compare=False)
+    #: the hops probed from the probe container
+    inside: frozenset[HopName] = frozenset({"apim", "ingress", "pod"})
+
+    def probe(self, hop: HopName = "gateway", **overrides: Any) -> ProbeResult:
+        if hop not in self.inside or self._runner is None:
+            return super().probe(hop, **overrides)
+        ep = self.endpoint(hop)
+        return self._runner(ep.host, ep.port, ep.probe_kwargs() | overrides)

@@ -3,11 +3,13 @@
     client ──▶ 127.0.0.1:<published> ─▶ gateway ──▶ apim ──(kind network)──▶ <cluster>-control-plane:443
                                                                      ingress-nginx (hostPort 443) ──▶ echo pod
 
-What ``with KindTarget(topology) as chain:`` does, in order (each step bounded in time):
+What ``with KindTarget(topology, lanes=variants) as chain:`` does, in order (each step bounded in time):
 
 1. finds ``kind``, ``kubectl`` and a Docker engine (a missing one is one :class:`ToolMissingError` line);
-2. renders the Kubernetes manifests (:func:`render_manifests`) and validates them offline (:func:`validate_manifests`)
-   before touching anything;
+2. lays the variants out as lanes (:mod:`harness.targets.kind_lanes`: one ingress-nginx serves them all, each under
+   host names of its own), renders the Kubernetes manifests of the chain and its lanes (:func:`render_manifests`,
+   :func:`~harness.render.k8s_lanes.render_lanes`) and validates them offline (:func:`validate_manifests`) before
+   touching anything;
 3. creates the cluster from ``kind-config/kind-cluster.yaml`` — or, with ``keep_cluster`` (``--keep-cluster``,
    ``MTLS_HARNESS_KIND_KEEP_CLUSTER=1``), reuses one of that name and leaves it running afterwards. Without it an
    existing cluster of that name is an error: the target never deletes a cluster it did not create;
@@ -15,15 +17,23 @@ What ``with KindTarget(topology) as chain:`` does, in order (each step bounded i
    ``MTLS_HARNESS_INGRESS_NGINX_MANIFEST`` on an air-gapped machine) and refused unless its sha256 equals the pin
    (:func:`verify_ingress_nginx_manifest`), applied with ``kubectl apply``; waits for the controller;
 5. ``kind load docker-image`` of the echo image (the ``images build`` pod image: it has the harness inside), then
-   server-side apply of the controller ConfigMap, Namespaces, Secrets, Deployment, Service and Ingress with the
-   ``kubernetes`` client (kubeconfig from ``kind get kubeconfig``); waits for the Deployment and for the ingress
-   to answer with APIM's client certificate on 127.0.0.1:18443 (kind-config's loopback port mapping);
-6. starts apim and gateway as Envoy containers (testcontainers) on kind's ``kind`` network — apim's upstream is the
-   control-plane node's port 443 — and waits for a request through the published gateway to reach the pod.
+   server-side apply of the controller ConfigMap, Namespaces, Secrets, Deployment, Services and Ingresses with the
+   ``kubernetes`` client (kubeconfig from ``kind get kubeconfig``), then each lane's Secrets and Ingresses (one the
+   cluster refuses drops that lane, with why); waits for the Deployment and for the ingress to answer on
+   127.0.0.1:18443 (kind-config's loopback port mapping) — the chain's host with APIM's client certificate, every
+   lane host with its own certificate;
+6. starts apim and gateway as Envoy containers (testcontainers) on kind's ``kind`` network
+   (``KIND_EXPERIMENTAL_DOCKER_NETWORK`` is honoured) — apim's upstream is the control-plane node's port 443, every
+   lane a listener of its own on both — and the probe container (:class:`~harness.targets.docker.ProbeContainer`,
+   root only) on the same network; waits for a request through the published gateway to reach the pod.
 
-Endpoints: the gateway and the ingress (both on 127.0.0.1); apim and the pod stay private. Cert rotation on kind
-(:meth:`KindTarget.rotate_ingress_cert`) updates the Ingress's TLS Secret and waits until a handshake shows the new
-certificate. Not run on the machine that wrote it (no kind, no cluster there); docs/containers.md says what was.
+Endpoints: the gateway (127.0.0.1, published) and the ingress (127.0.0.1:18443) from this process; apim (its network
+alias) and the pod (the node's port of the ``echo-probe`` NodePort Service: where kube-proxy forwards to the pod's own
+listener) from the probe container, where their callers sit. Without root there is no probe container: apim and the
+pod are declared unreachable, and there are no lanes (a lane's gateway is reached only from inside). Cert rotation on
+kind (:meth:`KindTarget.rotate_ingress_cert`) updates the Ingress's TLS Secret and waits until a handshake shows the
+new certificate. Not run on the machine that wrote it (no kind, no cluster there): the manifests, the lane layout and
+the probe container are checked offline and against real containers; docs/containers.md says what was.
 """
 
 from __future__ import annotations
@@ -33,24 +43,25 @@ import contextlib
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from harness.errors import HarnessError, StartError, ToolMissingError, UsageError, WaitTimeout
+from harness.errors import HarnessError, LaneRefused, StartError, ToolMissingError, UsageError, WaitTimeout
 from harness.images.resolve import docker_client, local_image_tag, resolve_image
 from harness.model.topology import HOPS, HopName, Topology, default_topology
-from harness.render.envoy import render_envoy
+from harness.render.envoy import EnvoyLane, render_envoy
 from harness.runtime.wait import wait_until
-from harness.targets.base import ChainLimits, HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks
+from harness.targets.base import ChainLimits, HopEndpoint, OwnCertSet, RunningChain, TargetBase, apim_jwks, lane_key
 from harness.targets.docker import (
     HOP_PORT,
     LABEL_HOP,
     ContainerHop,
+    ProbeContainer,
+    can_probe,
     configure_testcontainers,
     deferred_interrupts,
     envoy_container,
@@ -62,11 +73,40 @@ from harness.targets.docker import (
     wait_for_hops,
     wait_through_gateway,
 )
+from harness.targets.kind_cli import (
+    _KIND_HINT,
+    _KUBECTL_HINT,
+    CONTROLLER_WAIT,
+    _api_error,
+    _Network,
+    _run,
+    _truthy,
+    _with_controller_args,
+    find_tool,
+    kind_create_argv,
+    kind_delete_argv,
+    kind_get_clusters_argv,
+    kind_kubeconfig_argv,
+    kind_load_argv,
+    kubectl_apply_argv,
+    kubectl_wait_controller_argv,
+)
+from harness.targets.kind_lanes import (
+    INGRESS_NODE_PORT,
+    KindLane,
+    kind_chain,
+    lane_chains,
+    plan_kind_lanes,
+    pod_node_port,
+    wait_lane_hosts,
+)
+from harness.targets.lanes import LanePlan
 from harness.targets.local import endpoints_for
 
 if TYPE_CHECKING:
     from harness.pki.certset import CertSet
     from harness.probe.result import ProbeResult
+    from harness.render.envoy import EnvoyConfig
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -88,102 +128,24 @@ MANIFEST_ENV: Final = "MTLS_HARNESS_INGRESS_NGINX_MANIFEST"
 KIND_NETWORK_ENV: Final = "KIND_EXPERIMENTAL_DOCKER_NETWORK"
 _CONFIG: Final = Path(__file__).resolve().parents[2] / "kind-config" / "kind-cluster.yaml"
 _FIELD_MANAGER: Final = "mtls-harness"
-#: kind create's own wait for the control-plane node (a first run also pulls the node image: minutes)
-CLUSTER_WAIT: Final = "300s"
-CONTROLLER_WAIT: Final = 240  # seconds for the ingress-nginx controller pod
 ROLLOUT_TIMEOUT: Final = 180.0
 INGRESS_TIMEOUT: Final = 120.0
-_KIND_HINT: Final = ("install kind v0.33.0 (the node image in kind-config/ is built for it): "
-                     "https://kind.sigs.k8s.io/docs/user/quick-start/#installation, e.g. "
-                     "`go install sigs.k8s.io/kind@v0.33.0`")
-_KUBECTL_HINT: Final = "install kubectl: https://kubernetes.io/docs/tasks/tools/ (or set PATH to one)"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the command lines (kind v0.33 CLI: pkg/cmd/kind/{create,get,load,delete}/…; kubectl's documented flags)
-# ---------------------------------------------------------------------------------------------------------------
-def find_tool(name: str, hint: str) -> str:
-    """The absolute path of ``name`` on PATH, or a :class:`ToolMissingError` with ``hint``."""
-    found = shutil.which(name)
-    if found is None:
-        raise ToolMissingError(name, hint)
-    return found
-
-
-def kind_get_clusters_argv(kind: str) -> list[str]:
-    return [kind, "get", "clusters"]
-
-
-def kind_create_argv(kind: str, name: str, config: Path, kubeconfig: Path, wait: str = CLUSTER_WAIT) -> list[str]:
-    """``kind create cluster``: ``--name`` overrides the config's ``name:``; ``--kubeconfig`` keeps the user's own
-    kubeconfig untouched; ``--wait`` blocks until the control-plane node is Ready."""
-    return [kind, "create", "cluster", "--name", name, "--config", str(config), "--kubeconfig", str(kubeconfig),
-            "--wait", wait]
-
-
-def kind_kubeconfig_argv(kind: str, name: str) -> list[str]:
-    """``kind get kubeconfig`` prints the cluster's kubeconfig (API server on 127.0.0.1, from kind-config)."""
-    return [kind, "get", "kubeconfig", "--name", name]
-
-
-def kind_load_argv(kind: str, image: str, name: str) -> list[str]:
-    return [kind, "load", "docker-image", image, "--name", name]
-
-
-def kind_delete_argv(kind: str, name: str, kubeconfig: Path) -> list[str]:
-    return [kind, "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)]
-
-
-def kubectl_apply_argv(kubectl: str, kubeconfig: Path, manifest: Path) -> list[str]:
-    return [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", str(manifest)]
-
-
-def kubectl_wait_controller_argv(kubectl: str, kubeconfig: Path, timeout: int = CONTROLLER_WAIT) -> list[str]:
-    """The ingress-nginx controller pod Ready (the selector ingress-nginx's own kind instructions use)."""
-    return [kubectl, "--kubeconfig", str(kubeconfig), "--namespace", "ingress-nginx", "wait",
-            "--for=condition=ready", "pod", "--selector=app.kubernetes.io/component=controller",
-            f"--timeout={timeout}s"]
-
-
-def _run(argv: list[str], what: str, timeout: float, stdin: bytes | None = None) -> str:
-    """Run one command; its stdout. Fails with the command and its stderr tail (nothing we pass holds a key)."""
-    try:
-        out = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise StartError(f"{what}: `{' '.join(argv)}` did not finish in {timeout:g}s") from None
-    except OSError as exc:
-        raise StartError(f"{what}: could not run {argv[0]}: {exc}") from None
-    if out.returncode != 0:
-        tail = out.stderr.decode(errors="replace").strip()[-1500:]
-        raise StartError(f"{what}: `{' '.join(argv)}` exited with code {out.returncode}\n{tail}")
-    return out.stdout.decode(errors="replace")
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclass(frozen=True)
-class _Network:
-    """kind's docker network, which exists already: testcontainers only needs its name."""
-
-    name: str
-
-
-def _api_error(exc: Exception) -> str:
-    """An ApiException's status and reason only: its body may quote the object sent (a Secret's data)."""
-    return f"{getattr(exc, 'status', '?')} {getattr(exc, 'reason', type(exc).__name__)}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the target
 # ---------------------------------------------------------------------------------------------------------------
-#: what the kind target cannot run, by design: the gateway and the ingress are published on 127.0.0.1; apim is an
-#: Envoy container on the `kind` network and the pod is inside the cluster
+#: what the kind target cannot run without its probe container: the gateway and the ingress are published on
+#: 127.0.0.1; apim is an Envoy container on the `kind` network and the pod is inside the cluster
 LIMITS = ChainLimits(unreachable={
-    "apim": "the apim hop listens only on the `kind` docker network; the kind target publishes the gateway and the "
-            "ingress",
-    "pod": "the pod listens only inside the kind cluster; the kind target publishes the gateway and the ingress"})
+    "apim": "the apim hop listens only on the `kind` docker network, and no probe container runs there (it needs "
+            "root to remove its default routes: run as root, or see docs/containers.md)",
+    "pod": "the pod listens only inside the kind cluster (and on the node's port of its NodePort Service, on the "
+           "`kind` docker network), and no probe container runs there (it needs root: run as root, or see "
+           "docs/containers.md)"})
+#: why no variant is a lane without the probe container
+_NO_PROBER: Final = ("no probe container (it needs root): a lane's gateway and apim listen only on the `kind` docker "
+                     "network")
 
 
 class KindTarget(OwnCertSet, TargetBase):
@@ -194,8 +156,16 @@ class KindTarget(OwnCertSet, TargetBase):
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  cluster_name: str = DEFAULT_CLUSTER, config: Path | None = None, keep_cluster: bool | None = None,
                  envoy_image: str | None = None, echo_image: str | None = None,
-                 ingress_nginx_manifest: Path | None = None, start_timeout: float = 120.0) -> None:
+                 ingress_nginx_manifest: Path | None = None, start_timeout: float = 120.0,
+                 lanes: Sequence[Topology] = (), lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
         self.topology = topology or default_topology()
+        #: the variants to serve beside the chain, each a lane on the same controller, pod and Envoy containers
+        #: (harness.targets.kind_lanes); ``lane_hosts``: the ingress hosts each one's cases probe, None: all
+        self.variants = tuple(lanes)
+        self.lane_hosts = lane_hosts
+        self.lane_plan = LanePlan()
+        self._lane_docs: dict[int, list[dict[str, Any]]] = {}
+        self._prober: ProbeContainer | None = None
         self._certs = certs
         self.cluster_name = cluster_name
         self.config = Path(config) if config is not None else _CONFIG
@@ -233,6 +203,9 @@ class KindTarget(OwnCertSet, TargetBase):
     def stop(self) -> None:
         """Remove the Envoy containers; delete the cluster only if this target created it and may not keep it."""
         with deferred_interrupts():
+            if self._prober is not None:
+                self._prober.stop()
+                self._prober = None
             for container in self._containers.values():
                 with contextlib.suppress(Exception):  # already gone: remove_run checks afterwards
                     container.stop()
@@ -275,17 +248,55 @@ class KindTarget(OwnCertSet, TargetBase):
         sweep_stale(self._client)
         envoy_image = resolve_image(self._client, "envoy", self._envoy_wanted)
         echo_image = self._echo_image()
+        self.plan_lanes()
         docs = self._manifests(echo_image)  # rendered and validated before anything is created
         self.workdir = Path(tempfile.mkdtemp(prefix="mtls-harness-kind-")).resolve()
         self._cluster()
         self._install_ingress_nginx()
         _run(kind_load_argv(self.kind, echo_image, self.cluster_name), "kind load docker-image", 600)
         self._apply(docs)
+        self._apply_lanes()
         self._wait_rollout()
         self._wait_ingress()
+        self._wait_lane_hosts()
         self._envoy_hops(envoy_image)
         self.start_times["chain"] = time.perf_counter() - t0
         return self.chain or self._publish()
+
+    # -- lanes ---------------------------------------------------------------------------------------------------
+    def plan_lanes(self, *, probe: bool | None = None) -> LanePlan:
+        """Lay the variants out as lanes (:func:`plan_kind_lanes`); with no probe container (``probe``: whether one
+        can run, default :func:`can_probe`) none is a lane, each dropped with why."""
+        if not self.variants:
+            self.lane_plan = LanePlan()
+        elif can_probe() if probe is None else probe:
+            self.lane_plan = plan_kind_lanes(self.topology, self.certs, self.variants, hosts=self.lane_hosts)
+        else:
+            self.lane_plan = LanePlan(dropped={lane_key(t): _NO_PROBER for t in self.variants
+                                               if lane_key(t) != lane_key(self.topology)})
+        return self.lane_plan
+
+    def _kind_lanes(self) -> list[KindLane]:
+        return [lane for lane in self.lane_plan.lanes if isinstance(lane, KindLane)]
+
+    def _apply_lanes(self) -> None:
+        """Each lane's Secrets and Ingresses; one the cluster refuses (ingress-nginx's admission webhook) drops its
+        lane, with the refusal as the reason (its objects already applied stay: they name hosts no one probes)."""
+        for lane in self._kind_lanes():
+            docs = self._lane_docs.get(lane.index)
+            if not docs:
+                continue
+            try:
+                self._apply(docs)
+            except StartError as exc:
+                self.lane_plan.lanes.remove(lane)
+                assert lane.variant is not None
+                self.lane_plan.dropped[lane_key(lane.variant)] = f"the cluster refused its objects: {exc}"
+
+    def _wait_lane_hosts(self) -> None:
+        """Every lane host served with its own certificate (:func:`wait_lane_hosts`), on 127.0.0.1:18443."""
+        wait_lane_hosts(self.lane_plan, lambda host: self._probe_ingress(
+            server_name=host, verify=False, client_cert=None, client_key=None), timeout=INGRESS_TIMEOUT)
 
     # -- cluster and workload ------------------------------------------------------------------------------------
     def _echo_image(self) -> str:
@@ -302,13 +313,20 @@ class KindTarget(OwnCertSet, TargetBase):
 
     def _manifests(self, echo_image: str) -> list[dict[str, Any]]:
         from harness.render.k8s import render_controller_config, render_manifests, validate_manifests
+        from harness.render.k8s_lanes import render_lanes
 
         docs = [render_controller_config(self.topology), *render_manifests(self.topology, self.certs,
                                                                            echo_image=echo_image)]
-        errors = validate_manifests(docs)
+        lanes = [lane.k8s() for lane in self._kind_lanes() if "ingress" in lane.own]
+        docs, self._lane_docs = render_lanes(docs, self.topology, lanes)
+        errors = validate_manifests([*docs, *(d for own in self._lane_docs.values() for d in own)])
         if errors:
             raise UsageError("the rendered manifests do not validate: " + "; ".join(errors))
         return docs
+
+    def lane_manifests(self) -> dict[int, list[dict[str, Any]]]:
+        """Each lane's own documents (its Secrets and Ingresses) by lane index, as :meth:`_manifests` rendered them."""
+        return dict(self._lane_docs)
 
     def _cluster(self) -> None:
         existing = _run(kind_get_clusters_argv(self.kind), "kind get clusters", 60).split()
@@ -384,6 +402,17 @@ class KindTarget(OwnCertSet, TargetBase):
                         raise StartError(f"applying {what} failed: {_api_error(exc)}") from None
                     time.sleep(2)
 
+    def _delete(self, docs: Iterable[dict[str, Any]]) -> None:
+        """Delete objects this target applied (a former lane's); one already gone is fine, any other failure is
+        left for the cluster's deletion (they are labelled ``app.kubernetes.io/managed-by: mtls-harness``)."""
+        from kubernetes.client.exceptions import ApiException
+
+        for doc in docs:
+            meta = doc["metadata"]
+            with contextlib.suppress(ApiException):
+                resource = self._dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+                self._dynamic.delete(resource, name=meta["name"], namespace=meta.get("namespace"))
+
     def _wait_rollout(self) -> None:
         from kubernetes import client
 
@@ -447,32 +476,82 @@ class KindTarget(OwnCertSet, TargetBase):
 
     # -- the Envoy hops ------------------------------------------------------------------------------------------
     def _envoy_hops(self, image: str) -> None:
+        """apim and the gateway on kind's network, every lane a listener of its own on each (port 8443 + i; a lane
+        the Envoy renderer refuses is dropped, with why), then the probe container beside them."""
         assert self.workdir is not None
         labels = harness_labels(self.name, self.run_id)
-        apim_alias = f"mtls-harness-{self.run_id}-apim"
-        mounts = {self.certs.directory.resolve(): "ro", self.workdir: "rw"}
+        mounts = self._mounts()
         hops: list[ContainerHop] = []
-        for hop, upstream in (("apim", (self.node, 443)), ("gateway", (apim_alias, HOP_PORT))):
-            config = render_envoy(self.topology, hop, self.certs,  # type: ignore[arg-type]
-                                  listen=("0.0.0.0", HOP_PORT), upstream=upstream, admin=("127.0.0.1", 9901),
-                                  workdir=self.workdir / hop, jwks=apim_jwks(self.topology, self.certs))
-            container = envoy_container(image, config, name=f"mtls-harness-{self.run_id}-{hop}",
-                                        network=_Network(self.network), alias=f"mtls-harness-{self.run_id}-{hop}",
-                                        labels={**labels, LABEL_HOP: hop}, mounts=mounts, publish=hop == "gateway")
+        configs = self.lane_plan.render(lambda: [self._envoy_config("apim"), self._envoy_config("gateway")])
+        for hop, config in zip(("apim", "gateway"), configs, strict=True):
+            container = envoy_container(image, config, name=self._alias(hop), network=_Network(self.network),
+                                        alias=self._alias(hop), labels={**labels, LABEL_HOP: hop}, mounts=mounts,
+                                        publish=hop == "gateway")
             self._containers[hop] = container  # type: ignore[index]
             hops.append(ContainerHop(hop, container, envoy_ready(container)))
         wait_for_hops(hops, "kind chain Envoy hops", self.start_timeout, self.start_times)
         self.gateway_port = published_port(self._containers["gateway"])
+        self._start_prober()
         wait_through_gateway(self._publish(), self._containers, self.start_timeout)
 
+    def _envoy_config(self, hop: Literal["apim", "gateway"]) -> EnvoyConfig:
+        """``hop``'s Envoy config with its lanes: apim calls the node's 443 (the controller picks the lane by its
+        SNI), the gateway calls apim's listener of the same lane."""
+        assert self.workdir is not None
+        upstream = (self.node, INGRESS_NODE_PORT) if hop == "apim" else (self._alias("apim"), HOP_PORT)
+        lanes = self.lane_plan.on(hop)
+        extra = [EnvoyLane(lane.topology, lane.certs, listen=("0.0.0.0", lane.ports[hop]),
+                           upstream=(upstream[0], lane.ports["ingress" if hop == "apim" else "apim"]),
+                           jwks=apim_jwks(lane.topology, lane.certs)) for lane in lanes]
+        try:
+            return render_envoy(self.topology, hop, self.certs, listen=("0.0.0.0", HOP_PORT), upstream=upstream,
+                                admin=("127.0.0.1", 9901), workdir=self.workdir / hop,
+                                jwks=apim_jwks(self.topology, self.certs), lanes=extra)
+        except LaneRefused as exc:
+            self.lane_plan.blame(lanes, exc)
+
+    def _alias(self, hop: str) -> str:
+        """A container's name and network alias on kind's network (shared with other runs: the run id keeps it
+        apart)."""
+        return f"mtls-harness-{self.run_id}-{hop}"
+
+    def _mounts(self) -> dict[Path, str]:
+        """The cert sets (the chain's and its lanes') read-only, the work directory read-write."""
+        assert self.workdir is not None
+        sets = {self.certs.directory.resolve(), *(lane.certs.directory.resolve() for lane in self.lane_plan.lanes)}
+        return {**dict.fromkeys(sorted(sets), "ro"), self.workdir: "rw"}
+
+    def _start_prober(self) -> None:
+        """The probe container on kind's network (:class:`ProbeContainer`), of the echo image; root only."""
+        if self._prober is not None or not can_probe():
+            return
+        assert self.workdir is not None
+        prober = ProbeContainer(self._echo_image(), name=self._alias("probe"), network=_Network(self.network),
+                                labels=harness_labels(self.name, self.run_id), mounts=self._mounts(),
+                                log=self.workdir / "probe-runner.log")
+        self._prober = prober
+        prober.start()
+
+    def _run_probe(self, host: str, port: int, kwargs: dict[str, Any]) -> ProbeResult:
+        if self._prober is None:
+            raise HarnessError("the kind chain's probe container is stopped")
+        return self._prober.probe(host, port, kwargs)
+
     def _publish(self) -> RunningChain:
+        """The running chain and its lanes (:func:`kind_chain`): apim and the pod from the probe container when it
+        runs, else declared unreachable (:data:`LIMITS`)."""
         assert self.gateway_port is not None
-        ports: dict[HopName, int] = dict.fromkeys(HOPS, self.gateway_port)
-        endpoints: dict[HopName, HopEndpoint] = {"gateway": endpoints_for(self.topology, self.certs, ports)["gateway"],
-                                                 "ingress": self._ingress_endpoint()}
-        self.chain = RunningChain(target=self.name, topology=self.topology, certs=self.certs, endpoints=endpoints,
-                                  limits=LIMITS)
-        return self.chain
+        runner = self._run_probe if self._prober is not None else None
+        limits = ChainLimits() if runner is not None else LIMITS
+        common: dict[str, Any] = {"target": self.name, "node": self.node, "runner": runner, "limits": limits}
+        chain = kind_chain(self.topology, self.certs, gateway=("127.0.0.1", self.gateway_port),
+                           apim=(self._alias("apim"), HOP_PORT), pod_node_port=pod_node_port(None), **common)
+        chain.lanes = lane_chains(self.lane_plan, lambda lane: kind_chain(
+            lane.topology, lane.certs, gateway=(self._alias("gateway"), lane.ports["gateway"]),
+            apim=(self._alias("apim"), lane.ports["apim"]), pod_node_port=pod_node_port(lane), lane=lane, **common))
+        chain.layout = self.lane_plan.summary() if self.variants else {}
+        self.chain = chain
+        return chain
 
     # -- variants and rotation -----------------------------------------------------------------------------------
     def reconfigure(self, topology: Topology) -> RunningChain:
@@ -480,9 +559,21 @@ class KindTarget(OwnCertSet, TargetBase):
         Deployment), and restart the Envoy containers when their part of the model changed."""
         if self.chain is None:
             raise RuntimeError("the kind chain is not running")
+        lane = self.chain.lanes.get(lane_key(topology))
+        if lane is not None:
+            return lane  # served all along under its own host names: nothing is applied or restarts
+        if self.lane_plan.lanes:
+            for served in self.chain.lanes.values():
+                served.evict("the kind chain was reconfigured into a variant it did not serve as a lane: its lanes "
+                             "are gone")
+            self._delete(d for docs in self._lane_docs.values() for d in docs)
+            self.lane_plan = LanePlan()
         old, self.topology = self.topology, topology
         if old.pki != topology.pki:
             self._certs = None
+            if self._prober is not None:  # it mounts the cert sets it was started with
+                self._prober.stop()
+                self._prober = None
         image = next(iter(self._containers.values())).image if self._containers else None
         self._apply(self._manifests(self._echo_image()))
         self._wait_rollout()
@@ -494,6 +585,7 @@ class KindTarget(OwnCertSet, TargetBase):
                     container.stop()
             self._containers.clear()
             self._envoy_hops(image)
+        self._start_prober()
         return self._publish()
 
     def rotate_ingress_cert(self, leaf_name: str, *, ingress: str | None = None,
@@ -526,21 +618,3 @@ class KindTarget(OwnCertSet, TargetBase):
         except WaitTimeout as exc:
             raise StartError(str(exc)) from None
         return seen[0]
-
-
-def _with_controller_args(data: bytes, topology: Topology) -> bytes:
-    """The verified deploy.yaml with the chain's controller flags appended to the controller container's args."""
-    import yaml
-
-    from harness.render.k8s import render_controller_args
-
-    extra = render_controller_args(topology)
-    if not extra:
-        return data
-    docs = list(yaml.safe_load_all(data))
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "Deployment":
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                if container.get("name") == "controller":
-                    container["args"] = [*container.get("args", []), *extra]
-    return yaml.safe_dump_all(docs, sort_keys=False).encode()

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from harness.render.envoy_gateway import GatewayApiEnvoy
     from harness.targets.base import RunningChain
 
-__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "gateway_api_ingress", "lane_key", "lay_out", "own_hops",
+__all__ = ["HOME_INGRESS", "Lane", "LanePlan", "controller_difference", "gateway_api_ingress", "lane_key", "lay_out",
+           "own_hops",
            "plan_lanes", "pod_lane_specs"]
 
 T = TypeVar("T")
@@ -155,6 +156,17 @@ def own_hops(home: Topology, variant: Topology) -> frozenset[HopName]:
     if own or variant.gateway != home.gateway:
         own.add("gateway")
     return frozenset(own)
+
+
+def controller_difference(home: Topology, variant: Topology) -> str | None:
+    """What ``variant``'s ingress controller settings change from ``home``'s — its ConfigMap keys (the modelled ones
+    and ``allow-cross-namespace-resources``) and its flags — or None when they are the same: the settings one
+    ingress-nginx controller applies to every Ingress it serves."""
+    a, b = home.ingress, variant.ingress
+    changed = [] if _group(home) == _group(variant) else [_settings_diff(a.controller, b.controller)]
+    if a.allow_cross_namespace_resources != b.allow_cross_namespace_resources:
+        changed.append(f"allow-cross-namespace-resources={str(b.allow_cross_namespace_resources).lower()}")
+    return ", ".join(changed) or None
 
 
 def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int],
