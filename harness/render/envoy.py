@@ -385,8 +385,12 @@ def _route(cluster: str, up: Upstream, *, prefix_rewrite: str | None = None) -> 
     route: dict[str, Any] = {"cluster": cluster, "host_rewrite_literal": up.hostname, "timeout": "30s",
                              # one retry when the upstream drops the request unanswered — a pooled keep-alive
                              # connection the ingress closes as nginx reloads — as an HTTP client retries a GET on a
-                             # stale connection; a TLS failure fails again the same way, so no outcome changes
-                             "retry_policy": {"retry_on": "reset", "num_retries": 1}}
+                             # stale connection; a TLS failure fails again the same way, so no outcome changes.
+                             # The retry goes at once, as such a client's does: Envoy's default back-off (a random
+                             # wait up to 25 ms, router.proto RetryPolicy.retry_back_off) is the minimum here
+                             "retry_policy": {"retry_on": "reset", "num_retries": 1,
+                                              "retry_back_off": {"base_interval": "0.001s",
+                                                                 "max_interval": "0.002s"}}}
     if prefix_rewrite is not None:
         route["prefix_rewrite"] = prefix_rewrite
     return route
