@@ -20,15 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.chainfile.certs import ChainCertSet
 from harness.cli.options import add_chain_option, load_chain_option, print_help_for_no_action
 from harness.errors import HarnessError, InputError, UsageError
-from harness.model.topology import default_pki_plan
-from harness.pki.certset import CertSet, cert_set_for, generate_cert_set, load_cert_set
-from harness.pki.check import CheckReport, Finding, check_ca_bundle, check_cert_set, check_identity
-from harness.pki.load import is_k8s_secret_dir, load_identity, load_k8s_secret, read_crl, read_pem_certs
+
+if TYPE_CHECKING:  # imported where used: every command's start pays for this module (pydantic, cryptography)
+    from harness.pki.certset import CertSet
+    from harness.pki.check import CheckReport
 
 __all__ = ["main", "register"]
 
@@ -98,6 +97,9 @@ def register(subparsers: Any) -> None:
 # generate
 # ---------------------------------------------------------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
+    from harness.model.topology import default_pki_plan
+    from harness.pki.certset import cert_set_for, generate_cert_set
+
     plan = default_pki_plan(args.key_type)
     t0 = time.perf_counter()
     if args.directory is not None:
@@ -147,6 +149,7 @@ def _pairs(values: Sequence[str], option: str) -> dict[str, Path]:
 
 
 def cmd_shadow(args: argparse.Namespace) -> int:
+    from harness.pki.load import read_pem_certs
     from harness.pki.shadow import IdentityInput, TrustInput, build_cert_set
 
     chains, keys, trusts = (_pairs(args.identity, "--identity"), _pairs(args.key, "--key"),
@@ -176,6 +179,11 @@ def cmd_shadow(args: argparse.Namespace) -> int:
 # check
 # ---------------------------------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
+    from harness.chainfile.certs import ChainCertSet
+    from harness.pki.certset import load_cert_set
+    from harness.pki.check import check_cert_set
+    from harness.pki.load import is_k8s_secret_dir
+
     if args.min_days < 0:
         raise UsageError(f"--min-days {args.min_days}: must be 0 or more")
     loaded = load_chain_option(args)
@@ -220,6 +228,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_single(path: Path, args: argparse.Namespace) -> CheckReport:
+    from harness.pki.check import CheckReport, Finding, check_ca_bundle, check_identity
+    from harness.pki.load import load_identity, load_k8s_secret, read_crl, read_pem_certs
+
     secret_findings: list[Finding] = []
     if path.is_dir():  # a Kubernetes secret
         secret = load_k8s_secret(path)
