@@ -82,9 +82,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             # HOLD_SECONDS): walk the ephemeral range from a random point instead, each port tried once
             ports += _scan(host, count - len(ports), {int(k) for k in held} | set(ports))
         for port in ports:
-            held[str(port)] = now
+            held[str(port)] = int(now)  # whole seconds: a hold of minutes needs no more, and ints encode fast
         tmp = _REGISTRY.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(held))
+        tmp.write_text(json.dumps(held, separators=(",", ":")))
         os.replace(tmp, _REGISTRY)
         return ports
 

@@ -62,6 +62,8 @@ class ManagedProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         #: start order within this interpreter (see :func:`process_mark`)
         self.serial = 0
+        #: the stop signal was sent (:meth:`begin_stop`): :meth:`stop` only waits
+        self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> ManagedProcess:
@@ -108,14 +110,21 @@ class ManagedProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
 
+    def begin_stop(self) -> None:
+        """Send the stop signal and return: several processes then stop at once (:meth:`stop` waits for each)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None and not self._stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, self.stop_signal)
+            self._stopping = True
+
     def stop(self) -> None:
         """Stop the child (and its process group: nginx's workers), waiting at most ``stop_timeout`` seconds."""
         proc = self.proc
         if proc is None:
             return
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, self.stop_signal)
+            self.begin_stop()
             try:
                 proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
