@@ -15,7 +15,9 @@ run: setup  ## the main job: the handshake suite on the local target, with a rep
 # network namespace (needs root); without Docker or root those two skip with the reason (CI sets
 # MTLS_HARNESS_REQUIRE_TOOLS=1: they must run, and a case that skips for a reason its target did not declare fails).
 # Every pytest run is in a random order (pytest-randomly, a dev extra): the seed is printed in the header
-# ("Using --randomly-seed=N"); reproduce an order with `pytest -p randomly --randomly-seed=N ...`.
+# ("Using --randomly-seed=N"); reproduce an order with `pytest -p randomly --randomly-seed=N ...`. The handshake
+# suite's runs pass `--dist loadgroup`, as `mtls-harness run -n N` does: each xdist worker runs whole lanes and starts
+# its chain with only its own (harness.pytest_plugin.worker_groups).
 test: lint test-local test-selftest test-gateway-api test-containers test-isolated
 
 test-unit: setup
@@ -32,18 +34,18 @@ test-selftest: setup
 # the catalogue again with the ingress hop migrated to Gateway API: as Envoy Gateway, then as Application Gateway for
 # Containers configures real Envoy (docs/gateway-api.md)
 test-gateway-api: setup
-	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-ingress gateway-api
-	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-ingress gateway-api:agc
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e/test_handshakes.py --mtls-ingress gateway-api
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e/test_handshakes.py --mtls-ingress gateway-api:agc
 
 test-containers: setup
 	@if docker info >/dev/null 2>&1; then $(PY) -m harness images build; \
 	else echo "test-containers: no Docker engine reachable — the containers cases will skip"; fi
-	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-target containers
-	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api
-	$(PY) -m pytest -p randomly -n 2 tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api:agc
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e --mtls-target containers
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e/test_handshakes.py --mtls-target containers --mtls-ingress gateway-api:agc
 
 test-isolated: setup
-	$(PY) -m pytest -p randomly -n 2 tests/e2e --mtls-isolate
+	$(PY) -m pytest -p randomly -n 2 --dist loadgroup tests/e2e --mtls-isolate
 
 lint: setup
 	.venv/bin/ruff check .

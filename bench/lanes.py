@@ -67,7 +67,7 @@ def _pids(target: Any) -> list[int]:
 
 def _measure(name: str, chain_file: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     from harness.cases.catalogue import catalogue_for
-    from harness.cases.model import Skip, lanes_for, run_case
+    from harness.cases.model import Skip, lane_entries, lanes_for, run_case
     from harness.chainfile.load import load_chain
     from harness.model.topology import default_topology
     from harness.targets.base import lane_key
@@ -92,7 +92,7 @@ def _measure(name: str, chain_file: Path | None, progress: Callable[[str], None]
         _, hwm_alone = _tree_memory_kib(_pids(alone))
 
     progress(f"lanes: {name}: {len(cases)} cases, {len({lane_key(v) for v in variants})} variants as lanes")
-    target = LocalTarget(topology, lanes=variants, lane_hosts=hosts, **own)
+    target = LocalTarget(topology, lanes=variants, lane_hosts=hosts, lane_entries=lane_entries(cases, topology), **own)
     t0 = time.perf_counter()
     with target as chain:
         start_lanes = time.perf_counter() - t0

@@ -17,8 +17,11 @@ Fixtures, in layers (override the settings ones in a conftest.py):
 - ``mtls_topology`` (session): the topology the session's chain runs (default: :func:`default_topology`);
 - ``mtls_cert_set`` (session): the generated cert set for that topology, cached on disk across runs;
 - ``mtls_chain`` (session): the running chain — started once per session (per xdist worker), stopped at the end.
-  On the local and containers targets it serves, beside the chain, every variant the session's collected cases need
-  (:func:`session_variants`): each a lane of the same processes on its own ports (:mod:`harness.targets.lanes`);
+  On the local, containers and kind targets it serves, beside the chain, every variant the session's collected cases
+  need (:func:`session_variants`): each a lane of the same processes on its own ports (:mod:`harness.targets.lanes`;
+  on kind, host names of its own on the one controller: :mod:`harness.targets.kind_lanes`). Under xdist with
+  ``--dist loadgroup`` (``mtls-harness run -n N``) each worker runs whole lanes and serves only its own
+  (:func:`worker_groups`);
 - ``mtls_chain_for`` (session): ``mtls_chain_for(variant_topology)`` → the lane that serves that variant, or, for a
   variant that is no lane (``--mtls-no-lanes``, another target, a topology no collected case asked for), a running
   variant chain, started on demand and kept while it is among the few most recently used.
@@ -86,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run your chain file (docs/chain-file.md) instead of the reference chain "
                          "(default: $MTLS_HARNESS_CHAIN)")
     group.addoption("--mtls-no-lanes", action="store_true", default=bool(os.environ.get("MTLS_HARNESS_NO_LANES")),
-                    help="local and containers targets: run each variant as a chain of its own, started or "
+                    help="local, containers and kind targets: run each variant as a chain of its own, started or "
                          "reconfigured when a case needs it, instead of serving every variant beside the chain from "
                          "the start (slower; for comparing)")
     group.addoption("--mtls-ingress", metavar="KIND", default=os.environ.get("MTLS_HARNESS_INGRESS") or None,
@@ -189,10 +192,7 @@ def _findings(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, st
     loaded = _chain_file(config)
     changed = _ingress_kind(config) is not None or config.getoption("--mtls-gateway-resources", None)
     if loaded is None or changed:
-        topology = (loaded.topology if loaded is not None
-                    else default_topology(str(config.getoption("--mtls-key-type"))))  # type: ignore[arg-type]
-        topology = _on_ingress(config, topology)
-        return finding_records(predict(topology)), dict(loaded.accepted) if loaded is not None else {}
+        return finding_records(predict(_session_topology(config))), dict(loaded.accepted) if loaded is not None else {}
     return chain_findings(loaded), dict(loaded.accepted)
 
 
@@ -230,6 +230,9 @@ def require_chain_components(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     config = item.config
+    if _MY_GROUP not in config.stash and item.nodeid in config.stash.get(_GROUP_OF, {}):
+        # before the chain starts (its fixture is set up after this hook): it serves this group's lanes only
+        config.stash[_MY_GROUP] = config.stash[_GROUP_OF][item.nodeid]
     target = config.getoption("--mtls-target")
     if item.get_closest_marker("mtls_needs_root") and os.geteuid() != 0:
         _missing(config, "needs root (network namespaces / packet capture): run as root or with sudo")
@@ -291,28 +294,154 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if i not in empty]
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# xdist: whole lanes to one worker, so each worker starts only its own cases' lanes
+# ------------------------------------------------------------------------------------------------------------------
+GROUP_PREFIX = "mtls-lanes-"
+#: the group this worker runs: the group of the first grouped test it was sent
+_MY_GROUP = pytest.StashKey[str]()
+
+
+def _lanes_split(config: pytest.Config) -> int:
+    """How many groups the session's cases are split into, one per xdist worker: the worker count under ``--dist
+    loadgroup`` (``mtls-harness run -n N`` passes it) on a target that serves lanes, else 0 (every worker serves every
+    lane, as a session without xdist does). In the controller and in each worker alike."""
+    workerinput = getattr(config, "workerinput", None)  # set on a worker only (an env variable is inherited)
+    if workerinput is not None:  # a worker: its own options say dist "no"; xdist keeps the choice as loadgroup
+        count = int(workerinput.get("workercount", 0) or 0)
+        grouped = bool(getattr(config.option, "loadgroup", False))
+    else:
+        count = int(getattr(config.option, "numprocesses", 0) or 0)
+        grouped = config.getoption("dist", "no") == "loadgroup"
+    if (count < 2 or not grouped or config.getoption("--mtls-no-lanes", False)
+            or config.getoption("--mtls-target") not in ("local", "containers", "kind")):
+        return 0
+    return count
+
+
+def _case_groups(config: pytest.Config, cases: list[tuple[str, CaseType]], workers: int) -> dict[str, str]:
+    """By test node id, the group of each ``(node id, case)``: :func:`worker_groups` over the cases' lanes."""
+    from harness.cases.model import variant_of
+
+    topology = _session_topology(config)
+    keyed = []
+    for _, case in cases:
+        variant = variant_of(case, topology)
+        keyed.append((case.id, lane_key(variant) if variant is not None else None))
+    groups = worker_groups(keyed, workers)
+    return {nodeid: f"{GROUP_PREFIX}{g}" for (nodeid, _), g in zip(cases, groups, strict=True)}
+
+
+def _cases_by_test_name(config: pytest.Config) -> dict[str, CaseType]:
+    """The e2e case each test of the suite runs, by its name as a node id ends (``test_<case>[<target>]``,
+    ``test_generated_case[<target>-<case>]``): what the xdist controller, which collects nothing, knows of a test."""
+    from harness.cases.catalogue import CATALOGUE
+    from harness.report.collect import CHAIN_CASES
+
+    target = config.getoption("--mtls-target")
+    chain = config.stash[CHAIN_CASES]()
+    out: dict[str, CaseType] = {}
+    for case in CATALOGUE:
+        if case.id in chain:  # a case the chain's catalogue lacks skips: it needs no lane
+            out[f"test_{case.id.replace('-', '_').replace('.', '_')}[{target}]"] = chain[case.id]
+    reference = {c.id for c in CATALOGUE}
+    for case in chain.values():
+        if case.id not in reference:
+            out[f"test_generated_case[{target}-{_param_id(case.id)}]"] = case
+    return out
+
+
+try:
+    from xdist.scheduler import LoadGroupScheduling  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - xdist is a dependency
+    LoadGroupScheduling = None
+
+
+if LoadGroupScheduling is not None:
+    class LaneScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        """xdist's loadgroup, with the suite's cases in one group per worker, whole lanes together
+        (:func:`worker_groups`): the first ``N`` work units are those groups, so each worker gets one and starts only
+        its lanes. The group is told by the test's name, not by an ``@group`` added to its node id (which pytest 9.2
+        no longer lets a plugin change: pytest-xdist#1386); any other test keeps loadgroup's own scope."""
+
+        def schedule(self) -> None:
+            if self.collection is None and self.collection_is_completed:
+                ids: list[str] = next(iter(self.registered_collections.values()), [])
+                by_name = _cases_by_test_name(self.config)
+                cases = [(n, by_name[n.rpartition("::")[2]]) for n in ids if n.rpartition("::")[2] in by_name]
+                self._lane_groups = _case_groups(self.config, cases, _lanes_split(self.config))
+            super().schedule()
+
+        def _split_scope(self, nodeid: str) -> str:
+            group = getattr(self, "_lane_groups", {}).get(nodeid)
+            return group if group is not None else str(super()._split_scope(nodeid))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        return LaneScheduling(config, log) if _lanes_split(config) else None
+
+
+#: what a lane costs at the chain's start, in cases (measured: ~8 ms a lane, ~5 ms a case; BENCHMARKS.md)
+LANE_COST = 1.5
+
+
+def worker_groups(cases: list[tuple[str, str | None]], workers: int) -> list[int]:
+    """For each ``(case id, lane key or None)``, the worker group (0 … workers-1) it runs in: every case of a lane in
+    the same group, so a worker starts only its groups' lanes; the groups' costs (a case 1, a lane :data:`LANE_COST`
+    more) as even as a greedy split makes them. The same whatever order the cases come in: every worker computes it
+    from its own collection, and xdist requires them all to collect the same node ids."""
+    lanes: dict[str, list[int]] = {}
+    home: list[int] = []
+    for n, (_, lane) in enumerate(cases):
+        (lanes.setdefault(lane, []) if lane is not None else home).append(n)
+    load = [0.0] * workers
+    out = [0] * len(cases)
+
+    def place(members: list[int], cost: float) -> None:
+        group = min(range(workers), key=lambda g: (load[g], g))
+        load[group] += cost
+        for n in members:
+            out[n] = group
+
+    for key in sorted(lanes, key=lambda k: (-(len(lanes[k]) + LANE_COST), k)):
+        place(lanes[key], len(lanes[key]) + LANE_COST)
+    for n in sorted(home, key=lambda n: cases[n][0]):
+        place([n], 1.0)
+    return out
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The cases the session will run — after every plugin's selection (``-k``, ``-m``, xdist) — whose variants
     the chain serves as lanes (:func:`session_variants`)."""
-    session.config.stash[_SESSION_CASES] = [
-        c for c in (case_of(i) for i in session.items if i.get_closest_marker("mtls_e2e") and generated_for_chain(i))
-        if c is not None]
+    config = session.config
+    cases = [(i.nodeid, c) for c, i in ((case_of(i), i) for i in session.items
+                                        if i.get_closest_marker("mtls_e2e") and generated_for_chain(i))
+             if c is not None]
+    workers = _lanes_split(config)
+    groups = config.stash[_GROUP_OF] = _case_groups(config, cases, workers) if workers else {}
+    config.stash[_SESSION_CASES] = [(c, groups.get(nodeid)) for nodeid, c in cases]
 
 
-_SESSION_CASES = pytest.StashKey[list["CaseType"]]()
+#: the session's cases (after every selection), each with its xdist group (:func:`worker_groups`)
+_SESSION_CASES = pytest.StashKey[list[tuple["CaseType", str | None]]]()
+#: an xdist worker's groups, by test node id (empty when the cases are not split)
+_GROUP_OF = pytest.StashKey[dict[str, str]]()
 
 
 def session_variants(config: pytest.Config, topology: Topology) -> dict[str, Any]:
     """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order) and
-    the hosts each one's cases probe: the lanes the local and containers targets serve beside the chain from its
-    start (harness.targets.lanes), as the target's ``lanes=`` and ``lane_hosts=``; {} with --mtls-no-lanes."""
-    from harness.cases.model import lanes_for
+    the hosts each one's cases probe: the lanes the local, containers and kind targets serve beside the chain from its
+    start (harness.targets.lanes), as the target's ``lanes=`` and ``lane_hosts=``; {} with --mtls-no-lanes. An xdist
+    worker under ``--dist loadgroup`` serves only the lanes of its own group's cases (:func:`worker_groups`); a case
+    of another group it is sent all the same runs on a variant chain of its own (:class:`VariantChains`)."""
+    from harness.cases.model import lane_entries, lanes_for
 
     if config.getoption("--mtls-no-lanes", False):
         return {}
-    cases: list[CaseType] = config.stash.get(_SESSION_CASES, [])
+    cases: list[CaseType] = [c for c, group in config.stash.get(_SESSION_CASES, [])
+                             if _MY_GROUP not in config.stash or group == config.stash[_MY_GROUP]]
     variants, hosts = lanes_for(cases, topology)
-    return {"lanes": variants, "lane_hosts": hosts} if variants else {}
+    return {"lanes": variants, "lane_hosts": hosts, "lane_entries": lane_entries(cases, topology)} if variants else {}
 
 
 _PROCESS_MARK = pytest.StashKey[int]()
@@ -374,11 +503,23 @@ def _chain_file(config: pytest.Config) -> Any:
     return config.stash[_CHAIN_KEY]
 
 
+_TOPOLOGY = pytest.StashKey[Topology]()
+
+
+def _session_topology(config: pytest.Config) -> Topology:
+    """The chain the session runs: the chain file's or the reference chain (``--mtls-key-type``), with the ingress the
+    options ask for; worked out once per session."""
+    if _TOPOLOGY not in config.stash:
+        loaded = _chain_file(config)
+        topology = (loaded.topology if loaded is not None
+                    else default_topology(str(config.getoption("--mtls-key-type"))))  # type: ignore[arg-type]
+        config.stash[_TOPOLOGY] = _on_ingress(config, topology)
+    return config.stash[_TOPOLOGY]
+
+
 @pytest.fixture(scope="session")
 def mtls_topology(request: pytest.FixtureRequest, mtls_key_type: str) -> Topology:
-    loaded = _chain_file(request.config)
-    topology = loaded.topology if loaded is not None else default_topology(mtls_key_type)  # type: ignore[arg-type]
-    return _on_ingress(request.config, topology)
+    return _session_topology(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -392,12 +533,14 @@ def mtls_cert_set(request: pytest.FixtureRequest, mtls_topology: Topology) -> An
 def _open_target(config: pytest.Config, name: str, topology: Topology,
                  lanes: Mapping[str, Any] | None = None) -> Any:
     """The selected target; with --mtls-isolate the local chain in network namespaces (skips where it cannot run).
-    ``lanes``: the variants the local and containers targets serve beside the chain (:func:`session_variants`)."""
+    ``lanes``: the variants the local, containers and kind targets serve beside the chain (:func:`session_variants`)."""
     loaded = _chain_file(config)
     own: dict[str, Any] = {"certs": loaded.certs} if (loaded is not None and name in ("local", "containers", "kind")
                                                       and topology.pki == loaded.topology.pki) else {}
-    if lanes and name in ("local", "containers"):
+    if lanes and name == "local":
         own |= lanes
+    elif lanes and name in ("containers", "kind"):  # their lanes have a listener on every hop in front of their own
+        own |= {k: v for k, v in lanes.items() if k != "lane_entries"}
     if not config.getoption("--mtls-isolate"):
         try:
             return open_target(name, topology=topology, **own)

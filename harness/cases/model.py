@@ -232,6 +232,24 @@ def lanes_for(cases: Iterable[Case], topology: Topology) -> tuple[list[Topology]
     return variants, {k: frozenset(v) for k, v in hosts.items()}
 
 
+def entry_hop(case: Case) -> HopName:
+    """The hop a case's probe connects to: the gateway for a case through the chain, else its endpoint or hop."""
+    return "gateway" if case.via == "chain" else (case.endpoint or case.hop)
+
+
+def lane_entries(cases: Iterable[Case], topology: Topology) -> dict[str, frozenset[HopName]]:
+    """By :func:`lane_key`, the hops each variant's cases connect to (:func:`entry_hop`): a lane needs no listener in
+    front of the first of them (harness.targets.lanes.plan_lanes)."""
+    from harness.targets.base import lane_key
+
+    entries: dict[str, set[HopName]] = {}
+    for case in cases:
+        variant = variant_of(case, topology)
+        if variant is not None:
+            entries.setdefault(lane_key(variant), set()).add(entry_hop(case))
+    return {k: frozenset(v) for k, v in entries.items()}
+
+
 def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], RunningChain]) -> CaseResult:
     if case.host is not None and case.host not in chain.topology.ingress.hosts:
         raise Skip(f"no Ingress on host {case.host} in this chain (hosts: {', '.join(chain.topology.ingress.hosts)})",
@@ -256,7 +274,7 @@ def _run(case: Case, chain: RunningChain, chain_for: Callable[[Topology], Runnin
             raise Skip(missing_crl, declared=True)
         # the running chain is always viewed from its home host; the case's host is a view of it
         chain = chain_for(changed.focus_on(None)).on_host(case.host if case.host in changed.ingress.hosts else None)
-    hop: HopName = "gateway" if case.via == "chain" else (case.endpoint or case.hop)
+    hop = entry_hop(case)
     chain.endpoint(hop)  # HopUnreachable (an Unavailable) when the runner cannot reach it
     kwargs: dict[str, Any] = dict(case.probe)
     if case.via == "chain" and chain.topology.apim.path != "/":

@@ -143,13 +143,19 @@ def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> li
     argv = [*(str(f) for f in suite), "-q", "--mtls-target", args.target, "--mtls-report", str(report),
             # the suite may sit in site-packages: pytest's cache would be written next to it
             "-p", "no:cacheprovider",
+            # anyio's plugin (it comes with httpx) is for async tests, the suite has none: 0.15 s per process; and
+            # pytest-randomly, a dev extra of this repository: where it is installed the run would not be in the
+            # catalogue's order as it is everywhere else (the test suites run with it: `-p randomly` in the Makefile)
+            "-p", "no:anyio", "-p", "no:randomly",
             "--junitxml", str(report / JUNIT_FILE),
             # xunit1: the testcase <properties> (mtls_case, mtls_hop, …) belong to that schema, not to xunit2's
             "-o", "junit_family=xunit1",
             # the harness package (this very CLI) is imported before pytest starts: its asserts need no rewriting
             "-W", "ignore:Module already imported so cannot be rewritten; harness:pytest.PytestAssertRewriteWarning"]
     if args.workers not in (None, "0"):
-        argv += ["-n", args.workers]
+        # each worker starts the chain with only its own cases' lanes: whole lanes to one worker
+        # (harness.pytest_plugin.worker_groups)
+        argv += ["-n", args.workers, "--dist", "loadgroup"]
     if args.keyword is not None:
         argv += ["-k", args.keyword]
     gateway_api = False

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.cases.model import Case, Skip, lanes_for, run_case
+from harness.cases.model import Case, Skip, lane_entries, lanes_for, run_case
 from harness.errors import HarnessError
 from harness.findings.predict import predict
 from harness.model.topology import KeyType, Topology
@@ -157,7 +157,7 @@ def run_catalogue(cases: Sequence[Case], base: Topology, *, tamper: _Tamper | No
     out = CatalogueRun(ingress=base.ingress.kind)
     t0 = time.perf_counter()
     variants, hosts = lanes_for(cases, base)
-    target = LocalTarget(base, tamper=tamper, lanes=variants, lane_hosts=hosts)
+    target = LocalTarget(base, tamper=tamper, lanes=variants, lane_hosts=hosts, lane_entries=lane_entries(cases, base))
     try:
         chain = target.__enter__()
     except HarnessError as exc:

@@ -133,6 +133,12 @@ class HopUnreachable(Unavailable):
         self.declared = declared
 
 
+class LaneHopNotServed(HarnessError):
+    """A probe of a hop a lane has no listener on: its cases were planned to connect only behind it
+    (harness.cases.model.lane_entries) — a test that does otherwise must say so there, so it fails rather than
+    skips."""
+
+
 class EvictedChainError(HarnessError):
     """A handle to a variant chain that has since been stopped or turned into another variant."""
 
@@ -180,6 +186,9 @@ class RunningChain:
     lanes: Mapping[str, RunningChain] = field(default_factory=dict)
     #: how the variants were laid out (:meth:`harness.targets.lanes.LanePlan.summary`), for the report; {} without
     layout: Mapping[str, Any] = field(default_factory=dict)
+    #: hops a lane was laid out without (in front of every hop its cases connect to), with why: probing one is the
+    #: layout's error, not a limit of the target (:class:`LaneHopNotServed`)
+    unserved: Mapping[HopName, str] = field(default_factory=dict)
 
     @property
     def entry(self) -> HopEndpoint:
@@ -194,6 +203,8 @@ class RunningChain:
             return self.endpoints[hop]
         except KeyError:
             pass
+        if hop in self.unserved:
+            raise LaneHopNotServed(self.unserved[hop])
         why = self.limits.unreachable.get(hop)
         if why is not None:
             raise HopUnreachable(why, declared=True) from None
@@ -283,8 +294,12 @@ class RunningChain:
 
 def lane_key(topology: Topology) -> str:
     """How a variant is told apart from another: two topologies with the same key are the same variant (the key
-    of :attr:`RunningChain.lanes`)."""
-    return repr(topology)
+    of :attr:`RunningChain.lanes`). Remembered on the topology (immutable: its repr never changes), as a lane's key is
+    asked for hundreds of times and a topology's repr takes a tenth of a millisecond."""
+    known = topology.__dict__.get("_lane_key")
+    if known is None:
+        known = topology.__dict__["_lane_key"] = repr(topology)  # beside the frozen fields, not one of them
+    return str(known)
 
 
 class Target(Protocol):

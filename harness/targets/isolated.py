@@ -135,9 +135,10 @@ class IsolatedTarget(LocalTarget):
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False, subnet: str = DEFAULT_SUBNET,
                  capture: bool = False, capture_dir: Path | None = None, lanes: Sequence[Topology] = (),
-                 lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
+                 lane_hosts: Mapping[str, frozenset[str]] | None = None,
+                 lane_entries: Mapping[str, frozenset[HopName]] | None = None) -> None:
         super().__init__(topology, certs=certs, workdir=workdir, keep_workdir=keep_workdir, lanes=lanes,
-                         lane_hosts=lane_hosts)
+                         lane_hosts=lane_hosts, lane_entries=lane_entries)
         self.subnet = subnet
         self.capture = capture
         self._given_capture_dir = capture_dir

@@ -58,6 +58,8 @@ class Lane:
     #: the hops that serve it on a listener of its own; on the others (the variant is the chain itself from there
     #: on towards the pod) its port is the chain's own (:func:`own_hops`)
     own: frozenset[HopName] = frozenset(HOPS)
+    #: the hops in front of every hop its cases connect to: no listener, no endpoint (a probe there is an error)
+    front: frozenset[HopName] = frozenset()
 
     @property
     def served(self) -> Topology:
@@ -130,6 +132,17 @@ def _settings_diff(a: ControllerSettings, b: ControllerSettings) -> str:
     return ", ".join(changed) or "the same settings"
 
 
+def controller_difference(home: Topology, variant: Topology) -> str | None:
+    """What ``variant``'s ingress controller settings change from ``home``'s — its ConfigMap keys (the modelled ones
+    and ``allow-cross-namespace-resources``) and its flags — or None when they are the same: the settings one
+    ingress-nginx controller applies to every Ingress it serves."""
+    a, b = home.ingress, variant.ingress
+    changed = [] if _group(home) == _group(variant) else [_settings_diff(a.controller, b.controller)]
+    if a.allow_cross_namespace_resources != b.allow_cross_namespace_resources:
+        changed.append(f"allow-cross-namespace-resources={str(b.allow_cross_namespace_resources).lower()}")
+    return ", ".join(changed) or None
+
+
 def _group(topology: Topology) -> tuple[object, ...]:
     """What must be equal for two lanes' ingresses to share an nginx process: the controller's flags and ConfigMap
     (a lane with ssl-passthrough gets its own SNI router on its own port, in the process of its settings). A Gateway
@@ -158,24 +171,26 @@ def own_hops(home: Topology, variant: Topology) -> frozenset[HopName]:
     return frozenset(own)
 
 
-def controller_difference(home: Topology, variant: Topology) -> str | None:
-    """What ``variant``'s ingress controller settings change from ``home``'s — its ConfigMap keys (the modelled ones
-    and ``allow-cross-namespace-resources``) and its flags — or None when they are the same: the settings one
-    ingress-nginx controller applies to every Ingress it serves."""
-    a, b = home.ingress, variant.ingress
-    changed = [] if _group(home) == _group(variant) else [_settings_diff(a.controller, b.controller)]
-    if a.allow_cross_namespace_resources != b.allow_cross_namespace_resources:
-        changed.append(f"allow-cross-namespace-resources={str(b.allow_cross_namespace_resources).lower()}")
-    return ", ".join(changed) or None
+def in_front(entries: frozenset[HopName] | None) -> frozenset[HopName]:
+    """The hops in front of the first of ``entries`` (the hops a lane's cases connect to): a path from the client to
+    them never passes there. None: the cases may connect anywhere."""
+    if not entries:
+        return frozenset()
+    first = min(HOPS.index(h) for h in entries)
+    return frozenset(HOPS[:first])
 
 
 def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int],
                certs_for: dict[str, CertSet], *, hosts: Mapping[str, frozenset[str]] | None = None,
-               home_ports: Mapping[HopName, int] | None = None) -> LanePlan:
+               home_ports: Mapping[HopName, int] | None = None,
+               entries: Mapping[str, frozenset[HopName]] | None = None) -> LanePlan:
     """Lay ``variants`` out as lanes beside ``home``: lane ``i`` takes ports ``ports[4*(i-1):4*i]`` (gateway, apim,
     ingress, pod); ``certs_for`` maps a variant's key to its cert set. Duplicates and the home topology itself are
     left out (a case on the home topology probes the chain). With ``home_ports`` (the chain's own port on each hop),
-    a lane has listeners only on :func:`own_hops` and goes on through the chain's own listeners behind them."""
+    a lane has listeners only on :func:`own_hops` and goes on through the chain's own listeners behind them. With
+    ``entries`` (by variant key, the hops its cases connect to: harness.cases.model.lane_entries) and
+    ``home_ports``, a lane has no listener in front of the first of them either (:attr:`Lane.front`): a variant whose
+    cases all probe the ingress needs no gateway or apim listener."""
     plan = LanePlan()
     seen = {lane_key(home)}
     groups: dict[tuple[object, ...], str] = {}
@@ -189,6 +204,8 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
         seen.add(key)
         lane_ports: dict[HopName, int] = {hop: next(it) for hop in HOPS}
         own = frozenset(HOPS) if home_ports is None else own_hops(home, topology)
+        front = in_front(entries.get(key)) if entries is not None and home_ports is not None else frozenset()
+        own -= front
         lane_ports |= {hop: home_ports[hop] for hop in HOPS if hop not in own and home_ports is not None}
         group = _group(topology)
         if "ingress" not in own or group == home_group:
@@ -201,13 +218,14 @@ def plan_lanes(home: Topology, variants: Sequence[Topology], ports: Sequence[int
                 f"other controller settings ({_settings_diff(home_settings, topology.ingress.controller)}): the "
                 "ConfigMap and the flags are the whole nginx process's")
         plan.lanes.append(Lane(len(plan.lanes) + 1, topology, certs_for[key], lane_ports, process,
-                               hosts=None if hosts is None else hosts.get(key), own=own))
+                               hosts=None if hosts is None else hosts.get(key), own=own, front=front))
     return plan
 
 
 def lay_out(home: Topology, home_certs: CertSet, variants: Sequence[Topology],
             ports: Callable[[int], Sequence[int]], *, hosts: Mapping[str, frozenset[str]] | None = None,
-            home_ports: Mapping[HopName, int] | None = None) -> LanePlan:
+            home_ports: Mapping[HopName, int] | None = None,
+            entries: Mapping[str, frozenset[HopName]] | None = None) -> LanePlan:
     """The lanes for ``variants`` beside ``home``: each variant's cert set (the chain's when its PKI plan is the
     same; a plan that cannot be issued drops the variant, with why), then :func:`plan_lanes` with ``ports(n)`` — four
     ports for each of the ``n`` lanes."""
@@ -226,7 +244,7 @@ def lay_out(home: Topology, home_certs: CertSet, variants: Sequence[Topology],
         except (HarnessError, KeyError, ValueError) as exc:
             dropped[key] = f"its cert set could not be issued: {exc}"
     kept = [t for t in variants if lane_key(t) in certs]
-    plan = plan_lanes(home, kept, ports(len(certs)), certs, hosts=hosts, home_ports=home_ports)
+    plan = plan_lanes(home, kept, ports(len(certs)), certs, hosts=hosts, home_ports=home_ports, entries=entries)
     plan.dropped.update(dropped)
     return plan
 

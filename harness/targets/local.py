@@ -110,12 +110,15 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     def __init__(self, topology: Topology | None = None, *, certs: CertSet | None = None,
                  workdir: Path | None = None, keep_workdir: bool = False, tamper: Tamper | None = None,
-                 lanes: Sequence[Topology] = (), lane_hosts: Mapping[str, frozenset[str]] | None = None) -> None:
+                 lanes: Sequence[Topology] = (), lane_hosts: Mapping[str, frozenset[str]] | None = None,
+                 lane_entries: Mapping[str, frozenset[HopName]] | None = None) -> None:
         self.topology = topology or default_topology()
         #: the variants to serve beside the chain, each on its own ports of the same processes (harness.targets.lanes);
         #: ``lane_hosts``: the ingress hosts each one's cases probe (harness.cases.model.lanes_for), None: all
         self.variants = tuple(lanes)
         self.lane_hosts = lane_hosts
+        #: the hops each variant's cases connect to (harness.cases.model.lane_entries): no listener in front of them
+        self.lane_entries = lane_entries
         self.lane_plan = LanePlan()
         self._nginx_extra: dict[str, NginxConfig] = {}
         self._internal_ports: dict[int, int] = {}
@@ -132,13 +135,19 @@ class LocalTarget(OwnCertSet, TargetBase):
         self.chain: RunningChain | None = None
         #: seconds each hop took from spawn to ready in the last start
         self.start_times: dict[str, float] = {}
+        #: when each hop's process was spawned (perf_counter), for :attr:`start_times`
+        self._spawned: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop every process in reverse start order (gateway first), then remove the work directory."""
+        """Stop every process — the stop signal to all of them in reverse start order (gateway first), then wait for
+        each — then remove the work directory."""
         order = ("gateway", "apim", "ingress", *sorted(n for n in self._procs if n.startswith("ingress.")), "pod")
-        for name in (*order, *self._procs):
+        names = [n for n in dict.fromkeys((*order, *self._procs)) if n in self._procs]
+        for name in names:
+            self._procs[name].begin_stop()
+        for name in names:
             proc = self._procs.pop(name, None)
             if proc is not None:
                 proc.stop()
@@ -158,7 +167,8 @@ class LocalTarget(OwnCertSet, TargetBase):
         names = ("pod", "ingress", "apim", "gateway", "apim-admin", "gateway-admin", "ingress-admin")
         self.ports = dict(zip(names, free_ports(len(names), HOST), strict=True))
         self.lane_plan = lay_out(self.topology, self.certs, self.variants, lambda n: free_ports(4 * n, HOST),
-                                 hosts=self.lane_hosts, home_ports={h: self.ports[h] for h in HOPS})
+                                 hosts=self.lane_hosts, home_ports={h: self.ports[h] for h in HOPS},
+                                 entries=self.lane_entries)
         try:
             self._launch(self._render_all(nginx, envoy))
         except StartError as exc:
@@ -176,9 +186,34 @@ class LocalTarget(OwnCertSet, TargetBase):
 
     # -- lanes: the variants served beside the chain (harness.targets.lanes) -------------------------------------
     def _render_all(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
-        """Every process of the chain rendered with its lanes (a lane a renderer refuses is dropped, with why)."""
-        return self.lane_plan.render(lambda: [self._pod(), *self._ingresses(nginx, envoy),
-                                              self._envoy_hop("apim", envoy), self._envoy_hop("gateway", envoy)])
+        """Every process of the chain rendered with its lanes (a lane a renderer refuses is dropped, with why), each
+        spawned as soon as it is rendered: the pod (quick to render, a Python start to load) and the Envoys (which take
+        longest to load their listeners) first, then the ingress, rendered while they load (:meth:`_launch` waits for
+        them all)."""
+        return self.lane_plan.render(lambda: self._spawning([
+            lambda: [self._pod()], lambda: [self._envoy_hop("gateway", envoy)],
+            lambda: [self._envoy_hop("apim", envoy)], lambda: self._ingresses(nginx, envoy)]))
+
+    def _spawning(self, makers: list[Callable[[], list[ProcessHop]]]) -> list[ProcessHop]:
+        """Render and spawn each maker's hops in turn; when one fails (a renderer refusing a lane), the hops spawned
+        before it are stopped again, so the lanes can be laid out anew without them."""
+        hops: list[ProcessHop] = []
+        try:
+            for make in makers:
+                for hop in make():
+                    self._spawn(hop)
+                    hops.append(hop)
+        except BaseException:
+            for hop in hops:
+                self._procs.pop(hop.name, None)
+                hop.process.stop()
+            raise
+        return hops
+
+    def _spawn(self, hop: ProcessHop) -> None:
+        self._procs[hop.name] = hop.process
+        self._spawned[hop.name] = time.perf_counter()
+        hop.process.start()
 
     def _ingresses(self, nginx: Path, envoy: Path) -> list[ProcessHop]:
         """The home nginx (the chain and every lane with its controller settings) and one nginx per other group; a
@@ -254,10 +289,13 @@ class LocalTarget(OwnCertSet, TargetBase):
         lanes: dict[str, RunningChain] = {}
         for lane in self.lane_plan.lanes:
             lane_eps = {h: dataclasses.replace(ep, host=self._host(h))
-                        for h, ep in endpoints_for(lane.topology, lane.certs, lane.ports).items()}
+                        for h, ep in endpoints_for(lane.topology, lane.certs, lane.ports).items()
+                        if h not in lane.front}
             lane.chain = self._running_chain(target=self.name, topology=lane.topology, certs=lane.certs,
                                              endpoints=lane_eps, logs=self._evidence_logs(lane.ingress),
-                                             states=self._states())
+                                             states=self._states(), unserved=dict.fromkeys(
+                                                 lane.front, f"lane {lane.index} has no listener on this hop: its "
+                                                 "cases were planned to connect only behind it"))
             lanes[lane_key(lane.topology)] = lane.chain
         self.chain = self._running_chain(
             target=self.name,
@@ -295,18 +333,18 @@ class LocalTarget(OwnCertSet, TargetBase):
         return served.states() if served is not None else {}
 
     def _launch(self, hops: list[ProcessHop]) -> None:
-        """Spawn every hop, then wait for all of them together; a failure names the hop and shows its log."""
-        t0 = time.perf_counter()
+        """Spawn every hop not spawned yet, then wait for all of them together; a failure names the hop and shows its
+        log. :attr:`start_times` gets each hop's time from its spawn to seen ready."""
         for hop in hops:
-            self._procs[hop.name] = hop.process
-            hop.process.start()
+            if hop.process.proc is None:
+                self._spawn(hop)
         pending = {h.name: h for h in hops}
 
         def all_ready() -> bool:
             for name in list(pending):
                 with contextlib.suppress(OSError):
                     if pending[name].ready():
-                        self.start_times[name] = time.perf_counter() - t0
+                        self.start_times[name] = time.perf_counter() - self._spawned[name]
                         del pending[name]
             return not pending
 

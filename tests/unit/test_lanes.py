@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from harness.cases.cross_domain import passthrough_to_the_pod
 from harness.model.topology import default_topology
 from harness.targets.base import lane_key
@@ -79,3 +81,44 @@ def test_the_reports_layout_names_each_process_of_its_own_and_why() -> None:
     page = render_html(doc)
     assert "variants: 4 served as lanes of the chain" in page
     assert "--enable-ssl-passthrough=true" in page
+
+
+def test_a_lane_has_no_listener_in_front_of_the_hops_its_cases_connect_to() -> None:
+    from harness.targets.lanes import in_front
+
+    assert in_front(frozenset({"ingress"})) == frozenset({"gateway", "apim"})
+    assert in_front(frozenset({"ingress", "apim"})) == frozenset({"gateway"})
+    assert in_front(frozenset({"gateway", "pod"})) == frozenset()
+    assert in_front(None) == in_front(frozenset()) == frozenset()
+    home_ports = {"gateway": 1, "apim": 2, "ingress": 3, "pod": 4}
+    pod_only = HOME.with_hop("pod", listener__client_auth="required")
+    variants = [OPTIONAL, pod_only, TLS13]
+    entries = {lane_key(OPTIONAL): frozenset({"ingress"}), lane_key(pod_only): frozenset({"apim", "pod"})}
+    plan = plan_lanes(HOME, variants, list(range(1000, 1012)), {lane_key(v): object() for v in variants},  # type: ignore[misc]
+                      home_ports=home_ports, entries=entries)
+    by = {lane_key(lane.topology): lane for lane in plan.lanes}
+    assert (by[lane_key(OPTIONAL)].own, by[lane_key(OPTIONAL)].front) == (frozenset({"ingress"}),
+                                                                            frozenset({"gateway", "apim"}))
+    assert by[lane_key(pod_only)].own == frozenset({"apim", "ingress", "pod"})
+    assert by[lane_key(pod_only)].front == frozenset({"gateway"})
+    # a variant none of whose cases were named keeps every listener in front of its difference
+    assert by[lane_key(TLS13)].own == frozenset({"gateway", "apim", "ingress"})
+    assert not by[lane_key(TLS13)].front
+    # without the chain's own ports nothing is trimmed (the containers target's lanes)
+    plan = plan_lanes(HOME, variants, list(range(1000, 1012)), {lane_key(v): object() for v in variants},  # type: ignore[misc]
+                      entries=entries)
+    assert all(lane.own == frozenset(("gateway", "apim", "ingress", "pod")) for lane in plan.lanes)
+    assert not any(lane.front for lane in plan.lanes)
+
+
+def test_a_probe_of_a_hop_a_lane_was_laid_out_without_fails_and_does_not_skip() -> None:
+    from harness.errors import HarnessError, Unavailable
+    from harness.targets.base import LaneHopNotServed, RunningChain
+
+    chain = RunningChain(target="local", topology=HOME, certs=object(), endpoints={},  # type: ignore[arg-type]
+                         unserved={"gateway": "lane 3 has no listener on this hop"})
+    with pytest.raises(LaneHopNotServed, match="lane 3") as raised:
+        chain.endpoint("gateway")
+    # a HarnessError fails the test; an Unavailable would have skipped it
+    assert isinstance(raised.value, HarnessError)
+    assert not isinstance(raised.value, Unavailable)
