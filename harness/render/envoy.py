@@ -556,7 +556,10 @@ def render_envoy(
     sds_dir = workdir / "sds"
     sds_dir.mkdir(parents=True, exist_ok=True)
     sources = _sources(topology, hop, certs)
-    config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.yaml", sds_dir=sds_dir,
+    # ".json": Envoy picks its parser by the file's name, and the same compact JSON named ".yaml" went through the
+    # YAML parser — measured here, 0.33 s against 0.23 s to load a gateway with 81 lane listeners (envoy --mode
+    # init_only)
+    config = EnvoyConfig(hop=hop, config_path=workdir / f"{hop}-envoy.json", sds_dir=sds_dir,
                          admin_port=admin[1], listen_port=listen[1], secrets=tuple(sources))
     for which, source in sources.items():
         _write_atomic(config.sds_path(which), sds_secret_text(which, source))

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from harness.model.topology import HopName, KeyType, Topology, default_topology
 from harness.model.wire import header_name
 from harness.render.gateway_api import IMPLEMENTATIONS
@@ -98,15 +96,16 @@ def _ingress_trusts_every_ca(t: Topology) -> Topology:
 # render mutants: edits of what the renderers wrote
 # ------------------------------------------------------------------------------------------------------------------
 def _envoy_edit(hop: str, change: Callable[[dict[str, Any]], bool]) -> Edit:
-    """Edit ``hop``'s Envoy bootstrap (YAML) with ``change`` (which says whether it changed anything)."""
+    """Edit ``hop``'s Envoy bootstrap (JSON, as the renderer writes it: Envoy parses a file by its name) with
+    ``change`` (which says whether it changed anything)."""
 
     def edit(at: str, config: Path | None, argv: list[str]) -> tuple[list[str], bool]:
         if at != hop or config is None:
             return argv, False
-        doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+        doc = json.loads(config.read_text(encoding="utf-8"))
         changed = change(doc)
         if changed:
-            config.write_text(yaml.safe_dump(doc, sort_keys=False, width=120), encoding="utf-8")
+            config.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
         return argv, changed
 
     return edit

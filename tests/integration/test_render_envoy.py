@@ -5,10 +5,10 @@ tests/unit/test_render_envoy.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.model.topology import Topology
 from harness.pki.certset import CertSet
@@ -40,7 +40,7 @@ def test_envoy_validate_catches_a_broken_config(topology: Topology, certs: CertS
     lua = connection_manager(boot)["http_filters"][0]["typed_config"]["default_source_code"]
     assert "function envoy_on_request" in lua["inline_string"]
     lua["inline_string"] = lua["inline_string"].replace("function envoy_on_request", "function envoy_on_request(((")
-    config.config_path.write_text(yaml.safe_dump(boot))
+    config.config_path.write_text(json.dumps(boot))  # JSON, as rendered: Envoy parses a file by its name
     result = envoy_validate(config)
     assert result.returncode != 0
     assert "script load error" in result.stdout + result.stderr
