@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json as _json
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ class CertInfo:
                 f"sha256={self.sha256[:16]}… not_after={self.not_after:%Y-%m-%d}")
 
 
+@functools.lru_cache(maxsize=1024)
 def cert_info(der: bytes) -> CertInfo:
-    """Describe one DER certificate."""
+    """Describe one DER certificate (remembered by its bytes: a run sees the same few server certificates hundreds
+    of times, and parsing one costs about 0.2 ms)."""
     from cryptography import x509  # imported here: the echo pod imports this module and should start fast
 
     sha = hashlib.sha256(der).hexdigest()
