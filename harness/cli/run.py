@@ -46,7 +46,7 @@ TWIN_STOP_TIMEOUT = 30.0
 SUITE = ("test_handshakes.py", "test_posture.py")
 _EXAMPLES = """examples:
   mtls-harness run                              every case on the local target, report in reports/
-  mtls-harness run -n auto -k ingress           the ingress cases, one chain per CPU
+  mtls-harness run -n auto -k ingress           the ingress cases, one chain per CPU (each with its cases' lanes)
   mtls-harness run --report out -- --mtls-require-tools -x
                                                 extra pytest options after --"""
 
@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--target", choices=TARGET_NAMES, default="local", help="where the chain runs (default: local)")
     run.add_argument("-n", dest="workers", type=_workers, default=None, metavar="auto|N",
-                     help="run the cases in N pytest-xdist worker processes, each with its own chain")
+                     help="run the cases in N pytest-xdist worker processes, each with its own chain serving "
+                          "only the variants (lanes) of the cases it runs")
     run.add_argument("--report", type=Path, default=Path("reports"), metavar="DIR",
                      help="where the report files go (default: reports/; created when missing)")
     run.add_argument("-k", dest="keyword", metavar="EXPR",
