@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from harness.cases.cross_domain import passthrough_to_the_pod
 from harness.cases.model import NO_CERT, Case, Group, Skip
@@ -152,8 +152,9 @@ def _not_from_pod(r: ProbeResult, c: RunningChain) -> str | None:
 # -- row 9: connections to the pod -----------------------------------------------------------------------------------
 #: ingress-nginx's defaults (config.go 866-868: proxy-next-upstream "error timeout", 3 tries)
 TRIES = 3
-#: bounded re-reads of a log the check needs (nginx writes its access log after the answer went out)
-LOG_READS, LOG_PAUSE = 8, 0.05
+#: the pauses between bounded re-reads of a log the check needs (nginx writes its access log after the answer went
+#: out): the first after 5 ms, doubling up to ~1.6 s in all
+LOG_PAUSES: Final = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.32, 0.32, 0.32)
 #: at most this many requests to meet a connection the ingress opened for the request (each one closes the one it
 #: came on, so idle pooled connections drain)
 FRESH_TRIES = 8
@@ -290,13 +291,13 @@ def _tried(times: int) -> Check:
         if again.status != 502:
             return f"the request to count the tries on got {again.describe()}"
         line, refused = "", 0
-        for attempt in range(LOG_READS):
+        for pause in (*LOG_PAUSES, None):
             logs = c.evidence_since(mark)
             line = next((x for x in logs.get("ingress-access", "").splitlines() if x.endswith(" " + rid)), "")
             refused = logs.get("ingress-error", "").count("upstream SSL certificate verify error")
-            if line:
+            if line or pause is None:
                 break
-            time.sleep(LOG_PAUSE * (attempt + 1))
+            time.sleep(pause)
         found = re.search(r"((?:\d{3}|-)(?:, (?:\d{3}|-))*) " + re.escape(rid) + "$", line)
         if not found:
             return f"no access log line for request {rid} (seen: {line!r})"
