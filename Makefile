@@ -17,7 +17,7 @@ run: setup  ## the main job: the handshake suite on the local target, with a rep
 # Every pytest run is in a random order (pytest-randomly, a dev extra): the seed is printed in the header
 # ("Using --randomly-seed=N"); reproduce an order with `pytest -p randomly --randomly-seed=N ...`. The handshake
 # suite's runs pass `--dist loadgroup`, as `mtls-harness run -n N` does: each xdist worker runs whole lanes and starts
-# its chain with only its own (harness.pytest_plugin.worker_groups).
+# its chain with only its own (harness.xdist_lanes).
 test: lint test-local test-selftest test-gateway-api test-containers test-isolated
 
 test-unit: setup

@@ -21,7 +21,7 @@ Fixtures, in layers (override the settings ones in a conftest.py):
   need (:func:`session_variants`): each a lane of the same processes on its own ports (:mod:`harness.targets.lanes`;
   on kind, host names of its own on the one controller: :mod:`harness.targets.kind_lanes`). Under xdist with
   ``--dist loadgroup`` (``mtls-harness run -n N``) each worker runs whole lanes and serves only its own
-  (:func:`worker_groups`);
+  (:mod:`harness.xdist_lanes`);
 - ``mtls_chain_for`` (session): ``mtls_chain_for(variant_topology)`` → the lane that serves that variant, or, for a
   variant that is no lane (``--mtls-no-lanes``, another target, a topology no collected case asked for), a running
   variant chain, started on demand and kept while it is among the few most recently used.
@@ -53,6 +53,7 @@ from harness.report.collect import IDENTITY_MODES, case_of, generated_for_chain,
 from harness.runtime import process_mark, stop_all
 from harness.targets import TARGET_NAMES, RunningChain, open_target
 from harness.targets.base import lane_key
+from harness.xdist_lanes import LaneScheduling, case_groups, lanes_split, param_id
 
 if TYPE_CHECKING:
     from harness.cases.model import Case as CaseType
@@ -259,13 +260,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         raise  # pragma: no cover - skip_case raises
 
 
-def _param_id(case_id: str) -> str:
-    """A generated case's test id: its id spelled as the catalogue's test names are (``-`` and ``.`` as ``_``), and
-    its host, when it has one, as it is written (``ingress_accepts_tls1_3@reports.aks.contoso.example``)."""
-    base, at, host = case_id.partition("@")
-    return base.replace("-", "_").replace(".", "_") + at + host
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take ``mtls_target`` are parametrized by the selected target, so their ids end in ``[local]``; the
     suite's ``test_generated_case`` by the cases generated for the chain that the reference catalogue does not have
@@ -279,7 +273,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
         reference = {c.id for c in CATALOGUE}
         extra = [c for c in chain_catalogue(metafunc.config) if c.id not in reference]
-        metafunc.parametrize("mtls_generated_case", extra, ids=[_param_id(c.id) for c in extra])
+        metafunc.parametrize("mtls_generated_case", extra, ids=[param_id(c.id) for c in extra])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -295,119 +289,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# xdist: whole lanes to one worker, so each worker starts only its own cases' lanes
+# xdist: whole lanes to one worker, so each worker starts only its own cases' lanes (harness.xdist_lanes)
 # ------------------------------------------------------------------------------------------------------------------
-GROUP_PREFIX = "mtls-lanes-"
 #: the group this worker runs: the group of the first grouped test it was sent
 _MY_GROUP = pytest.StashKey[str]()
 
 
-def _lanes_split(config: pytest.Config) -> int:
-    """How many groups the session's cases are split into, one per xdist worker: the worker count under ``--dist
-    loadgroup`` (``mtls-harness run -n N`` passes it) on a target that serves lanes, else 0 (every worker serves every
-    lane, as a session without xdist does). In the controller and in each worker alike."""
-    workerinput = getattr(config, "workerinput", None)  # set on a worker only (an env variable is inherited)
-    if workerinput is not None:  # a worker: its own options say dist "no"; xdist keeps the choice as loadgroup
-        count = int(workerinput.get("workercount", 0) or 0)
-        grouped = bool(getattr(config.option, "loadgroup", False))
-    else:
-        count = int(getattr(config.option, "numprocesses", 0) or 0)
-        grouped = config.getoption("dist", "no") == "loadgroup"
-    if (count < 2 or not grouped or config.getoption("--mtls-no-lanes", False)
-            or config.getoption("--mtls-target") not in ("local", "containers", "kind")):
-        return 0
-    return count
-
-
-def _case_groups(config: pytest.Config, cases: list[tuple[str, CaseType]], workers: int) -> dict[str, str]:
-    """By test node id, the group of each ``(node id, case)``: :func:`worker_groups` over the cases' lanes."""
-    from harness.cases.model import variant_of
-
-    topology = _session_topology(config)
-    keyed = []
-    for _, case in cases:
-        variant = variant_of(case, topology)
-        keyed.append((case.id, lane_key(variant) if variant is not None else None))
-    groups = worker_groups(keyed, workers)
-    return {nodeid: f"{GROUP_PREFIX}{g}" for (nodeid, _), g in zip(cases, groups, strict=True)}
-
-
-def _cases_by_test_name(config: pytest.Config) -> dict[str, CaseType]:
-    """The e2e case each test of the suite runs, by its name as a node id ends (``test_<case>[<target>]``,
-    ``test_generated_case[<target>-<case>]``): what the xdist controller, which collects nothing, knows of a test."""
-    from harness.cases.catalogue import CATALOGUE
-    from harness.report.collect import CHAIN_CASES
-
-    target = config.getoption("--mtls-target")
-    chain = config.stash[CHAIN_CASES]()
-    out: dict[str, CaseType] = {}
-    for case in CATALOGUE:
-        if case.id in chain:  # a case the chain's catalogue lacks skips: it needs no lane
-            out[f"test_{case.id.replace('-', '_').replace('.', '_')}[{target}]"] = chain[case.id]
-    reference = {c.id for c in CATALOGUE}
-    for case in chain.values():
-        if case.id not in reference:
-            out[f"test_generated_case[{target}-{_param_id(case.id)}]"] = case
-    return out
-
-
-try:
-    from xdist.scheduler import LoadGroupScheduling  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - xdist is a dependency
-    LoadGroupScheduling = None
-
-
-if LoadGroupScheduling is not None:
-    class LaneScheduling(LoadGroupScheduling):  # type: ignore[misc]
-        """xdist's loadgroup, with the suite's cases in one group per worker, whole lanes together
-        (:func:`worker_groups`): the first ``N`` work units are those groups, so each worker gets one and starts only
-        its lanes. The group is told by the test's name, not by an ``@group`` added to its node id (which pytest 9.2
-        no longer lets a plugin change: pytest-xdist#1386); any other test keeps loadgroup's own scope."""
-
-        def schedule(self) -> None:
-            if self.collection is None and self.collection_is_completed:
-                ids: list[str] = next(iter(self.registered_collections.values()), [])
-                by_name = _cases_by_test_name(self.config)
-                cases = [(n, by_name[n.rpartition("::")[2]]) for n in ids if n.rpartition("::")[2] in by_name]
-                self._lane_groups = _case_groups(self.config, cases, _lanes_split(self.config))
-            super().schedule()
-
-        def _split_scope(self, nodeid: str) -> str:
-            group = getattr(self, "_lane_groups", {}).get(nodeid)
-            return group if group is not None else str(super()._split_scope(nodeid))
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-        return LaneScheduling(config, log) if _lanes_split(config) else None
-
-
-#: what a lane costs at the chain's start, in cases (measured: ~8 ms a lane, ~5 ms a case; BENCHMARKS.md)
-LANE_COST = 1.5
-
-
-def worker_groups(cases: list[tuple[str, str | None]], workers: int) -> list[int]:
-    """For each ``(case id, lane key or None)``, the worker group (0 … workers-1) it runs in: every case of a lane in
-    the same group, so a worker starts only its groups' lanes; the groups' costs (a case 1, a lane :data:`LANE_COST`
-    more) as even as a greedy split makes them. The same whatever order the cases come in: every worker computes it
-    from its own collection, and xdist requires them all to collect the same node ids."""
-    lanes: dict[str, list[int]] = {}
-    home: list[int] = []
-    for n, (_, lane) in enumerate(cases):
-        (lanes.setdefault(lane, []) if lane is not None else home).append(n)
-    load = [0.0] * workers
-    out = [0] * len(cases)
-
-    def place(members: list[int], cost: float) -> None:
-        group = min(range(workers), key=lambda g: (load[g], g))
-        load[group] += cost
-        for n in members:
-            out[n] = group
-
-    for key in sorted(lanes, key=lambda k: (-(len(lanes[k]) + LANE_COST), k)):
-        place(lanes[key], len(lanes[key]) + LANE_COST)
-    for n in sorted(home, key=lambda n: cases[n][0]):
-        place([n], 1.0)
-    return out
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if LaneScheduling is None or not lanes_split(config):
+        return None
+    return LaneScheduling(config, log, topology=lambda: _session_topology(config))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -417,12 +309,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cases = [(i.nodeid, c) for c, i in ((case_of(i), i) for i in session.items
                                         if i.get_closest_marker("mtls_e2e") and generated_for_chain(i))
              if c is not None]
-    workers = _lanes_split(config)
-    groups = config.stash[_GROUP_OF] = _case_groups(config, cases, workers) if workers else {}
+    workers = lanes_split(config)
+    groups = config.stash[_GROUP_OF] = (case_groups(cases, workers, _session_topology(config)) if workers
+                                        else {})
     config.stash[_SESSION_CASES] = [(c, groups.get(nodeid)) for nodeid, c in cases]
 
 
-#: the session's cases (after every selection), each with its xdist group (:func:`worker_groups`)
+#: the session's cases (after every selection), each with its xdist group (harness.xdist_lanes)
 _SESSION_CASES = pytest.StashKey[list[tuple["CaseType", str | None]]]()
 #: an xdist worker's groups, by test node id (empty when the cases are not split)
 _GROUP_OF = pytest.StashKey[dict[str, str]]()
@@ -432,7 +325,7 @@ def session_variants(config: pytest.Config, topology: Topology) -> dict[str, Any
     """The variant chains the session's cases will ask for (each case's variant of ``topology``, in case order) and
     the hosts each one's cases probe: the lanes the local, containers and kind targets serve beside the chain from its
     start (harness.targets.lanes), as the target's ``lanes=`` and ``lane_hosts=``; {} with --mtls-no-lanes. An xdist
-    worker under ``--dist loadgroup`` serves only the lanes of its own group's cases (:func:`worker_groups`); a case
+    worker under ``--dist loadgroup`` serves only the lanes of its own group's cases (harness.xdist_lanes); a case
     of another group it is sent all the same runs on a variant chain of its own (:class:`VariantChains`)."""
     from harness.cases.model import lane_entries, lanes_for
 

@@ -155,7 +155,7 @@ def pytest_argv(args: argparse.Namespace, suite: list[Path], report: Path) -> li
             "-W", "ignore:Module already imported so cannot be rewritten; harness:pytest.PytestAssertRewriteWarning"]
     if args.workers not in (None, "0"):
         # each worker starts the chain with only its own cases' lanes: whole lanes to one worker
-        # (harness.pytest_plugin.worker_groups)
+        # (harness.xdist_lanes.worker_groups)
         argv += ["-n", args.workers, "--dist", "loadgroup"]
     if args.keyword is not None:
         argv += ["-k", args.keyword]

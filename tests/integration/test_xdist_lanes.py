@@ -1,5 +1,5 @@
 """``-n N --dist loadgroup`` (what ``mtls-harness run -n N`` passes): each xdist worker runs whole lanes and starts
-its chain with only its own cases' lanes (harness.pytest_plugin.LaneScheduling, worker_groups), on real pytest-xdist,
+its chain with only its own cases' lanes (harness.xdist_lanes.LaneScheduling, worker_groups), on real pytest-xdist,
 nginx and Envoy."""
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ def _lane(case: Any, topology: Any) -> str | None:
 
 def test_the_controller_tells_each_test_s_case_by_its_name_as_the_workers_collect_it(tmp_path: Path) -> None:
     """The xdist controller collects nothing: it finds a test's case from its node id's name
-    (harness.pytest_plugin._cases_by_test_name). Every e2e test a session collects maps to the case it runs — for the
+    (harness.xdist_lanes.cases_by_test_name). Every e2e test a session collects maps to the case it runs — for the
     reference chain and for a chain file whose catalogue has cases of its own (test_generated_case)."""
     import harness.pytest_plugin as plugin
+    import harness.xdist_lanes as split
     from harness.report.collect import case_of, generated_for_chain
 
     init = subprocess.run([sys.executable, "-m", "harness", "init", str(tmp_path / "p"), "--example",
@@ -101,7 +102,7 @@ def test_the_controller_tells_each_test_s_case_by_its_name_as_the_workers_collec
             self.label = label
 
         def pytest_collection_finish(self, session: pytest.Session) -> None:
-            by_name = plugin._cases_by_test_name(session.config)
+            by_name = split.cases_by_test_name(session.config)
             topology = plugin._session_topology(session.config)
             e2e = [i for i in session.items if i.get_closest_marker("mtls_e2e") and generated_for_chain(i)]
             for item in e2e:

@@ -1,4 +1,4 @@
-"""The split of the catalogue between xdist workers (harness.pytest_plugin.worker_groups): whole lanes to one worker,
+"""The split of the catalogue between xdist workers (harness.xdist_lanes.worker_groups): whole lanes to one worker,
 so each starts only its own cases' lanes; the same split whatever order the cases come in."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 from harness.cases.catalogue import CATALOGUE
 from harness.cases.model import variant_of
 from harness.model.topology import default_topology
-from harness.pytest_plugin import LANE_COST, worker_groups
 from harness.targets.base import lane_key
+from harness.xdist_lanes import LANE_COST, worker_groups
 
 
 def _reference() -> list[tuple[str, str | None]]:
