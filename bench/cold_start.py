@@ -126,7 +126,7 @@ def run(*, runs: int = 10, warmup: bool = True, experiment: bool = True,
                  floor_name=f"slowest bare process, {slowest}",
                  note="LocalTarget.__enter__: ports, render, spawn ×4, one wait"),
         time_row("  parent work before the spawns", chain["before_spawn"],
-                 note="find binaries, reserve ports, render nginx + 2 Envoy configs"),
+                 note="the start beyond its slowest hop's spawn → ready: binaries, ports, the renders before it"),
     ]
     for hop in HOPS:
         kind = HOP_FLOOR[hop]
