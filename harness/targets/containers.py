@@ -516,6 +516,10 @@ class ContainersTarget(OwnCertSet, TargetBase):
         self._stop_containers()
         self._envoy.clear()
         self._nginx_extra.clear()
+        if old.pki != topology.pki and self._prober is not None:
+            # the probes name the new cert set's files by their path: the probe container must have it mounted
+            self._stop_prober()
+            self._start_prober()
         self._launch()
         return self._publish()
 

@@ -343,3 +343,22 @@ def test_variants_are_lanes_of_the_same_containers_and_a_configmap_change_gets_i
         assert refused.outcome.kind == "tls_alert", refused.describe()
         assert containers() == ours  # nothing started or restarted
     assert _ours(client, f"{LABEL_RUN}={target.run_id}") == ([], [])
+
+
+
+def test_a_reconfigure_to_another_pki_plan_mounts_the_new_cert_set_in_the_probe_container(client) -> None:
+    """The inner hops are probed from the probe container with the cert set's files (mounted read-only at their own
+    path): after a reconfigure to another PKI plan the probe of apim names the NEW set's identity and trust, so the
+    probe container must have that set mounted too."""
+    from harness.targets.docker import can_probe
+
+    if not can_probe():
+        pytest.skip("the probe container needs root, nsenter, ip and docker")
+    rsa = default_topology("rsa")
+    target = ContainersTarget(default_topology())
+    with target:
+        changed = target.reconfigure(rsa)
+        seen = changed.probe("apim")
+        assert seen.outcome.kind == "ok", seen.describe()
+        # the apim it reached serves the RSA set's certificate
+        assert seen.peer_chain[0].sha256 == changed.certs.leaf(rsa.apim.listener.server_cert).fingerprint_sha256
