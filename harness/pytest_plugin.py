@@ -71,6 +71,10 @@ MARKERS = {
 
 #: how many variant chains stay up at once (each is four processes)
 VARIANT_CACHE = 3
+#: why a variant that is not a lane of the kind chain skips there
+KIND_NOT_A_LANE = ("the kind target runs one cluster and this variant is not a lane of it (other controller settings "
+                   "need an ingress controller of their own, not built: docs/containers.md, 'Variants are lanes on "
+                   "kind'); it runs on the local and containers targets")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -511,6 +515,10 @@ class VariantChains:
         if key in self._up:
             self._up.move_to_end(key)
             return self._up[key][1]
+        if self._target_name == "kind":
+            # a second KindTarget would find the session's cluster and refuse it; reconfiguring the session's own
+            # would take its lanes down under the cases still to come
+            skip_case(self.node, KIND_NOT_A_LANE, declared=True)
         while len(self._up) >= self._size:
             _, (old, old_chain) = self._up.popitem(last=False)
             if self._target_name == "local" and len(self._up) < self._size:
