@@ -74,7 +74,7 @@ VARIANT_CACHE = 3
 #: why a variant that is not a lane of the kind chain skips there
 KIND_NOT_A_LANE = ("the kind target runs one cluster and this variant is not a lane of it (other controller settings "
                    "need an ingress controller of their own, not built: docs/containers.md, 'Variants are lanes on "
-                   "kind'); it runs on the local and containers targets")
+                   "kind'; with --mtls-no-lanes no variant is); it runs on the local and containers targets")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
