@@ -197,7 +197,7 @@ def lane_host_certificates(plan: LanePlan) -> dict[str, str]:
     :func:`harness.pki.path.covers`) is left out: ingress-nginx serves it its default certificate, on purpose."""
     from cryptography import x509
 
-    from harness.pki.path import covers
+    from harness.pki.path import covers, sans_of
 
     expect: dict[str, str] = {}
     for lane in plan.lanes:
@@ -205,13 +205,7 @@ def lane_host_certificates(plan: LanePlan) -> dict[str, str]:
             continue
         for host in lane.served.ingress.hosts:
             leaf = lane.certs.leaf(lane.topology.focus_on(host).ingress.tls_leaf)
-            cert = x509.load_pem_x509_certificate(leaf.cert.read_bytes())
-            try:
-                names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                dns = names.get_values_for_type(x509.DNSName)
-            except x509.ExtensionNotFound:
-                dns = []
-            if covers(dns, host):
+            if covers(sans_of(x509.load_pem_x509_certificate(leaf.cert.read_bytes())), host):
                 expect[host] = leaf.fingerprint_sha256
     return expect
 
